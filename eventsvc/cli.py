@@ -1,0 +1,360 @@
+"""`eventsvc …`: the main job (`up`) and each component on its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from eventsvc.errors import EventsvcError
+from eventsvc.settings import Library, Settings, load_libraries
+
+__all__ = ["main"]
+
+log = logging.getLogger("eventsvc")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for flag, key in (
+        ("data_dir", "data_dir"), ("port", "api_port"), ("host", "api_host"),
+        ("nats_url", "nats_url"), ("config", "libraries_file"),
+    ):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "no_watch", False):
+        overrides["watch"] = False
+    return Settings(**overrides)
+
+
+def _libraries(args: argparse.Namespace, settings: Settings) -> tuple[list[Library], list[str]]:
+    return load_libraries(getattr(args, "paths", None) or [], settings.libraries_file)
+
+
+def _setup_logging(level: str) -> None:
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, rich_tracebacks=True)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler()
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler], force=True)
+    logging.getLogger("nats").setLevel(logging.WARNING)
+
+
+async def _until_signalled(
+    runners: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]],
+) -> None:
+    """Run components until SIGINT/SIGTERM or until one of them fails."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(r(stop)) for r in runners]
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    error: BaseException | None = None
+    for t in done:
+        if t is not waiter and t.exception() is not None:
+            error = t.exception()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    waiter.cancel()
+    if error is not None:
+        raise error
+
+
+# ---------------------------------------------------------------- commands
+
+
+async def cmd_up(args: argparse.Namespace) -> int:
+    from eventsvc.components import ApiServer, make_worker, open_log
+    from eventsvc.scanner import Scanner
+    from projections.api import create_app
+    from projections.projector import Projector
+
+    settings = _settings(args)
+    libraries, extra = _libraries(args, settings)
+    if not libraries:
+        raise EventsvcError("no libraries: give PATH arguments or --config FILE")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with open_log(settings, embedded=settings.nats_url is None) as event_log:
+        scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
+        hasher = await make_worker("hasher", event_log, settings, libraries)
+        projector = Projector(event_log, settings.readmodel_dir, batch=settings.projector_batch)
+
+        def extra_status() -> dict[str, Any]:
+            return {
+                "scanner": {k: vars(r) for k, r in scanner.reports.items()},
+                "workers": {"hasher": vars(hasher.stats)},
+                "projector": vars(projector.status) | {"path": str(projector.status.path)},
+            }
+
+        app = create_app(settings, event_log=event_log, extra_status=extra_status)
+        api = ApiServer(app, settings.api_host, settings.api_port)
+        log.info(
+            "eventsvc up: %d libraries, API on http://%s:%d, data in %s",
+            len(libraries), settings.api_host, settings.api_port, settings.data_dir,
+        )  # fmt: skip
+        await _until_signalled([scanner.run, hasher.run, projector.run, api.run])
+    return 0
+
+
+async def cmd_scan(args: argparse.Namespace) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from eventsvc.components import open_log
+    from eventsvc.scanner import Scanner
+
+    settings = _settings(args)
+    libraries, extra = _libraries(args, settings)
+    if not libraries:
+        raise EventsvcError("no libraries: give PATH arguments or --config FILE")
+    async with open_log(settings) as event_log:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} published"),
+            TimeElapsedColumn(), disable=not sys.stderr.isatty(), transient=True,
+        ) as bar:  # fmt: skip
+            tasks: dict[str, Any] = {}
+
+            def progress(lib_id: str, n: int) -> None:
+                if lib_id not in tasks:
+                    tasks[lib_id] = bar.add_task(f"scanning {lib_id}", total=None)
+                bar.update(tasks[lib_id], completed=n)
+
+            scanner = Scanner(event_log, libraries, settings, extra_excludes=extra, progress=progress)
+            await scanner.load()
+            reports = await scanner.tick(full=not args.quick, accept_missing=args.accept_missing)
+    for r in reports:
+        print(json.dumps(vars(r)))
+    return 0 if all(r.state == "online" for r in reports) else 3
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    from eventsvc.components import make_worker, open_log
+
+    settings = _settings(args)
+    libraries, _ = _libraries(args, settings)
+    async with open_log(settings) as event_log:
+        worker = await make_worker(args.name, event_log, settings, libraries)
+        await _until_signalled([worker.run])
+    return 0
+
+
+async def cmd_project(args: argparse.Namespace) -> int:
+    from eventsvc.components import open_log
+    from projections.projector import Projector
+
+    settings = _settings(args)
+    async with open_log(settings) as event_log:
+        projector = Projector(event_log, settings.readmodel_dir, batch=settings.projector_batch)
+        await _until_signalled([projector.run])
+    return 0
+
+
+async def cmd_api(args: argparse.Namespace) -> int:
+    from eventsvc.components import ApiServer, open_log
+    from projections.api import create_app
+
+    settings = _settings(args)
+    async with open_log(settings) as event_log:
+        app = create_app(settings, event_log=event_log)
+        await _until_signalled([ApiServer(app, settings.api_host, settings.api_port).run])
+    return 0
+
+
+async def cmd_rebuild(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from eventsvc.components import open_log
+    from projections.projector import rebuild
+
+    settings = _settings(args)
+    async with open_log(settings) as event_log:
+        with Progress(disable=not sys.stderr.isatty(), transient=True) as bar:
+            task = bar.add_task("replaying", total=None)
+            path, seq = await rebuild(
+                event_log, settings.readmodel_dir,
+                progress=lambda s, t: bar.update(task, completed=s, total=t),
+            )  # fmt: skip
+    print(json.dumps({"generation": path.name, "last_seq": seq}))
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from eventsvc.components import open_log
+    from projections import readmodel
+
+    settings = _settings(args)
+    out: dict[str, Any] = {}
+    async with open_log(settings) as event_log:
+        last = await event_log.last_seq()
+        out["stream"] = {"name": settings.stream, "last_seq": last}
+        out["consumers"] = [
+            {
+                "name": ci.name, "pending": ci.num_pending, "ack_pending": ci.num_ack_pending,
+                "redelivered": ci.num_redelivered,
+            }  # fmt: skip
+            for ci in await event_log.js.consumers_info(settings.stream)
+            if ci.config.durable_name
+        ]
+        path = readmodel.current_path(settings.readmodel_dir)
+        if path is not None and path.exists():
+            conn = readmodel.open_reader(path)
+            cp = readmodel.checkpoint(conn)
+            out["projector"] = {"generation": path.name, "checkpoint": cp, "lag": last - cp}
+            out["libraries"] = [
+                dict(r)
+                for r in conn.execute(
+                    "SELECT l.library_id, l.name, l.state, l.reason, "
+                    "(SELECT count(*) FROM files f WHERE f.library_id = l.library_id) AS files "
+                    "FROM libraries l ORDER BY l.name"
+                )
+            ]
+            conn.close()
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps(out, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        console.print(f"stream {settings.stream}: last seq {out['stream']['last_seq']}")
+        if "projector" in out:
+            p = out["projector"]
+            console.print(f"projector {p['generation']}: checkpoint {p['checkpoint']}, lag {p['lag']}")
+        t = Table("consumer", "pending", "ack pending", "redelivered")
+        for c in out["consumers"]:
+            t.add_row(c["name"], str(c["pending"]), str(c["ack_pending"]), str(c["redelivered"]))
+        console.print(t)
+        lt = Table("library", "id", "state", "files", "reason")
+        for lib in out.get("libraries", []):
+            lt.add_row(lib["name"], lib["library_id"], lib["state"], str(lib["files"]), lib["reason"] or "")
+        console.print(lt)
+    return 0
+
+
+async def cmd_events(args: argparse.Namespace) -> int:
+    from eventsvc.components import open_log
+    from eventsvc.errors import DecodeError
+    from eventsvc.events import decode
+
+    settings = _settings(args)
+    p = settings.subject_prefix
+    filters = [f"{p}.*.*.{t}" for t in args.type] if args.type else [f"{p}.>"]
+    async with open_log(settings) as event_log:
+        async for batch in event_log.read(filters, start_seq=args.since, follow=args.follow):
+            for raw in batch:
+                try:
+                    body = json.loads(decode(raw.data, raw.headers).model_dump_json())
+                except DecodeError as exc:
+                    body = {"error": str(exc), "raw": raw.data[:200].decode(errors="replace")}
+                if args.library and body.get("library_id") not in args.library:
+                    continue
+                print(json.dumps({"seq": raw.seq, "subject": raw.subject, **body}), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, help="data directory (EVENTSVC_DATA_DIR)")
+    p.add_argument("--nats-url", help="use this NATS server instead of the embedded one")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (EVENTSVC_LOG_LEVEL)")
+
+
+def _libs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH", help="library roots")
+    p.add_argument("--config", type=Path, help="libraries TOML file (EVENTSVC_LIBRARIES_FILE)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventsvc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything: NATS, scanner, workers, projector, API")
+    _libs(up)
+    _common(up)
+    up.add_argument("--port", type=int, help="API port (EVENTSVC_API_PORT)")
+    up.add_argument("--host", help="API bind address (default 127.0.0.1)")
+    up.add_argument("--no-watch", action="store_true", help="no file-system notifications")
+    up.set_defaults(func=cmd_up)
+
+    scan = sub.add_parser("scan", help="one scan pass of the libraries")
+    _libs(scan)
+    _common(scan)
+    scan.add_argument("--quick", action="store_true", help="no missing-file detection")
+    scan.add_argument(
+        "--accept-missing", action="store_true",
+        help="record mass deletions instead of treating the library as stale",
+    )  # fmt: skip
+    scan.set_defaults(func=cmd_scan)
+
+    worker = sub.add_parser("worker", help="run one deriver")
+    worker.add_argument("name", help="hasher")
+    _libs(worker)
+    _common(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    project = sub.add_parser("project", help="run the projector (SQLite read model)")
+    _common(project)
+    project.set_defaults(func=cmd_project)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    _common(api)
+    api.add_argument("--port", type=int)
+    api.add_argument("--host")
+    api.set_defaults(func=cmd_api)
+
+    rebuild = sub.add_parser("rebuild", help="replay the log into a new read model and swap it in")
+    _common(rebuild)
+    rebuild.set_defaults(func=cmd_rebuild)
+
+    status = sub.add_parser("status", help="lag per consumer, library health")
+    _common(status)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    events = sub.add_parser("events", help="print events as JSON lines")
+    _common(events)
+    events.add_argument("--type", action="append", help="event type (repeatable)")
+    events.add_argument("--library", action="append", help="library id (repeatable)")
+    events.add_argument("--since", type=int, default=1, help="first stream sequence")
+    events.add_argument("--follow", "-f", action="store_true")
+    events.set_defaults(func=cmd_events)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except Exception as exc:
+        print(f"eventsvc: bad settings: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level or settings.log_level)
+    func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
+    try:
+        return asyncio.run(func(args))  # type: ignore[arg-type]
+    except EventsvcError as exc:
+        print(f"eventsvc: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

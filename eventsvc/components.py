@@ -1,0 +1,122 @@
+"""Building the components from settings: the log connection, workers, projector, API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+
+from eventsvc.derive.hashing import Hasher
+from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.worker import Worker
+from eventsvc.errors import ConfigError, LogUnavailable
+from eventsvc.events import FileSeen
+from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.server import EmbeddedNats
+from eventsvc.settings import Library, Settings
+
+__all__ = ["WORKERS", "ApiServer", "hasher_spec", "make_worker", "open_log"]
+
+log = logging.getLogger(__name__)
+
+
+def hasher_spec(settings: Settings) -> ConsumerSpec:
+    return ConsumerSpec(
+        durable="hasher",
+        filter_subjects=(f"{settings.subject_prefix}.file.*.FileSeen",),
+        max_deliver=settings.max_deliver,
+        ack_wait=settings.ack_wait,
+        backoff=tuple(settings.backoff),
+        max_ack_pending=settings.max_in_flight,
+        description="FileSeen -> HashComputed",
+    )
+
+
+WORKERS = ("hasher",)
+
+
+async def make_worker(
+    name: str, event_log: EventLog, settings: Settings, libraries: list[Library]
+) -> Worker:
+    if name != "hasher":
+        raise ConfigError(f"unknown worker {name!r}; known: {', '.join(WORKERS)}")
+    roots = LibraryRoots(libraries)
+    await roots.refresh(event_log)
+
+    hasher = Hasher(roots)
+
+    async def handle(event, seq):  # type: ignore[no-untyped-def]
+        if isinstance(event, FileSeen) and roots(event.library_id) is None:
+            await roots.refresh(event_log)
+        return await hasher(event, seq)
+
+    return Worker(
+        "hasher", event_log, hasher_spec(settings), handle,
+        concurrency=settings.hash_concurrency, batch=max(settings.hash_concurrency * 4, 8),
+        accepts=(FileSeen,),
+    )  # fmt: skip
+
+
+@asynccontextmanager
+async def open_log(settings: Settings, *, embedded: bool | None = None) -> AsyncIterator[EventLog]:
+    """Connect to ``settings.nats_url``; else to the embedded server of the data dir,
+    starting it when no other eventsvc runs one there."""
+    server: EmbeddedNats | None = None
+    url = settings.nats_url
+    if url is None:
+        server = EmbeddedNats(settings.nats_store_dir)
+        if embedded is not True and server.url_file.exists():
+            url = server.url_file.read_text().strip()
+            try:
+                event_log = await EventLog.connect(
+                    url, stream=settings.stream, prefix=settings.subject_prefix, connect_timeout=2
+                )
+            except LogUnavailable:
+                url = None
+            else:
+                server = None
+                try:
+                    await event_log.ensure_stream()
+                    yield event_log
+                finally:
+                    await event_log.close()
+                return
+        url = await asyncio.to_thread(server.start)
+        log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
+    try:
+        event_log = await EventLog.connect(url, stream=settings.stream, prefix=settings.subject_prefix)
+        try:
+            await event_log.ensure_stream()
+            yield event_log
+        finally:
+            await event_log.close()
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def,override]
+        yield  # the runtime owns the signals
+
+
+class ApiServer:
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        self.server = _Server(cfg)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        task = asyncio.create_task(self.server.serve())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        self.server.should_exit = True
+        stopper.cancel()
+        await task
+        if not self.server.started:
+            raise ConfigError("the API server did not start (port in use?)")

@@ -1,0 +1,1 @@
+"""Derivers: durable consumers that turn events into derived events."""

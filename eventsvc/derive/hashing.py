@@ -1,0 +1,142 @@
+"""The hasher: FileSeen -> HashComputed (blake3, size, mtime, pHash and dHash for images)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from eventsvc.errors import PermanentError, TransientError
+from eventsvc.events import Event, FileSeen, HashComputed
+
+__all__ = ["HashResult", "hash_file", "perceptual", "Hasher"]
+
+log = logging.getLogger(__name__)
+
+MMAP_MIN = 4 << 20
+THREADS_MIN = 16 << 20
+CHUNK = 4 << 20
+RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class HashResult:
+    content_hash: str
+    size: int
+    mtime_ns: int
+
+
+def _digest(path: bytes, size: int) -> str:
+    if size >= MMAP_MIN:
+        threads = blake3.blake3.AUTO if size >= THREADS_MIN else 1
+        h = blake3.blake3(max_threads=threads)
+        try:
+            h.update_mmap(path)
+            return h.hexdigest()
+        except (OSError, ValueError):
+            pass  # some file systems refuse mmap: stream instead
+    h = blake3.blake3()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(min(CHUNK, max(size, 1)))
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def hash_file(path: bytes | str) -> HashResult:
+    """blake3 of a file with bounded memory; re-read if it changes while being hashed."""
+    for _ in range(RETRIES):
+        try:
+            st0 = os.stat(path)
+            if not os.path.isfile(path):
+                raise PermanentError(f"not a regular file: {os.fsdecode(path)}")
+            digest = _digest(os.fsencode(path), st0.st_size)
+            st1 = os.stat(path)
+        except FileNotFoundError as exc:
+            raise PermanentError(f"file vanished before hashing: {os.fsdecode(path)}") from exc
+        except IsADirectoryError as exc:
+            raise PermanentError(f"not a regular file: {os.fsdecode(path)}") from exc
+        except PermissionError as exc:
+            raise PermanentError(f"permission denied: {os.fsdecode(path)}") from exc
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN):
+                raise TransientError(f"I/O error reading {os.fsdecode(path)}: {exc}") from exc
+            raise PermanentError(f"cannot read {os.fsdecode(path)}: {exc}") from exc
+        if (st0.st_size, st0.st_mtime_ns) == (st1.st_size, st1.st_mtime_ns):
+            return HashResult(digest, st1.st_size, st1.st_mtime_ns)
+    raise TransientError(f"file kept changing while being hashed: {os.fsdecode(path)}")
+
+
+_heif_registered = False
+
+
+def _register_heif() -> None:
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+        except ImportError:  # pragma: no cover - a declared dependency
+            pass
+        _heif_registered = True
+
+
+def perceptual(path: bytes | str) -> tuple[str | None, str | None, int | None, int | None, str | None]:
+    """(phash, dhash, width, height, error) from one reduced-scale decode."""
+    import imagehash
+    from PIL import Image
+
+    _register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(os.fsdecode(path)) as im:
+                width, height = im.size
+                if width * height > 200_000_000:
+                    return None, None, width, height, f"image too large ({width}x{height})"
+                im.draft("L", (64, 64))  # JPEG: decode at 1/8 scale when possible
+                gray = im.convert("L")
+        return str(imagehash.phash(gray)), str(imagehash.dhash(gray)), width, height, None
+    except Exception as exc:  # undecodable image: the content hash still lands
+        return None, None, None, None, f"{type(exc).__name__}: {exc}"[:500]
+
+
+RootResolver = Callable[[str], Path | None]
+
+
+class Hasher:
+    """The handler for the hasher worker."""
+
+    def __init__(self, roots: RootResolver) -> None:
+        self.roots = roots
+
+    async def __call__(self, event: Event, seq: int) -> list[Event]:
+        if not isinstance(event, FileSeen):
+            return []
+        root = self.roots(event.library_id)
+        if root is None:
+            raise TransientError(f"unknown library {event.library_id}")
+        path = os.path.join(os.fsencode(root), event.path_bytes())
+        return [await asyncio.to_thread(self.derive, event, path, seq)]
+
+    @staticmethod
+    def derive(event: FileSeen, path: bytes, seq: int) -> HashComputed:
+        res = hash_file(path)
+        phash = dhash = err = None
+        width = height = None
+        if event.media_kind == "image":
+            phash, dhash, width, height, err = perceptual(path)
+        return HashComputed(
+            content_hash=res.content_hash, library_id=event.library_id, file_id=event.file_id,
+            size=res.size, mtime_ns=res.mtime_ns, media_kind=event.media_kind, phash=phash,
+            dhash=dhash, width=width, height=height, decode_error=err, causation=seq,
+        )  # fmt: skip

@@ -1,0 +1,168 @@
+"""The deriver runtime: explicit-ack pull consumption, bounded in flight, back-off,
+and a DerivationFailed when a message is given up on. Outputs are published before
+the input is acked, so a crash between the two only repeats work (deduped by Msg-Id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from eventsvc.errors import DecodeError, PermanentError, TransientError
+from eventsvc.events import DerivationFailed, Event, decode
+from eventsvc.log import ConsumerSpec, EventLog
+
+__all__ = ["Handler", "Worker", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event, int], Awaitable[list[Event]]]
+"""(event, its stream sequence) -> events to publish. Raise PermanentError to record a
+failure at once, anything else to retry with back-off up to max_deliver."""
+
+
+@dataclass
+class WorkerStats:
+    done: int = 0
+    published: int = 0
+    failed: int = 0
+    retried: int = 0
+    last_error: str | None = None
+    recent_failures: list[str] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(
+        self,
+        name: str,
+        event_log: EventLog,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        concurrency: int = 2,
+        batch: int = 32,
+        accepts: tuple[type[Event], ...] = (),
+    ) -> None:
+        self.name = name
+        self.log = event_log
+        self.spec = spec
+        self.handler = handler
+        self.concurrency = max(1, concurrency)
+        self.batch = max(1, batch)
+        self.accepts = accepts
+        self.stats = WorkerStats()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await self.log.pull(self.spec)
+        sem = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                room = self.batch - len(tasks)
+                if room <= 0:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    msgs = await sub.fetch(room, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                    break
+                except nats.errors.Error as exc:
+                    log.warning("%s: fetch failed (%r); retrying", self.name, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in msgs:
+                    t = asyncio.create_task(self._guarded(msg, sem))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _guarded(self, msg: Msg, sem: asyncio.Semaphore) -> None:
+        async with sem:
+            try:
+                await self._one(msg)
+            except Exception:
+                log.exception("%s: unexpected error handling %s", self.name, msg.subject)
+
+    async def _one(self, msg: Msg) -> None:
+        md = msg.metadata
+        seq = md.sequence.stream
+        deliveries = md.num_delivered
+        try:
+            event = decode(msg.data, msg.headers)
+        except DecodeError as exc:
+            await self._fail(msg, seq, deliveries, None, f"undecodable event: {exc}", True)
+            return
+        if self.accepts and not isinstance(event, self.accepts):
+            await msg.ack()
+            return
+        heartbeat = asyncio.create_task(self._keep_alive(msg))
+        try:
+            outputs = await self.handler(event, seq)
+        except PermanentError as exc:
+            await self._fail(msg, seq, deliveries, event, str(exc), True)
+            return
+        except Exception as exc:  # transient by default: retry with back-off
+            reason = str(exc) or type(exc).__name__
+            if deliveries >= self.spec.max_deliver:
+                await self._fail(
+                    msg, seq, deliveries, event, f"gave up after {deliveries} tries: {reason}",
+                    not isinstance(exc, TransientError),
+                )  # fmt: skip
+                return
+            delay = self._backoff(deliveries)
+            self.stats.retried += 1
+            self.stats.last_error = reason
+            log.warning("%s: seq %d failed (%s); retry in %.0fs", self.name, seq, reason, delay)
+            await msg.nak(delay=delay)
+            return
+        finally:
+            heartbeat.cancel()
+        for out in outputs:
+            await self.log.publish(out)
+            self.stats.published += 1
+        await msg.ack()
+        self.stats.done += 1
+
+    def _backoff(self, deliveries: int) -> float:
+        steps = self.spec.backoff or (1.0,)
+        return float(steps[min(deliveries - 1, len(steps) - 1)])
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell the server we are still at it, so long jobs are not redelivered."""
+        while True:
+            await asyncio.sleep(max(self.spec.ack_wait / 3, 0.5))
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _fail(
+        self, msg: Msg, seq: int, deliveries: int, event: Event | None, reason: str, permanent: bool
+    ) -> None:
+        self.stats.failed += 1
+        self.stats.last_error = reason
+        self.stats.recent_failures = [*self.stats.recent_failures[-19:], reason]
+        log.warning("%s: recording failure for seq %d: %s", self.name, seq, reason)
+        failed = DerivationFailed(
+            stage=self.name,
+            reason=reason,
+            permanent=permanent,
+            input_subject=msg.subject,
+            deliveries=deliveries,
+            causation=seq,
+            file_id=getattr(event, "file_id", None),
+            content_hash=getattr(event, "content_hash", None),
+            library_id=getattr(event, "library_id", None),
+        )
+        await self.log.publish(failed)
+        await msg.ack()

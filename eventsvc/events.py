@@ -1,0 +1,358 @@
+"""The event catalog: one frozen model per event, and the one codec for all of them.
+
+Bodies are compact JSON carrying ``type`` and ``v`` (schema version) so the ``nats``
+CLI shows readable events. Old versions are upcast in one place (``UPCASTERS``)
+before validation. Subjects put the aggregate key before the event type::
+
+    photos.file.<file_id>.FileSeen
+    photos.content.<blake3>.HashComputed
+    photos.library.<library_id>.LibraryStale
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eventsvc.errors import DecodeError
+
+__all__ = [
+    "EVENT_TYPES",
+    "HDR_CAUSATION",
+    "HDR_TYPE",
+    "HDR_VERSION",
+    "ClipEncoded",
+    "DerivationFailed",
+    "Event",
+    "ExifExtracted",
+    "FaceBox",
+    "FacesDetected",
+    "FileMissing",
+    "FileSeen",
+    "HashComputed",
+    "LibraryOnline",
+    "LibraryStale",
+    "PlaylistReady",
+    "ThumbnailReady",
+    "decode",
+    "encode",
+    "headers_for",
+    "now",
+]
+
+HDR_TYPE = "Eventsvc-Type"
+HDR_VERSION = "Eventsvc-Version"
+HDR_CAUSATION = "Eventsvc-Causation"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every event. Subclasses set ``type`` and ``v`` as literals."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    aggregate: ClassVar[str] = "file"
+    occurred_at: datetime = Field(default_factory=now)
+    causation: int | None = None
+    """Stream sequence of the event this one was derived from (None for observations)."""
+
+    @property
+    def key(self) -> str:
+        """The aggregate key that goes into the subject (never a path)."""
+        raise NotImplementedError
+
+    def subject(self, prefix: str = "photos") -> str:
+        return f"{prefix}.{self.aggregate}.{self.key}.{self.type}"  # type: ignore[attr-defined]
+
+    def default_msg_id(self) -> str:
+        """Deterministic ``Nats-Msg-Id``: derived events dedupe on their cause."""
+        return f"{self.type}:{self.key}:{self.causation}"  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- the scanner's facts
+
+
+class FileSeen(Event):
+    type: Literal["FileSeen"] = "FileSeen"
+    v: Literal[1] = 1
+    library_id: str
+    file_id: str
+    path: str
+    """Relative path, '/'-separated; non-UTF-8 bytes shown as U+FFFD (see raw_path)."""
+    raw_path: str | None = None
+    """Base64 of the raw relative path bytes when they are not valid UTF-8."""
+    size: int
+    mtime_ns: int
+    media_kind: Literal["image", "video"]
+
+    @property
+    def key(self) -> str:
+        return self.file_id
+
+    def path_bytes(self) -> bytes:
+        if self.raw_path is not None:
+            return base64.b64decode(self.raw_path)
+        return self.path.encode("utf-8")
+
+
+class FileMissing(Event):
+    type: Literal["FileMissing"] = "FileMissing"
+    v: Literal[1] = 1
+    library_id: str
+    file_id: str
+    path: str
+
+    @property
+    def key(self) -> str:
+        return self.file_id
+
+
+class LibraryStale(Event):
+    aggregate: ClassVar[str] = "library"
+    type: Literal["LibraryStale"] = "LibraryStale"
+    v: Literal[1] = 1
+    library_id: str
+    name: str
+    root: str
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return self.library_id
+
+
+class LibraryOnline(Event):
+    aggregate: ClassVar[str] = "library"
+    type: Literal["LibraryOnline"] = "LibraryOnline"
+    v: Literal[1] = 1
+    library_id: str
+    name: str
+    root: str
+
+    @property
+    def key(self) -> str:
+        return self.library_id
+
+
+# ---------------------------------------------------------------- derived facts
+
+
+class HashComputed(Event):
+    aggregate: ClassVar[str] = "content"
+    type: Literal["HashComputed"] = "HashComputed"
+    v: Literal[1] = 1
+    content_hash: str
+    library_id: str
+    file_id: str
+    size: int
+    mtime_ns: int
+    media_kind: Literal["image", "video"]
+    phash: str | None = None
+    dhash: str | None = None
+    width: int | None = None
+    height: int | None = None
+    decode_error: str | None = None
+    """Why perceptual hashes are missing for an image that did not decode."""
+
+    @property
+    def key(self) -> str:
+        return self.content_hash
+
+
+class DerivationFailed(Event):
+    type: Literal["DerivationFailed"] = "DerivationFailed"
+    v: Literal[1] = 1
+    stage: str
+    reason: str
+    permanent: bool = True
+    input_subject: str
+    deliveries: int = 1
+    file_id: str | None = None
+    content_hash: str | None = None
+    library_id: str | None = None
+
+    @property
+    def aggregate(self) -> str:  # type: ignore[override]
+        if self.content_hash:
+            return "content"
+        if self.file_id:
+            return "file"
+        return "stage"
+
+    @property
+    def key(self) -> str:
+        return self.content_hash or self.file_id or self.stage
+
+    def default_msg_id(self) -> str:
+        return f"DerivationFailed:{self.stage}:{self.causation}"
+
+
+class ExifExtracted(Event):
+    aggregate: ClassVar[str] = "content"
+    type: Literal["ExifExtracted"] = "ExifExtracted"
+    v: Literal[1] = 1
+    content_hash: str
+    fields: dict[str, Any]
+    date_taken: str | None = None
+    date_source: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.content_hash
+
+
+class ThumbnailReady(Event):
+    aggregate: ClassVar[str] = "content"
+    type: Literal["ThumbnailReady"] = "ThumbnailReady"
+    v: Literal[1] = 1
+    content_hash: str
+    sizes: dict[str, str]
+    """Size name -> path relative to the thumbnail root."""
+
+    @property
+    def key(self) -> str:
+        return self.content_hash
+
+
+class ClipEncoded(Event):
+    aggregate: ClassVar[str] = "content"
+    type: Literal["ClipEncoded"] = "ClipEncoded"
+    v: Literal[1] = 1
+    content_hash: str
+    model_version: str
+    dim: int
+    vector: list[float]
+
+    @property
+    def key(self) -> str:
+        return self.content_hash
+
+    def default_msg_id(self) -> str:
+        return f"ClipEncoded:{self.content_hash}:{self.model_version}"
+
+
+class FaceBox(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    box: tuple[float, float, float, float]
+    """(left, top, right, bottom) in relative coordinates."""
+    score: float
+    landmarks: list[tuple[float, float]]
+    embedding: list[float]
+
+
+class FacesDetected(Event):
+    aggregate: ClassVar[str] = "content"
+    type: Literal["FacesDetected"] = "FacesDetected"
+    v: Literal[1] = 1
+    content_hash: str
+    model: str
+    faces: list[FaceBox]
+
+    @property
+    def key(self) -> str:
+        return self.content_hash
+
+    def default_msg_id(self) -> str:
+        return f"FacesDetected:{self.content_hash}:{self.model}"
+
+
+class PlaylistReady(Event):
+    aggregate: ClassVar[str] = "content"
+    type: Literal["PlaylistReady"] = "PlaylistReady"
+    v: Literal[1] = 1
+    content_hash: str
+    playlist_path: str
+    duration: float
+    segments: int
+    codecs: str
+    mode: Literal["remux", "transcode"]
+
+    @property
+    def key(self) -> str:
+        return self.content_hash
+
+
+_CLASSES: tuple[type[Event], ...] = (
+    FileSeen,
+    FileMissing,
+    LibraryStale,
+    LibraryOnline,
+    HashComputed,
+    DerivationFailed,
+    ExifExtracted,
+    ThumbnailReady,
+    ClipEncoded,
+    FacesDetected,
+    PlaylistReady,
+)
+EVENT_TYPES: dict[str, type[Event]] = {
+    c.model_fields["type"].default: c for c in _CLASSES
+}
+CURRENT_VERSION: dict[str, int] = {t: c.model_fields["v"].default for t, c in EVENT_TYPES.items()}
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+"""(type, version) -> function turning a body of that version into one of version + 1.
+
+Register one per schema change, e.g. ``UPCASTERS[("FileSeen", 1)] = _fileseen_1_to_2``.
+"""
+
+
+def encode(event: Event) -> bytes:
+    """The one serialiser: compact JSON of the frozen model."""
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def headers_for(event: Event, msg_id: str | None = None) -> dict[str, str]:
+    hdrs = {
+        "Nats-Msg-Id": msg_id or event.default_msg_id(),
+        HDR_TYPE: event.type,  # type: ignore[attr-defined]
+        HDR_VERSION: str(event.v),  # type: ignore[attr-defined]
+    }
+    if event.causation is not None:
+        hdrs[HDR_CAUSATION] = str(event.causation)
+    return hdrs
+
+
+def decode(data: bytes, headers: dict[str, str] | None = None) -> Event:
+    """The one deserialiser. Fast path when the headers name a current type/version."""
+    if headers:
+        etype = headers.get(HDR_TYPE)
+        cls = EVENT_TYPES.get(etype) if etype else None
+        if cls is not None and headers.get(HDR_VERSION) == str(CURRENT_VERSION[etype]):
+            try:
+                return cls.model_validate_json(data)
+            except ValidationError:
+                pass  # fall through: the slow path gives the precise reason
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise DecodeError("body is not a JSON object")
+    etype = body.get("type")
+    cls = EVENT_TYPES.get(etype) if isinstance(etype, str) else None
+    if cls is None:
+        raise DecodeError(f"unknown event type {etype!r}")
+    version = body.get("v", 1)
+    if not isinstance(version, int) or version > CURRENT_VERSION[etype]:
+        raise DecodeError(f"{etype} version {version!r} is newer than this build knows")
+    while version < CURRENT_VERSION[etype]:
+        up = UPCASTERS.get((etype, version))
+        if up is None:
+            raise DecodeError(f"no upcaster for {etype} v{version}")
+        body = up(body)
+        version += 1
+        body["v"] = version
+    try:
+        return cls.model_validate(body)
+    except ValidationError as exc:
+        raise DecodeError(f"invalid {etype}: {exc.errors()[0]['msg']}") from exc

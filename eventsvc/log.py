@@ -1,0 +1,332 @@
+"""The one module that talks to JetStream: stream and consumers, publish, consume, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from eventsvc.errors import LogError, LogUnavailable, PublishError
+from eventsvc.events import Event, encode, headers_for
+
+__all__ = ["ConsumerSpec", "EventLog", "Published", "RawEvent"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A durable pull consumer's configuration, as data."""
+
+    durable: str
+    filter_subjects: tuple[str, ...]
+    max_deliver: int = 5
+    ack_wait: float = 30.0
+    backoff: tuple[float, ...] = ()
+    max_ack_pending: int = 256
+    description: str = ""
+
+    def config(self) -> ConsumerConfig:
+        backoff = list(self.backoff[: max(self.max_deliver - 1, 0)]) or None
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=self.description or None,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=backoff[0] if backoff and backoff[0] > self.ack_wait else self.ack_wait,
+            max_deliver=self.max_deliver,
+            backoff=[max(b, self.ack_wait) for b in backoff] if backoff else None,
+            filter_subjects=list(self.filter_subjects),
+            max_ack_pending=self.max_ack_pending,
+            max_waiting=512,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """A message read back from the stream, not yet decoded."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+
+
+@dataclass(slots=True)
+class Published:
+    seq: int
+    duplicate: bool
+
+
+@dataclass
+class EventLog:
+    nc: Client
+    js: JetStreamContext
+    stream: str = "PHOTOS"
+    prefix: str = "photos"
+    _subs: list[object] = field(default_factory=list)
+
+    # ------------------------------------------------------------ connection
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, stream: str = "PHOTOS", prefix: str = "photos", name: str = "eventsvc",
+        connect_timeout: float = 5.0,
+    ) -> EventLog:
+        async def _quiet(exc: Exception) -> None:
+            log.warning("nats: %s", exc)
+
+        try:
+            nc = await nats.connect(
+                url, name=name, connect_timeout=connect_timeout, max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5, allow_reconnect=True, error_cb=_quiet,
+                pending_size=64 * 1024 * 1024,
+            )
+        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise LogUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
+        js = nc.jetstream(timeout=10.0)
+        try:
+            await js.account_info()
+        except (nats.js.errors.Error, nats.errors.Error, asyncio.TimeoutError) as exc:
+            await nc.close()
+            raise LogUnavailable(f"NATS at {url} has no JetStream enabled: {exc!r}") from exc
+        return cls(nc=nc, js=js, stream=stream, prefix=prefix)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    # ------------------------------------------------------------ setup (idempotent)
+
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.stream,
+            description="eventsvc: the source of truth for the photo index",
+            subjects=[f"{self.prefix}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_msgs=-1,
+            max_bytes=-1,
+            max_age=0,
+            max_msgs_per_subject=-1,
+            duplicate_window=120.0,
+            allow_direct=True,
+        )
+
+    async def ensure_stream(self) -> None:
+        cfg = self.stream_config()
+        try:
+            await self.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self.js.add_stream(cfg)
+            except nats.js.errors.BadRequestError:
+                await self.js.stream_info(self.stream)  # lost a race: it exists now
+            return
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise LogError(f"cannot read stream {self.stream}: {exc!r}") from exc
+        try:
+            await self.js.update_stream(cfg)
+        except nats.js.errors.Error as exc:
+            raise LogError(f"stream {self.stream} exists with an incompatible config: {exc}") from exc
+
+    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
+        cfg = spec.config()
+        try:
+            await self.js.add_consumer(self.stream, cfg)
+        except nats.js.errors.BadRequestError as exc:
+            # An older config with other filters: replace it, keeping nothing but the name.
+            log.warning("consumer %s config changed (%s); recreating", spec.durable, exc)
+            await self.js.delete_consumer(self.stream, spec.durable)
+            await self.js.add_consumer(self.stream, cfg)
+
+    # ------------------------------------------------------------ publish
+
+    async def publish(
+        self, event: Event, *, msg_id: str | None = None, expected_last_subject_seq: int | None = None
+    ) -> Published:
+        hdrs = headers_for(event, msg_id)
+        if expected_last_subject_seq is not None:
+            hdrs["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
+        try:
+            ack = await self.js.publish(
+                event.subject(self.prefix), encode(event), stream=self.stream, headers=hdrs
+            )
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise PublishError(f"publish of {event.subject(self.prefix)} failed: {exc!r}") from exc
+        return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def publish_many(
+        self, items: Iterable[tuple[Event, str | None]]
+    ) -> list[Published]:
+        """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding)."""
+        futures: list[asyncio.Future] = []
+        try:
+            for event, msg_id in items:
+                fut = await self.js.publish_async(
+                    event.subject(self.prefix),
+                    encode(event),
+                    stream=self.stream,
+                    headers=headers_for(event, msg_id),
+                    wait_stall=30.0,
+                )
+                futures.append(fut)
+            acks = await asyncio.gather(*futures)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            for f in futures:
+                f.cancel()
+            raise PublishError(f"bulk publish failed after {len(futures)} events: {exc!r}") from exc
+        return [Published(seq=a.seq, duplicate=bool(a.duplicate)) for a in acks]
+
+    async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> int:
+        ack = await self.js.publish(subject, data, stream=self.stream, headers=headers)
+        return ack.seq
+
+    # ------------------------------------------------------------ status (not history)
+
+    STATUS_BUCKET = "EVENTSVC_STATUS"
+
+    async def _status_kv(self, create: bool):  # type: ignore[no-untyped-def]
+        try:
+            return await self.js.key_value(self.STATUS_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            if not create:
+                return None
+            from nats.js.api import KeyValueConfig
+
+            return await self.js.create_key_value(
+                KeyValueConfig(bucket=self.STATUS_BUCKET, history=1, description="scan status")
+            )
+
+    async def put_status(self, key: str, value: dict) -> None:
+        """Operational status (last scan per library): a KV bucket, not the event log."""
+        import json
+
+        try:
+            kv = await self._status_kv(create=True)
+            await kv.put(key, json.dumps(value).encode())
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("cannot write status %s: %r", key, exc)
+
+    async def get_status(self, key: str) -> dict | None:
+        import json
+
+        try:
+            kv = await self._status_kv(create=False)
+            if kv is None:
+                return None
+            entry = await kv.get(key)
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+            return None
+        return json.loads(entry.value) if entry and entry.value else None
+
+    # ------------------------------------------------------------ read
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(self.stream)
+        return int(info.state.last_seq)
+
+    async def pull(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
+        await self.ensure_consumer(spec)
+        return await self.js.pull_subscribe_bind(
+            spec.durable, stream=self.stream, pending_msgs_limit=spec.max_ack_pending * 4
+        )
+
+    async def read(
+        self,
+        filter_subjects: Sequence[str] | None = None,
+        *,
+        start_seq: int = 1,
+        last_per_subject: bool = False,
+        stop_at: int | None = None,
+        batch: int = 2000,
+        follow: bool = False,
+        idle: float = 1.0,
+    ) -> AsyncIterator[list[RawEvent]]:
+        """Read the stream in order, in batches, through an ordered consumer.
+
+        Ends at ``stop_at`` (default: the stream's last sequence when called). With
+        ``follow`` it never ends and yields an empty batch after ``idle`` seconds
+        without messages, so the caller can look around.
+        """
+        if follow:
+            stop_at = 1 << 62
+        elif stop_at is None:
+            stop_at = await self.last_seq()
+        if stop_at < start_seq:
+            return
+        filters = list(filter_subjects or [f"{self.prefix}.>"])
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def _cb(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        cfg = ConsumerConfig(
+            filter_subjects=filters if len(filters) > 1 else None,
+            opt_start_seq=None if last_per_subject or start_seq <= 1 else start_seq,
+        )
+        policy = (
+            DeliverPolicy.LAST_PER_SUBJECT
+            if last_per_subject
+            else DeliverPolicy.ALL if start_seq <= 1 else DeliverPolicy.BY_START_SEQUENCE
+        )
+        sub = await self.js.subscribe(
+            filters[0] if len(filters) == 1 else "",
+            stream=self.stream, cb=_cb, ordered_consumer=True, deliver_policy=policy,
+            config=cfg, pending_msgs_limit=1 << 22, pending_bytes_limit=1 << 31,
+        )
+        try:
+            done = False
+            if not follow:
+                ci = await sub.consumer_info()
+                if ci.num_pending == 0 and (ci.delivered.stream_seq or 0) == 0 and queue.empty():
+                    return  # nothing matches the filter
+            while not done:
+                if follow:
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), idle)
+                    except TimeoutError:
+                        yield []
+                        continue
+                else:
+                    msg = await queue.get()
+                out: list[RawEvent] = []
+                while True:
+                    md = msg.metadata
+                    seq = md.sequence.stream
+                    if seq > stop_at:
+                        done = True
+                        break
+                    out.append(RawEvent(seq, msg.subject, msg.data, msg.headers))
+                    if seq >= stop_at or (md.num_pending == 0 and not follow):
+                        done = True
+                        break
+                    if len(out) >= batch or queue.empty():
+                        break
+                    msg = queue.get_nowait()
+                if out:
+                    yield out
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

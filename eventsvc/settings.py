@@ -1,0 +1,149 @@
+"""Settings: flags first, then ``EVENTSVC_*`` environment variables, then defaults.
+
+Nothing is built at import time: call ``Settings()`` (or ``Settings(**overrides)``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventsvc.errors import ConfigError
+from eventsvc.ids import LIBRARY_ID_RE, library_id_for_root
+
+__all__ = ["DEFAULT_EXCLUDES", "Library", "Settings", "load_libraries"]
+
+DEFAULT_EXCLUDES: tuple[str, ...] = (
+    "@eaDir",
+    "#recycle",
+    "#snapshot",
+    ".Trash-*",
+    ".Trashes",
+    ".Spotlight-V100",
+    ".fseventsd",
+    ".thumbnails",
+    ".DS_Store",
+    "._*",
+    "Thumbs.db",
+    "*.partial",
+    "*.tmp",
+    "*.crdownload",
+)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "eventsvc"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVENTSVC_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8470
+    api_token: str | None = None
+    nats_url: str | None = None
+    """An existing NATS server; None starts the embedded one in the data dir."""
+    stream: str = "PHOTOS"
+    subject_prefix: str = "photos"
+    libraries_file: Path | None = None
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDES))
+    quick_interval: float = 15.0
+    full_interval: float = 3600.0
+    missing_share: float = 0.5
+    """A full scan that would mark more than this share of a library missing: stale."""
+    missing_min_files: int = 10
+    """The share rule applies only to libraries with at least this many known files."""
+    missing_cap: int = 5000
+    """At most this many FileMissing per library per tick; the rest next tick."""
+    watch: bool = True
+    hash_concurrency: int = 2
+    max_in_flight: int = 64
+    max_deliver: int = 5
+    ack_wait: float = 30.0
+    backoff: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0])
+    projector_batch: int = 2000
+    log_level: str = "INFO"
+
+    @property
+    def readmodel_dir(self) -> Path:
+        return self.data_dir / "readmodel"
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return self.data_dir / "nats"
+
+
+@dataclass(frozen=True, slots=True)
+class Library:
+    id: str
+    name: str
+    root: Path
+    enabled: bool = True
+    exclude: tuple[str, ...] = ()
+
+
+def _check_id(lib_id: str) -> str:
+    if not LIBRARY_ID_RE.match(lib_id):
+        raise ConfigError(
+            f"library id {lib_id!r} must match {LIBRARY_ID_RE.pattern} (it goes into subjects)"
+        )
+    return lib_id
+
+
+def load_libraries(
+    paths: list[str] | None = None, libraries_file: Path | None = None
+) -> tuple[list[Library], list[str]]:
+    """Libraries from command-line roots and/or a TOML file; returns (libraries, excludes).
+
+    TOML layout::
+
+        exclude = ["*.xmp"]            # global, added to the defaults
+        [[library]]
+        id = "family"                  # [a-z0-9_-], stable: it is in every subject
+        name = "Family photos"
+        root = "/mnt/nas/photos"
+        enabled = true
+        exclude = ["Private", "**/cache/*"]
+    """
+    libs: list[Library] = []
+    extra_excludes: list[str] = []
+    if libraries_file is not None:
+        try:
+            data = tomllib.loads(Path(libraries_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read libraries file {libraries_file}: {exc}") from exc
+        extra_excludes = [str(x) for x in data.get("exclude", [])]
+        for entry in data.get("library", []):
+            if "root" not in entry:
+                raise ConfigError(f"library entry without root in {libraries_file}: {entry}")
+            root = Path(os.path.expanduser(entry["root"])).absolute()
+            libs.append(
+                Library(
+                    id=_check_id(str(entry.get("id") or library_id_for_root(str(root)))),
+                    name=str(entry.get("name") or root.name or str(root)),
+                    root=root,
+                    enabled=bool(entry.get("enabled", True)),
+                    exclude=tuple(str(x) for x in entry.get("exclude", [])),
+                )
+            )
+    for p in paths or []:
+        root = Path(os.path.expanduser(p)).absolute()
+        libs.append(Library(id=library_id_for_root(str(root)), name=root.name or str(root), root=root))
+    seen: set[str] = set()
+    for lib in libs:
+        if lib.id in seen:
+            raise ConfigError(f"library id {lib.id!r} given twice")
+        seen.add(lib.id)
+    return libs, extra_excludes
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "lib"

@@ -1,0 +1,1 @@
+"""The read side: everything that reads events (projector, read model, API)."""

@@ -1,0 +1,230 @@
+"""The projector: applies events to the read model, checkpointed in the same transaction.
+
+``apply(conn, seq, event)`` is a pure function of the event and the rows; replaying the
+log from sequence 1 into an empty generation gives the same rows as applying it live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventsvc.errors import DecodeError
+from eventsvc.events import (
+    DerivationFailed,
+    Event,
+    FileMissing,
+    FileSeen,
+    HashComputed,
+    LibraryOnline,
+    LibraryStale,
+    decode,
+)
+from eventsvc.log import EventLog, RawEvent
+from projections import readmodel
+
+__all__ = ["Projector", "apply", "apply_batch", "rebuild"]
+
+log = logging.getLogger(__name__)
+
+
+def _iso(event: Event) -> str:
+    return event.occurred_at.isoformat()
+
+
+def _file_seen(conn: sqlite3.Connection, seq: int, e: FileSeen) -> None:
+    conn.execute(
+        """INSERT INTO files (file_id, library_id, path, raw_path, size, mtime_ns, media_kind,
+                              seen_seq, seen_at, content_hash, hash_seq)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)
+           ON CONFLICT (file_id) DO UPDATE SET
+              path = excluded.path, raw_path = excluded.raw_path,
+              seen_seq = excluded.seen_seq, seen_at = excluded.seen_at,
+              media_kind = excluded.media_kind,
+              content_hash = CASE WHEN files.size = excluded.size
+                                   AND files.mtime_ns = excluded.mtime_ns
+                                  THEN files.content_hash END,
+              hash_seq = CASE WHEN files.size = excluded.size
+                               AND files.mtime_ns = excluded.mtime_ns
+                              THEN files.hash_seq END,
+              size = excluded.size, mtime_ns = excluded.mtime_ns""",
+        (e.file_id, e.library_id, e.path, e.raw_path, e.size, e.mtime_ns, e.media_kind,
+         seq, _iso(e)),
+    )  # fmt: skip
+
+
+def _file_missing(conn: sqlite3.Connection, seq: int, e: FileMissing) -> None:
+    conn.execute("DELETE FROM files WHERE file_id = ?", (e.file_id,))
+
+
+def _library(conn: sqlite3.Connection, seq: int, e: LibraryStale | LibraryOnline) -> None:
+    state = "stale" if isinstance(e, LibraryStale) else "online"
+    reason = e.reason if isinstance(e, LibraryStale) else None
+    conn.execute(
+        """INSERT INTO libraries (library_id, name, root, state, reason, state_since, state_seq)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (library_id) DO UPDATE SET name = excluded.name, root = excluded.root,
+              state = excluded.state, reason = excluded.reason,
+              state_since = excluded.state_since, state_seq = excluded.state_seq""",
+        (e.library_id, e.name, e.root, state, reason, _iso(e), seq),
+    )
+
+
+def _hash_computed(conn: sqlite3.Connection, seq: int, e: HashComputed) -> None:
+    conn.execute(
+        """INSERT INTO content (content_hash, size, media_kind, phash, dhash, width, height,
+                                decode_error, first_seq)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (content_hash) DO UPDATE SET
+              phash = coalesce(content.phash, excluded.phash),
+              dhash = coalesce(content.dhash, excluded.dhash),
+              width = coalesce(content.width, excluded.width),
+              height = coalesce(content.height, excluded.height)""",
+        (e.content_hash, e.size, e.media_kind, e.phash, e.dhash, e.width, e.height,
+         e.decode_error, seq),
+    )  # fmt: skip
+    # Only the version of the file that was hashed gets the hash.
+    conn.execute(
+        """UPDATE files SET content_hash = ?, hash_seq = ?
+           WHERE file_id = ? AND size = ? AND mtime_ns = ?""",
+        (e.content_hash, seq, e.file_id, e.size, e.mtime_ns),
+    )
+
+
+def _failed(conn: sqlite3.Connection, seq: int, e: DerivationFailed) -> None:
+    conn.execute(
+        """INSERT OR REPLACE INTO failures (seq, stage, reason, permanent, input_subject,
+               deliveries, file_id, content_hash, library_id, occurred_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (seq, e.stage, e.reason[:2000], int(e.permanent), e.input_subject, e.deliveries,
+         e.file_id, e.content_hash, e.library_id, _iso(e)),
+    )  # fmt: skip
+
+
+Applier = Callable[[sqlite3.Connection, int, Event], None]
+APPLIERS: dict[type[Event], Applier] = {
+    FileSeen: _file_seen,  # type: ignore[dict-item]
+    FileMissing: _file_missing,  # type: ignore[dict-item]
+    LibraryStale: _library,  # type: ignore[dict-item]
+    LibraryOnline: _library,  # type: ignore[dict-item]
+    HashComputed: _hash_computed,  # type: ignore[dict-item]
+    DerivationFailed: _failed,  # type: ignore[dict-item]
+}
+
+
+def apply(conn: sqlite3.Connection, seq: int, event: Event) -> None:
+    """Apply one event. Types this read model does not project are skipped."""
+    fn = APPLIERS.get(type(event))
+    if fn is not None:
+        fn(conn, seq, event)
+
+
+def apply_batch(conn: sqlite3.Connection, batch: Sequence[RawEvent]) -> int:
+    """Apply a batch and move the checkpoint, in one transaction. Returns events applied.
+
+    Events at or below the checkpoint (redeliveries) are skipped; bytes that do not
+    decode are skipped with a warning (a deriver records them as DerivationFailed).
+    """
+    if not batch:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        last = readmodel.checkpoint(conn)
+        n = 0
+        for raw in batch:
+            if raw.seq <= last:
+                continue
+            try:
+                event = decode(raw.data, raw.headers)
+            except DecodeError as exc:
+                log.warning("projector: skipping seq %d on %s: %s", raw.seq, raw.subject, exc)
+            else:
+                apply(conn, raw.seq, event)
+                n += 1
+            last = raw.seq
+        conn.execute("UPDATE checkpoint SET last_seq = ? WHERE id = 1", (last,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return n
+
+
+@dataclass
+class ProjectorStatus:
+    path: Path | None = None
+    last_seq: int = 0
+    applied: int = 0
+
+
+class Projector:
+    """The live projector: follows the stream from the checkpoint, moves to new generations."""
+
+    def __init__(self, event_log: EventLog, directory: Path, *, batch: int = 2000) -> None:
+        self.log = event_log
+        self.directory = Path(directory)
+        self.batch = batch
+        self.status = ProjectorStatus()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            path = readmodel.ensure_current(self.directory)
+            conn = readmodel.open_writer(path)
+            self.status.path = path
+            try:
+                start = readmodel.checkpoint(conn) + 1
+                self.status.last_seq = start - 1
+                log.info("projector: %s from seq %d", path.name, start)
+                async for batch in self.log.read(start_seq=start, follow=True, batch=self.batch):
+                    if batch:
+                        self.status.applied += await asyncio.to_thread(apply_batch, conn, batch)
+                        self.status.last_seq = batch[-1].seq
+                    if stop.is_set() or readmodel.current_path(self.directory) != path:
+                        break
+            finally:
+                conn.close()
+
+
+async def rebuild(
+    event_log: EventLog,
+    directory: Path,
+    *,
+    batch: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Path, int]:
+    """Replay the whole log into a new generation and swap it in. Returns (path, last_seq).
+
+    The API keeps serving the old generation until the swap; a live projector moves to
+    the new one when it sees the pointer change.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = readmodel.new_generation(directory)
+    conn = readmodel.open_writer(path, bulk=True)
+    try:
+        seq = 0
+        while True:  # catch up, then once more for what arrived meanwhile
+            target = await event_log.last_seq()
+            if target <= seq:
+                break
+            t0 = time.monotonic()
+            async for chunk in event_log.read(start_seq=seq + 1, stop_at=target, batch=batch):
+                await asyncio.to_thread(apply_batch, conn, chunk)
+                seq = chunk[-1].seq
+                if progress:
+                    progress(seq, target)
+            log.info("rebuild: replayed to %d in %.1fs", seq, time.monotonic() - t0)
+            if target == seq and await event_log.last_seq() == seq:
+                break
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+    readmodel.swap(directory, path)
+    with contextlib.suppress(OSError):
+        readmodel.prune_generations(directory, keep=2)
+    return path, seq

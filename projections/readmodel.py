@@ -1,0 +1,150 @@
+"""The SQLite read model on disk: generations, the CURRENT pointer, writer and readers.
+
+A read-model directory holds ``gen-NNNNNN.db`` files and a ``CURRENT`` file naming
+the live one. A rebuild writes a new generation and swaps ``CURRENT`` atomically
+(write a temp file, rename): readers open whatever ``CURRENT`` names per request, the
+projector notices the change and moves over. Each generation keeps its own WAL, so a
+swap never pairs a database with another one's WAL file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from eventsvc.errors import ReadModelError
+
+__all__ = [
+    "checkpoint",
+    "current_path",
+    "dump",
+    "new_generation",
+    "open_reader",
+    "open_writer",
+    "prune_generations",
+    "swap",
+]
+
+_GEN_RE = re.compile(r"^gen-(\d{6})\.db$")
+POINTER = "CURRENT"
+
+
+def _schema() -> str:
+    return resources.files("projections").joinpath("schema.sql").read_text()
+
+
+def current_path(directory: Path) -> Path | None:
+    try:
+        name = (directory / POINTER).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not _GEN_RE.match(name):
+        raise ReadModelError(f"{directory / POINTER} names {name!r}, not a read-model generation")
+    return directory / name
+
+
+def _generations(directory: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in directory.iterdir() if directory.exists() else []:
+        m = _GEN_RE.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def new_generation(directory: Path) -> Path:
+    """A fresh, empty generation file with the schema (not yet current)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    gens = _generations(directory)
+    n = (gens[-1][0] + 1) if gens else 1
+    path = directory / f"gen-{n:06d}.db"
+    conn = open_writer(path)
+    conn.close()
+    return path
+
+
+def swap(directory: Path, path: Path) -> None:
+    """Make ``path`` the current generation, atomically."""
+    tmp = directory / (POINTER + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(path.name)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / POINTER)
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def ensure_current(directory: Path) -> Path:
+    path = current_path(directory)
+    if path is None or not path.exists():
+        path = new_generation(directory)
+        swap(directory, path)
+    return path
+
+
+def prune_generations(directory: Path, keep: int = 2) -> list[Path]:
+    """Remove all but the newest ``keep`` generations (never the current one)."""
+    current = current_path(directory)
+    removed = []
+    for _, p in _generations(directory)[:-keep] if keep else _generations(directory):
+        if current is not None and p.name == current.name:
+            continue
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(p) + suffix)
+        removed.append(p)
+    return removed
+
+
+def open_writer(path: Path, *, bulk: bool = False) -> sqlite3.Connection:
+    """The one writer connection. ``bulk`` trades durability for speed (rebuilds)."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if bulk:
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("PRAGMA synchronous=OFF")
+        else:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.executescript(_schema())
+    except sqlite3.Error as exc:
+        raise ReadModelError(f"cannot open read model {path} for writing: {exc}") from exc
+    return conn
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ReadModelError(f"cannot open read model {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def checkpoint(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT last_seq FROM checkpoint WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
+
+
+def dump(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows, sorted: two read models are equal iff their dumps are."""
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        )
+    ]
+    return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
