@@ -122,6 +122,11 @@ async def cmd_scan(args: argparse.Namespace) -> int:
     libraries, extra = _libraries(args, settings)
     if not libraries:
         raise EventsvcError("no libraries: give PATH arguments or --config FILE")
+    if args.loop:
+        async with open_log(settings) as event_log:
+            scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
+            await _until_signalled([scanner.run])
+        return 0
     async with open_log(settings) as event_log:
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} published"),
@@ -297,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     _libs(scan)
     _common(scan)
     scan.add_argument("--quick", action="store_true", help="no missing-file detection")
+    scan.add_argument("--loop", action="store_true", help="keep scanning on the intervals (+ watch)")
+    scan.add_argument("--no-watch", action="store_true", help="no file-system notifications")
     scan.add_argument(
         "--accept-missing", action="store_true",
         help="record mass deletions instead of treating the library as stale",

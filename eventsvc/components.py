@@ -90,6 +90,7 @@ async def open_log(settings: Settings, *, embedded: bool | None = None) -> Async
         log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
     try:
         event_log = await EventLog.connect(url, stream=settings.stream, prefix=settings.subject_prefix)
+        event_log.replicas = settings.stream_replicas
         try:
             await event_log.ensure_stream()
             yield event_log
@@ -112,11 +113,20 @@ class ApiServer:
         self.server = _Server(cfg)
 
     async def run(self, stop: asyncio.Event) -> None:
-        task = asyncio.create_task(self.server.serve())
+        task = asyncio.create_task(self._serve())
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         self.server.should_exit = True
         stopper.cancel()
         await task
+
+    async def _serve(self) -> None:
+        cfg = self.server.config
+        try:
+            await self.server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind
+            raise ConfigError(
+                f"the API could not listen on {cfg.host}:{cfg.port} (port in use?)"
+            ) from exc
         if not self.server.started:
-            raise ConfigError("the API server did not start (port in use?)")
+            raise ConfigError(f"the API could not listen on {cfg.host}:{cfg.port} (port in use?)")

@@ -82,6 +82,7 @@ class EventLog:
     js: JetStreamContext
     stream: str = "PHOTOS"
     prefix: str = "photos"
+    replicas: int = 1
     _subs: list[object] = field(default_factory=list)
 
     # ------------------------------------------------------------ connection
@@ -96,7 +97,7 @@ class EventLog:
 
         try:
             nc = await nats.connect(
-                url, name=name, connect_timeout=connect_timeout, max_reconnect_attempts=-1,
+                [u.strip() for u in url.split(",") if u.strip()], name=name, connect_timeout=connect_timeout, max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5, allow_reconnect=True, error_cb=_quiet,
                 pending_size=64 * 1024 * 1024,
             )
@@ -132,6 +133,7 @@ class EventLog:
             max_msgs_per_subject=-1,
             duplicate_window=120.0,
             allow_direct=True,
+            num_replicas=self.replicas,
         )
 
     async def ensure_stream(self) -> None:

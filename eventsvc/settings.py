@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     nats_url: str | None = None
     """An existing NATS server; None starts the embedded one in the data dir."""
     stream: str = "PHOTOS"
+    stream_replicas: int = 1
+    """JetStream replicas of the stream (3 on the compose cluster)."""
     subject_prefix: str = "photos"
     libraries_file: Path | None = None
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDES))

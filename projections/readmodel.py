@@ -147,4 +147,7 @@ def dump(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
             " ORDER BY name"
         )
     ]
-    return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+    return {
+        t: sorted((tuple(r) for r in conn.execute(f'SELECT * FROM "{t}"')), key=repr)
+        for t in tables
+    }

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,10 +39,10 @@ def _digest(path: bytes, size: int) -> str:
         threads = blake3.blake3.AUTO if size >= THREADS_MIN else 1
         h = blake3.blake3(max_threads=threads)
         try:
-            h.update_mmap(path)
+            h.update_mmap(os.fsdecode(path))
             return h.hexdigest()
-        except (OSError, ValueError):
-            pass  # some file systems refuse mmap: stream instead
+        except (OSError, ValueError, TypeError, UnicodeError):
+            pass  # some file systems (and odd names) refuse mmap: stream instead
     h = blake3.blake3()
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(min(CHUNK, max(size, 1)))
@@ -51,14 +52,20 @@ def _digest(path: bytes, size: int) -> str:
     return h.hexdigest()
 
 
-def hash_file(path: bytes | str) -> HashResult:
-    """blake3 of a file with bounded memory; re-read if it changes while being hashed."""
+Digest = Callable[[bytes, int], str]
+
+
+def hash_file(path: bytes | str, digest_fn: Digest = _digest) -> HashResult:
+    """blake3 of a file with bounded memory; re-read if it changes while being hashed.
+
+    The file is "the same" before and after when its inode, size and mtime agree.
+    """
     for _ in range(RETRIES):
         try:
             st0 = os.stat(path)
-            if not os.path.isfile(path):
+            if not stat.S_ISREG(st0.st_mode):
                 raise PermanentError(f"not a regular file: {os.fsdecode(path)}")
-            digest = _digest(os.fsencode(path), st0.st_size)
+            digest = digest_fn(os.fsencode(path), st0.st_size)
             st1 = os.stat(path)
         except FileNotFoundError as exc:
             raise PermanentError(f"file vanished before hashing: {os.fsdecode(path)}") from exc
@@ -70,7 +77,7 @@ def hash_file(path: bytes | str) -> HashResult:
             if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN):
                 raise TransientError(f"I/O error reading {os.fsdecode(path)}: {exc}") from exc
             raise PermanentError(f"cannot read {os.fsdecode(path)}: {exc}") from exc
-        if (st0.st_size, st0.st_mtime_ns) == (st1.st_size, st1.st_mtime_ns):
+        if (st0.st_ino, st0.st_size, st0.st_mtime_ns) == (st1.st_ino, st1.st_size, st1.st_mtime_ns):
             return HashResult(digest, st1.st_size, st1.st_mtime_ns)
     raise TransientError(f"file kept changing while being hashed: {os.fsdecode(path)}")
 

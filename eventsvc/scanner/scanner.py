@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import logging
 import os
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +30,10 @@ __all__ = ["ScanReport", "Scanner"]
 log = logging.getLogger(__name__)
 
 CHUNK = 1000
+
+
+class _Abandoned(Exception):
+    """The publishing side gave up: the walking thread stops."""
 
 
 @dataclass
@@ -147,8 +153,20 @@ class Scanner:
         gone = self.state.gone
         lib_id = lib.id
 
+        abandoned = threading.Event()
+
         def put(item: list[tuple[WalkEntry, int, str]] | None) -> None:
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+            if abandoned.is_set():
+                raise _Abandoned
+            fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            while True:
+                try:
+                    fut.result(0.5)
+                    return
+                except concurrent.futures.TimeoutError:
+                    if abandoned.is_set():
+                        fut.cancel()
+                        raise _Abandoned from None
 
         def producer() -> int:
             n = 0
@@ -171,23 +189,32 @@ class Scanner:
                         chunk = []
                 if chunk:
                     put(chunk)
-            finally:
+            except _Abandoned:
+                return n
+            except BaseException:
+                with contextlib.suppress(_Abandoned):
+                    put(None)  # the publishing side must not wait forever
+                raise
+            with contextlib.suppress(_Abandoned):
                 put(None)
             return n
 
         walker = asyncio.create_task(asyncio.to_thread(producer))
-        while (chunk := await queue.get()) is not None:
-            items = [self._seen_event(lib, e, kseq, fid) for e, kseq, fid in chunk]
-            seqs = await self._publish(items)
-            for (e, kseq, fid), seq in zip(chunk, seqs, strict=True):
-                if kseq and e.rel in known:
-                    report.changed += 1
-                else:
-                    report.new += 1
-                known[e.rel] = (fid, e.size, e.mtime_ns, seq)
-            if self.progress:
-                self.progress(lib.id, report.new + report.changed)
-        report.files = await walker
+        try:
+            while (chunk := await queue.get()) is not None:
+                items = [self._seen_event(lib, e, kseq, fid) for e, kseq, fid in chunk]
+                seqs = await self._publish(items)
+                for (e, kseq, fid), seq in zip(chunk, seqs, strict=True):
+                    if kseq and e.rel in known:
+                        report.changed += 1
+                    else:
+                        report.new += 1
+                    known[e.rel] = (fid, e.size, e.mtime_ns, seq)
+                if self.progress:
+                    self.progress(lib.id, report.new + report.changed)
+        finally:
+            abandoned.set()  # a failed publish or a cancel stops the walking thread
+            report.files = await walker
 
         if seen is not None:
             missing = [rel for rel in known if rel not in seen]

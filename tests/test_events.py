@@ -1,0 +1,100 @@
+"""The event catalog and its codec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from eventsvc import events as ev
+from eventsvc.errors import DecodeError
+from eventsvc.ids import file_id
+
+
+def _seen(**kw: object) -> ev.FileSeen:
+    base = dict(
+        library_id="lib-a", file_id=file_id("lib-a", b"x/y.jpg"), path="x/y.jpg", size=3,
+        mtime_ns=5, media_kind="image",
+    )  # fmt: skip
+    base.update(kw)
+    return ev.FileSeen(**base)  # type: ignore[arg-type]
+
+
+def test_round_trip_every_type_with_and_without_headers() -> None:
+    samples: list[ev.Event] = [
+        _seen(),
+        ev.FileMissing(library_id="l", file_id="f" * 32, path="a.jpg"),
+        ev.LibraryStale(library_id="l", name="n", root="/r", reason="gone"),
+        ev.LibraryOnline(library_id="l", name="n", root="/r"),
+        ev.HashComputed(content_hash="a" * 64, library_id="l", file_id="f" * 32, size=1,
+                        mtime_ns=2, media_kind="image", phash="00ff", causation=7),
+        ev.DerivationFailed(stage="hasher", reason="boom", input_subject="s", causation=9),
+        ev.ClipEncoded(content_hash="b" * 64, model_version="m", dim=2, vector=[0.5, 0.25]),
+        ev.FacesDetected(content_hash="b" * 64, model="hog", faces=[]),
+    ]  # fmt: skip
+    for e in samples:
+        data = ev.encode(e)
+        assert ev.decode(data, ev.headers_for(e)) == e
+        assert ev.decode(data) == e
+        body = json.loads(data)
+        assert body["type"] == e.type and body["v"] == 1  # type: ignore[attr-defined]
+
+
+def test_events_are_frozen() -> None:
+    e = _seen()
+    with pytest.raises(ValidationError):
+        e.size = 4  # type: ignore[misc]
+
+
+def test_subjects_put_the_key_before_the_type_and_never_a_path() -> None:
+    e = _seen(path="holidays/ünïcode dir/a.b.c*>.jpg")
+    assert e.subject() == f"photos.file.{e.file_id}.FileSeen"
+    assert "holidays" not in e.subject()
+    h = ev.HashComputed(content_hash="c" * 64, library_id="l", file_id="f" * 32, size=1,
+                        mtime_ns=2, media_kind="video")  # fmt: skip
+    assert h.subject("x") == f"x.content.{'c' * 64}.HashComputed"
+    lib = ev.LibraryStale(library_id="lib-1", name="n", root="/r", reason="r")
+    assert lib.subject() == "photos.library.lib-1.LibraryStale"
+
+
+def test_headers_carry_msg_id_type_and_causation() -> None:
+    h = ev.HashComputed(content_hash="c" * 64, library_id="l", file_id="f" * 32, size=1,
+                        mtime_ns=2, media_kind="image", causation=42)  # fmt: skip
+    hdrs = ev.headers_for(h)
+    assert hdrs[ev.HDR_TYPE] == "HashComputed"
+    assert hdrs[ev.HDR_CAUSATION] == "42"
+    assert hdrs["Nats-Msg-Id"] == ev.headers_for(h)["Nats-Msg-Id"]  # deterministic
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xfe garbage", b"[]", b'{"type": "Nope"}', b'{"type": "FileSeen", "v": 1}',
+     b'{"type": "FileSeen", "v": 99}', b""],
+)  # fmt: skip
+def test_garbage_is_a_decode_error(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        ev.decode(data, {ev.HDR_TYPE: "FileSeen", ev.HDR_VERSION: "1"})
+
+
+def test_upcasting_old_versions_happens_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pretend FileMissing is at v2 and v1 bodies lack nothing but need a rename.
+    old = {"type": "FileMissing", "v": 0, "library": "l", "file_id": "f" * 32, "path": "a.jpg",
+           "occurred_at": "2024-01-01T00:00:00Z"}  # fmt: skip
+
+    def up0(body: dict) -> dict:
+        body = dict(body)
+        body["library_id"] = body.pop("library")
+        return body
+
+    monkeypatch.setitem(ev.UPCASTERS, ("FileMissing", 0), up0)
+    out = ev.decode(json.dumps(old).encode())
+    assert isinstance(out, ev.FileMissing) and out.library_id == "l"
+
+
+def test_non_utf8_paths_keep_their_bytes() -> None:
+    import base64
+
+    raw = b"caf\xe9.jpg"
+    e = _seen(path=raw.decode("utf-8", "replace"), raw_path=base64.b64encode(raw).decode())
+    assert ev.decode(ev.encode(e)).path_bytes() == raw  # type: ignore[attr-defined]
