@@ -24,9 +24,12 @@ log = logging.getLogger("eventsvc")
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     for flag, key in (
-        ("data_dir", "data_dir"), ("port", "api_port"), ("host", "api_host"),
-        ("nats_url", "nats_url"), ("config", "libraries_file"),
-    ):  # fmt: skip
+        ("data_dir", "data_dir"),
+        ("port", "api_port"),
+        ("host", "api_host"),
+        ("nats_url", "nats_url"),
+        ("config", "libraries_file"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
@@ -106,8 +109,11 @@ async def cmd_up(args: argparse.Namespace) -> int:
         api = ApiServer(app, settings.api_host, settings.api_port)
         log.info(
             "eventsvc up: %d libraries, API on http://%s:%d, data in %s",
-            len(libraries), settings.api_host, settings.api_port, settings.data_dir,
-        )  # fmt: skip
+            len(libraries),
+            settings.api_host,
+            settings.api_port,
+            settings.data_dir,
+        )
         await _until_signalled([scanner.run, hasher.run, projector.run, api.run])
     return 0
 
@@ -129,9 +135,13 @@ async def cmd_scan(args: argparse.Namespace) -> int:
         return 0
     async with open_log(settings) as event_log:
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} published"),
-            TimeElapsedColumn(), disable=not sys.stderr.isatty(), transient=True,
-        ) as bar:  # fmt: skip
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("{task.completed} published"),
+            TimeElapsedColumn(),
+            disable=not sys.stderr.isatty(),
+            transient=True,
+        ) as bar:
             tasks: dict[str, Any] = {}
 
             def progress(lib_id: str, n: int) -> None:
@@ -139,7 +149,9 @@ async def cmd_scan(args: argparse.Namespace) -> int:
                     tasks[lib_id] = bar.add_task(f"scanning {lib_id}", total=None)
                 bar.update(tasks[lib_id], completed=n)
 
-            scanner = Scanner(event_log, libraries, settings, extra_excludes=extra, progress=progress)
+            scanner = Scanner(
+                event_log, libraries, settings, extra_excludes=extra, progress=progress
+            )
             await scanner.load()
             reports = await scanner.tick(full=not args.quick, accept_missing=args.accept_missing)
     for r in reports:
@@ -191,9 +203,10 @@ async def cmd_rebuild(args: argparse.Namespace) -> int:
         with Progress(disable=not sys.stderr.isatty(), transient=True) as bar:
             task = bar.add_task("replaying", total=None)
             path, seq = await rebuild(
-                event_log, settings.readmodel_dir,
+                event_log,
+                settings.readmodel_dir,
                 progress=lambda s, t: bar.update(task, completed=s, total=t),
-            )  # fmt: skip
+            )
     print(json.dumps({"generation": path.name, "last_seq": seq}))
     return 0
 
@@ -209,9 +222,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
         out["stream"] = {"name": settings.stream, "last_seq": last}
         out["consumers"] = [
             {
-                "name": ci.name, "pending": ci.num_pending, "ack_pending": ci.num_ack_pending,
+                "name": ci.name,
+                "pending": ci.num_pending,
+                "ack_pending": ci.num_ack_pending,
                 "redelivered": ci.num_redelivered,
-            }  # fmt: skip
+            }
             for ci in await event_log.js.consumers_info(settings.stream)
             if ci.config.durable_name
         ]
@@ -239,14 +254,18 @@ async def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"stream {settings.stream}: last seq {out['stream']['last_seq']}")
         if "projector" in out:
             p = out["projector"]
-            console.print(f"projector {p['generation']}: checkpoint {p['checkpoint']}, lag {p['lag']}")
+            console.print(
+                f"projector {p['generation']}: checkpoint {p['checkpoint']}, lag {p['lag']}"
+            )
         t = Table("consumer", "pending", "ack pending", "redelivered")
         for c in out["consumers"]:
             t.add_row(c["name"], str(c["pending"]), str(c["ack_pending"]), str(c["redelivered"]))
         console.print(t)
         lt = Table("library", "id", "state", "files", "reason")
         for lib in out.get("libraries", []):
-            lt.add_row(lib["name"], lib["library_id"], lib["state"], str(lib["files"]), lib["reason"] or "")
+            lt.add_row(
+                lib["name"], lib["library_id"], lib["state"], str(lib["files"]), lib["reason"] or ""
+            )
         console.print(lt)
     return 0
 
@@ -302,12 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     _libs(scan)
     _common(scan)
     scan.add_argument("--quick", action="store_true", help="no missing-file detection")
-    scan.add_argument("--loop", action="store_true", help="keep scanning on the intervals (+ watch)")
+    scan.add_argument(
+        "--loop", action="store_true", help="keep scanning on the intervals (+ watch)"
+    )
     scan.add_argument("--no-watch", action="store_true", help="no file-system notifications")
     scan.add_argument(
-        "--accept-missing", action="store_true",
+        "--accept-missing",
+        action="store_true",
         help="record mass deletions instead of treating the library as stale",
-    )  # fmt: skip
+    )
     scan.set_defaults(func=cmd_scan)
 
     worker = sub.add_parser("worker", help="run one deriver")

@@ -56,10 +56,14 @@ async def make_worker(
         return await hasher(event, seq)
 
     return Worker(
-        "hasher", event_log, hasher_spec(settings), handle,
-        concurrency=settings.hash_concurrency, batch=max(settings.hash_concurrency * 4, 8),
+        "hasher",
+        event_log,
+        hasher_spec(settings),
+        handle,
+        concurrency=settings.hash_concurrency,
+        batch=max(settings.hash_concurrency * 4, 8),
         accepts=(FileSeen,),
-    )  # fmt: skip
+    )
 
 
 @asynccontextmanager
@@ -89,7 +93,9 @@ async def open_log(settings: Settings, *, embedded: bool | None = None) -> Async
         url = await asyncio.to_thread(server.start)
         log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
     try:
-        event_log = await EventLog.connect(url, stream=settings.stream, prefix=settings.subject_prefix)
+        event_log = await EventLog.connect(
+            url, stream=settings.stream, prefix=settings.subject_prefix
+        )
         event_log.replicas = settings.stream_replicas
         try:
             await event_log.ensure_stream()

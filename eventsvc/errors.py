@@ -1,16 +1,16 @@
 """The error tree of eventsvc. Foreign errors are translated at the boundary.
 
-    EventsvcError
-     ├── ConfigError          bad settings or library configuration
-     ├── ServerError          the embedded nats-server did not start or answer
-     ├── LogError             JetStream failed
-     │    ├── LogUnavailable  no server, or a server without JetStream
-     │    └── PublishError    a publish was not acknowledged
-     ├── DecodeError          bytes on a subject are not an event we know
-     ├── DerivationError      a deriver could not derive
-     │    ├── PermanentError  record a DerivationFailed and move on
-     │    └── TransientError  retry with back-off, up to max_deliver
-     └── ReadModelError       the SQLite read model is missing or unusable
+EventsvcError
+ ├── ConfigError          bad settings or library configuration
+ ├── ServerError          the embedded nats-server did not start or answer
+ ├── LogError             JetStream failed
+ │    ├── LogUnavailable  no server, or a server without JetStream
+ │    └── PublishError    a publish was not acknowledged
+ ├── DecodeError          bytes on a subject are not an event we know
+ ├── DerivationError      a deriver could not derive
+ │    ├── PermanentError  record a DerivationFailed and move on
+ │    └── TransientError  retry with back-off, up to max_deliver
+ └── ReadModelError       the SQLite read model is missing or unusable
 """
 
 from __future__ import annotations

@@ -293,9 +293,7 @@ _CLASSES: tuple[type[Event], ...] = (
     FacesDetected,
     PlaylistReady,
 )
-EVENT_TYPES: dict[str, type[Event]] = {
-    c.model_fields["type"].default: c for c in _CLASSES
-}
+EVENT_TYPES: dict[str, type[Event]] = {c.model_fields["type"].default: c for c in _CLASSES}
 CURRENT_VERSION: dict[str, int] = {t: c.model_fields["v"].default for t, c in EVENT_TYPES.items()}
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

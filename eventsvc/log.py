@@ -89,24 +89,38 @@ class EventLog:
 
     @classmethod
     async def connect(
-        cls, url: str, *, stream: str = "PHOTOS", prefix: str = "photos", name: str = "eventsvc",
+        cls,
+        url: str,
+        *,
+        stream: str = "PHOTOS",
+        prefix: str = "photos",
+        name: str = "eventsvc",
         connect_timeout: float = 5.0,
     ) -> EventLog:
         async def _quiet(exc: Exception) -> None:
             log.warning("nats: %s", exc)
 
         try:
-            nc = await nats.connect(
-                [u.strip() for u in url.split(",") if u.strip()], name=name, connect_timeout=connect_timeout, max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5, allow_reconnect=True, error_cb=_quiet,
-                pending_size=64 * 1024 * 1024,
+            # nats-py applies max_reconnect_attempts to the first connect too: bound it.
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    [u.strip() for u in url.split(",") if u.strip()],
+                    name=name,
+                    connect_timeout=connect_timeout,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    allow_reconnect=True,
+                    error_cb=_quiet,
+                    pending_size=64 * 1024 * 1024,
+                ),
+                timeout=connect_timeout * 2,
             )
-        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise LogUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
         js = nc.jetstream(timeout=10.0)
         try:
             await js.account_info()
-        except (nats.js.errors.Error, nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.js.errors.Error, nats.errors.Error) as exc:
             await nc.close()
             raise LogUnavailable(f"NATS at {url} has no JetStream enabled: {exc!r}") from exc
         return cls(nc=nc, js=js, stream=stream, prefix=prefix)
@@ -146,12 +160,14 @@ class EventLog:
             except nats.js.errors.BadRequestError:
                 await self.js.stream_info(self.stream)  # lost a race: it exists now
             return
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise LogError(f"cannot read stream {self.stream}: {exc!r}") from exc
         try:
             await self.js.update_stream(cfg)
         except nats.js.errors.Error as exc:
-            raise LogError(f"stream {self.stream} exists with an incompatible config: {exc}") from exc
+            raise LogError(
+                f"stream {self.stream} exists with an incompatible config: {exc}"
+            ) from exc
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         cfg = spec.config()
@@ -166,7 +182,11 @@ class EventLog:
     # ------------------------------------------------------------ publish
 
     async def publish(
-        self, event: Event, *, msg_id: str | None = None, expected_last_subject_seq: int | None = None
+        self,
+        event: Event,
+        *,
+        msg_id: str | None = None,
+        expected_last_subject_seq: int | None = None,
     ) -> Published:
         hdrs = headers_for(event, msg_id)
         if expected_last_subject_seq is not None:
@@ -175,13 +195,11 @@ class EventLog:
             ack = await self.js.publish(
                 event.subject(self.prefix), encode(event), stream=self.stream, headers=hdrs
             )
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise PublishError(f"publish of {event.subject(self.prefix)} failed: {exc!r}") from exc
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
-    async def publish_many(
-        self, items: Iterable[tuple[Event, str | None]]
-    ) -> list[Published]:
+    async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> list[Published]:
         """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding)."""
         futures: list[asyncio.Future] = []
         try:
@@ -195,13 +213,15 @@ class EventLog:
                 )
                 futures.append(fut)
             acks = await asyncio.gather(*futures)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             for f in futures:
                 f.cancel()
             raise PublishError(f"bulk publish failed after {len(futures)} events: {exc!r}") from exc
         return [Published(seq=a.seq, duplicate=bool(a.duplicate)) for a in acks]
 
-    async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> int:
+    async def publish_raw(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> int:
         ack = await self.js.publish(subject, data, stream=self.stream, headers=headers)
         return ack.seq
 
@@ -228,7 +248,7 @@ class EventLog:
         try:
             kv = await self._status_kv(create=True)
             await kv.put(key, json.dumps(value).encode())
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             log.warning("cannot write status %s: %r", key, exc)
 
     async def get_status(self, key: str) -> dict | None:
@@ -239,7 +259,7 @@ class EventLog:
             if kv is None:
                 return None
             entry = await kv.get(key)
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
             return None
         return json.loads(entry.value) if entry and entry.value else None
 
@@ -291,12 +311,19 @@ class EventLog:
         policy = (
             DeliverPolicy.LAST_PER_SUBJECT
             if last_per_subject
-            else DeliverPolicy.ALL if start_seq <= 1 else DeliverPolicy.BY_START_SEQUENCE
+            else DeliverPolicy.ALL
+            if start_seq <= 1
+            else DeliverPolicy.BY_START_SEQUENCE
         )
         sub = await self.js.subscribe(
             filters[0] if len(filters) == 1 else "",
-            stream=self.stream, cb=_cb, ordered_consumer=True, deliver_policy=policy,
-            config=cfg, pending_msgs_limit=1 << 22, pending_bytes_limit=1 << 31,
+            stream=self.stream,
+            cb=_cb,
+            ordered_consumer=True,
+            deliver_policy=policy,
+            config=cfg,
+            pending_msgs_limit=1 << 22,
+            pending_bytes_limit=1 << 31,
         )
         try:
             done = False

@@ -86,10 +86,19 @@ class EmbeddedNats:
             ) from exc
         log_path = self.store_dir / "nats-server.log"
         cmd = [
-            find_nats_server(), "-js", "-a", self.host, "-p", str(self.port),
-            "-sd", str(self.store_dir / "jetstream"), "-l", str(log_path),
-            "--server_name", "eventsvc-embedded",
-        ]  # fmt: skip
+            find_nats_server(),
+            "-js",
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-sd",
+            str(self.store_dir / "jetstream"),
+            "-l",
+            str(log_path),
+            "--server_name",
+            "eventsvc-embedded",
+        ]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -138,7 +138,9 @@ def load_libraries(
             )
     for p in paths or []:
         root = Path(os.path.expanduser(p)).absolute()
-        libs.append(Library(id=library_id_for_root(str(root)), name=root.name or str(root), root=root))
+        libs.append(
+            Library(id=library_id_for_root(str(root)), name=root.name or str(root), root=root)
+        )
     seen: set[str] = set()
     for lib in libs:
         if lib.id in seen:

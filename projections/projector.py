@@ -54,9 +54,18 @@ def _file_seen(conn: sqlite3.Connection, seq: int, e: FileSeen) -> None:
                                AND files.mtime_ns = excluded.mtime_ns
                               THEN files.hash_seq END,
               size = excluded.size, mtime_ns = excluded.mtime_ns""",
-        (e.file_id, e.library_id, e.path, e.raw_path, e.size, e.mtime_ns, e.media_kind,
-         seq, _iso(e)),
-    )  # fmt: skip
+        (
+            e.file_id,
+            e.library_id,
+            e.path,
+            e.raw_path,
+            e.size,
+            e.mtime_ns,
+            e.media_kind,
+            seq,
+            _iso(e),
+        ),
+    )
 
 
 def _file_missing(conn: sqlite3.Connection, seq: int, e: FileMissing) -> None:
@@ -82,13 +91,24 @@ def _hash_computed(conn: sqlite3.Connection, seq: int, e: HashComputed) -> None:
                                 decode_error, first_seq)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (content_hash) DO UPDATE SET
+              decode_error = CASE WHEN content.phash IS NULL AND excluded.phash IS NOT NULL
+                                  THEN NULL ELSE content.decode_error END,
               phash = coalesce(content.phash, excluded.phash),
               dhash = coalesce(content.dhash, excluded.dhash),
               width = coalesce(content.width, excluded.width),
               height = coalesce(content.height, excluded.height)""",
-        (e.content_hash, e.size, e.media_kind, e.phash, e.dhash, e.width, e.height,
-         e.decode_error, seq),
-    )  # fmt: skip
+        (
+            e.content_hash,
+            e.size,
+            e.media_kind,
+            e.phash,
+            e.dhash,
+            e.width,
+            e.height,
+            e.decode_error,
+            seq,
+        ),
+    )
     # Only the version of the file that was hashed gets the hash.
     conn.execute(
         """UPDATE files SET content_hash = ?, hash_seq = ?
@@ -102,9 +122,19 @@ def _failed(conn: sqlite3.Connection, seq: int, e: DerivationFailed) -> None:
         """INSERT OR REPLACE INTO failures (seq, stage, reason, permanent, input_subject,
                deliveries, file_id, content_hash, library_id, occurred_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        (seq, e.stage, e.reason[:2000], int(e.permanent), e.input_subject, e.deliveries,
-         e.file_id, e.content_hash, e.library_id, _iso(e)),
-    )  # fmt: skip
+        (
+            seq,
+            e.stage,
+            e.reason[:2000],
+            int(e.permanent),
+            e.input_subject,
+            e.deliveries,
+            e.file_id,
+            e.content_hash,
+            e.library_id,
+            _iso(e),
+        ),
+    )
 
 
 Applier = Callable[[sqlite3.Connection, int, Event], None]

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import urllib.parse
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,8 @@ def open_writer(path: Path, *, bulk: bool = False) -> sqlite3.Connection:
 
 def open_reader(path: Path) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
     except sqlite3.Error as exc:
         raise ReadModelError(f"cannot open read model {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_by_library_path ON files (library_id, path, file_id);
 CREATE INDEX IF NOT EXISTS files_by_path ON files (path, file_id);
 CREATE INDEX IF NOT EXISTS files_by_mtime ON files (mtime_ns, file_id);
+CREATE INDEX IF NOT EXISTS files_by_library_mtime ON files (library_id, mtime_ns, file_id);
 CREATE INDEX IF NOT EXISTS files_by_hash ON files (content_hash) WHERE content_hash IS NOT NULL;
 
 -- One row per distinct content (blake3), whatever the number of locations.

@@ -32,6 +32,11 @@ async def event_log(nats_server: EmbeddedNats) -> AsyncIterator[EventLog]:
 @pytest.fixture
 def settings(tmp_path: Path, nats_server: EmbeddedNats) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", nats_url=nats_server.url, watch=False, ack_wait=2.0,
-        backoff=[0.2, 0.5, 1.0], max_deliver=3, quick_interval=0.5,
-    )  # fmt: skip
+        data_dir=tmp_path / "data",
+        nats_url=nats_server.url,
+        watch=False,
+        ack_wait=2.0,
+        backoff=[0.2, 0.5, 1.0],
+        max_deliver=3,
+        quick_interval=0.5,
+    )

@@ -30,7 +30,9 @@ def b3(path: Path) -> str:
     return blake3.blake3(path.read_bytes()).hexdigest()
 
 
-def make_jpeg(path: Path, seed: int = 0, size: tuple[int, int] = (96, 64), exif: bool = False) -> Path:
+def make_jpeg(
+    path: Path, seed: int = 0, size: tuple[int, int] = (96, 64), exif: bool = False
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
     for x in range(0, size[0], 8):  # some structure so perceptual hashes differ
@@ -54,11 +56,24 @@ def make_video(path: Path, seconds: float = 1.0) -> Path:
 
         ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
         subprocess.run(
-            [ffmpeg, "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-             f"testsrc=duration={seconds}:size=160x120:rate=10", "-pix_fmt", "yuv420p",
-             "-c:v", "libx264", str(path)],
-            check=True, timeout=60,
-        )  # fmt: skip
+            [
+                ffmpeg,
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc=duration={seconds}:size=160x120:rate=10",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "libx264",
+                str(path),
+            ],
+            check=True,
+            timeout=60,
+        )
     except (ImportError, subprocess.SubprocessError, OSError):
         path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2048))
     return path
@@ -82,8 +97,11 @@ def cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.
     full_env = {**os.environ, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "eventsvc", *args],
-        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw,
-    )  # fmt: skip
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kw,
+    )
 
 
 class Pipeline:

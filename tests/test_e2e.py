@@ -61,6 +61,7 @@ async def test_up_indexes_a_library_and_serves_it(tmp_path: Path) -> None:
     proc = cli("up", str(lib), "--data-dir", str(data), "--port", str(port))
     api = f"http://127.0.0.1:{port}"
     try:
+
         async def indexed() -> bool:
             try:
                 items = _all_photos(api)
@@ -118,6 +119,7 @@ async def test_hasher_and_projector_killed_mid_ingest_converge_to_a_clean_run(
     assert scan.wait(60) == 0, scan.communicate()[0]
     event_log = await EventLog.connect(url)
     try:
+
         def start() -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
             return (
                 cli("worker", "hasher", str(lib), "--data-dir", str(data), env=env),
@@ -207,6 +209,7 @@ async def test_rebuild_command_swaps_while_the_api_serves(tmp_path: Path) -> Non
     proc = cli("up", str(lib), "--data-dir", str(data), "--port", str(port), "--no-watch")
     api = f"http://127.0.0.1:{port}"
     try:
+
         async def indexed() -> bool:
             try:
                 items = _all_photos(api)

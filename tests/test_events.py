@@ -14,9 +14,13 @@ from eventsvc.ids import file_id
 
 def _seen(**kw: object) -> ev.FileSeen:
     base = dict(
-        library_id="lib-a", file_id=file_id("lib-a", b"x/y.jpg"), path="x/y.jpg", size=3,
-        mtime_ns=5, media_kind="image",
-    )  # fmt: skip
+        library_id="lib-a",
+        file_id=file_id("lib-a", b"x/y.jpg"),
+        path="x/y.jpg",
+        size=3,
+        mtime_ns=5,
+        media_kind="image",
+    )
     base.update(kw)
     return ev.FileSeen(**base)  # type: ignore[arg-type]
 
@@ -27,12 +31,20 @@ def test_round_trip_every_type_with_and_without_headers() -> None:
         ev.FileMissing(library_id="l", file_id="f" * 32, path="a.jpg"),
         ev.LibraryStale(library_id="l", name="n", root="/r", reason="gone"),
         ev.LibraryOnline(library_id="l", name="n", root="/r"),
-        ev.HashComputed(content_hash="a" * 64, library_id="l", file_id="f" * 32, size=1,
-                        mtime_ns=2, media_kind="image", phash="00ff", causation=7),
+        ev.HashComputed(
+            content_hash="a" * 64,
+            library_id="l",
+            file_id="f" * 32,
+            size=1,
+            mtime_ns=2,
+            media_kind="image",
+            phash="00ff",
+            causation=7,
+        ),
         ev.DerivationFailed(stage="hasher", reason="boom", input_subject="s", causation=9),
         ev.ClipEncoded(content_hash="b" * 64, model_version="m", dim=2, vector=[0.5, 0.25]),
         ev.FacesDetected(content_hash="b" * 64, model="hog", faces=[]),
-    ]  # fmt: skip
+    ]
     for e in samples:
         data = ev.encode(e)
         assert ev.decode(data, ev.headers_for(e)) == e
@@ -51,16 +63,29 @@ def test_subjects_put_the_key_before_the_type_and_never_a_path() -> None:
     e = _seen(path="holidays/ünïcode dir/a.b.c*>.jpg")
     assert e.subject() == f"photos.file.{e.file_id}.FileSeen"
     assert "holidays" not in e.subject()
-    h = ev.HashComputed(content_hash="c" * 64, library_id="l", file_id="f" * 32, size=1,
-                        mtime_ns=2, media_kind="video")  # fmt: skip
+    h = ev.HashComputed(
+        content_hash="c" * 64,
+        library_id="l",
+        file_id="f" * 32,
+        size=1,
+        mtime_ns=2,
+        media_kind="video",
+    )
     assert h.subject("x") == f"x.content.{'c' * 64}.HashComputed"
     lib = ev.LibraryStale(library_id="lib-1", name="n", root="/r", reason="r")
     assert lib.subject() == "photos.library.lib-1.LibraryStale"
 
 
 def test_headers_carry_msg_id_type_and_causation() -> None:
-    h = ev.HashComputed(content_hash="c" * 64, library_id="l", file_id="f" * 32, size=1,
-                        mtime_ns=2, media_kind="image", causation=42)  # fmt: skip
+    h = ev.HashComputed(
+        content_hash="c" * 64,
+        library_id="l",
+        file_id="f" * 32,
+        size=1,
+        mtime_ns=2,
+        media_kind="image",
+        causation=42,
+    )
     hdrs = ev.headers_for(h)
     assert hdrs[ev.HDR_TYPE] == "HashComputed"
     assert hdrs[ev.HDR_CAUSATION] == "42"
@@ -69,9 +94,15 @@ def test_headers_carry_msg_id_type_and_causation() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"\xff\xfe garbage", b"[]", b'{"type": "Nope"}', b'{"type": "FileSeen", "v": 1}',
-     b'{"type": "FileSeen", "v": 99}', b""],
-)  # fmt: skip
+    [
+        b"\xff\xfe garbage",
+        b"[]",
+        b'{"type": "Nope"}',
+        b'{"type": "FileSeen", "v": 1}',
+        b'{"type": "FileSeen", "v": 99}',
+        b"",
+    ],
+)
 def test_garbage_is_a_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError):
         ev.decode(data, {ev.HDR_TYPE: "FileSeen", ev.HDR_VERSION: "1"})
@@ -79,8 +110,14 @@ def test_garbage_is_a_decode_error(data: bytes) -> None:
 
 def test_upcasting_old_versions_happens_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pretend FileMissing is at v2 and v1 bodies lack nothing but need a rename.
-    old = {"type": "FileMissing", "v": 0, "library": "l", "file_id": "f" * 32, "path": "a.jpg",
-           "occurred_at": "2024-01-01T00:00:00Z"}  # fmt: skip
+    old = {
+        "type": "FileMissing",
+        "v": 0,
+        "library": "l",
+        "file_id": "f" * 32,
+        "path": "a.jpg",
+        "occurred_at": "2024-01-01T00:00:00Z",
+    }
 
     def up0(body: dict) -> dict:
         body = dict(body)

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from eventsvc.events import FileSeen, HDR_TYPE, HDR_VERSION, encode
+from eventsvc.events import HDR_TYPE, HDR_VERSION, FileSeen
 from eventsvc.ids import file_id
 from eventsvc.log import EventLog
 from eventsvc.settings import Settings, load_libraries
@@ -37,8 +37,12 @@ async def test_hashes_match_blake3_and_images_get_perceptual_hashes(
         await p.settled()
         got = dict(_rows(p, "SELECT path, content_hash FROM files"))
         assert got == {str(f.relative_to(lib)): b3(f) for f in files}
-        content = {r[0]: r[1:] for r in _rows(
-            p, "SELECT content_hash, phash, dhash, decode_error, media_kind FROM content")}
+        content = {
+            r[0]: r[1:]
+            for r in _rows(
+                p, "SELECT content_hash, phash, dhash, decode_error, media_kind FROM content"
+            )
+        }
         broken = content[b3(lib / "broken.jpg")]
         assert broken[0] is None and broken[2]  # no pHash, a reason, but the hash landed
         ok = content[b3(files[0])]
@@ -101,9 +105,10 @@ async def test_move_and_copy_cost_hash_work_only_for_new_locations(
         paths = {r[0] for r in _rows(p, "SELECT path FROM files")}
         assert "3.jpg" not in paths and "sub/moved.jpg" in paths and "copy.jpg" in paths
         dup = _rows(
-            p, "SELECT library_id, path FROM files WHERE content_hash = ? ORDER BY library_id",
+            p,
+            "SELECT library_id, path FROM files WHERE content_hash = ? ORDER BY library_id",
             b3(lib / "5.jpg"),
-        )  # fmt: skip
+        )
         assert sorted(dup) == sorted([(libs[0].id, "5.jpg"), (libs[1].id, "copy.jpg")])
 
 
@@ -117,19 +122,30 @@ async def test_poison_messages_become_derivation_failed_and_the_consumer_goes_on
         # A FileSeen for a path that is a directory now.
         (lib / "dir.jpg").mkdir()
         bad = FileSeen(
-            library_id=libs[0].id, file_id=file_id(libs[0].id, b"dir.jpg"), path="dir.jpg",
-            size=1, mtime_ns=1, media_kind="image",
-        )  # fmt: skip
+            library_id=libs[0].id,
+            file_id=file_id(libs[0].id, b"dir.jpg"),
+            path="dir.jpg",
+            size=1,
+            mtime_ns=1,
+            media_kind="image",
+        )
         await event_log.publish(bad)
         # Garbage bytes on a FileSeen subject, with and without our headers.
         await event_log.publish_raw("photos.file.deadbeef.FileSeen", b"\x00\xffnot json")
         await event_log.publish_raw(
-            "photos.file.cafe.FileSeen", b'{"type":"FileSeen","v":1}',
+            "photos.file.cafe.FileSeen",
+            b'{"type":"FileSeen","v":1}',
             {HDR_TYPE: "FileSeen", HDR_VERSION: "1"},
-        )  # fmt: skip
+        )
         # A file for an unknown library: retried, then recorded as given up.
-        ghost = FileSeen(library_id="lib-ghost", file_id="0" * 32, path="x.jpg", size=1,
-                         mtime_ns=1, media_kind="image")  # fmt: skip
+        ghost = FileSeen(
+            library_id="lib-ghost",
+            file_id="0" * 32,
+            path="x.jpg",
+            size=1,
+            mtime_ns=1,
+            media_kind="image",
+        )
         await event_log.publish(ghost)
         await p.scanner.tick(full=True)  # then a good file after the poison
         await p.settled(timeout=60)

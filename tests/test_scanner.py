@@ -74,7 +74,9 @@ async def test_state_is_rebuilt_from_the_log(
     assert r.new == 1
 
 
-async def test_changed_file_is_seen_again(tmp_path: Path, event_log: EventLog, settings: Settings) -> None:
+async def test_changed_file_is_seen_again(
+    tmp_path: Path, event_log: EventLog, settings: Settings
+) -> None:
     lib = tmp_path / "lib"
     f = make_jpeg(lib / "a.jpg")
     libs, _ = load_libraries([str(lib)])
@@ -193,7 +195,9 @@ async def test_watch_publishes_a_new_file_within_about_a_second(
     lib = tmp_path / "lib"
     make_jpeg(lib / "first.jpg")
     libs, _ = load_libraries([str(lib)])
-    s = Scanner(event_log, libs, settings.model_copy(update={"quick_interval": 3600, "watch": True}))
+    s = Scanner(
+        event_log, libs, settings.model_copy(update={"quick_interval": 3600, "watch": True})
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(s.run(stop))
     try:
@@ -210,7 +214,9 @@ async def test_watch_publishes_a_new_file_within_about_a_second(
     assert elapsed < 2.5
 
 
-async def _wait_for_seen(event_log: EventLog, settings: Settings, libs: list, path: str, timeout: float) -> None:  # type: ignore[type-arg]
+async def _wait_for_seen(
+    event_log: EventLog, settings: Settings, libs: list, path: str, timeout: float
+) -> None:  # type: ignore[type-arg]
     from tests.harness import wait_until
 
     async def seen() -> bool:

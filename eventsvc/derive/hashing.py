@@ -17,7 +17,7 @@ import blake3
 from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import Event, FileSeen, HashComputed
 
-__all__ = ["HashResult", "hash_file", "perceptual", "Hasher"]
+__all__ = ["HashResult", "Hasher", "hash_file", "perceptual"]
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
-def perceptual(path: bytes | str) -> tuple[str | None, str | None, int | None, int | None, str | None]:
+def perceptual(
+    path: bytes | str,
+) -> tuple[str | None, str | None, int | None, int | None, str | None]:
     """(phash, dhash, width, height, error) from one reduced-scale decode."""
     import imagehash
     from PIL import Image
@@ -143,7 +145,16 @@ class Hasher:
         if event.media_kind == "image":
             phash, dhash, width, height, err = perceptual(path)
         return HashComputed(
-            content_hash=res.content_hash, library_id=event.library_id, file_id=event.file_id,
-            size=res.size, mtime_ns=res.mtime_ns, media_kind=event.media_kind, phash=phash,
-            dhash=dhash, width=width, height=height, decode_error=err, causation=seq,
-        )  # fmt: skip
+            content_hash=res.content_hash,
+            library_id=event.library_id,
+            file_id=event.file_id,
+            size=res.size,
+            mtime_ns=res.mtime_ns,
+            media_kind=event.media_kind,
+            phash=phash,
+            dhash=dhash,
+            width=width,
+            height=height,
+            decode_error=err,
+            causation=seq,
+        )

@@ -29,5 +29,8 @@ class LibraryRoots:
         ):
             for raw in batch:
                 ev = decode(raw.data, raw.headers)
-                if isinstance(ev, (LibraryOnline, LibraryStale)) and ev.library_id not in self._configured:
+                if (
+                    isinstance(ev, (LibraryOnline, LibraryStale))
+                    and ev.library_id not in self._configured
+                ):
                     self._roots[ev.library_id] = Path(ev.root)

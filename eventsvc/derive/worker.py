@@ -117,9 +117,13 @@ class Worker:
             reason = str(exc) or type(exc).__name__
             if deliveries >= self.spec.max_deliver:
                 await self._fail(
-                    msg, seq, deliveries, event, f"gave up after {deliveries} tries: {reason}",
+                    msg,
+                    seq,
+                    deliveries,
+                    event,
+                    f"gave up after {deliveries} tries: {reason}",
                     not isinstance(exc, TransientError),
-                )  # fmt: skip
+                )
                 return
             delay = self._backoff(deliveries)
             self.stats.retried += 1

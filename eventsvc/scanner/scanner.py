@@ -110,7 +110,9 @@ class Scanner:
         [seq] = await self._publish([(ev, f"{ev.type}:{lib.id}:{prev}")])  # type: ignore[attr-defined]
         self.state.libraries[lib.id] = LibraryState(want, seq, reason)
 
-    def _seen_event(self, lib: Library, e: WalkEntry, known_seq: int, fid: str) -> tuple[Event, str]:
+    def _seen_event(
+        self, lib: Library, e: WalkEntry, known_seq: int, fid: str
+    ) -> tuple[Event, str]:
         try:
             path = e.rel.decode("utf-8")
             raw = None
@@ -118,9 +120,14 @@ class Scanner:
             path = e.rel.decode("utf-8", "replace")
             raw = base64.b64encode(e.rel).decode()
         ev = FileSeen(
-            library_id=lib.id, file_id=fid, path=path, raw_path=raw, size=e.size,
-            mtime_ns=e.mtime_ns, media_kind=e.kind,  # type: ignore[arg-type]
-        )  # fmt: skip
+            library_id=lib.id,
+            file_id=fid,
+            path=path,
+            raw_path=raw,
+            size=e.size,
+            mtime_ns=e.mtime_ns,
+            media_kind=e.kind,  # type: ignore[arg-type]
+        )
         return ev, f"FileSeen:{fid}:{e.size}:{e.mtime_ns}:{known_seq}"
 
     # ------------------------------------------------------------ one library
@@ -259,9 +266,7 @@ class Scanner:
                 continue  # cannot tell: not a deletion
         items: list[tuple[Event, str]] = []
         for rel, k in batch:
-            ev = FileMissing(
-                library_id=lib.id, file_id=k[0], path=rel.decode("utf-8", "replace")
-            )
+            ev = FileMissing(library_id=lib.id, file_id=k[0], path=rel.decode("utf-8", "replace"))
             items.append((ev, f"FileMissing:{k[0]}:{k[3]}"))
         seqs = await self._publish(items)
         for (rel, k), seq in zip(batch, seqs, strict=True):
@@ -324,9 +329,13 @@ class Scanner:
             return
         try:
             async for changes in watchfiles.awatch(
-                *roots, stop_event=stop, debounce=200, step=50, recursive=True,
+                *roots,
+                stop_event=stop,
+                debounce=200,
+                step=50,
+                recursive=True,
                 ignore_permission_denied=True,
-            ):  # fmt: skip
+            ):
                 try:
                     await self._on_changes(changes, roots)
                 except Exception:
@@ -334,7 +343,9 @@ class Scanner:
         except Exception as exc:  # inotify limits, vanished roots: ticks still work
             log.warning("file watching stopped (%s); relying on periodic scans", exc)
 
-    async def _on_changes(self, changes: set[tuple[object, str]], roots: dict[str, Library]) -> None:
+    async def _on_changes(
+        self, changes: set[tuple[object, str]], roots: dict[str, Library]
+    ) -> None:
         by_lib: dict[str, set[bytes]] = {}
         libs: dict[str, Library] = {}
         for _change, path in changes:

@@ -49,8 +49,11 @@ class ScanState:
         for seq, ev in latest.values():
             if isinstance(ev, FileSeen):
                 state.lib_files(ev.library_id)[ev.path_bytes()] = (
-                    ev.file_id, ev.size, ev.mtime_ns, seq,
-                )  # fmt: skip
+                    ev.file_id,
+                    ev.size,
+                    ev.mtime_ns,
+                    seq,
+                )
             else:
                 # Keep the missing file's last seq: a later FileSeen's Msg-Id names it.
                 state.lib_files(ev.library_id)  # the library exists

@@ -1,0 +1,110 @@
+"""``create_app``: the Litestar application for the read side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from eventsvc.errors import LogUnavailable
+from eventsvc.log import EventLog
+from eventsvc.settings import Settings
+from projections.api.auth import token_guard
+from projections.api.context import ApiContext, provide_context
+from projections.api.duplicates import DuplicatesController
+from projections.api.errors import EXCEPTION_HANDLERS
+from projections.api.health import HealthController
+from projections.api.libraries import LibrariesController
+from projections.api.photos import PhotosController
+from projections.api.pipeline import PipelineController
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+async def _connect(ctx: ApiContext, url: str) -> None:
+    """Connect in the background: nats-py keeps retrying an unreachable server."""
+    s = ctx.settings
+    try:
+        ctx.event_log = await EventLog.connect(url, stream=s.stream, prefix=s.subject_prefix)
+    except LogUnavailable as exc:
+        log.warning("api: %s; /pipeline reports it", exc)
+        ctx.nats_error = str(exc)
+    else:
+        ctx.owns_log = True
+        ctx.nats_error = None
+        log.info("api: connected to NATS at %s", url)
+
+
+def _lifespan(ctx: ApiContext, connect_wait: float) -> Callable[[Litestar], Any]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        url = ctx.settings.nats_url
+        task: asyncio.Task[None] | None = None
+        if ctx.event_log is None and url:
+            ctx.nats_error = f"not connected to NATS at {url} yet"
+            task = asyncio.create_task(_connect(ctx, url), name="api-nats-connect")
+            try:
+                await asyncio.wait_for(asyncio.shield(task), connect_wait)
+            except TimeoutError:
+                log.warning("api: NATS at %s not reachable yet; still trying", url)
+        try:
+            yield
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if ctx.owns_log and ctx.event_log is not None:
+                await ctx.event_log.close()
+                ctx.event_log = None
+                ctx.owns_log = False
+
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    *,
+    event_log: EventLog | None = None,
+    extra_status: Callable[[], dict[str, Any]] | None = None,
+    nats_connect_wait: float = 2.0,
+) -> Litestar:
+    """The read API. Pass ``event_log`` to share a connection (it is then not closed
+    here); otherwise ``settings.nats_url`` is connected on startup when set. Startup
+    waits at most ``nats_connect_wait`` seconds for NATS, then keeps trying behind.
+    """
+    ctx = ApiContext(
+        settings=settings,
+        event_log=event_log,
+        extra_status=extra_status,
+        nats_error=None if event_log or settings.nats_url else "no NATS URL configured",
+    )
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            LibrariesController,
+            PhotosController,
+            DuplicatesController,
+            PipelineController,
+        ],
+        dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
+        guards=[token_guard(settings.api_token)] if settings.api_token else [],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[_lifespan(ctx, nats_connect_wait)],
+        state=State({"ctx": ctx}),
+        openapi_config=OpenAPIConfig(
+            title="eventsvc",
+            version="0.1.0",
+            description="Read side of the eventsvc photo and video index.",
+            path="/schema",
+        ),
+    )

@@ -1,0 +1,54 @@
+"""GET /libraries: each library's state and counts, with the scanner's last report."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+from litestar import Controller, get
+
+from projections.api import db
+from projections.api.context import Ctx
+from projections.api.errors import error_responses
+from projections.api.nats_status import last_scan
+from projections.api.schemas import Library, LibraryPage
+
+__all__ = ["LibrariesController"]
+
+_SQL = """
+SELECT l.library_id, l.name, l.root, l.state, l.reason, l.state_since,
+       coalesce(s.files, 0) AS files, coalesce(s.images, 0) AS images,
+       coalesce(s.videos, 0) AS videos, coalesce(s.hashed, 0) AS hashed,
+       coalesce(s.bytes, 0) AS bytes
+FROM libraries AS l
+LEFT JOIN (
+    SELECT library_id, count(*) AS files,
+           sum(media_kind = 'image') AS images, sum(media_kind = 'video') AS videos,
+           count(content_hash) AS hashed, sum(size) AS bytes
+    FROM files GROUP BY library_id
+) AS s USING (library_id)
+ORDER BY l.library_id
+"""
+
+
+def _rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(_SQL)]
+
+
+class LibrariesController(Controller):
+    path = "/libraries"
+    tags = ("libraries",)
+
+    @get(
+        "/",
+        summary="Libraries",
+        description="Every library with its state, file counts and last scan report.",
+        responses=error_responses(),
+    )
+    async def list_libraries(self, ctx: Ctx) -> LibraryPage:
+        rows = await db.read(ctx.settings.readmodel_dir, _rows, [])
+        scans = await asyncio.gather(*(last_scan(ctx.event_log, r["library_id"]) for r in rows))
+        return LibraryPage(
+            items=[Library(**r, last_scan=s) for r, s in zip(rows, scans, strict=True)]
+        )

@@ -1,0 +1,262 @@
+"""Response schemas: msgspec Structs, separate from the event models, every field documented.
+
+(No ``from __future__ import annotations`` here: the Annotated metadata is read at runtime.)
+"""
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "ConsumerStatus",
+    "DuplicateGroup",
+    "DuplicatePage",
+    "ErrorDetail",
+    "Failure",
+    "FailureSummary",
+    "Health",
+    "LastScan",
+    "Library",
+    "LibraryPage",
+    "Location",
+    "NatsStatus",
+    "Photo",
+    "PhotoDetail",
+    "PhotoPage",
+    "PipelineStatus",
+    "ProjectorStatus",
+    "StreamStatus",
+]
+
+NEXT = "Opaque cursor for the next page (pass it as `cursor`); null on the last page."
+HASH = "BLAKE3 of the file's bytes, 64 lowercase hex characters."
+
+
+class ErrorDetail(msgspec.Struct):
+    """The body of every error response."""
+
+    detail: Annotated[str, Meta(description="What went wrong, naming the cause or parameter.")]
+
+
+class Health(msgspec.Struct):
+    """Liveness: the process answers."""
+
+    status: Annotated[Literal["ok"], Meta(description="Always 'ok'.")]
+
+
+# ------------------------------------------------------------------ libraries
+
+
+class LastScan(msgspec.Struct, kw_only=True):
+    """The scanner's report of its latest scan of a library (NATS KV EVENTSVC_STATUS)."""
+
+    started_at: Annotated[str | None, Meta(description="When the scan started (ISO 8601).")] = None
+    finished_at: Annotated[str | None, Meta(description="When it finished (ISO 8601).")] = None
+    full: Annotated[bool | None, Meta(description="A full scan (else a quick one).")] = None
+    duration_s: Annotated[float | None, Meta(description="Wall time in seconds.")] = None
+    files: Annotated[int | None, Meta(description="Files seen by the scan.")] = None
+    new: Annotated[int | None, Meta(description="Files new since the previous scan.")] = None
+    changed: Annotated[int | None, Meta(description="Files whose size or mtime changed.")] = None
+    missing: Annotated[int | None, Meta(description="Files reported missing.")] = None
+    missing_deferred: Annotated[
+        int | None, Meta(description="Missing files left for the next tick (per-tick cap).")
+    ] = None
+    state: Annotated[str | None, Meta(description="Library state the scan ended in.")] = None
+    error: Annotated[str | None, Meta(description="Why the scan failed, if it did.")] = None
+    issue_count: Annotated[int | None, Meta(description="Entries that could not be read.")] = None
+    issues: Annotated[
+        list[str] | None, Meta(description="A sample of those entries and their errors.")
+    ] = None
+
+
+class Library(msgspec.Struct):
+    """A library (a root directory) and what the read model holds for it."""
+
+    library_id: Annotated[str, Meta(description="Stable library id (goes into subjects).")]
+    name: Annotated[str, Meta(description="Display name.")]
+    root: Annotated[str, Meta(description="Root directory on the scanning host.")]
+    state: Annotated[
+        Literal["online", "stale"],
+        Meta(description="'online', or 'stale' when the root looked unmounted or emptied."),
+    ]
+    reason: Annotated[str | None, Meta(description="Why the library is stale; null if online.")]
+    state_since: Annotated[str, Meta(description="When the library entered this state (ISO).")]
+    files: Annotated[int, Meta(description="Live file locations in the library.")]
+    images: Annotated[int, Meta(description="Of those, images.")]
+    videos: Annotated[int, Meta(description="Of those, videos.")]
+    hashed: Annotated[int, Meta(description="Of those, files whose content hash is known.")]
+    bytes: Annotated[int, Meta(description="Sum of the file sizes in bytes.")]
+    last_scan: Annotated[
+        LastScan | None, Meta(description="Latest scan report; null without NATS or report.")
+    ]
+
+
+class LibraryPage(msgspec.Struct):
+    """All libraries (never paged)."""
+
+    items: Annotated[list[Library], Meta(description="Libraries ordered by library_id.")]
+    next: Annotated[str | None, Meta(description="Always null: libraries are not paged.")] = None
+
+
+# ------------------------------------------------------------------ photos
+
+
+class Location(msgspec.Struct):
+    """One place a content lives: a file in a library."""
+
+    file_id: Annotated[str, Meta(description="Id of the location (hash of library and path).")]
+    library: Annotated[str, Meta(description="Library id.")]
+    path: Annotated[
+        str,
+        Meta(
+            description="Path relative to the library root, '/'-separated (U+FFFD "
+            "stands for bytes that are not UTF-8)."
+        ),
+    ]
+    size: Annotated[int, Meta(description="Size in bytes.")]
+    mtime_ns: Annotated[int, Meta(description="Modification time, nanoseconds since the epoch.")]
+    mtime: Annotated[str, Meta(description="Modification time, ISO 8601 in UTC.")]
+
+
+class Photo(msgspec.Struct):
+    """A file location (image or video) as listed by /photos."""
+
+    file_id: Annotated[str, Meta(description="Id of the location (hash of library and path).")]
+    library: Annotated[str, Meta(description="Library id.")]
+    path: Annotated[str, Meta(description="Path relative to the library root, '/'-separated.")]
+    size: Annotated[int, Meta(description="Size in bytes.")]
+    mtime_ns: Annotated[int, Meta(description="Modification time, nanoseconds since the epoch.")]
+    mtime: Annotated[str, Meta(description="Modification time, ISO 8601 in UTC.")]
+    media_kind: Annotated[Literal["image", "video"], Meta(description="'image' or 'video'.")]
+    content_hash: Annotated[
+        str | None, Meta(description=HASH + " Null until the file has been hashed.")
+    ]
+
+
+class PhotoPage(msgspec.Struct):
+    """A page of file locations."""
+
+    items: Annotated[list[Photo], Meta(description="File locations in the requested order.")]
+    next: Annotated[str | None, Meta(description=NEXT)]
+
+
+class PhotoDetail(msgspec.Struct):
+    """One content (by hash) and every location holding it."""
+
+    content_hash: Annotated[str, Meta(description=HASH)]
+    size: Annotated[int, Meta(description="Size in bytes.")]
+    media_kind: Annotated[Literal["image", "video"], Meta(description="'image' or 'video'.")]
+    phash: Annotated[str | None, Meta(description="Perceptual hash (hex); null if unknown.")]
+    dhash: Annotated[str | None, Meta(description="Difference hash (hex); null if unknown.")]
+    width: Annotated[int | None, Meta(description="Width in pixels; null if unknown.")]
+    height: Annotated[int | None, Meta(description="Height in pixels; null if unknown.")]
+    decode_error: Annotated[
+        str | None, Meta(description="Why the image did not decode (no perceptual hashes).")
+    ]
+    locations: Annotated[
+        list[Location], Meta(description="Live locations, by library then path (may be empty).")
+    ]
+
+
+# ------------------------------------------------------------------ duplicates
+
+
+class DuplicateGroup(msgspec.Struct):
+    """Locations sharing one content hash (at least two)."""
+
+    content_hash: Annotated[str, Meta(description=HASH)]
+    size: Annotated[int, Meta(description="Size of one copy in bytes.")]
+    count: Annotated[int, Meta(description="Number of locations (>= 2).")]
+    wasted_bytes: Annotated[int, Meta(description="size * (count - 1): bytes a dedupe frees.")]
+    locations: Annotated[list[Location], Meta(description="The locations, by library then path.")]
+
+
+class DuplicatePage(msgspec.Struct):
+    """A page of duplicate groups, by wasted bytes descending then hash."""
+
+    items: Annotated[list[DuplicateGroup], Meta(description="Duplicate groups.")]
+    next: Annotated[str | None, Meta(description=NEXT)]
+
+
+# ------------------------------------------------------------------ pipeline
+
+
+class NatsStatus(msgspec.Struct, omit_defaults=True):
+    """The API's own NATS connection."""
+
+    connected: Annotated[bool, Meta(description="Whether the API holds a NATS connection.")]
+    error: Annotated[str | None, Meta(description="Why not (absent when connected).")] = None
+
+
+class StreamStatus(msgspec.Struct, omit_defaults=True):
+    """The JetStream stream, or ``{name, error}`` when it cannot be read."""
+
+    name: Annotated[str, Meta(description="Stream name.")]
+    last_seq: Annotated[int | None, Meta(description="Sequence of the last event.")] = None
+    messages: Annotated[int | None, Meta(description="Events held.")] = None
+    bytes: Annotated[int | None, Meta(description="Bytes held.")] = None
+    error: Annotated[
+        str | None, Meta(description="Why the stream could not be read (only on failure).")
+    ] = None
+
+
+class ProjectorStatus(msgspec.Struct):
+    """The read model's position in the log."""
+
+    generation: Annotated[
+        str | None, Meta(description="Current read-model generation file; null if none yet.")
+    ]
+    checkpoint: Annotated[int, Meta(description="Last stream sequence applied to it.")]
+    lag: Annotated[
+        int | None, Meta(description="Stream last_seq - checkpoint; null without the stream.")
+    ]
+
+
+class ConsumerStatus(msgspec.Struct):
+    """A durable JetStream consumer (a deriver or worker)."""
+
+    name: Annotated[str, Meta(description="Durable name.")]
+    pending: Annotated[int, Meta(description="Messages not yet delivered (num_pending).")]
+    ack_pending: Annotated[int, Meta(description="Delivered, not yet acknowledged.")]
+    redelivered: Annotated[int, Meta(description="Messages delivered more than once.")]
+    last_delivered: Annotated[int, Meta(description="Stream sequence last delivered.")]
+
+
+class Failure(msgspec.Struct):
+    """A recorded DerivationFailed."""
+
+    seq: Annotated[int, Meta(description="Stream sequence of the DerivationFailed event.")]
+    stage: Annotated[str, Meta(description="The stage that failed (e.g. 'hash').")]
+    reason: Annotated[str, Meta(description="Why (truncated to 2000 characters).")]
+    permanent: Annotated[bool, Meta(description="False when retries were exhausted.")]
+    input_subject: Annotated[str, Meta(description="Subject of the event that failed.")]
+    deliveries: Annotated[int, Meta(description="Deliveries before giving up.")]
+    file_id: Annotated[str | None, Meta(description="File location concerned, if any.")]
+    content_hash: Annotated[str | None, Meta(description="Content concerned, if any.")]
+    library_id: Annotated[str | None, Meta(description="Library concerned, if any.")]
+    occurred_at: Annotated[str, Meta(description="When it was recorded (ISO 8601).")]
+
+
+class FailureSummary(msgspec.Struct):
+    """Recorded derivation failures."""
+
+    total: Annotated[int, Meta(description="Failures recorded.")]
+    by_stage: Annotated[dict[str, int], Meta(description="Failures per stage.")]
+    recent: Annotated[list[Failure], Meta(description="The 20 latest, newest first.")]
+
+
+class PipelineStatus(msgspec.Struct):
+    """How far the pipeline has come: stream, projector, consumers, failures."""
+
+    nats: Annotated[NatsStatus, Meta(description="The API's NATS connection.")]
+    stream: Annotated[StreamStatus, Meta(description="The event stream.")]
+    projector: Annotated[ProjectorStatus, Meta(description="The read model's position.")]
+    consumers: Annotated[
+        list[ConsumerStatus], Meta(description="Durable consumers on the stream, by name.")
+    ]
+    failures: Annotated[FailureSummary, Meta(description="Recorded derivation failures.")]
+    extra: Annotated[
+        dict[str, Any] | None,
+        Meta(description="Status from the hosting process (e.g. workers); null if none."),
+    ]
