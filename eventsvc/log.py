@@ -83,7 +83,12 @@ class EventLog:
     stream: str = "PHOTOS"
     prefix: str = "photos"
     replicas: int = 1
-    _subs: list[object] = field(default_factory=list)
+    _reconnects: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def reconnects(self) -> int:
+        """How often the connection came back; readers resubscribe when it moves."""
+        return self._reconnects[0]
 
     # ------------------------------------------------------------ connection
 
@@ -100,30 +105,39 @@ class EventLog:
         async def _quiet(exc: Exception) -> None:
             log.warning("nats: %s", exc)
 
+        reconnects = [0]
+
+        async def _reconnected() -> None:
+            reconnects[0] += 1
+            log.warning("nats: reconnected to %s", url)
+
         try:
-            # nats-py applies max_reconnect_attempts to the first connect too: bound it.
+            # nats-py applies max_reconnect_attempts to the first connect too: a few tries
+            # there (and a deadline), then reconnect forever once connected.
             nc = await asyncio.wait_for(
                 nats.connect(
                     [u.strip() for u in url.split(",") if u.strip()],
                     name=name,
                     connect_timeout=connect_timeout,
-                    max_reconnect_attempts=-1,
+                    max_reconnect_attempts=3,
                     reconnect_time_wait=0.5,
                     allow_reconnect=True,
                     error_cb=_quiet,
+                    reconnected_cb=_reconnected,
                     pending_size=64 * 1024 * 1024,
                 ),
                 timeout=connect_timeout * 2,
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise LogUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
+        nc.options["max_reconnect_attempts"] = -1
         js = nc.jetstream(timeout=10.0)
         try:
             await js.account_info()
         except (TimeoutError, nats.js.errors.Error, nats.errors.Error) as exc:
             await nc.close()
             raise LogUnavailable(f"NATS at {url} has no JetStream enabled: {exc!r}") from exc
-        return cls(nc=nc, js=js, stream=stream, prefix=prefix)
+        return cls(nc=nc, js=js, stream=stream, prefix=prefix, _reconnects=reconnects)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -325,6 +339,7 @@ class EventLog:
             pending_msgs_limit=1 << 22,
             pending_bytes_limit=1 << 31,
         )
+        reconnects_at_start = self.reconnects
         try:
             done = False
             if not follow:
@@ -332,14 +347,18 @@ class EventLog:
                 if ci.num_pending == 0 and (ci.delivered.stream_seq or 0) == 0 and queue.empty():
                     return  # nothing matches the filter
             while not done:
-                if follow:
-                    try:
-                        msg = await asyncio.wait_for(queue.get(), idle)
-                    except TimeoutError:
-                        yield []
-                        continue
-                else:
-                    msg = await queue.get()
+                try:
+                    msg = await asyncio.wait_for(queue.get(), idle if follow else 30.0)
+                except TimeoutError:
+                    if self.reconnects != reconnects_at_start:
+                        # An ordered consumer heals slowly after a server restart: the
+                        # caller starts a fresh read from where it got to.
+                        log.warning("read: connection was re-established; resubscribing")
+                        return
+                    if not follow:
+                        raise LogError("reading the stream stalled for 30 s") from None
+                    yield []
+                    continue
                 out: list[RawEvent] = []
                 while True:
                     md = msg.metadata
