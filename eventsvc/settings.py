@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     subject_prefix: str = "photos"
     libraries_file: Path | None = None
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDES))
-    quick_interval: float = 15.0
+    quick_interval: float = 60.0
+    """Quick scans (no deletions) between full ones; inotify covers the gaps."""
     full_interval: float = 3600.0
     missing_share: float = 0.5
     """A full scan that would mark more than this share of a library missing: stale."""

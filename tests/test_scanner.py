@@ -160,7 +160,10 @@ async def test_mass_disappearance_is_stale_and_deletes_are_capped(
     shutil.rmtree(lib / "d")  # 20 of 21 gone at once: looks like a failed mount
     [r] = await s.tick(full=True)
     assert r.state == "stale" and "20 of 21" in (r.error or "")
+    [r] = await s.tick(full=False)  # a quick tick does not flap it back online
+    assert r.state == "stale"
     assert "FileMissing" not in await _types(event_log)
+    assert (await _types(event_log)).count("LibraryStale") == 1
     # The user confirms: deletions are published, at most missing_cap per tick.
     [r] = await s.tick(full=True, accept_missing=True)
     assert r.state == "online" and r.missing == 4 and r.missing_deferred == 16

@@ -95,10 +95,8 @@ class Scanner:
     async def _set_health(self, lib: Library, reason: str | None) -> None:
         cur = self.state.libraries.get(lib.id)
         want = "stale" if reason else "online"
-        if cur is not None and cur.state == want and (want == "online" or cur.reason == reason):
-            return
-        if cur is not None and cur.state == want == "stale":
-            return  # stale for another reason: still stale, no new event
+        if cur is not None and cur.state == want:
+            return  # transitions only (stale for another reason is still stale)
         ev: Event
         if reason:
             log.warning("library %s (%s) is stale: %s", lib.name, lib.id, reason)
@@ -135,6 +133,9 @@ class Scanner:
     async def scan_library(
         self, lib: Library, *, full: bool, accept_missing: bool = False
     ) -> ScanReport:
+        health = self.state.libraries.get(lib.id)
+        if health is not None and health.state == "stale":
+            full = True  # coming back needs the missing-share check of a full scan
         report = ScanReport(lib.id, full, started_at=datetime.now(UTC).isoformat())
         t0 = time.monotonic()
         known = self.state.lib_files(lib.id)
