@@ -96,12 +96,13 @@ async def cmd_up(args: argparse.Namespace) -> int:
     async with open_log(settings, embedded=settings.nats_url is None) as event_log:
         scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
         hasher = await make_worker("hasher", event_log, settings, libraries)
+        media = await make_worker("media", event_log, settings, libraries)
         projector = Projector(event_log, settings.readmodel_dir, batch=settings.projector_batch)
 
         def extra_status() -> dict[str, Any]:
             return {
                 "scanner": {k: vars(r) for k, r in scanner.reports.items()},
-                "workers": {"hasher": vars(hasher.stats)},
+                "workers": {"hasher": vars(hasher.stats), "media": vars(media.stats)},
                 "projector": vars(projector.status) | {"path": str(projector.status.path)},
             }
 
@@ -114,7 +115,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
             settings.api_port,
             settings.data_dir,
         )
-        await _until_signalled([scanner.run, hasher.run, projector.run, api.run])
+        await _until_signalled([scanner.run, hasher.run, media.run, projector.run, api.run])
     return 0
 
 
@@ -333,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(func=cmd_scan)
 
     worker = sub.add_parser("worker", help="run one deriver")
-    worker.add_argument("name", help="hasher")
+    worker.add_argument("name", help="hasher | media")
     _libs(worker)
     _common(worker)
     worker.set_defaults(func=cmd_worker)

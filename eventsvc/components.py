@@ -12,15 +12,16 @@ from typing import Any
 import uvicorn
 
 from eventsvc.derive.hashing import Hasher
+from eventsvc.derive.media import MediaDeriver
 from eventsvc.derive.roots import LibraryRoots
 from eventsvc.derive.worker import Worker
 from eventsvc.errors import ConfigError, LogUnavailable
-from eventsvc.events import FileSeen
+from eventsvc.events import Event, FileSeen, HashComputed
 from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.server import EmbeddedNats
 from eventsvc.settings import Library, Settings
 
-__all__ = ["WORKERS", "ApiServer", "hasher_spec", "make_worker", "open_log"]
+__all__ = ["WORKERS", "ApiServer", "hasher_spec", "make_worker", "media_spec", "open_log"]
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,42 @@ def hasher_spec(settings: Settings) -> ConsumerSpec:
     )
 
 
-WORKERS = ("hasher",)
+def media_spec(settings: Settings) -> ConsumerSpec:
+    return ConsumerSpec(
+        durable="media",
+        filter_subjects=(f"{settings.subject_prefix}.content.*.HashComputed",),
+        max_deliver=settings.max_deliver,
+        ack_wait=settings.ack_wait,
+        backoff=tuple(settings.backoff),
+        max_ack_pending=settings.max_in_flight,
+        description="HashComputed -> ExifExtracted + ThumbnailReady (once per content)",
+    )
+
+
+WORKERS = ("hasher", "media")
 
 
 async def make_worker(
     name: str, event_log: EventLog, settings: Settings, libraries: list[Library]
 ) -> Worker:
-    if name != "hasher":
+    if name not in WORKERS:
         raise ConfigError(f"unknown worker {name!r}; known: {', '.join(WORKERS)}")
     roots = LibraryRoots(libraries)
     await roots.refresh(event_log)
-
+    if name == "media":
+        deriver = MediaDeriver(roots, settings.thumbs_dir, event_log)
+        return Worker(
+            "media",
+            event_log,
+            media_spec(settings),
+            deriver,
+            concurrency=settings.media_concurrency,
+            batch=max(settings.media_concurrency * 4, 8),
+            accepts=(HashComputed,),
+        )
     hasher = Hasher(roots)
 
-    async def handle(event, seq):  # type: ignore[no-untyped-def]
+    async def handle(event: Event, seq: int) -> list[Event]:
         if isinstance(event, FileSeen) and roots(event.library_id) is None:
             await roots.refresh(event_log)
         return await hasher(event, seq)

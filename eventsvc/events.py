@@ -37,6 +37,7 @@ __all__ = [
     "HashComputed",
     "LibraryOnline",
     "LibraryStale",
+    "NotDuplicate",
     "PlaylistReady",
     "ThumbnailReady",
     "decode",
@@ -60,6 +61,8 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     aggregate: ClassVar[str] = "file"
+    once: ClassVar[bool] = False
+    """Derived once per subject: published with Nats-Expected-Last-Subject-Sequence 0."""
     occurred_at: datetime = Field(default_factory=now)
     causation: int | None = None
     """Stream sequence of the event this one was derived from (None for observations)."""
@@ -152,6 +155,9 @@ class HashComputed(Event):
     content_hash: str
     library_id: str
     file_id: str
+    path: str | None = None
+    """The location that was hashed (body only, never in the subject)."""
+    raw_path: str | None = None
     size: int
     mtime_ns: int
     media_kind: Literal["image", "video"]
@@ -165,6 +171,11 @@ class HashComputed(Event):
     @property
     def key(self) -> str:
         return self.content_hash
+
+    def path_bytes(self) -> bytes | None:
+        if self.raw_path is not None:
+            return base64.b64decode(self.raw_path)
+        return self.path.encode("utf-8") if self.path is not None else None
 
 
 class DerivationFailed(Event):
@@ -200,9 +211,14 @@ class ExifExtracted(Event):
     type: Literal["ExifExtracted"] = "ExifExtracted"
     v: Literal[1] = 1
     content_hash: str
+    media_kind: Literal["image", "video"] = "image"
     fields: dict[str, Any]
+    """Camera, lens, exposure, GPS, dates, dimensions, video stream facts (see ExifFacts)."""
     date_taken: str | None = None
     date_source: str | None = None
+    """Where date_taken came from, among the content's own sources (EXIF, container)."""
+    warnings: list[str] = Field(default_factory=list)
+    once: ClassVar[bool] = True
 
     @property
     def key(self) -> str:
@@ -216,6 +232,13 @@ class ThumbnailReady(Event):
     content_hash: str
     sizes: dict[str, str]
     """Size name -> path relative to the thumbnail root."""
+    width: int | None = None
+    height: int | None = None
+    """Upright dimensions of the decoded image (orientation applied)."""
+    phash: str | None = None
+    dhash: str | None = None
+    """64-bit perceptual hashes (imagehash) from the same decode as the thumbnails."""
+    once: ClassVar[bool] = True
 
     @property
     def key(self) -> str:
@@ -280,6 +303,24 @@ class PlaylistReady(Event):
         return self.content_hash
 
 
+class NotDuplicate(Event):
+    """A user's decision that two contents are not duplicates (or, undone, that they may be)."""
+
+    aggregate: ClassVar[str] = "pair"
+    type: Literal["NotDuplicate"] = "NotDuplicate"
+    v: Literal[1] = 1
+    a: str
+    b: str
+    undo: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.a}-{self.b}"
+
+    def default_msg_id(self) -> str:
+        return f"NotDuplicate:{self.key}:{self.undo}:{self.occurred_at.isoformat()}"
+
+
 _CLASSES: tuple[type[Event], ...] = (
     FileSeen,
     FileMissing,
@@ -292,6 +333,7 @@ _CLASSES: tuple[type[Event], ...] = (
     ClipEncoded,
     FacesDetected,
     PlaylistReady,
+    NotDuplicate,
 )
 EVENT_TYPES: dict[str, type[Event]] = {c.model_fields["type"].default: c for c in _CLASSES}
 CURRENT_VERSION: dict[str, int] = {t: c.model_fields["v"].default for t, c in EVENT_TYPES.items()}

@@ -31,6 +31,8 @@ __all__ = ["ConsumerSpec", "EventLog", "Published", "RawEvent"]
 
 log = logging.getLogger(__name__)
 
+WRONG_LAST_SEQUENCE = 10071
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumerSpec:
@@ -205,10 +207,16 @@ class EventLog:
         hdrs = headers_for(event, msg_id)
         if expected_last_subject_seq is not None:
             hdrs["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
+        if event.once and expected_last_subject_seq is None:
+            hdrs["Nats-Expected-Last-Subject-Sequence"] = "0"
         try:
             ack = await self.js.publish(
                 event.subject(self.prefix), encode(event), stream=self.stream, headers=hdrs
             )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE and event.once:
+                return Published(seq=0, duplicate=True)  # derived before: once is enough
+            raise PublishError(f"publish of {event.subject(self.prefix)} failed: {exc}") from exc
         except (TimeoutError, nats.errors.Error) as exc:
             raise PublishError(f"publish of {event.subject(self.prefix)} failed: {exc!r}") from exc
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
@@ -278,6 +286,14 @@ class EventLog:
         return json.loads(entry.value) if entry and entry.value else None
 
     # ------------------------------------------------------------ read
+
+    async def has_subject(self, subject: str) -> bool:
+        """Whether the stream holds a message on this exact subject."""
+        try:
+            await self.js.get_last_msg(self.stream, subject)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(self.stream)

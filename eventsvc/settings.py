@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     """At most this many FileMissing per library per tick; the rest next tick."""
     watch: bool = True
     hash_concurrency: int = 2
+    media_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    """Parallel EXIF + thumbnail + perceptual-hash jobs (decoding is the cost)."""
     max_in_flight: int = 64
     max_deliver: int = 5
     ack_wait: float = 30.0
@@ -78,6 +80,10 @@ class Settings(BaseSettings):
     @property
     def readmodel_dir(self) -> Path:
         return self.data_dir / "readmodel"
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.data_dir / "thumbs"
 
     @property
     def nats_store_dir(self) -> Path:

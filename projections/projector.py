@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -19,14 +20,18 @@ from eventsvc.errors import DecodeError
 from eventsvc.events import (
     DerivationFailed,
     Event,
+    ExifExtracted,
     FileMissing,
     FileSeen,
     HashComputed,
     LibraryOnline,
     LibraryStale,
+    NotDuplicate,
+    ThumbnailReady,
     decode,
 )
 from eventsvc.log import EventLog, RawEvent
+from eventsvc.media.dates import date_from_filename
 from projections import readmodel
 
 __all__ = ["Projector", "apply", "apply_batch", "rebuild"]
@@ -39,10 +44,11 @@ def _iso(event: Event) -> str:
 
 
 def _file_seen(conn: sqlite3.Connection, seq: int, e: FileSeen) -> None:
+    name_date = date_from_filename(e.path.rsplit("/", 1)[-1])
     conn.execute(
         """INSERT INTO files (file_id, library_id, path, raw_path, size, mtime_ns, media_kind,
-                              seen_seq, seen_at, content_hash, hash_seq)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)
+                              seen_seq, seen_at, content_hash, hash_seq, name_date)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)
            ON CONFLICT (file_id) DO UPDATE SET
               path = excluded.path, raw_path = excluded.raw_path,
               seen_seq = excluded.seen_seq, seen_at = excluded.seen_at,
@@ -53,7 +59,8 @@ def _file_seen(conn: sqlite3.Connection, seq: int, e: FileSeen) -> None:
               hash_seq = CASE WHEN files.size = excluded.size
                                AND files.mtime_ns = excluded.mtime_ns
                               THEN files.hash_seq END,
-              size = excluded.size, mtime_ns = excluded.mtime_ns""",
+              size = excluded.size, mtime_ns = excluded.mtime_ns,
+              name_date = excluded.name_date""",
         (
             e.file_id,
             e.library_id,
@@ -64,8 +71,10 @@ def _file_seen(conn: sqlite3.Connection, seq: int, e: FileSeen) -> None:
             e.media_kind,
             seq,
             _iso(e),
+            name_date.isoformat() if name_date else None,
         ),
     )
+    _resolve_dates(conn, "file_id = ?", (e.file_id,))
 
 
 def _file_missing(conn: sqlite3.Connection, seq: int, e: FileMissing) -> None:
@@ -115,6 +124,7 @@ def _hash_computed(conn: sqlite3.Connection, seq: int, e: HashComputed) -> None:
            WHERE file_id = ? AND size = ? AND mtime_ns = ?""",
         (e.content_hash, seq, e.file_id, e.size, e.mtime_ns),
     )
+    _resolve_dates(conn, "file_id = ?", (e.file_id,))
 
 
 def _failed(conn: sqlite3.Connection, seq: int, e: DerivationFailed) -> None:
@@ -137,6 +147,93 @@ def _failed(conn: sqlite3.Connection, seq: int, e: DerivationFailed) -> None:
     )
 
 
+_DATES_SQL = """
+UPDATE files SET (date_taken, date_source) = (
+    SELECT coalesce(m.date_taken, files.name_date,
+                    strftime('%Y-%m-%dT%H:%M:%SZ', files.mtime_ns / 1000000000, 'unixepoch')),
+           CASE WHEN m.date_taken IS NOT NULL THEN m.date_source
+                WHEN files.name_date IS NOT NULL THEN 'filename'
+                ELSE 'filesystem' END
+    FROM (SELECT 1) LEFT JOIN media m ON m.content_hash = files.content_hash)
+WHERE """
+
+
+def _resolve_dates(conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> None:
+    """The date-taken waterfall per location: the content's own date (EXIF, container),
+    else a date in the file name, else the file's mtime. Re-run when a source arrives."""
+    conn.execute(_DATES_SQL + where, args)
+
+
+_MEDIA_COLUMNS = (
+    "make",
+    "model",
+    "lens",
+    "width",
+    "height",
+    "orientation",
+    "gps_lat",
+    "gps_lon",
+    "gps_alt",
+    "focal_length",
+    "f_number",
+    "exposure_time",
+    "iso",
+    "date_original",
+    "date_digitized",
+    "utc_offset",
+    "duration",
+    "video_codec",
+    "audio_codec",
+    "rotation",
+    "creation_time",
+)
+
+
+def _exif(conn: sqlite3.Connection, seq: int, e: ExifExtracted) -> None:
+    values = [e.fields.get(c) for c in _MEDIA_COLUMNS]
+    cols = ", ".join(_MEDIA_COLUMNS)
+    marks = ", ".join("?" for _ in _MEDIA_COLUMNS)
+    conn.execute(
+        f"""INSERT OR REPLACE INTO media (content_hash, media_kind, {cols}, date_taken,
+                                         date_source, warnings, exif_seq)
+            VALUES (?, ?, {marks}, ?, ?, ?, ?)""",
+        (
+            e.content_hash,
+            e.media_kind,
+            *values,
+            e.date_taken,
+            e.date_source,
+            json.dumps(e.warnings) if e.warnings else None,
+            seq,
+        ),
+    )
+    _resolve_dates(conn, "content_hash = ?", (e.content_hash,))
+
+
+def _thumbnail(conn: sqlite3.Connection, seq: int, e: ThumbnailReady) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO thumbnails (content_hash, sizes, width, height, seq)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (e.content_hash, json.dumps(e.sizes, sort_keys=True), e.width, e.height, seq),
+    )
+    if e.phash is not None:  # perceptual hashes from the image deriver's decode
+        conn.execute(
+            "UPDATE content SET phash = ?, dhash = ?, decode_error = NULL,"
+            " width = coalesce(?, width), height = coalesce(?, height) WHERE content_hash = ?",
+            (e.phash, e.dhash, e.width, e.height, e.content_hash),
+        )
+
+
+def _not_duplicate(conn: sqlite3.Connection, seq: int, e: NotDuplicate) -> None:
+    a, b = sorted((e.a, e.b))
+    if e.undo:
+        conn.execute("DELETE FROM not_duplicates WHERE a = ? AND b = ?", (a, b))
+    else:
+        conn.execute(
+            "INSERT OR REPLACE INTO not_duplicates (a, b, seq) VALUES (?, ?, ?)", (a, b, seq)
+        )
+
+
 Applier = Callable[[sqlite3.Connection, int, Event], None]
 APPLIERS: dict[type[Event], Applier] = {
     FileSeen: _file_seen,  # type: ignore[dict-item]
@@ -145,6 +242,9 @@ APPLIERS: dict[type[Event], Applier] = {
     LibraryOnline: _library,  # type: ignore[dict-item]
     HashComputed: _hash_computed,  # type: ignore[dict-item]
     DerivationFailed: _failed,  # type: ignore[dict-item]
+    ExifExtracted: _exif,  # type: ignore[dict-item]
+    ThumbnailReady: _thumbnail,  # type: ignore[dict-item]
+    NotDuplicate: _not_duplicate,  # type: ignore[dict-item]
 }
 
 
@@ -205,7 +305,12 @@ class Projector:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             path = readmodel.ensure_current(self.directory)
-            conn = readmodel.open_writer(path)
+            try:
+                conn = readmodel.open_writer(path)
+            except readmodel.SchemaOutdated as exc:
+                log.warning("projector: %s; rebuilding from the log", exc)
+                await rebuild(self.log, self.directory)
+                continue
             self.status.path = path
             try:
                 start = readmodel.checkpoint(conn) + 1

@@ -21,6 +21,8 @@ from typing import Any
 from eventsvc.errors import ReadModelError
 
 __all__ = [
+    "SCHEMA_VERSION",
+    "SchemaOutdated",
     "checkpoint",
     "current_path",
     "dump",
@@ -28,8 +30,16 @@ __all__ = [
     "open_reader",
     "open_writer",
     "prune_generations",
+    "schema_version",
     "swap",
 ]
+
+class SchemaOutdated(ReadModelError):
+    """The generation was written by an older build: rebuild it from the log."""
+
+
+SCHEMA_VERSION = 2
+"""Bump when schema.sql changes: an older generation is rebuilt from the log."""
 
 _GEN_RE = re.compile(r"^gen-(\d{6})\.db$")
 POINTER = "CURRENT"
@@ -119,10 +129,21 @@ def open_writer(path: Path, *, bulk: bool = False) -> sqlite3.Connection:
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
+        fresh = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        if not fresh and schema_version(conn) != SCHEMA_VERSION:
+            found = schema_version(conn)
+            conn.close()
+            raise SchemaOutdated(f"{path} has schema {found}, this build writes {SCHEMA_VERSION}")
         conn.executescript(_schema())
+        if fresh:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.Error as exc:
         raise ReadModelError(f"cannot open read model {path} for writing: {exc}") from exc
     return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def open_reader(path: Path) -> sqlite3.Connection:

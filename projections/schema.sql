@@ -27,8 +27,12 @@ CREATE TABLE IF NOT EXISTS files (
     seen_seq     INTEGER NOT NULL,
     seen_at      TEXT NOT NULL,
     content_hash TEXT,
-    hash_seq     INTEGER
+    hash_seq     INTEGER,
+    name_date    TEXT,                  -- a date in the file name (IMG_20230102_…), local
+    date_taken   TEXT,                  -- the date-taken waterfall's answer …
+    date_source  TEXT                   -- … and where it came from
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_taken ON files (date_taken, file_id);
 CREATE INDEX IF NOT EXISTS files_by_library_path ON files (library_id, path, file_id);
 CREATE INDEX IF NOT EXISTS files_by_path ON files (path, file_id);
 CREATE INDEX IF NOT EXISTS files_by_mtime ON files (mtime_ns, file_id);
@@ -62,3 +66,52 @@ CREATE TABLE IF NOT EXISTS failures (
     occurred_at   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS failures_by_stage ON failures (stage, seq);
+
+-- What the media deriver read from a content's bytes (ExifExtracted), one row per content.
+CREATE TABLE IF NOT EXISTS media (
+    content_hash  TEXT PRIMARY KEY,
+    media_kind    TEXT NOT NULL,
+    make          TEXT,
+    model         TEXT,
+    lens          TEXT,
+    width         INTEGER,
+    height        INTEGER,
+    orientation   INTEGER,
+    gps_lat       REAL,
+    gps_lon       REAL,
+    gps_alt       REAL,
+    focal_length  REAL,
+    f_number      REAL,
+    exposure_time REAL,
+    iso           INTEGER,
+    date_original TEXT,
+    date_digitized TEXT,
+    utc_offset    TEXT,
+    duration      REAL,
+    video_codec   TEXT,
+    audio_codec   TEXT,
+    rotation      INTEGER,
+    creation_time TEXT,
+    date_taken    TEXT,
+    date_source   TEXT,
+    warnings      TEXT,
+    exif_seq      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS media_by_camera ON media (make, model);
+CREATE INDEX IF NOT EXISTS media_by_gps ON media (gps_lat, gps_lon) WHERE gps_lat IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS thumbnails (
+    content_hash TEXT PRIMARY KEY,
+    sizes        TEXT NOT NULL,         -- JSON: size name -> path under the thumbnail root
+    width        INTEGER,
+    height       INTEGER,
+    seq          INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- "Not a duplicate" decisions (a < b), from NotDuplicate events.
+CREATE TABLE IF NOT EXISTS not_duplicates (
+    a   TEXT NOT NULL,
+    b   TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (a, b)
+) WITHOUT ROWID;

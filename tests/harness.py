@@ -42,7 +42,8 @@ def make_jpeg(
         ex = Image.Exif()
         ex[0x010F] = "TestCam"
         ex[0x0110] = "Model 1"
-        ex[0x0132] = "2023:01:02 12:34:56"
+        ex[0x0132] = "2024:05:06 07:08:09"  # ModifyDate: not a date-taken source
+        ex.get_ifd(0x8769)[0x9003] = "2023:01:02 12:34:56"  # DateTimeOriginal
         kwargs["exif"] = ex
     img.save(path, **kwargs)
     return path
@@ -117,11 +118,17 @@ class Pipeline:
         self.hasher: Any = None
         self.projector: Projector | None = None
 
-    async def start(self, *, hasher: bool = True, projector: bool = True) -> Pipeline:
+    async def start(
+        self, *, hasher: bool = True, projector: bool = True, media: bool = True
+    ) -> Pipeline:
         await self.scanner.load()
         if hasher:
             self.hasher = await make_worker("hasher", self.log, self.settings, self.libraries)
             self._tasks.append(asyncio.create_task(self.hasher.run(self._stop)))
+        self.media = None
+        if media:
+            self.media = await make_worker("media", self.log, self.settings, self.libraries)
+            self._tasks.append(asyncio.create_task(self.media.run(self._stop)))
         if projector:
             self.projector = Projector(self.log, self.settings.readmodel_dir, batch=500)
             self._tasks.append(asyncio.create_task(self.projector.run(self._stop)))
@@ -136,9 +143,10 @@ class Pipeline:
 
         async def done() -> bool:
             last = await self.log.last_seq()
-            ci = await self.log.js.consumer_info(self.settings.stream, "hasher")
-            if ci.num_pending or ci.num_ack_pending:
-                return False
+            for name in ("hasher", "media") if self.media else ("hasher",):
+                ci = await self.log.js.consumer_info(self.settings.stream, name)
+                if ci.num_pending or ci.num_ack_pending:
+                    return False
             return self.projector is None or self.projector.status.last_seq >= last
 
         await wait_until(done, timeout)

@@ -178,7 +178,7 @@ async def test_hasher_and_projector_killed_mid_ingest_converge_to_a_clean_run(
         await clean_log.ensure_stream()
         settings = Settings(data_dir=tmp_path / "clean", nats_url=clean_nats.url, watch=False)
         libs, _ = load_libraries([str(lib)])
-        async with running(Pipeline(clean_log, settings, libs)) as p:
+        async with running(Pipeline(clean_log, settings, libs), media=False) as p:
             await p.scanner.tick(full=True)
             await p.settled(60)
             conn = p.db()
@@ -218,6 +218,13 @@ async def test_rebuild_command_swaps_while_the_api_serves(tmp_path: Path) -> Non
             return len(items) == 30 and all(i["content_hash"] for i in items)
 
         await wait_until(indexed, 60, 0.25)
+
+        def quiet() -> bool:
+            state = _get(f"{api}/pipeline")
+            busy = any(c["pending"] or c["ack_pending"] for c in state["consumers"])
+            return not busy and state["projector"]["lag"] == 0 and len(state["consumers"]) == 2
+
+        await wait_until(quiet, 60, 0.25)
         before_path = readmodel.current_path(data / "readmodel")
         conn = readmodel.open_reader(before_path)
         before = readmodel.dump(conn)

@@ -39,15 +39,26 @@ async def test_hashes_match_blake3_and_images_get_perceptual_hashes(
         assert got == {str(f.relative_to(lib)): b3(f) for f in files}
         content = {
             r[0]: r[1:]
-            for r in _rows(
-                p, "SELECT content_hash, phash, dhash, decode_error, media_kind FROM content"
-            )
+            for r in _rows(p, "SELECT content_hash, phash, dhash, width, media_kind FROM content")
         }
-        broken = content[b3(lib / "broken.jpg")]
-        assert broken[0] is None and broken[2]  # no pHash, a reason, but the hash landed
+        broken = b3(lib / "broken.jpg")
+        assert content[broken][0] is None  # no pHash, but the hash landed …
+        [(stage, reason)] = _rows(
+            p, "SELECT stage, reason FROM failures WHERE content_hash = ?", broken
+        )
+        assert stage == "thumbnail" and "decode" in reason  # … and the reason is recorded
         ok = content[b3(files[0])]
-        assert len(ok[0]) == 16 and len(ok[1]) == 16 and ok[2] is None
+        assert len(ok[0]) == 16 and len(ok[1]) == 16 and ok[2] == 96
         assert content[b3(files[6])][3] == "video"
+        # EXIF facts and the date-taken waterfall, per location.
+        dated = dict(_rows(p, "SELECT path, date_source FROM files"))
+        assert dated["0.jpg"] == "exif_original" and dated["1.jpg"] == "filesystem"
+        [(make, model)] = _rows(
+            p, "SELECT make, model FROM media WHERE content_hash = ?", b3(files[0])
+        )
+        assert (make, model) == ("TestCam", "Model 1")
+        thumbs = _rows(p, "SELECT sizes FROM thumbnails WHERE content_hash = ?", b3(files[0]))
+        assert thumbs and "small" in thumbs[0][0]
 
 
 async def test_library_renamed_away_and_back_loses_nothing_and_rehashes_nothing(

@@ -1,4 +1,4 @@
-"""The hasher: FileSeen -> HashComputed (blake3, size, mtime, pHash and dHash for images)."""
+"""The hasher: FileSeen -> HashComputed (blake3, size, mtime of the bytes it read)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import errno
 import logging
 import os
 import stat
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import blake3
 from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import Event, FileSeen, HashComputed
 
-__all__ = ["HashResult", "Hasher", "hash_file", "perceptual"]
+__all__ = ["HashResult", "Hasher", "hash_file"]
 
 log = logging.getLogger(__name__)
 
@@ -82,43 +81,6 @@ def hash_file(path: bytes | str, digest_fn: Digest = _digest) -> HashResult:
     raise TransientError(f"file kept changing while being hashed: {os.fsdecode(path)}")
 
 
-_heif_registered = False
-
-
-def _register_heif() -> None:
-    global _heif_registered
-    if not _heif_registered:
-        try:
-            import pillow_heif
-
-            pillow_heif.register_heif_opener()
-        except ImportError:  # pragma: no cover - a declared dependency
-            pass
-        _heif_registered = True
-
-
-def perceptual(
-    path: bytes | str,
-) -> tuple[str | None, str | None, int | None, int | None, str | None]:
-    """(phash, dhash, width, height, error) from one reduced-scale decode."""
-    import imagehash
-    from PIL import Image
-
-    _register_heif()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(os.fsdecode(path)) as im:
-                width, height = im.size
-                if width * height > 200_000_000:
-                    return None, None, width, height, f"image too large ({width}x{height})"
-                im.draft("L", (64, 64))  # JPEG: decode at 1/8 scale when possible
-                gray = im.convert("L")
-        return str(imagehash.phash(gray)), str(imagehash.dhash(gray)), width, height, None
-    except Exception as exc:  # undecodable image: the content hash still lands
-        return None, None, None, None, f"{type(exc).__name__}: {exc}"[:500]
-
-
 RootResolver = Callable[[str], Path | None]
 
 
@@ -139,22 +101,17 @@ class Hasher:
 
     @staticmethod
     def derive(event: FileSeen, path: bytes, seq: int) -> HashComputed:
+        """Content identity only: decoding (perceptual hashes, thumbnails, EXIF) is the
+        media deriver's, once per content, from one decode."""
         res = hash_file(path)
-        phash = dhash = err = None
-        width = height = None
-        if event.media_kind == "image":
-            phash, dhash, width, height, err = perceptual(path)
         return HashComputed(
             content_hash=res.content_hash,
             library_id=event.library_id,
             file_id=event.file_id,
+            path=event.path,
+            raw_path=event.raw_path,
             size=res.size,
             mtime_ns=res.mtime_ns,
             media_kind=event.media_kind,
-            phash=phash,
-            dhash=dhash,
-            width=width,
-            height=height,
-            decode_error=err,
             causation=seq,
         )

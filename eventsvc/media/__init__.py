@@ -1,0 +1,1 @@
+"""Pure, side-effect-free media helpers: EXIF/container metadata, dates, thumbnails."""

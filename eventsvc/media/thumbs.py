@@ -1,0 +1,278 @@
+"""Thumbnail decoding and rendering (JPEG), video poster frames, RAW embedded previews."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from eventsvc.media.exif import frame_rotation, is_heif
+
+__all__ = [
+    "JPEG_QUALITY",
+    "SIZES",
+    "decode_for_thumbs",
+    "embedded_preview",
+    "render_thumbnails",
+    "thumb_path",
+    "to_rgb",
+    "video_frame",
+    "write_atomic",
+]
+
+SIZES: dict[str, int] = {"small": 256, "large": 1440}
+JPEG_QUALITY = 85
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_ROTATE_CW = {
+    90: Image.Transpose.ROTATE_270,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_90,
+}
+
+
+def _register_heif() -> None:
+    try:
+        import pillow_heif
+    except ImportError:
+        return
+    pillow_heif.register_heif_opener()
+
+
+def _srgb_profile() -> Any | None:
+    try:
+        from PIL import ImageCms
+    except ImportError:
+        return None
+    return ImageCms.createProfile("sRGB")
+
+
+def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    """Convert via the embedded ICC profile when possible; None on failure."""
+    if not icc or img.mode not in ("RGB", "CMYK", "L"):
+        return img.convert("RGB")
+    try:
+        from PIL import ImageCms
+
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        target = _srgb_profile()
+        converted = ImageCms.profileToProfile(img, source, target, outputMode="RGB")
+    except Exception:  # bad/unsupported profile, or no littlecms: plain conversion
+        return img.convert("RGB")
+    return converted if converted is not None else img.convert("RGB")
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer or float greyscale to 8-bit L, scaled not clipped."""
+    arr = np.asarray(img, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return Image.new("L", img.size)
+    low, high = float(finite.min()), float(finite.max())
+    if img.mode.startswith("I;16") or (img.mode == "I" and low >= 0 and high <= 65535):
+        low, high = 0.0, 65535.0 if high > 255 else 255.0
+    scale = 255.0 / (high - low) if high > low else 0.0
+    out = np.clip((np.nan_to_num(arr, nan=low) - low) * scale, 0, 255)
+    return Image.fromarray(out.astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB (sRGB when an ICC profile is embedded), alpha on white."""
+    icc = img.info.get("icc_profile")
+    mode = img.mode
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "RGBa", "La", "RGBX"):
+        return _flatten_alpha(img) if mode != "RGBX" else img.convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return _to_8bit(img).convert("RGB")
+    if mode == "1":
+        return img.convert("L").convert("RGB")
+    if mode in ("RGB", "CMYK", "L"):
+        return _to_srgb(img, icc if isinstance(icc, bytes) else None)
+    try:
+        return img.convert("RGB")
+    except ValueError:
+        return img.convert("RGBA").convert("RGB")
+
+
+def _draft_size(size: tuple[int, int], max_edge: int) -> tuple[int, int]:
+    """Smallest size with the original aspect whose longest edge is >= max_edge."""
+    scale = max_edge / max(size)
+    return (max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale)))
+
+
+def decode_for_thumbs(path: str | os.PathLike[str], *, max_edge: int) -> Image.Image:
+    """Decode an image upright in RGB, at the smallest JPEG DCT scale >= ``max_edge``.
+
+    EXIF orientation is applied (except for HEIF, whose decoder already rotates).
+    Raises what Pillow raises (OSError / UnidentifiedImageError) for undecodable files.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    heif = is_heif(head)
+    if heif:
+        _register_heif()
+    with Image.open(path) as im:
+        if im.format in ("JPEG", "MPO") and max(im.size) > max_edge:
+            im.draft("RGB", _draft_size(im.size, max_edge))
+        im.load()
+        img: Image.Image = im
+        if not heif:
+            try:
+                img = ImageOps.exif_transpose(im)
+            except Exception:  # hostile orientation tag: keep the stored orientation
+                img = im
+        icc = im.info.get("icc_profile")
+        if icc and "icc_profile" not in img.info:
+            img.info["icc_profile"] = icc
+        return to_rgb(img)
+
+
+def render_thumbnails(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dict[str, bytes]:
+    """Encode one progressive JPEG per size (longest edge, never upscaled)."""
+    current = img if img.mode == "RGB" else to_rgb(img)
+    out: dict[str, bytes] = {}
+    for name, edge in sorted(sizes.items(), key=lambda item: item[1], reverse=True):
+        if max(current.size) > edge:
+            current = current.resize(
+                _fit(current.size, edge), Image.Resampling.LANCZOS, reducing_gap=3.0
+            )
+        buf = io.BytesIO()
+        current.save(buf, "JPEG", quality=JPEG_QUALITY, progressive=True, optimize=False)
+        out[name] = buf.getvalue()
+    return out
+
+
+def _fit(size: tuple[int, int], edge: int) -> tuple[int, int]:
+    scale = edge / max(size)
+    return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+
+
+def thumb_path(root: str | os.PathLike[str], content_hash: str, size: str) -> Path:
+    """``root/<hash[:2]>/<hash>/<size>.jpg``; rejects names that could escape ``root``."""
+    if len(content_hash) < 3 or not _SAFE_NAME.match(content_hash):
+        raise ValueError(f"invalid content hash {content_hash!r}")
+    if not _SAFE_NAME.match(size):
+        raise ValueError(f"invalid thumbnail size name {size!r}")
+    return Path(root) / content_hash[:2] / content_hash / f"{size}.jpg"
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory + os.replace."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def video_frame(path: str | os.PathLike[str], at_fraction: float = 0.1) -> Image.Image:
+    """An upright RGB frame at ~``at_fraction`` of the video's duration (via PyAV).
+
+    Seeks to the key frame before the target and decodes forward; if that yields nothing
+    (e.g. MPEG-TS with sparse key frames) it decodes from the start instead.
+    """
+    import av
+
+    name = os.fspath(path)
+    for use_seek in (True, False):
+        with av.open(name) as container:
+            if not container.streams.video:
+                raise ValueError(f"{name}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frame = _frame_near(container, stream, at_fraction, use_seek)
+            if frame is not None:
+                image = frame.to_image()
+                rotate = _ROTATE_CW.get(frame_rotation(frame))
+                return image.transpose(rotate) if rotate is not None else image
+    raise ValueError(f"{name}: no decodable video frame")
+
+
+def _frame_near(container: Any, stream: Any, at_fraction: float, use_seek: bool) -> Any | None:
+    import av
+
+    duration = _duration_s(container, stream)
+    offset = max(0.0, min(1.0, at_fraction)) * duration if duration else 0.0
+    start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    target = start + offset
+    if use_seek and offset > 0 and stream.time_base:
+        try:
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        except av.FFmpegError:
+            return None
+    chosen = None
+    try:
+        for frame in container.decode(stream):
+            chosen = frame
+            if frame.time is None or frame.time >= target - 1e-3:  # float slack
+                break
+    except av.FFmpegError:
+        if chosen is None:
+            raise
+    return chosen
+
+
+def _duration_s(container: Any, stream: Any) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000
+    return None
+
+
+def embedded_preview(path: str | os.PathLike[str]) -> Image.Image | None:
+    """The camera's embedded preview of a RAW file, upright RGB; None without rawpy."""
+    try:
+        import rawpy
+    except ImportError:
+        return None
+    try:
+        with rawpy.imread(os.fspath(path)) as raw:
+            thumb = raw.extract_thumb()
+            flip = int(getattr(raw.sizes, "flip", 0) or 0)
+    except (rawpy.LibRawError, OSError, ValueError):
+        return None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        try:
+            with Image.open(io.BytesIO(thumb.data)) as im:
+                im.load()
+                if im.getexif().get(0x0112, 1) in range(2, 9):
+                    return to_rgb(ImageOps.exif_transpose(im))
+                image = to_rgb(im)
+        except (OSError, ValueError, SyntaxError):
+            return None
+    elif thumb.format == rawpy.ThumbFormat.BITMAP:
+        image = Image.fromarray(np.ascontiguousarray(thumb.data)).convert("RGB")
+    else:
+        return None
+    # LibRaw flip: 3 = 180, 5 = 90 counter-clockwise, 6 = 90 clockwise.
+    rotate = {
+        3: Image.Transpose.ROTATE_180,
+        5: Image.Transpose.ROTATE_90,
+        6: Image.Transpose.ROTATE_270,
+    }.get(flip)
+    return image.transpose(rotate) if rotate is not None else image
