@@ -231,7 +231,6 @@ class EventLog:
                     encode(event),
                     stream=self.stream,
                     headers=headers_for(event, msg_id),
-                    wait_stall=30.0,
                 )
                 futures.append(fut)
             acks = await asyncio.gather(*futures)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUT_S",
+    "DEFAULT_VIDEO_TIMEOUT_S",
     "ExifFacts",
     "MediaError",
     "extract_image",
@@ -41,22 +42,7 @@ _READ_BUDGET = 200_000  # reads+seeks per parsing stage; real files need < 2,000
 
 # ISO-BMFF brands of still-image files (HEIF/HEIC/AVIF), major or compatible.
 _HEIF_BRANDS = frozenset(
-    {
-        b"heic",
-        b"heix",
-        b"heim",
-        b"heis",
-        b"hevc",
-        b"hevx",
-        b"hevm",
-        b"hevs",
-        b"mif1",
-        b"mif2",
-        b"msf1",
-        b"heif",
-        b"avif",
-        b"avis",
-    }
+    b"heic heix heim heis hevc hevx hevm hevs mif1 mif2 msf1 heif avif avis".split()
 )
 
 _T = TypeVar("_T")
@@ -72,10 +58,11 @@ class ExifFacts:
     """Normalised metadata of one media file; every field is optional.
 
     ``width``/``height`` are the stored pixel dimensions before ``orientation`` is applied
-    (so display size is swapped for orientations 5-8). Dates are local wall time
-    (``YYYY-MM-DDTHH:MM:SS[.fff]``) with the offset, when known, in ``utc_offset``;
-    ``creation_time`` (videos) is UTC (``...Z``). ``rotation`` is clockwise degrees
-    needed to display a video upright.
+    (so display size is swapped for orientations 5-8). For HEIF, whose decoder applies the
+    container transforms itself, they are chosen so that this rule gives the decoded size.
+    Dates are local wall time (``YYYY-MM-DDTHH:MM:SS[.fff]``) with the offset, when known,
+    in ``utc_offset``; ``creation_time`` (videos) is UTC (``...Z``). ``rotation`` is the
+    clockwise degrees needed to display a video upright.
     """
 
     make: str | None = None
@@ -841,13 +828,15 @@ def _probe_video(path: str, warnings: _Warnings) -> dict[str, Any]:
             metas.append(audio.metadata)
         out = _video_metadata(metas, warnings)
         out["duration"] = _duration(container, video or audio)
-        out["audio_codec"] = audio.codec_context.name if audio is not None else None
+        out["audio_codec"] = _codec_name(audio, warnings)
         if video is None:
             return out
         ctx = video.codec_context
-        out["video_codec"] = ctx.name if ctx is not None else None
+        out["video_codec"] = _codec_name(video, warnings)
         out["width"] = (ctx.width if ctx is not None else 0) or None
         out["height"] = (ctx.height if ctx is not None else 0) or None
+        if ctx is None:
+            return out
         if "rotation" not in out:
             try:
                 frame = next(container.decode(video), None)
@@ -882,6 +871,16 @@ def _check_tail(
         raise MediaError(f"{path}: video data near the end is unreadable: {exc}") from exc
     if packet is None or not packet.size:
         raise MediaError(f"{path}: truncated: no video data near the end of the stream")
+
+
+def _codec_name(stream: Any, warnings: _Warnings) -> str | None:
+    if stream is None:
+        return None
+    ctx = stream.codec_context
+    if ctx is None:  # no decoder for this codec in this FFmpeg build
+        warnings.add(f"{stream.type}: no decoder available")
+        return None
+    return str(ctx.name)
 
 
 def _duration(container: Any, stream: Any) -> float | None:

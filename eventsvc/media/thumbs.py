@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from eventsvc.media.exif import frame_rotation, is_heif
+from eventsvc.media.exif import MediaError, frame_rotation, is_heif
 
 __all__ = [
     "JPEG_QUALITY",
     "SIZES",
     "decode_for_thumbs",
     "embedded_preview",
+    "preview_image",
     "render_thumbnails",
     "thumb_path",
     "to_rgb",
@@ -120,8 +121,15 @@ def decode_for_thumbs(path: str | os.PathLike[str], *, max_edge: int) -> Image.I
     """Decode an image upright in RGB, at the smallest JPEG DCT scale >= ``max_edge``.
 
     EXIF orientation is applied (except for HEIF, whose decoder already rotates).
-    Raises what Pillow raises (OSError / UnidentifiedImageError) for undecodable files.
+    Raises :class:`MediaError` (chained to Pillow's error) for unreadable/undecodable files.
     """
+    try:
+        return _decode(path, max_edge)
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, bomb errors...
+        raise MediaError(f"cannot decode {os.fspath(path)}: {exc}") from exc
+
+
+def _decode(path: str | os.PathLike[str], max_edge: int) -> Image.Image:
     with open(path, "rb") as fh:
         head = fh.read(512)
     heif = is_heif(head)
@@ -193,23 +201,38 @@ def video_frame(path: str | os.PathLike[str], at_fraction: float = 0.1) -> Image
     """An upright RGB frame at ~``at_fraction`` of the video's duration (via PyAV).
 
     Seeks to the key frame before the target and decodes forward; if that yields nothing
-    (e.g. MPEG-TS with sparse key frames) it decodes from the start instead.
+    (e.g. MPEG-TS with sparse key frames) it decodes from the start instead. Raises
+    :class:`MediaError` (chained to PyAV's error) when no frame can be had.
     """
+    name = os.fspath(path)
+    try:
+        for use_seek in (True, False):
+            image = _video_image(name, at_fraction, use_seek)
+            if image is not None:
+                return image
+    except MediaError:
+        raise
+    except Exception as exc:  # PyAV maps FFmpeg failures to many exception types
+        raise MediaError(f"cannot extract a frame from {name}: {exc}") from exc
+    raise MediaError(f"{name}: no decodable video frame")
+
+
+def _video_image(name: str, at_fraction: float, use_seek: bool) -> Image.Image | None:
     import av
 
-    name = os.fspath(path)
-    for use_seek in (True, False):
-        with av.open(name) as container:
-            if not container.streams.video:
-                raise ValueError(f"{name}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            frame = _frame_near(container, stream, at_fraction, use_seek)
-            if frame is not None:
-                image = frame.to_image()
-                rotate = _ROTATE_CW.get(frame_rotation(frame))
-                return image.transpose(rotate) if rotate is not None else image
-    raise ValueError(f"{name}: no decodable video frame")
+    with av.open(name, metadata_errors="ignore") as container:
+        if not container.streams.video:
+            raise MediaError(f"{name}: no video stream")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise MediaError(f"{name}: no decoder for the video stream")
+        stream.thread_type = "AUTO"
+        frame = _frame_near(container, stream, at_fraction, use_seek)
+        if frame is None:
+            return None
+        image = frame.to_image()
+        rotate = _ROTATE_CW.get(frame_rotation(frame))
+    return image.transpose(rotate) if rotate is not None else image
 
 
 def _frame_near(container: Any, stream: Any, at_fraction: float, use_seek: bool) -> Any | None:
@@ -257,16 +280,28 @@ def embedded_preview(path: str | os.PathLike[str]) -> Image.Image | None:
     except (rawpy.LibRawError, OSError, ValueError):
         return None
     if thumb.format == rawpy.ThumbFormat.JPEG:
+        return preview_image("jpeg", thumb.data, flip)
+    if thumb.format == rawpy.ThumbFormat.BITMAP:
+        return preview_image("bitmap", thumb.data, flip)
+    return None
+
+
+def preview_image(kind: str, data: Any, flip: int) -> Image.Image | None:
+    """An embedded preview (JPEG bytes or an RGB array) upright, given LibRaw's flip.
+
+    The preview's own EXIF orientation wins over the flip when it has one.
+    """
+    if kind == "jpeg":
         try:
-            with Image.open(io.BytesIO(thumb.data)) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 im.load()
                 if im.getexif().get(0x0112, 1) in range(2, 9):
                     return to_rgb(ImageOps.exif_transpose(im))
                 image = to_rgb(im)
         except (OSError, ValueError, SyntaxError):
             return None
-    elif thumb.format == rawpy.ThumbFormat.BITMAP:
-        image = Image.fromarray(np.ascontiguousarray(thumb.data)).convert("RGB")
+    elif kind == "bitmap":
+        image = Image.fromarray(np.ascontiguousarray(data)).convert("RGB")
     else:
         return None
     # LibRaw flip: 3 = 180, 5 = 90 counter-clockwise, 6 = 90 clockwise.

@@ -106,7 +106,10 @@ def test_unusable_values_fall_through() -> None:
 def test_filesystem_uses_earliest_positive_time() -> None:
     times = [MAY_2021 + 3600 * NS, 0, -5, MAY_2021 + 123_000_000, None]
     result = resolve_date_taken(
-        exif_original=None, exif_digitized=None, container_created=None,
-        file_name="x.jpg", fs_times=iter(times),
-    )  # fmt: skip
+        exif_original=None,
+        exif_digitized=None,
+        container_created=None,
+        file_name="x.jpg",
+        fs_times=iter(times),
+    )
     assert result == ("2021-05-06T07:08:09.123Z", "filesystem")

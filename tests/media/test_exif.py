@@ -70,7 +70,8 @@ def save(path: Path, fmt: str, exif: Image.Exif | None = None, size=(200, 100)) 
     img = Image.new("RGB", size, (200, 30, 30))
     kwargs = {"exif": exif} if exif is not None else {}
     if fmt == "HEIF":
-        pillow_heif = pytest.importorskip("pillow_heif")
+        import pillow_heif
+
         pillow_heif.register_heif_opener()
     img.save(path, fmt, **kwargs)
     return path
@@ -89,12 +90,23 @@ def test_jpeg_all_fields(tmp_path: Path) -> None:
     path = save(tmp_path / "a.jpg", "JPEG", make_exif(alt=(1, 10.5)))
     facts = extract_image(path)
     assert facts == ExifFacts(
-        make="Canon", model="EOS R5", lens="RF24-70mm F2.8 L IS USM", width=200, height=100,
-        orientation=1, gps_lat=pytest.approx(48.8584, abs=1e-6),
-        gps_lon=pytest.approx(2.2945, abs=1e-6), gps_alt=-10.5, focal_length=50.0,
-        f_number=2.8, exposure_time=0.004, iso=400, date_original="2023-01-02T12:34:56.123",
-        date_digitized="2023-01-02T12:35:00", utc_offset="+02:00",
-    )  # fmt: skip
+        make="Canon",
+        model="EOS R5",
+        lens="RF24-70mm F2.8 L IS USM",
+        width=200,
+        height=100,
+        orientation=1,
+        gps_lat=pytest.approx(48.8584, abs=1e-6),
+        gps_lon=pytest.approx(2.2945, abs=1e-6),
+        gps_alt=-10.5,
+        focal_length=50.0,
+        f_number=2.8,
+        exposure_time=0.004,
+        iso=400,
+        date_original="2023-01-02T12:34:56.123",
+        date_digitized="2023-01-02T12:35:00",
+        utc_offset="+02:00",
+    )
 
 
 @pytest.mark.parametrize(
@@ -350,9 +362,16 @@ def _broken_files(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize(
     "name",
-    ["truncated_jpeg", "truncated_in_exif", "png_named_jpg", "text_named_jpg", "empty",
-     "soi_only", "random"],
-)  # fmt: skip
+    [
+        "truncated_jpeg",
+        "truncated_in_exif",
+        "png_named_jpg",
+        "text_named_jpg",
+        "empty",
+        "soi_only",
+        "random",
+    ],
+)
 def test_broken_files_never_raise(tmp_path: Path, name: str) -> None:
     path = _broken_files(tmp_path)[name]
     facts, elapsed = timed(path, timeout_s=BOUND_S)
@@ -441,8 +460,9 @@ def test_exifread_logging_is_captured_not_printed(
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    pytest.importorskip("av")
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import av  # noqa: F401
+    import imageio_ffmpeg
+
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     root = tmp_path_factory.mktemp("videos")
     out = {name: root / f"{name}.mp4" for name in ("plain", "rotated", "apple", "android")}
@@ -451,19 +471,62 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     src = ["-f", "lavfi", "-i", "testsrc=duration=3:size=160x120:rate=10"]
     x264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
     commands = [
-        [*quiet, *src, "-f", "lavfi", "-i", "sine=duration=3", *x264, "-c:a", "aac",
-         "-shortest", "-metadata", "creation_time=2023-01-02T03:04:05Z", str(out["plain"])],
-        [*quiet, "-display_rotation", "90", "-i", str(out["plain"]), "-c", "copy",
-         str(out["rotated"])],
-        [*quiet, *src, *x264, "-t", "1", "-movflags", "use_metadata_tags",
-         "-metadata", "com.apple.quicktime.creationdate=2023-01-02T12:34:56+0200",
-         "-metadata", "com.apple.quicktime.make=Apple",
-         "-metadata", "com.apple.quicktime.model=iPhone 15",
-         "-metadata", "com.apple.quicktime.location.ISO6709=+37.7858-122.4064+012.500/",
-         str(out["apple"])],
-        [*quiet, *src, *x264, "-t", "1", "-metadata", "location=+48.8584+002.2945/",
-         "-metadata", "creation_time=1970-01-01T00:00:00Z", str(out["android"])],
-    ]  # fmt: skip
+        [
+            *quiet,
+            *src,
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=3",
+            *x264,
+            "-c:a",
+            "aac",
+            "-shortest",
+            "-metadata",
+            "creation_time=2023-01-02T03:04:05Z",
+            str(out["plain"]),
+        ],
+        [
+            *quiet,
+            "-display_rotation",
+            "90",
+            "-i",
+            str(out["plain"]),
+            "-c",
+            "copy",
+            str(out["rotated"]),
+        ],
+        [
+            *quiet,
+            *src,
+            *x264,
+            "-t",
+            "1",
+            "-movflags",
+            "use_metadata_tags",
+            "-metadata",
+            "com.apple.quicktime.creationdate=2023-01-02T12:34:56+0200",
+            "-metadata",
+            "com.apple.quicktime.make=Apple",
+            "-metadata",
+            "com.apple.quicktime.model=iPhone 15",
+            "-metadata",
+            "com.apple.quicktime.location.ISO6709=+37.7858-122.4064+012.500/",
+            str(out["apple"]),
+        ],
+        [
+            *quiet,
+            *src,
+            *x264,
+            "-t",
+            "1",
+            "-metadata",
+            "location=+48.8584+002.2945/",
+            "-metadata",
+            "creation_time=1970-01-01T00:00:00Z",
+            str(out["android"]),
+        ],
+    ]
     for cmd in commands:
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
     data = out["plain"].read_bytes()
@@ -472,8 +535,10 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     faststart = root / "faststart.mp4"
     subprocess.run(
         [*quiet, "-i", str(out["plain"]), "-c", "copy", "-movflags", "+faststart", str(faststart)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     data = faststart.read_bytes()
     out["truncated_faststart"] = root / "truncated_faststart.mp4"  # index ok, data cut
     out["truncated_faststart"].write_bytes(data[: len(data) // 2])
@@ -522,6 +587,7 @@ def test_video_truncated_after_index_raises(videos: dict[str, Path]) -> None:
 
 
 def test_video_missing_file(tmp_path: Path) -> None:
-    pytest.importorskip("av")
+    import av  # noqa: F401
+
     with pytest.raises(MediaError):
         extract_video(tmp_path / "nope.mp4")

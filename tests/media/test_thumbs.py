@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import enum
 import io
 import subprocess
-import sys
-import types
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from eventsvc.media.exif import MediaError
 from eventsvc.media.thumbs import (
     SIZES,
     decode_for_thumbs,
     embedded_preview,
+    preview_image,
     render_thumbnails,
     thumb_path,
     video_frame,
@@ -72,7 +70,8 @@ def test_orientation_other_formats(tmp_path: Path, fmt: str) -> None:
 
 
 def test_heic_not_rotated_twice(tmp_path: Path) -> None:
-    pillow_heif = pytest.importorskip("pillow_heif")
+    import pillow_heif
+
     pillow_heif.register_heif_opener()
     path = save_oriented(tmp_path / "o.heic", 6, "HEIF")
     with Image.open(path) as im:
@@ -126,8 +125,10 @@ def test_mode_conversions(tmp_path: Path) -> None:
     )
     la = Image.new("LA", (40, 30), (80, 255))
     assert decode_for_thumbs(_saved(tmp_path, la, "la.png"), max_edge=256).getpixel((3, 3)) == (
-        80, 80, 80,
-    )  # fmt: skip
+        80,
+        80,
+        80,
+    )
     bilevel = Image.new("1", (40, 30), 1)
     assert decode_for_thumbs(_saved(tmp_path, bilevel, "b.png"), max_edge=256).getpixel((3, 3)) == (
         255,
@@ -148,20 +149,28 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
 
 
 def test_icc_profile_conversion(tmp_path: Path) -> None:
-    ImageCms = pytest.importorskip("PIL.ImageCms")
+    from PIL import ImageCms
+
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     path = _saved(tmp_path, Image.new("RGB", (40, 30), (10, 150, 240)), "icc.png", icc_profile=srgb)
     assert near(decode_for_thumbs(path, max_edge=256).getpixel((4, 4)), (10, 150, 240), 4)
-    bogus = _saved(tmp_path, Image.new("RGB", (40, 30), (10, 150, 240)), "bad.png",
-                   icc_profile=b"not a profile")  # fmt: skip
+    bogus = _saved(
+        tmp_path,
+        Image.new("RGB", (40, 30), (10, 150, 240)),
+        "bad.png",
+        icc_profile=b"not a profile",
+    )
     assert near(decode_for_thumbs(bogus, max_edge=256).getpixel((4, 4)), (10, 150, 240), 1)
 
 
 def test_undecodable_raises(tmp_path: Path) -> None:
     path = tmp_path / "text.jpg"
     path.write_text("hello")
-    with pytest.raises(OSError):  # PIL.UnidentifiedImageError is an OSError
+    with pytest.raises(MediaError) as info:
         decode_for_thumbs(path, max_edge=256)
+    assert isinstance(info.value.__cause__, OSError)  # PIL.UnidentifiedImageError
+    with pytest.raises(MediaError):
+        decode_for_thumbs(tmp_path / "missing.jpg", max_edge=256)
 
 
 def test_render_thumbnails(tmp_path: Path) -> None:
@@ -214,40 +223,10 @@ def test_write_atomic(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["small.jpg"]
 
 
-def test_embedded_preview_without_or_with_rawpy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_embedded_preview_of_a_non_raw_file_is_none(tmp_path: Path) -> None:
     path = tmp_path / "not-raw.jpg"
     two_tone().save(path)
-    assert embedded_preview(path) is None  # rawpy absent, or the file is not a RAW
-    monkeypatch.setitem(sys.modules, "rawpy", None)
-    assert embedded_preview(path) is None
-
-
-def fake_rawpy(thumb_format: str, data: Any, flip: int) -> types.ModuleType:
-    """A stand-in for rawpy whose imread() returns a RAW with the given preview."""
-    module = types.ModuleType("rawpy")
-    thumb_formats = enum.Enum("ThumbFormat", "JPEG BITMAP")
-
-    class LibRawError(Exception):
-        pass
-
-    class Raw:
-        sizes = types.SimpleNamespace(flip=flip)
-
-        def __enter__(self) -> Raw:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def extract_thumb(self) -> types.SimpleNamespace:
-            return types.SimpleNamespace(format=thumb_formats[thumb_format], data=data)
-
-    module.ThumbFormat = thumb_formats  # type: ignore[attr-defined]
-    module.LibRawError = LibRawError  # type: ignore[attr-defined]
-    module.imread = lambda path: Raw()  # type: ignore[attr-defined]
-    return module
+    assert embedded_preview(path) is None  # the real rawpy refuses a JPEG
 
 
 def _jpeg_bytes(img: Image.Image, orientation: int | None = None) -> bytes:
@@ -260,28 +239,25 @@ def _jpeg_bytes(img: Image.Image, orientation: int | None = None) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("thumb_format", "orientation", "flip", "size", "top_left"),
+    ("kind", "orientation", "flip", "size", "top_left"),
     [
-        ("JPEG", None, 0, (200, 100), RED),
-        ("JPEG", None, 6, (100, 200), RED),  # LibRaw flip 6 = 90 clockwise
-        ("JPEG", None, 5, (100, 200), BLUE),  # 5 = 90 counter-clockwise
-        ("JPEG", 3, 6, (200, 100), BLUE),  # the preview's own EXIF orientation wins
-        ("BITMAP", None, 3, (200, 100), BLUE),
+        ("jpeg", None, 0, (200, 100), RED),
+        ("jpeg", None, 6, (100, 200), RED),  # LibRaw flip 6 = 90 clockwise
+        ("jpeg", None, 5, (100, 200), BLUE),  # 5 = 90 counter-clockwise
+        ("jpeg", 3, 6, (200, 100), BLUE),  # the preview's own EXIF orientation wins
+        ("bitmap", None, 3, (200, 100), BLUE),
     ],
 )
 def test_embedded_preview_orientation(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    thumb_format: str,
+    kind: str,
     orientation: int | None,
     flip: int,
     size: tuple[int, int],
     top_left: tuple[int, int, int],
 ) -> None:
     img = two_tone()
-    data = _jpeg_bytes(img, orientation) if thumb_format == "JPEG" else np.asarray(img)
-    monkeypatch.setitem(sys.modules, "rawpy", fake_rawpy(thumb_format, data, flip))
-    preview = embedded_preview(tmp_path / "x.cr2")
+    data = _jpeg_bytes(img, orientation) if kind == "jpeg" else np.asarray(img)
+    preview = preview_image(kind, data, flip)
     assert preview is not None and preview.mode == "RGB"
     assert preview.size == size
     assert near(preview.getpixel((5, 5)), top_left)
@@ -292,23 +268,55 @@ def test_embedded_preview_orientation(
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    pytest.importorskip("av")
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import av  # noqa: F401
+    import imageio_ffmpeg
+
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     root = tmp_path_factory.mktemp("clips")
     plain, rotated = root / "plain.mp4", root / "rotated.mp4"
     # One key frame every 3 s: reaching 10 % of the clip needs decoding forward.
     subprocess.run(
-        [ffmpeg, "-v", "error", "-y", "-f", "lavfi",
-         "-i", "testsrc=duration=3:size=160x120:rate=10", "-c:v", "libx264",
-         "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "30", str(plain)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=3:size=160x120:rate=10",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "30",
+            str(plain),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     subprocess.run(
-        [ffmpeg, "-v", "error", "-y", "-display_rotation", "90", "-i", str(plain),
-         "-c", "copy", str(rotated)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-display_rotation",
+            "90",
+            "-i",
+            str(plain),
+            "-c",
+            "copy",
+            str(rotated),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return {"plain": plain, "rotated": rotated}
 
 
@@ -337,5 +345,5 @@ def test_video_frame_end_and_errors(clips: dict[str, Path], tmp_path: Path) -> N
     assert video_frame(clips["plain"], at_fraction=1.0).size == (160, 120)
     bad = tmp_path / "bad.mp4"
     bad.write_text("nope")
-    with pytest.raises(Exception):  # noqa: B017 - PyAV's own error types
+    with pytest.raises(MediaError, match="cannot extract"):
         video_frame(bad)
