@@ -113,7 +113,7 @@ async def open_log(settings: Settings, *, embedded: bool | None = None) -> Async
                 finally:
                     await event_log.close()
                 return
-        url = await asyncio.to_thread(server.start)
+        url = server.start()  # on this thread: the server's life is tied to it (PDEATHSIG)
         log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
     try:
         event_log = await EventLog.connect(

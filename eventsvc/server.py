@@ -100,7 +100,11 @@ class EmbeddedNats:
             "eventsvc-embedded",
         ]
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )
         if not wait_for_port(self.host, self.port, timeout):
             err = b""
@@ -134,6 +138,16 @@ class EmbeddedNats:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the thread that started it dies (even by SIGKILL),
+    so a killed ``eventsvc up`` never leaves an orphan nats-server holding the store."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _tail(path: Path, n: int = 3) -> str:

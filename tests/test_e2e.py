@@ -37,7 +37,8 @@ def _all_photos(api: str) -> list[dict[str, Any]]:
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> str:
-    if proc.poll() is None:
+    """Signal (0: just wait), wait, and kill if it does not end: no process outlives a test."""
+    if proc.poll() is None and sig:
         proc.send_signal(sig)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -102,7 +103,7 @@ async def test_up_reports_a_clear_error_when_the_port_is_taken(tmp_path: Path) -
         s.listen()
         port = s.getsockname()[1]
         proc = cli("up", str(lib), "--data-dir", str(tmp_path / "d"), "--port", str(port))
-        out = proc.communicate(timeout=30)[0].decode()
+        out = _stop(proc, sig=0, timeout=30)  # it must exit by itself
     assert proc.returncode != 0
     assert "port" in out.lower() or "address already in use" in out.lower()
 
@@ -252,3 +253,38 @@ async def test_rebuild_command_swaps_while_the_api_serves(tmp_path: Path) -> Non
         assert len(_all_photos(api)) == 30
     finally:
         _stop(proc)
+
+
+async def test_a_killed_up_leaves_no_nats_server_behind(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    make_jpeg(lib / "a.jpg")
+    data, port = tmp_path / "data", free_port()
+    proc = cli("up", str(lib), "--data-dir", str(data), "--port", str(port), "--no-watch")
+    url_file = data / "nats" / "nats.url"
+    try:
+        await wait_until(url_file.exists, 30)
+        nats_port = int(url_file.read_text().rsplit(":", 1)[1])
+    finally:
+        _stop(proc, sig=signal.SIGKILL)
+
+    import socket
+
+    def closed() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", nats_port)) != 0
+
+    await wait_until(closed, 10)
+    # The next `up` on the same data dir starts cleanly (store lock released).
+    proc = cli("up", str(lib), "--data-dir", str(data), "--port", str(port), "--no-watch")
+    try:
+        await wait_until(lambda: _healthy(f"http://127.0.0.1:{port}"), 30)
+    finally:
+        out = _stop(proc)
+    assert proc.returncode == 0, out
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return _get(f"{api}/healthz")["status"] == "ok"
+    except OSError:
+        return False
