@@ -13,14 +13,22 @@ __all__ = [
     "DuplicateGroup",
     "DuplicatePage",
     "ErrorDetail",
+    "Exif",
     "Failure",
     "FailureSummary",
+    "Gps",
     "Health",
     "LastScan",
     "Library",
     "LibraryPage",
     "Location",
     "NatsStatus",
+    "NearDuplicateGroup",
+    "NearDuplicateMember",
+    "NearDuplicatePage",
+    "NearPair",
+    "NotDuplicateAccepted",
+    "NotDuplicateRequest",
     "Photo",
     "PhotoDetail",
     "PhotoPage",
@@ -31,6 +39,16 @@ __all__ = [
 
 NEXT = "Opaque cursor for the next page (pass it as `cursor`); null on the last page."
 HASH = "BLAKE3 of the file's bytes, 64 lowercase hex characters."
+DATE_TAKEN = (
+    "When the photo or video was taken, ISO 8601 without offset: the content's own date "
+    "(EXIF original/digitized: camera wall-clock time; video container: UTC, ending in 'Z'), "
+    "else a date in the file name (local), else the file's mtime (UTC, 'Z')."
+)
+DATE_SOURCE = (
+    "Where date_taken came from: 'exif_original', 'exif_digitized', 'container', "
+    "'filename' or 'filesystem'."
+)
+THUMBNAIL_URL = "URL path of the thumbnail endpoint for that size"
 
 
 class ErrorDetail(msgspec.Struct):
@@ -117,6 +135,18 @@ class Location(msgspec.Struct):
     size: Annotated[int, Meta(description="Size in bytes.")]
     mtime_ns: Annotated[int, Meta(description="Modification time, nanoseconds since the epoch.")]
     mtime: Annotated[str, Meta(description="Modification time, ISO 8601 in UTC.")]
+    date_taken: Annotated[str | None, Meta(description=DATE_TAKEN + " Per location.")]
+    date_source: Annotated[str | None, Meta(description=DATE_SOURCE)]
+
+
+class Gps(msgspec.Struct):
+    """A position from the content's metadata (WGS 84)."""
+
+    lat: Annotated[float, Meta(description="Latitude in degrees, -90..90 (north positive).")]
+    lon: Annotated[float, Meta(description="Longitude in degrees, -180..180 (east positive).")]
+    alt: Annotated[
+        float | None, Meta(description="Altitude in metres above sea level; null if unknown.")
+    ]
 
 
 class Photo(msgspec.Struct):
@@ -132,6 +162,23 @@ class Photo(msgspec.Struct):
     content_hash: Annotated[
         str | None, Meta(description=HASH + " Null until the file has been hashed.")
     ]
+    date_taken: Annotated[str | None, Meta(description=DATE_TAKEN)]
+    date_source: Annotated[str | None, Meta(description=DATE_SOURCE)]
+    width: Annotated[
+        int | None,
+        Meta(description="Upright width in pixels (decoded, else metadata); null if unknown."),
+    ]
+    height: Annotated[
+        int | None,
+        Meta(description="Upright height in pixels (decoded, else metadata); null if unknown."),
+    ]
+    make: Annotated[str | None, Meta(description="Camera maker from the metadata; null if none.")]
+    model: Annotated[str | None, Meta(description="Camera model from the metadata; null if none.")]
+    gps: Annotated[Gps | None, Meta(description="Position from the metadata; null if none.")]
+    thumbnail: Annotated[
+        str | None,
+        Meta(description=THUMBNAIL_URL + " 'small'; null until a thumbnail exists."),
+    ]
 
 
 class PhotoPage(msgspec.Struct):
@@ -139,6 +186,59 @@ class PhotoPage(msgspec.Struct):
 
     items: Annotated[list[Photo], Meta(description="File locations in the requested order.")]
     next: Annotated[str | None, Meta(description=NEXT)]
+
+
+class Exif(msgspec.Struct):
+    """What the media deriver read from the content's bytes (EXIF, or a video's container)."""
+
+    media_kind: Annotated[Literal["image", "video"], Meta(description="'image' or 'video'.")]
+    make: Annotated[str | None, Meta(description="Camera maker.")]
+    model: Annotated[str | None, Meta(description="Camera model.")]
+    lens: Annotated[str | None, Meta(description="Lens model.")]
+    width: Annotated[
+        int | None,
+        Meta(description="Stored pixel width, before orientation (swapped for 5-8)."),
+    ]
+    height: Annotated[int | None, Meta(description="Stored pixel height, before orientation.")]
+    orientation: Annotated[
+        int | None, Meta(description="EXIF orientation 1-8 (1: upright, 6: rotate 90 CW).")
+    ]
+    gps_lat: Annotated[float | None, Meta(description="Latitude in degrees (north positive).")]
+    gps_lon: Annotated[float | None, Meta(description="Longitude in degrees (east positive).")]
+    gps_alt: Annotated[float | None, Meta(description="Altitude in metres above sea level.")]
+    focal_length: Annotated[float | None, Meta(description="Focal length in millimetres.")]
+    f_number: Annotated[float | None, Meta(description="Aperture as an f-number.")]
+    exposure_time: Annotated[float | None, Meta(description="Exposure time in seconds.")]
+    iso: Annotated[int | None, Meta(description="ISO speed.")]
+    date_original: Annotated[
+        str | None, Meta(description="EXIF DateTimeOriginal, camera wall-clock time (ISO 8601).")
+    ]
+    date_digitized: Annotated[
+        str | None, Meta(description="EXIF DateTimeDigitized, camera wall-clock time (ISO 8601).")
+    ]
+    utc_offset: Annotated[
+        str | None, Meta(description="UTC offset of those dates (e.g. '+02:00'), when recorded.")
+    ]
+    duration: Annotated[float | None, Meta(description="Video duration in seconds.")]
+    video_codec: Annotated[str | None, Meta(description="Video codec name.")]
+    audio_codec: Annotated[str | None, Meta(description="Audio codec name.")]
+    rotation: Annotated[
+        int | None, Meta(description="Clockwise degrees to display a video upright.")
+    ]
+    creation_time: Annotated[
+        str | None, Meta(description="Video container creation time, UTC (ISO 8601, 'Z').")
+    ]
+    date_taken: Annotated[
+        str | None,
+        Meta(description="The content's own date taken (EXIF or container); null if none."),
+    ]
+    date_source: Annotated[
+        str | None,
+        Meta(description="Its source: 'exif_original', 'exif_digitized' or 'container'."),
+    ]
+    warnings: Annotated[
+        list[str], Meta(description="What the extractor found odd or unusable (may be empty).")
+    ]
 
 
 class PhotoDetail(msgspec.Struct):
@@ -156,6 +256,13 @@ class PhotoDetail(msgspec.Struct):
     ]
     locations: Annotated[
         list[Location], Meta(description="Live locations, by library then path (may be empty).")
+    ]
+    exif: Annotated[
+        Exif | None, Meta(description="Metadata read from the bytes; null until extracted.")
+    ]
+    thumbnails: Annotated[
+        dict[str, str],
+        Meta(description="Size name ('small', 'large') -> " + THUMBNAIL_URL + "; empty if none."),
     ]
 
 
@@ -177,6 +284,98 @@ class DuplicatePage(msgspec.Struct):
 
     items: Annotated[list[DuplicateGroup], Meta(description="Duplicate groups.")]
     next: Annotated[str | None, Meta(description=NEXT)]
+
+
+class NearDuplicateMember(msgspec.Struct):
+    """One content of a near-duplicate group."""
+
+    content_hash: Annotated[str, Meta(description=HASH)]
+    phash: Annotated[str, Meta(description="64-bit perceptual hash (16 hex digits).")]
+    size: Annotated[int, Meta(description="Size in bytes.")]
+    media_kind: Annotated[Literal["image", "video"], Meta(description="'image' or 'video'.")]
+    width: Annotated[int | None, Meta(description="Upright width in pixels; null if unknown.")]
+    height: Annotated[int | None, Meta(description="Upright height in pixels; null if unknown.")]
+    date_taken: Annotated[
+        str | None,
+        Meta(description="Earliest date_taken of its locations (counted ones); null if none."),
+    ]
+    thumbnail: Annotated[
+        str | None,
+        Meta(description=THUMBNAIL_URL + " 'small'; null until a thumbnail exists."),
+    ]
+    locations: Annotated[
+        list[Location],
+        Meta(description="Its live locations (only the library's with `library`), by path."),
+    ]
+
+
+class NearPair(msgspec.Struct):
+    """Two members within the distance (an edge of the group)."""
+
+    a: Annotated[str, Meta(description="Content hash of one member (a < b).")]
+    b: Annotated[str, Meta(description="Content hash of the other member.")]
+    distance: Annotated[int, Meta(description="Hamming distance of their pHashes (0-64).")]
+    seconds_apart: Annotated[
+        float | None,
+        Meta(
+            description="|date_taken(a) - date_taken(b)| in seconds, as wall-clock times "
+            "(offsets ignored); 0 for re-encodes and copies that kept the metadata, small "
+            "for bursts; null when either date is unknown."
+        ),
+    ]
+
+
+class NearDuplicateGroup(msgspec.Struct):
+    """Contents linked by pairs within the distance (connected components: union-find)."""
+
+    count: Annotated[int, Meta(description="Number of members (>= 2).")]
+    members: Annotated[
+        list[NearDuplicateMember],
+        Meta(description="Members by date_taken (unknown last), then hash."),
+    ]
+    pairs: Annotated[
+        list[NearPair],
+        Meta(
+            description="Every pair of members within the distance (and window) that was "
+            "not marked as not-a-duplicate, by distance then hashes. Members are linked "
+            "through these, so two members may be further apart than max_distance."
+        ),
+    ]
+
+
+class NearDuplicatePage(msgspec.Struct):
+    """A page of near-duplicate groups, by member count descending then first member hash."""
+
+    kind: Annotated[Literal["near"], Meta(description="Always 'near'.")]
+    max_distance: Annotated[int, Meta(description="The Hamming distance used (0-16).")]
+    window: Annotated[
+        float | None, Meta(description="The date_taken window in seconds; null if none.")
+    ]
+    items: Annotated[list[NearDuplicateGroup], Meta(description="Near-duplicate groups.")]
+    next: Annotated[str | None, Meta(description=NEXT)]
+
+
+class NotDuplicateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A decision that two contents are not duplicates (or, with undo, that they may be)."""
+
+    a: Annotated[str, Meta(description=HASH)]
+    b: Annotated[str, Meta(description=HASH + " Not the same as a.")]
+    undo: Annotated[bool, Meta(description="Take back an earlier not-a-duplicate decision.")] = (
+        False
+    )
+
+
+class NotDuplicateAccepted(msgspec.Struct):
+    """The NotDuplicate event was appended to the log; the read model follows."""
+
+    seq: Annotated[int, Meta(description="Stream sequence of the NotDuplicate event.")]
+    duplicate: Annotated[
+        bool,
+        Meta(description="True if JetStream saw this exact message before (seq is the first)."),
+    ]
+    a: Annotated[str, Meta(description="The smaller of the two content hashes.")]
+    b: Annotated[str, Meta(description="The larger of the two content hashes.")]
+    undo: Annotated[bool, Meta(description="Whether this takes a decision back.")]
 
 
 # ------------------------------------------------------------------ pipeline

@@ -117,6 +117,8 @@ def test_photos_filters(small: ReadModel, client: TestClient[Any]) -> None:
         "file_id": A_IMG1.file_id, "library": "alpha", "path": "2023/img1.jpg", "size": 1000,
         "mtime_ns": A_IMG1.mtime_ns, "mtime": "2023-11-14T22:18:20+00:00",
         "media_kind": "image", "content_hash": h(1),
+        "date_taken": "2023-11-14T22:18:20Z", "date_source": "filesystem", "width": 640,
+        "height": 480, "make": None, "model": None, "gps": None, "thumbnail": None,
     }  # fmt: skip
     assert paths(ok(client, "/photos", library="beta")) == [
         "beta:copy.mp4", "beta:dup/img1.jpg", "beta:dup2/img1.jpg",
@@ -206,7 +208,7 @@ def test_bad_parameters_are_400_naming_the_parameter(
     assert "'cursor'" in bad(client, "/photos", sort="mtime", cursor=forged.decode())
     for wrong in ("abc", h(0xABC).upper(), h(1) + "0", "g" * 64, h(1) + "%0A"):
         assert "'content_hash'" in bad(client, f"/photos/{wrong}")
-    assert "'kind'" in bad(client, "/duplicates", kind="near")
+    assert "'kind'" in bad(client, "/duplicates", kind="fuzzy")
     assert "'limit'" in bad(client, "/duplicates", limit="0")
     assert "'cursor'" in bad(client, "/duplicates", cursor=path_cursor)
 
@@ -216,7 +218,8 @@ def test_photo_detail(small: ReadModel, client: TestClient[Any]) -> None:
     locations = detail.pop("locations")
     assert detail == {
         "content_hash": h(1), "size": 1000, "media_kind": "image", "phash": "ff00",
-        "dhash": "00ff", "width": 640, "height": 480, "decode_error": None,
+        "dhash": "00ff", "width": 640, "height": 480, "decode_error": None, "exif": None,
+        "thumbnails": {},
     }  # fmt: skip
     assert [(loc["library"], loc["path"]) for loc in locations] == [
         ("alpha", "2023/img1.jpg"), ("beta", "dup/img1.jpg"), ("beta", "dup2/img1.jpg"),
@@ -224,6 +227,7 @@ def test_photo_detail(small: ReadModel, client: TestClient[Any]) -> None:
     assert locations[1] == {
         "file_id": B_IMG1.file_id, "library": "beta", "path": "dup/img1.jpg", "size": 1000,
         "mtime_ns": B_IMG1.mtime_ns, "mtime": "2020-09-13T12:26:40+00:00",
+        "date_taken": "2020-09-13T12:26:40Z", "date_source": "filesystem",
     }  # fmt: skip
     assert ok(client, f"/photos/{h(3)}")["decode_error"] == "truncated"
     # Content whose only location went missing is still known, with no locations.
@@ -330,7 +334,11 @@ def test_openapi_documents_every_response_field(client: TestClient[Any]) -> None
         for field, prop in schemas[name]["properties"].items():
             assert prop.get("description"), f"{name}.{field} has no description"
     params = {p["name"] for p in spec["paths"]["/photos"]["get"]["parameters"]}
-    assert params == {"library", "media_kind", "path_prefix", "hashed", "sort", "limit", "cursor"}
+    assert params == {
+        "library", "media_kind", "path_prefix", "hashed", "sort", "limit", "cursor",
+        "taken_from", "taken_to", "make", "model", "lens", "bbox", "near", "radius_km",
+        "has_gps", "orientation",
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------ with NATS

@@ -1,0 +1,159 @@
+"""Serving files with HTTP range requests, ETags and cache headers.
+
+Litestar 2.25's ``File`` response sends whole files only (no ``Range`` handling), so
+this is a small range-aware streaming response: one ``bytes=`` range (first-last,
+first-, or -suffix) answers 206 with ``Content-Range``; an unsatisfiable one 416 with
+``Content-Range: bytes */size``; several ranges, or a syntactically invalid header, are
+ignored and the whole file is sent (RFC 9110 allows both). ``If-None-Match`` answers
+304, ``If-Range`` with another ETag sends the whole file. The file is opened (and
+checked) by the caller and read with ``os.pread`` in a worker thread, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+import re
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+from litestar import Request, Response
+from litestar.response import Stream
+
+__all__ = ["CHUNK", "content_disposition", "guess_media_type", "parse_range", "send_file"]
+
+CHUNK = 256 * 1024
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_EXTRA_TYPES = {
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+    ".avif": "image/avif",
+    ".webp": "image/webp",
+    ".dng": "image/x-adobe-dng",
+    ".cr2": "image/x-canon-cr2",
+    ".cr3": "image/x-canon-cr3",
+    ".nef": "image/x-nikon-nef",
+    ".arw": "image/x-sony-arw",
+    ".orf": "image/x-olympus-orf",
+    ".rw2": "image/x-panasonic-rw2",
+    ".raf": "image/x-fuji-raf",
+    ".mts": "video/mp2t",
+    ".m2ts": "video/mp2t",
+    ".3gp": "video/3gpp",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+}
+
+
+class Unsatisfiable(Exception):
+    """A well-formed range that selects no byte of the file."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte positions, inclusive, for one ``bytes=`` range; None to send it all.
+
+    Raises :class:`Unsatisfiable` for a valid range beyond the end (or any on an empty file).
+    """
+    if not header:
+        return None
+    m = _RANGE.match(header)
+    if m is None:  # several ranges, other units, garbage: ignore, send the whole file
+        return None
+    first_s, last_s = m.groups()
+    if not first_s and not last_s:
+        return None
+    if not first_s:  # suffix: the last N bytes
+        suffix = int(last_s)
+        if suffix == 0 or size == 0:
+            raise Unsatisfiable
+        return max(0, size - suffix), size - 1
+    first = int(first_s)
+    last = int(last_s) if last_s else size - 1
+    if last_s and last < first:
+        return None  # invalid: ignored
+    if first >= size:
+        raise Unsatisfiable
+    return first, min(last, size - 1)
+
+
+def guess_media_type(name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    if ext in _EXTRA_TYPES:
+        return _EXTRA_TYPES[ext]
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def content_disposition(filename: str, kind: str = "inline") -> str:
+    """``inline; filename="..."`` with an ASCII fallback and RFC 5987 ``filename*``."""
+    fallback = "".join(ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\' else "_" for ch in filename)
+    value = f'{kind}; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """Weak comparison (If-None-Match)."""
+    if header.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == ours for tag in header.split(","))
+
+
+async def _chunks(f: BinaryIO, start: int, length: int) -> AsyncIterator[bytes]:
+    fd = f.fileno()
+    try:
+        offset, end = start, start + length
+        while offset < end:
+            data = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - offset), offset)
+            if not data:  # the file shrank under us: the client sees a short body
+                return
+            offset += len(data)
+            yield data
+    finally:
+        f.close()
+
+
+def send_file(
+    request: Request[Any, Any, Any],
+    f: BinaryIO,
+    *,
+    size: int,
+    media_type: str,
+    etag: str,
+    headers: dict[str, str],
+) -> Response[Any]:
+    """The response for an open file of ``size`` bytes (it is closed when done)."""
+    base = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
+    inm = request.headers.get("if-none-match")
+    if inm is not None and _etag_matches(inm, etag):
+        f.close()
+        return Response(content=b"", status_code=304, headers=base)
+    range_header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if range_header and if_range is not None and if_range.strip() != etag:
+        range_header = None  # the client's partial copy is of other bytes: send it all
+    try:
+        span = parse_range(range_header, size)
+    except Unsatisfiable:
+        f.close()
+        return Response(
+            content={"detail": f"range {range_header!r} not satisfiable: size is {size}"},
+            status_code=416,
+            media_type="application/json",
+            headers={**base, "Content-Range": f"bytes */{size}"},
+        )
+    if span is None:
+        first, length, status = 0, size, 200
+    else:
+        first, length, status = span[0], span[1] - span[0] + 1, 206
+        base["Content-Range"] = f"bytes {span[0]}-{span[1]}/{size}"
+    base["Content-Length"] = str(length)
+    return Stream(
+        content=_chunks(f, first, length),
+        status_code=status,
+        media_type=media_type,
+        headers=base,
+    )
