@@ -26,27 +26,28 @@ __all__ = ["WORKERS", "ApiServer", "hasher_spec", "make_worker", "media_spec", "
 log = logging.getLogger(__name__)
 
 
-def hasher_spec(settings: Settings) -> ConsumerSpec:
+def _spec(settings: Settings, durable: str, subject: str, description: str) -> ConsumerSpec:
     return ConsumerSpec(
-        durable="hasher",
-        filter_subjects=(f"{settings.subject_prefix}.file.*.FileSeen",),
+        durable=durable,
+        filter_subjects=(f"{settings.subject_prefix}.{subject}",),
         max_deliver=settings.max_deliver,
         ack_wait=settings.ack_wait,
         backoff=tuple(settings.backoff),
         max_ack_pending=settings.max_in_flight,
-        description="FileSeen -> HashComputed",
+        description=description,
     )
 
 
+def hasher_spec(settings: Settings) -> ConsumerSpec:
+    return _spec(settings, "hasher", "file.*.FileSeen", "FileSeen -> HashComputed")
+
+
 def media_spec(settings: Settings) -> ConsumerSpec:
-    return ConsumerSpec(
-        durable="media",
-        filter_subjects=(f"{settings.subject_prefix}.content.*.HashComputed",),
-        max_deliver=settings.max_deliver,
-        ack_wait=settings.ack_wait,
-        backoff=tuple(settings.backoff),
-        max_ack_pending=settings.max_in_flight,
-        description="HashComputed -> ExifExtracted + ThumbnailReady (once per content)",
+    return _spec(
+        settings,
+        "media",
+        "content.*.HashComputed",
+        "HashComputed -> ExifExtracted + ThumbnailReady (once per content)",
     )
 
 

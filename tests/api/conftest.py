@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 
 from eventsvc.events import (
     DerivationFailed,
@@ -24,6 +26,7 @@ from eventsvc.log import RawEvent
 from eventsvc.server import EmbeddedNats
 from eventsvc.settings import Settings
 from projections import readmodel
+from projections.api import create_app
 from projections.projector import apply_batch
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -161,3 +164,9 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient[Any]]:
+    with TestClient(create_app(settings)) as c:
+        yield c

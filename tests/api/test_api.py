@@ -36,6 +36,7 @@ from .conftest import (
     seen,
     small_events,
 )
+from .http import bad, ok
 
 
 @contextlib.asynccontextmanager
@@ -45,25 +46,6 @@ async def serve_here(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client
-
-
-@pytest.fixture
-def client(settings: Settings) -> Any:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def ok(c: TestClient[Any], url: str, **params: Any) -> dict[str, Any]:
-    r = c.get(url, params=params)
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
-def bad(c: TestClient[Any], url: str, status: int = 400, **params: Any) -> str:
-    r = c.get(url, params=params)
-    assert r.status_code == status, r.text
-    assert set(r.json()) == {"detail"}
-    return r.json()["detail"]  # type: ignore[no-any-return]
 
 
 def paths(page: dict[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from projections.near import hamming
 from projections.projector import Projector
 
 from .conftest import ReadModel, online
+from .http import bad, ok
 from .shots import Shot, scene, shoot
 
 BURST_GAP = 3  # seconds between the first shot and the burst's next one
@@ -92,25 +93,6 @@ def photos(tmp_path: Path, settings: Settings) -> Set:
     for other in ("unrelated", "home"):
         assert min(d(other, c) for c in (*copies, "burst")) > 16, ph
     return s
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient[Any]]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def ok(c: TestClient[Any], url: str, **params: Any) -> dict[str, Any]:
-    r = c.get(url, params=params)
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
-def bad(c: TestClient[Any], url: str, status: int = 400, **params: Any) -> str:
-    r = c.get(url, params=params)
-    assert r.status_code == status, r.text
-    assert set(r.json()) == {"detail"}
-    return r.json()["detail"]  # type: ignore[no-any-return]
 
 
 def groups(page: dict[str, Any], s: Set) -> list[set[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from projections.api.geo import haversine_km
 from projections.api.sendfile import CHUNK
 
 from .conftest import ReadModel, online, seen
+from .http import bad, ok
 from .shots import Shot, from_file, scene, shoot
 
 EIFFEL = (48.8584, 2.2945)
@@ -73,25 +73,6 @@ def cam(tmp_path: Path, settings: Settings, model: ReadModel) -> Cam:
     ids = {name: s.seen.file_id for name, s in shots.items()}
     ids["pending"] = pending.file_id
     return Cam(root=root, shots=shots, ids=ids)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient[Any]]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def ok(c: TestClient[Any], url: str, **params: Any) -> dict[str, Any]:
-    r = c.get(url, params=params)
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
-def bad(c: TestClient[Any], url: str, status: int = 400, **params: Any) -> str:
-    r = c.get(url, params=params)
-    assert r.status_code == status, r.text
-    assert set(r.json()) == {"detail"}
-    return r.json()["detail"]  # type: ignore[no-any-return]
 
 
 def listed(c: TestClient[Any], cam: Cam, **params: Any) -> set[str]:
