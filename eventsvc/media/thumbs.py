@@ -160,10 +160,23 @@ def render_thumbnails(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dic
             current = current.resize(
                 _fit(current.size, edge), Image.Resampling.LANCZOS, reducing_gap=3.0
             )
-        buf = io.BytesIO()
-        current.save(buf, "JPEG", quality=JPEG_QUALITY, progressive=True, optimize=False)
-        out[name] = buf.getvalue()
+        out[name] = _encode_jpeg(current)
     return out
+
+
+def _encode_jpeg(img: Image.Image) -> bytes:
+    """Progressive JPEG bytes, encoded into an anonymous file rather than a BytesIO:
+    Pillow releases the GIL while encoding only to a real file descriptor, and the
+    media worker runs several jobs as threads of one process."""
+    memfd = getattr(os, "memfd_create", None)
+    try:
+        fh = open(memfd("thumb", os.MFD_CLOEXEC), "w+b") if memfd else tempfile.TemporaryFile()
+    except OSError:
+        fh = tempfile.TemporaryFile()
+    with fh:
+        img.save(fh, "JPEG", quality=JPEG_QUALITY, progressive=True, optimize=False)
+        fh.seek(0)
+        return fh.read()
 
 
 def _fit(size: tuple[int, int], edge: int) -> tuple[int, int]:

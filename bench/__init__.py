@@ -1,0 +1,17 @@
+"""Benchmarks: each measures one of our figures and its limit in the same run.
+
+Run ``python -m bench NAME [--options]``; the last line of output is one JSON object
+``{"bench", "value", "limit", "unit", "ratio", "goal", ...}``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BENCHMARKS"]
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "hash": ("bench.hashing", "hash_file throughput vs b3sum on the same files (MB/s)"),
+    "rescan": ("bench.rescan", "unchanged full re-scan of 100k files vs a bare scandir+stat walk"),
+    "publish": ("bench.publish", "EventLog.publish_many vs raw js.publish_async (events/s)"),
+    "rebuild": ("bench.rebuild", "read-model rebuild vs raw ordered read / raw SQLite inserts"),
+    "ingest": ("bench.ingest", "first ingest of 12 MP JPEGs vs a bare multiprocess loop (files/s)"),
+}

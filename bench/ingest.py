@@ -1,0 +1,616 @@
+"""ingest: first ingest of N 12-megapixel JPEGs (hash, EXIF, thumbnails, pHash/dHash).
+
+Files: a few (8) distinct 4000x3000 base images (gradients, shapes, texture, mild noise;
+~3 MB at quality 90) with Pillow-written EXIF (Make, Model, Orientation, DateTimeOriginal,
+GPS, exposure), each encoded once; N distinct files are byte copies whose EXIF
+ImageUniqueID (a fixed-length ASCII field) is patched in place, so every file is a valid
+JPEG with its own content hash. Both runs are warm: every file is read once and then
+held mapped (``pinned``) until the end, since some kernels page out idle page cache within
+a minute (``--no-pin`` to skip); each run reports the bytes it read from storage.
+
+Ours: the real pipeline in-process on a private embedded nats-server: ``Scanner.tick``
+(full), the ``hasher`` and ``media`` workers from ``make_worker`` and the ``Projector``,
+default settings (media_concurrency = CPUs, hash_concurrency 2). Timed from the start of
+the scan until the SQLite read model has a ``thumbnails`` and a ``media`` row for every
+content; no ``failures`` row is allowed.
+
+Limit: a bare loop doing the same per-file work with the same libraries in a
+``multiprocessing.Pool(os.cpu_count())``: blake3 of the file, ``exif.extract_image``,
+``thumbs.decode_for_thumbs`` + ``render_thumbnails`` (each size written to disk), and
+``imagehash.phash``/``dhash`` of the grey image. Its perceptual hashes must agree with the
+read model's. Context: ``exiftool -j`` (one process) over the same files.
+ratio = ours / bare files/s; goal >= 0.8. With ``--reps`` the runs alternate which goes
+first and the best of each counts. Every timed run also reports the cores our processes
+used and those other processes used meanwhile (``/proc/stat``): on a busy machine a
+one-process pipeline (threads, one GIL) and a pool of processes do not lose alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import io
+import json
+import mmap
+import multiprocessing
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import Outcome, base_parser, quiet_gc, rate, run_main, say, scratch_dir
+
+__all__ = [
+    "bare_one",
+    "main",
+    "make_base",
+    "make_files",
+    "pinned",
+    "time_bare",
+    "time_exiftool",
+    "time_ours",
+    "warm",
+]
+
+GOAL = ">= 0.8"
+WIDTH, HEIGHT = 4000, 3000
+BASES = 8
+UID_MARK = b"BENCHUID"
+UID_LEN = 32  # the EXIF ImageUniqueID: 32 ASCII hex digits (+ NUL)
+PER_DIR = 250
+_CACHE_VERSION = 1
+_ORIENTATIONS = (1, 1, 6, 1, 1, 8, 1, 3)  # mostly upright, like a real library
+_CAMERAS = (("Canon", "EOS R6"), ("NIKON CORPORATION", "NIKON Z 6"), ("Apple", "iPhone 13"),
+            ("SONY", "ILCE-7M3"), ("FUJIFILM", "X-T4"), ("Google", "Pixel 7"),
+            ("OLYMPUS CORPORATION", "E-M1MarkII"), ("Panasonic", "DC-G9"))  # fmt: skip
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_base(seed: int) -> bytes:
+    """One 4000x3000 quality-90 JPEG (~3 MB) with EXIF and a placeholder ImageUniqueID."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+    from PIL.TiffImagePlugin import IFDRational
+
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(20, 235, (3, 3)).astype(np.float32)
+    x = np.linspace(0, 1, WIDTH, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 1, HEIGHT, dtype=np.float32)[:, None, None]
+    grad = corners[0] * (1 - x) * (1 - y) + corners[1] * x + corners[2] * y * (1 - x)
+    im = Image.fromarray(np.clip(grad, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(im)
+    for _ in range(40):
+        x0, y0 = int(rng.integers(0, WIDTH)), int(rng.integers(0, HEIGHT))
+        w, h = (int(v) for v in rng.integers(50, 1200, 2))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x0 + w, y0 + h], fill=fill)
+    im = im.filter(ImageFilter.BoxBlur(4))
+    texture = Image.fromarray(
+        rng.integers(0, 256, (HEIGHT // 4, WIDTH // 4), dtype=np.uint8), "L"
+    ).resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
+    pixels = np.asarray(im).astype(np.int16)
+    pixels += ((np.asarray(texture).astype(np.int16) - 128) * 40 // 128)[:, :, None]
+    pixels += rng.integers(-4, 5, (HEIGHT, WIDTH, 3), dtype=np.int16)
+    im = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+    make, model = _CAMERAS[seed % len(_CAMERAS)]
+    when = f"2023:{1 + seed % 12:02d}:{1 + seed % 28:02d} 12:{seed % 60:02d}:56"
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = make, model
+    exif[0x0112] = _ORIENTATIONS[seed % len(_ORIENTATIONS)]
+    exif[0x0131] = "bench-ingest"
+    exif[0x0132] = when
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003] = sub[0x9004] = when  # DateTimeOriginal, DateTimeDigitized
+    sub[0x9011] = "+01:00"
+    sub[0x829A] = IFDRational(1, 250)  # ExposureTime
+    sub[0x829D] = IFDRational(28, 10)  # FNumber
+    sub[0x8827] = 100 * (1 + seed % 8)  # ISO
+    sub[0x920A] = IFDRational(50, 1)  # FocalLength
+    sub[0xA420] = (UID_MARK + b"0" * (UID_LEN - len(UID_MARK))).decode()  # ImageUniqueID
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[3] = "N", "E"
+    gps[2] = (IFDRational(40 + seed, 1), IFDRational(51, 1), IFDRational(2424, 100))
+    gps[4] = (IFDRational(2 + seed, 1), IFDRational(21, 1), IFDRational(756, 100))
+    gps[5], gps[6] = 0, IFDRational(35 + seed, 1)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90, exif=exif)
+    data = buf.getvalue()
+    if data.count(UID_MARK) != 1:
+        raise SystemExit(f"base image {seed}: the ImageUniqueID placeholder is not unique")
+    return data
+
+
+def make_files(root: Path, n: int, pool: Any) -> list[Path]:
+    """N distinct valid JPEGs from BASES encodes (ImageUniqueID patched per file)."""
+    t0 = time.perf_counter()
+    bases = pool.map(make_base, range(min(BASES, n)))
+    say(
+        f"encoded {len(bases)} base images in {time.perf_counter() - t0:.1f}s "
+        f"({', '.join(f'{len(b) / 1e6:.1f}' for b in bases)} MB)"
+    )
+    t0 = time.perf_counter()
+    offsets = [b.index(UID_MARK) for b in bases]
+    paths: list[Path] = []
+    for i in range(n):
+        k = i % len(bases)
+        data = bytearray(bases[k])
+        data[offsets[k] : offsets[k] + UID_LEN] = b"%032x" % (0xB0000000 + i)
+        leaf = root / f"{2020 + i // 1000}" / f"roll-{i // PER_DIR % 100:02d}"
+        if i % PER_DIR == 0 or not leaf.is_dir():
+            leaf.mkdir(parents=True, exist_ok=True)
+        path = leaf / f"IMG_{i:05d}.jpg"
+        with open(path, "wb") as f:
+            f.write(data)
+        paths.append(path)
+    say(f"wrote {n} files in {time.perf_counter() - t0:.1f}s")
+    return paths
+
+
+def _cached_files(parent: Path, n: int, pool: Any) -> list[Path]:
+    root = parent / f"eventsvc-bench-ingest-files-v{_CACHE_VERSION}-{n}"
+    done = root / ".complete"
+    if done.exists():
+        paths = [root / line for line in done.read_text().splitlines() if line]
+        if len(paths) == n and all(p.is_file() for p in paths):
+            say(f"reusing {n} cached files in {root}")
+            return paths
+    shutil.rmtree(root, ignore_errors=True)
+    paths = make_files(root / "library", n, pool)
+    done.write_text("".join(f"{p.relative_to(root)}\n" for p in paths))
+    say(f"cached the files in {root} (remove it when done)")
+    return paths
+
+
+def warm(paths: list[Path]) -> int:
+    """Read every file once so both runs find them in the page cache; returns bytes."""
+    total = 0
+    buf = bytearray(8 << 20)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                total += n
+    return total
+
+
+@contextlib.contextmanager
+def pinned(paths: list[Path]) -> Iterator[int]:
+    """Keep the files in the page cache: a populated read-only shared mapping of each.
+
+    A read beforehand is not enough where the kernel pages out idle page cache (e.g. a
+    VM's DAMON reclaim of unmapped file pages idle for ~30 s): the files would be read
+    from storage again during runs that take minutes. Mapped pages are left alone.
+    Yields the bytes mapped (0 where mapping is refused: warm-by-reading only).
+    """
+    maps: list[mmap.mmap] = []
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    try:
+        try:
+            for p in paths:
+                with open(p, "rb") as f:
+                    maps.append(mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ))
+        except (OSError, ValueError) as exc:
+            say(f"cannot map the files ({exc}); they are only read once beforehand")
+            for m in maps:
+                m.close()
+            maps = []
+        yield sum(len(m) for m in maps)
+    finally:
+        for m in maps:
+            m.close()
+
+
+def _read_bytes(pid: int | str = "self") -> int:
+    """Bytes a process fetched from storage so far (/proc/PID/io read_bytes; 0 if unknown)."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------- the limit
+
+
+def bare_one(path: str, out: str) -> tuple[str, str, str]:
+    """The media deriver's and the hasher's work on one file: (blake3, phash, dhash)."""
+    import blake3
+    import imagehash
+
+    from eventsvc.media import exif, thumbs
+
+    h = blake3.blake3(max_threads=1)
+    h.update_mmap(path)
+    digest = h.hexdigest()
+    exif.extract_image(path)
+    img = thumbs.decode_for_thumbs(path, max_edge=max(thumbs.SIZES.values()))
+    target = os.path.join(out, digest[:2], digest)
+    os.makedirs(target, exist_ok=True)
+    for name, data in thumbs.render_thumbnails(img).items():
+        with open(os.path.join(target, f"{name}.jpg"), "wb") as f:
+            f.write(data)
+    gray = img.convert("L")
+    return digest, str(imagehash.phash(gray)), str(imagehash.dhash(gray))
+
+
+def _ready(_: int) -> int:
+    """Run in each worker before the clock starts: the imports are not part of the work."""
+    import blake3  # noqa: F401
+    import imagehash  # noqa: F401
+
+    from eventsvc.media import exif, thumbs  # noqa: F401
+
+    return os.getpid()
+
+
+def _proc_cpu(pid: int | None) -> float:
+    """utime + stime of a process from /proc (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _machine_cpu() -> float:
+    """Busy CPU seconds of the whole machine so far (all but idle and iowait; 0 if unknown)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def time_bare(
+    paths: list[Path], out: Path, procs: int
+) -> tuple[float, dict[str, float], dict[str, tuple[str, str]]]:
+    """(seconds, {cpu_s, others_cores, read_bytes}, content hash -> (phash, dhash))."""
+    results: dict[str, tuple[str, str]] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    pool = multiprocessing.Pool(procs)
+    try:
+        pool.map(_ready, range(procs))  # workers up (and imported) before the clock starts
+        pids = [p.pid for p in multiprocessing.active_children()]
+        work = functools.partial(bare_one, out=str(out))
+        with quiet_gc():
+            read0 = sum(map(_read_bytes, pids))
+            cpu0, machine0 = sum(map(_proc_cpu, pids)), _machine_cpu()
+            t0 = time.perf_counter()
+            for digest, ph, dh in pool.imap_unordered(work, map(str, paths), chunksize=1):
+                results[digest] = (ph, dh)
+            dt = time.perf_counter() - t0
+            cpu, machine = sum(map(_proc_cpu, pids)) - cpu0, _machine_cpu() - machine0
+            read = sum(map(_read_bytes, pids)) - read0
+    finally:
+        pool.close()
+        pool.join()
+    stats = {"cpu_s": cpu, "others_cores": max(0.0, (machine - cpu) / dt), "read_bytes": read}
+    return dt, stats, results
+
+
+# ---------------------------------------------------------------- ours
+
+
+async def _settle(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    stop.set()
+    _, pending = await asyncio.wait(tasks, timeout=15)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _ours(
+    url: str, nats_pid: int | None, lib_root: Path, data_dir: Path, expect: int, stall_s: float
+) -> tuple[float, dict[str, Any], dict[str, tuple[str, str]]]:
+    from eventsvc.components import make_worker
+    from eventsvc.log import EventLog
+    from eventsvc.scanner.scanner import Scanner
+    from eventsvc.settings import Settings, load_libraries
+    from projections import readmodel
+    from projections.projector import Projector
+
+    libs, excludes = load_libraries([str(lib_root)])
+    settings = Settings(data_dir=data_dir, nats_url=url, watch=False)
+    log = await EventLog.connect(url, stream=settings.stream, prefix=settings.subject_prefix)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    reader: sqlite3.Connection | None = None
+    try:
+        await log.ensure_stream()
+        scanner = Scanner(log, libs, settings, extra_excludes=excludes)
+        await scanner.load()
+        hasher = await make_worker("hasher", log, settings, libs)
+        media = await make_worker("media", log, settings, libs)
+        projector = Projector(log, settings.readmodel_dir, batch=settings.projector_batch)
+        tasks = [asyncio.create_task(c.run(stop)) for c in (hasher, media, projector)]
+        deadline = time.monotonic() + 30
+        while (path := readmodel.current_path(settings.readmodel_dir)) is None:
+            if time.monotonic() > deadline:
+                raise SystemExit("the projector did not create a read model in 30 s")
+            await asyncio.sleep(0.02)
+        reader = readmodel.open_reader(path)
+        say(
+            f"ours: media_concurrency {settings.media_concurrency}, "
+            f"hash_concurrency {settings.hash_concurrency}, projector batch "
+            f"{settings.projector_batch}"
+        )
+
+        def counts() -> tuple[int, int, int, int]:
+            assert reader is not None
+            row = reader.execute(
+                "SELECT (SELECT count(*) FROM thumbnails), (SELECT count(*) FROM media),"
+                " (SELECT count(*) FROM failures),"
+                " (SELECT count(*) FROM files WHERE content_hash IS NOT NULL)"
+            ).fetchone()
+            return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+        with quiet_gc():
+            cpu0, nats0, machine0 = _self_cpu(), _proc_cpu(nats_pid), _machine_cpu()
+            read0 = _read_bytes()
+            t0 = time.perf_counter()
+            [report] = await scanner.tick(full=True)
+            scan_s = time.perf_counter() - t0
+            if report.new != expect:
+                raise SystemExit(f"the scan found {report.new} new files, expected {expect}")
+            hashed_s: float | None = None
+            last_change, last_counts, next_say = t0, (-1, -1, -1, -1), t0 + 10
+            while True:
+                thumbs, media_rows, failures, hashed = c = counts()
+                now = time.perf_counter()
+                if hashed_s is None and hashed >= expect:
+                    hashed_s = now - t0
+                if failures:
+                    raise SystemExit(f"{failures} failures recorded in the read model")
+                if thumbs >= expect and media_rows >= expect:
+                    break
+                if c != last_counts:
+                    last_change, last_counts = now, c
+                elif now - last_change > stall_s:
+                    raise SystemExit(
+                        f"no progress for {stall_s:.0f}s: thumbnails {thumbs}, "
+                        f"media {media_rows}, hashed {hashed} of {expect}"
+                    )
+                if now >= next_say:
+                    say(
+                        f"ours: {now - t0:6.1f}s hashed {hashed}, thumbnails {thumbs}, "
+                        f"media {media_rows} / {expect} ({rate(thumbs, now - t0):.2f} files/s)"
+                    )
+                    next_say += 10
+                await asyncio.sleep(0.05)
+            dt = time.perf_counter() - t0
+            cpu, nats_cpu = _self_cpu() - cpu0, _proc_cpu(nats_pid) - nats0
+            machine = _machine_cpu() - machine0
+            read = _read_bytes() - read0
+        rows = reader.execute(
+            "SELECT content_hash, phash, dhash FROM content WHERE phash IS NOT NULL"
+        ).fetchall()
+        extra = {
+            "scan_s": scan_s,
+            "hashed_s": hashed_s,
+            "cpu_s": cpu,
+            "nats_cpu_s": nats_cpu,
+            "others_cores": max(0.0, (machine - cpu - nats_cpu) / dt),
+            "read_bytes": read,
+            "media_concurrency": settings.media_concurrency,
+            "hash_concurrency": settings.hash_concurrency,
+            "media_done": media.stats.done,
+            "hasher_done": hasher.stats.done,
+            "retried": media.stats.retried + hasher.stats.retried,
+        }
+        return dt, extra, {r[0]: (r[1], r[2]) for r in rows}
+    finally:
+        if reader is not None:
+            reader.close()
+        await _settle(tasks, stop)
+        await log.close()
+
+
+def time_ours(
+    tmp: Path, lib_root: Path, expect: int, stall_s: float
+) -> tuple[float, dict[str, Any], dict[str, tuple[str, str]]]:
+    """One first ingest on a fresh nats-server store and data dir (removed afterwards)."""
+    from eventsvc.server import EmbeddedNats
+
+    run_dir = Path(tempfile.mkdtemp(prefix="ours-", dir=tmp))
+    server = EmbeddedNats(run_dir / "nats")
+    url = server.start()
+    pid = server.proc.pid if server.proc is not None else None
+    try:
+        data_dir = run_dir / "data"
+        dt, extra, hashes = asyncio.run(_ours(url, pid, lib_root, data_dir, expect, stall_s))
+    finally:
+        server.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return dt, extra, hashes
+
+
+# ---------------------------------------------------------------- exiftool
+
+
+def time_exiftool(paths: list[Path], tmp: Path) -> tuple[float | None, str]:
+    """Seconds for one ``exiftool -j`` over all files (None, reason when unavailable)."""
+    exe = shutil.which("exiftool")
+    if exe is None:
+        return None, ("exiftool not found (Debian: apt-get install -y libimage-exiftool-perl)")
+    ver = subprocess.run([exe, "-ver"], capture_output=True, text=True).stdout.strip()
+    args = tmp / "exiftool.args"
+    args.write_text("".join(f"{p}\n" for p in paths))
+    out = tmp / "exiftool.json"
+    t0 = time.perf_counter()
+    with open(out, "wb") as f:
+        proc = subprocess.run([exe, "-j", "-@", str(args)], stdout=f, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t0
+    try:
+        got = len(json.loads(out.read_bytes()))
+    except ValueError:
+        got = -1
+    if got != len(paths):
+        err = proc.stderr.decode(errors="replace").strip()[-300:]
+        return None, f"exiftool {ver} returned {got} records for {len(paths)} files: {err}"
+    return dt, f"exiftool {ver}"
+
+
+# ---------------------------------------------------------------- main
+
+
+def _compare(ours: dict[str, tuple[str, str]], bare: dict[str, tuple[str, str]], n: int) -> None:
+    if len(bare) != n or len(ours) != n:
+        raise SystemExit(f"{n} files but {len(bare)} bare and {len(ours)} read-model contents")
+    bad = [h for h, v in bare.items() if ours.get(h) != v]
+    if bad:
+        raise SystemExit(
+            f"perceptual hashes differ for {len(bad)} contents, e.g. {bad[0]}: "
+            f"bare {bare[bad[0]]} vs read model {ours.get(bad[0])}"
+        )
+
+
+def _runs(
+    a: Any, tmp: Path, paths: list[Path], procs: int
+) -> tuple[list[tuple[float, dict[str, Any]]], list[tuple[float, dict[str, float]]]]:
+    """``a.reps`` runs of each, alternating which goes first; perceptual hashes compared."""
+    lib_root = paths[0].parents[2]
+    ours_runs: list[tuple[float, dict[str, Any]]] = []
+    bare_runs: list[tuple[float, dict[str, float]]] = []
+    ours_hashes: dict[str, tuple[str, str]] = {}
+    bare_hashes: dict[str, tuple[str, str]] = {}
+    for r in range(a.reps):
+        for who in ("bare", "ours") if r % 2 == 0 else ("ours", "bare"):
+            if who == "bare":
+                out = tmp / f"bare-thumbs-{r}"
+                dt, stats, bare_hashes = time_bare(paths, out, procs)
+                shutil.rmtree(out, ignore_errors=True)
+                bare_runs.append((dt, stats))
+                say(
+                    f"rep {r + 1}/{a.reps} bare: {dt:.1f}s {rate(a.files, dt):.2f} files/s "
+                    f"(cpu {stats['cpu_s']:.0f}s = {stats['cpu_s'] / dt:.2f} cores; other "
+                    f"processes {stats['others_cores']:.2f} cores; read from storage "
+                    f"{stats['read_bytes'] / 1e9:.2f} GB)"
+                )
+            else:
+                dt, extra, ours_hashes = time_ours(tmp, lib_root, a.files, a.stall)
+                ours_runs.append((dt, extra))
+                busy = (extra["cpu_s"] + extra["nats_cpu_s"]) / dt
+                say(
+                    f"rep {r + 1}/{a.reps} ours: {dt:.1f}s {rate(a.files, dt):.2f} files/s "
+                    f"(scan {extra['scan_s']:.2f}s, all hashed at {extra['hashed_s'] or 0:.1f}s;"
+                    f" cpu {extra['cpu_s']:.0f}s + nats {extra['nats_cpu_s']:.1f}s = "
+                    f"{busy:.2f} cores; other processes {extra['others_cores']:.2f} cores; "
+                    f"read from storage {extra['read_bytes'] / 1e9:.2f} GB)"
+                )
+    _compare(ours_hashes, bare_hashes, a.files)
+    say("perceptual hashes agree between the bare loop and the read model")
+    return ours_runs, bare_runs
+
+
+def main(argv: list[str]) -> int:
+    p = base_parser("ingest", __doc__)
+    p.add_argument("--files", type=int, default=2000, help="number of 12 MP JPEGs (2000)")
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=1,
+        help="runs of each, alternating which goes first; best taken (1)",
+    )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="keep the generated files in $TMPDIR (keyed by --files) for next runs",
+    )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not hold the files mapped (the kernel may page them out: cold-ish runs)",
+    )
+    p.add_argument("--no-exiftool", action="store_true", help="skip the exiftool context run")
+    p.add_argument("--stall", type=float, default=120.0, help="give up after S s without progress")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.files = 40
+    procs = os.cpu_count() or 1
+
+    def body() -> Outcome:
+        with scratch_dir("ingest", a.tmp, a.keep) as tmp:
+            with multiprocessing.Pool(procs) as pool:
+                if a.cache:
+                    parent = a.tmp or Path(tempfile.gettempdir())
+                    paths = _cached_files(parent, a.files, pool)
+                else:
+                    paths = make_files(tmp / "library", a.files, pool)
+            t0 = time.perf_counter()
+            os.sync()
+            say(f"sync {time.perf_counter() - t0:.1f}s; warming the page cache")
+            t0 = time.perf_counter()
+            total = warm(paths)
+            with contextlib.ExitStack() as stack:
+                held = 0 if a.no_pin else stack.enter_context(pinned(paths))
+                say(
+                    f"read {total / 1e9:.2f} GB in {time.perf_counter() - t0:.1f}s, "
+                    f"{held / 1e9:.2f} GB held mapped; {procs} CPUs, {a.files} files"
+                )
+                ours_runs, bare_runs = _runs(a, tmp, paths, procs)
+                exif_s, exif_note = (None, "skipped (--no-exiftool)")
+                if not a.no_exiftool:
+                    exif_s, exif_note = time_exiftool(paths, tmp)
+                    if exif_s is None:
+                        say(f"exiftool skipped: {exif_note}")
+                    else:
+                        say(
+                            f"{exif_note} -j: {exif_s:.1f}s {rate(a.files, exif_s):.1f} "
+                            "files/s (one process)"
+                        )
+        ours_s, extra = min(ours_runs, key=lambda x: x[0])
+        bare_s, bare = min(bare_runs, key=lambda x: x[0])
+        ours_cpu = extra["cpu_s"] + extra["nats_cpu_s"]
+        value, limit = rate(a.files, ours_s), rate(a.files, bare_s)
+        out: Outcome = {
+            "value": round(value, 3), "limit": round(limit, 3), "unit": "files/s",
+            "ratio": round(value / limit, 3), "goal": GOAL, "files": a.files,
+            "bytes": total, "pinned_bytes": held, "cpus": procs,
+            "ours_s": round(ours_s, 2), "bare_s": round(bare_s, 2),
+            "ours_scan_s": round(extra["scan_s"], 3),
+            "ours_hashed_s": round(extra["hashed_s"] or 0.0, 2),
+            "ours_cpu_s": round(extra["cpu_s"], 1),
+            "ours_nats_cpu_s": round(extra["nats_cpu_s"], 1),
+            "bare_cpu_s": round(bare["cpu_s"], 1),
+            "ours_cores": round(ours_cpu / ours_s, 2),
+            "bare_cores": round(bare["cpu_s"] / bare_s, 2),
+            "ours_others_cores": round(extra["others_cores"], 2),
+            "bare_others_cores": round(bare["others_cores"], 2),
+            "ours_read_gb": round(extra["read_bytes"] / 1e9, 2),
+            "bare_read_gb": round(bare["read_bytes"] / 1e9, 2),
+            "ours_runs_files_per_s": [round(rate(a.files, t), 3) for t, _ in ours_runs],
+            "bare_runs_files_per_s": [round(rate(a.files, t), 3) for t, _ in bare_runs],
+            "media_concurrency": extra["media_concurrency"],
+            "hash_concurrency": extra["hash_concurrency"], "retried": extra["retried"],
+            "reps": a.reps,
+        }  # fmt: skip
+        if exif_s is not None:
+            out["exiftool_files_per_s"] = round(rate(a.files, exif_s), 2)
+            out["exiftool_s"] = round(exif_s, 2)
+            out["exiftool"] = exif_note
+        else:
+            out["exiftool_note"] = exif_note
+        return out
+
+    return run_main("ingest", body, a.strict)
