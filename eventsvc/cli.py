@@ -95,14 +95,13 @@ async def cmd_up(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with open_log(settings, embedded=settings.nats_url is None) as event_log:
         scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
-        hasher = await make_worker("hasher", event_log, settings, libraries)
-        media = await make_worker("media", event_log, settings, libraries)
+        workers = [await make_worker(n, event_log, settings, libraries) for n in settings.workers]
         projector = Projector(event_log, settings.readmodel_dir, batch=settings.projector_batch)
 
         def extra_status() -> dict[str, Any]:
             return {
                 "scanner": {k: vars(r) for k, r in scanner.reports.items()},
-                "workers": {"hasher": vars(hasher.stats), "media": vars(media.stats)},
+                "workers": {w.name: vars(w.stats) for w in workers},
                 "projector": vars(projector.status) | {"path": str(projector.status.path)},
             }
 
@@ -115,7 +114,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
             settings.api_port,
             settings.data_dir,
         )
-        await _until_signalled([scanner.run, hasher.run, media.run, projector.run, api.run])
+        await _until_signalled([scanner.run, *(w.run for w in workers), projector.run, api.run])
     return 0
 
 
@@ -334,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(func=cmd_scan)
 
     worker = sub.add_parser("worker", help="run one deriver")
-    worker.add_argument("name", help="hasher | media")
+    worker.add_argument("name", help="a worker name (see `eventsvc up --help`): hasher, media, …")
     _libs(worker)
     _common(worker)
     worker.set_defaults(func=cmd_worker)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,15 @@ from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.server import EmbeddedNats
 from eventsvc.settings import Library, Settings
 
-__all__ = ["WORKERS", "ApiServer", "hasher_spec", "make_worker", "media_spec", "open_log"]
+__all__ = [
+    "FACTORIES",
+    "WORKERS",
+    "ApiServer",
+    "hasher_spec",
+    "make_worker",
+    "media_spec",
+    "open_log",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +59,23 @@ def media_spec(settings: Settings) -> ConsumerSpec:
     )
 
 
-WORKERS = ("hasher", "media")
+WorkerFactory = Callable[[EventLog, Settings, LibraryRoots], Awaitable[Worker]]
 
 
-async def make_worker(
-    name: str, event_log: EventLog, settings: Settings, libraries: list[Library]
-) -> Worker:
-    if name not in WORKERS:
-        raise ConfigError(f"unknown worker {name!r}; known: {', '.join(WORKERS)}")
-    roots = LibraryRoots(libraries)
-    await roots.refresh(event_log)
-    if name == "media":
-        deriver = MediaDeriver(roots, settings.thumbs_dir, event_log)
-        return Worker(
-            "media",
-            event_log,
-            media_spec(settings),
-            deriver,
-            concurrency=settings.media_concurrency,
-            batch=max(settings.media_concurrency * 4, 8),
-            accepts=(HashComputed,),
-        )
+async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
+    deriver = MediaDeriver(roots, settings.thumbs_dir, event_log)
+    return Worker(
+        "media",
+        event_log,
+        media_spec(settings),
+        deriver,
+        concurrency=settings.media_concurrency,
+        batch=max(settings.media_concurrency * 4, 8),
+        accepts=(HashComputed,),
+    )
+
+
+async def _hasher_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
     hasher = Hasher(roots)
 
     async def handle(event: Event, seq: int) -> list[Event]:
@@ -88,6 +92,27 @@ async def make_worker(
         batch=max(settings.hash_concurrency * 4, 8),
         accepts=(FileSeen,),
     )
+
+
+FACTORIES: dict[str, WorkerFactory] = {
+    "hasher": _hasher_worker,
+    "media": _media_worker,
+}
+"""Every worker ``eventsvc up`` runs, by name. A factory imports its optional
+dependencies itself, so a missing extra only affects its own worker."""
+
+WORKERS = tuple(FACTORIES)
+
+
+async def make_worker(
+    name: str, event_log: EventLog, settings: Settings, libraries: list[Library]
+) -> Worker:
+    factory = FACTORIES.get(name)
+    if factory is None:
+        raise ConfigError(f"unknown worker {name!r}; known: {', '.join(WORKERS)}")
+    roots = LibraryRoots(libraries)
+    await roots.refresh(event_log)
+    return await factory(event_log, settings, roots)
 
 
 @asynccontextmanager

@@ -10,18 +10,27 @@ EventsvcError
  ├── DerivationError      a deriver could not derive
  │    ├── PermanentError  record a DerivationFailed and move on
  │    └── TransientError  retry with back-off, up to max_deliver
+ ├── InferenceError       an inference back-end (CLIP, faces) failed
+ │    ├── ModelUnavailable  no model to load (offline, no local files): the stage
+ │    │                     pauses and says why; nothing else stops
+ │    ├── BackendUnavailable  the back-end did not answer (timeout, 5xx): transient
+ │    └── BadInput          this one input cannot be encoded: permanent for it
  └── ReadModelError       the SQLite read model is missing or unusable
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BackendUnavailable",
+    "BadInput",
     "ConfigError",
     "DecodeError",
     "DerivationError",
     "EventsvcError",
+    "InferenceError",
     "LogError",
     "LogUnavailable",
+    "ModelUnavailable",
     "PermanentError",
     "PublishError",
     "ReadModelError",
@@ -72,3 +81,21 @@ class TransientError(DerivationError):
 
 class ReadModelError(EventsvcError):
     pass
+
+
+class InferenceError(EventsvcError):
+    pass
+
+
+class ModelUnavailable(InferenceError):
+    pass
+
+
+class BackendUnavailable(InferenceError):
+    pass
+
+
+class BadInput(InferenceError):
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     ack_wait: float = 30.0
     backoff: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0])
     projector_batch: int = 2000
+    workers: list[str] = Field(default_factory=lambda: ["hasher", "media"])
+    """The workers ``eventsvc up`` runs (EVENTSVC_WORKERS='["hasher","media"]')."""
     log_level: str = "INFO"
 
     @property

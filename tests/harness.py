@@ -119,8 +119,16 @@ class Pipeline:
         self.projector: Projector | None = None
 
     async def start(
-        self, *, hasher: bool = True, projector: bool = True, media: bool = True
+        self,
+        *,
+        hasher: bool = True,
+        projector: bool = True,
+        media: bool = True,
+        workers: tuple[str, ...] = (),
     ) -> Pipeline:
+        """Start the scanner's state, the named workers and the projector. ``workers``
+        adds workers beyond hasher/media by name (``clip``, ``faces``, ``playlist``…);
+        they are kept in ``self.workers``."""
         await self.scanner.load()
         if hasher:
             self.hasher = await make_worker("hasher", self.log, self.settings, self.libraries)
@@ -129,6 +137,11 @@ class Pipeline:
         if media:
             self.media = await make_worker("media", self.log, self.settings, self.libraries)
             self._tasks.append(asyncio.create_task(self.media.run(self._stop)))
+        self.workers: dict[str, Any] = {}
+        for name in workers:
+            w = await make_worker(name, self.log, self.settings, self.libraries)
+            self.workers[name] = w
+            self._tasks.append(asyncio.create_task(w.run(self._stop)))
         if projector:
             self.projector = Projector(self.log, self.settings.readmodel_dir, batch=500)
             self._tasks.append(asyncio.create_task(self.projector.run(self._stop)))
@@ -143,7 +156,8 @@ class Pipeline:
 
         async def done() -> bool:
             last = await self.log.last_seq()
-            for name in ("hasher", "media") if self.media else ("hasher",):
+            names = ["hasher", "media"] if self.media else ["hasher"]
+            for name in [*names, *self.workers]:
                 ci = await self.log.js.consumer_info(self.settings.stream, name)
                 if ci.num_pending or ci.num_ack_pending:
                     return False

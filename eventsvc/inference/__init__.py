@@ -1,0 +1,1 @@
+"""Inference back-ends (CLIP, faces) behind one protocol: in-process or over HTTP."""
