@@ -277,7 +277,11 @@ async def cmd_events(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     p = settings.subject_prefix
-    filters = [f"{p}.*.*.{t}" for t in args.type] if args.type else [f"{p}.>"]
+    filters = (
+        [f for t in args.type for f in (f"{p}.*.*.{t}", f"{p}.*.*.{t}.*")]
+        if args.type
+        else [f"{p}.>"]
+    )
     async with open_log(settings) as event_log:
         async for batch in event_log.read(filters, start_seq=args.since, follow=args.follow):
             for raw in batch:

@@ -7,12 +7,18 @@ before validation. Subjects put the aggregate key before the event type::
     photos.file.<file_id>.FileSeen
     photos.content.<blake3>.HashComputed
     photos.library.<library_id>.LibraryStale
+
+Facts derived once per (content, model) add the model as a fifth token, so each model
+has its own subject (and its own once-only guard)::
+
+    photos.content.<blake3>.ClipEncoded.<model_token>
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -44,6 +50,7 @@ __all__ = [
     "encode",
     "headers_for",
     "now",
+    "subject_token",
 ]
 
 HDR_TYPE = "Eventsvc-Type"
@@ -66,6 +73,8 @@ class Event(BaseModel):
     occurred_at: datetime = Field(default_factory=now)
     causation: int | None = None
     """Stream sequence of the event this one was derived from (None for observations)."""
+    variant_field: ClassVar[str | None] = None
+    """A field whose value (a model version) becomes a fifth subject token."""
 
     @property
     def key(self) -> str:
@@ -73,7 +82,18 @@ class Event(BaseModel):
         raise NotImplementedError
 
     def subject(self, prefix: str = "photos") -> str:
-        return f"{prefix}.{self.aggregate}.{self.key}.{self.type}"  # type: ignore[attr-defined]
+        base = f"{prefix}.{self.aggregate}.{self.key}.{self.type}"  # type: ignore[attr-defined]
+        if self.variant_field is None:
+            return base
+        return f"{base}.{subject_token(str(getattr(self, self.variant_field)))}"
+
+
+_TOKEN_BAD = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def subject_token(text: str) -> str:
+    """``text`` made safe as one subject token (no dots, wildcards or spaces)."""
+    return _TOKEN_BAD.sub("_", text)[:128] or "_"
 
     def default_msg_id(self) -> str:
         """Deterministic ``Nats-Msg-Id``: derived events dedupe on their cause."""
@@ -253,6 +273,8 @@ class ClipEncoded(Event):
     model_version: str
     dim: int
     vector: list[float]
+    variant_field: ClassVar[str | None] = "model_version"
+    once: ClassVar[bool] = True
 
     @property
     def key(self) -> str:
@@ -278,6 +300,8 @@ class FacesDetected(Event):
     content_hash: str
     model: str
     faces: list[FaceBox]
+    variant_field: ClassVar[str | None] = "model"
+    once: ClassVar[bool] = True
 
     @property
     def key(self) -> str:
