@@ -62,6 +62,14 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+_TOKEN_BAD = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def subject_token(text: str) -> str:
+    """``text`` made safe as one subject token (no dots, wildcards or spaces)."""
+    return _TOKEN_BAD.sub("_", text)[:128] or "_"
+
+
 class Event(BaseModel):
     """Base of every event. Subclasses set ``type`` and ``v`` as literals."""
 
@@ -86,14 +94,6 @@ class Event(BaseModel):
         if self.variant_field is None:
             return base
         return f"{base}.{subject_token(str(getattr(self, self.variant_field)))}"
-
-
-_TOKEN_BAD = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def subject_token(text: str) -> str:
-    """``text`` made safe as one subject token (no dots, wildcards or spaces)."""
-    return _TOKEN_BAD.sub("_", text)[:128] or "_"
 
     def default_msg_id(self) -> str:
         """Deterministic ``Nats-Msg-Id``: derived events dedupe on their cause."""
