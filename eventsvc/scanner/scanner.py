@@ -225,7 +225,7 @@ class Scanner:
             report.files = await walker
 
         if seen is not None:
-            missing = [rel for rel in known if rel not in seen]
+            missing = list(known.keys() - seen)  # a set difference, in C
             share = len(missing) / len(known) if known else 0.0
             if (
                 not accept_missing

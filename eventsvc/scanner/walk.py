@@ -7,9 +7,9 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from eventsvc.ids import media_kind
+from eventsvc.ids import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 __all__ = ["Excludes", "WalkEntry", "walk"]
 
@@ -24,9 +24,18 @@ class Excludes:
         self._name = re.compile("|".join(fnmatch.translate(p) for p in names)) if names else None
         self._path = re.compile("|".join(_path_glob(p) for p in paths)) if paths else None
         self.patterns = tuple(patterns)
+        self._name_bytes: re.Pattern[bytes] | None = None
+        if self._name is not None and all(p.isascii() for p in names):
+            # ASCII patterns match raw names directly: no decode per directory entry
+            self._name_bytes = re.compile(self._name.pattern.encode("ascii"))
 
     def name(self, name: str) -> bool:
         return bool(self._name and self._name.match(name))
+
+    def name_bytes(self, name: bytes) -> bool:
+        if self._name_bytes is not None:
+            return self._name_bytes.match(name) is not None
+        return self.name(name.decode("utf-8", "surrogateescape"))
 
     def path(self, rel: str) -> bool:
         return bool(self._path and self._path.match(rel))
@@ -54,12 +63,17 @@ def _path_glob(pattern: str) -> str:
     return "(?s:" + "".join(out) + r")(?:/.*)?\Z"
 
 
-@dataclass(frozen=True, slots=True)
-class WalkEntry:
+class WalkEntry(NamedTuple):
     rel: bytes
     size: int
     mtime_ns: int
     kind: str
+
+
+_KINDS: dict[bytes, str] = {
+    **{e.encode(): "image" for e in IMAGE_EXTENSIONS},
+    **{e.encode(): "video" for e in VIDEO_EXTENSIONS},
+}
 
 
 Report = Callable[[str], None]
@@ -74,6 +88,9 @@ def walk(
     directories and files that vanish mid-scan, never raises for them.
     """
     use_path_rules = excludes._path is not None
+    excludes_name = excludes.name_bytes
+    kinds = _KINDS
+    S_ISREG = stat.S_ISREG
     top = os.path.join(root, start) if start else root
     try:
         st = os.stat(top)
@@ -94,16 +111,15 @@ def walk(
         with it:
             for entry in it:
                 name = entry.name
-                sname = name.decode("utf-8", "surrogateescape")
-                if excludes.name(sname):
+                if excludes_name(name):
                     continue
                 path = entry.path
-                rel = path[prefix_len:]
-                if use_path_rules and excludes.path(rel.decode("utf-8", "surrogateescape")):
+                if use_path_rules and excludes.path(
+                    path[prefix_len:].decode("utf-8", "surrogateescape")
+                ):
                     continue
                 try:
-                    is_dir = entry.is_dir()
-                    if is_dir:
+                    if entry.is_dir():
                         if entry.is_symlink():
                             dst = os.stat(path)
                             key = (dst.st_dev, dst.st_ino)
@@ -114,9 +130,10 @@ def walk(
                         else:
                             dst = entry.stat(follow_symlinks=False)
                             visited.add((dst.st_dev, dst.st_ino))
-                        stack.append(rel)
+                        stack.append(path[prefix_len:])
                         continue
-                    kind = media_kind(sname)
+                    dot = name.rfind(b".")
+                    kind = kinds.get(name[dot:].lower()) if dot >= 0 else None
                     if kind is None:
                         continue
                     fst = entry.stat()
@@ -126,6 +143,6 @@ def walk(
                 except OSError as exc:
                     report(f"cannot stat {os.fsdecode(path)}: {exc.strerror}")
                     continue
-                if not stat.S_ISREG(fst.st_mode):
+                if not S_ISREG(fst.st_mode):
                     continue
-                yield WalkEntry(rel, fst.st_size, fst.st_mtime_ns, kind)
+                yield WalkEntry(path[prefix_len:], fst.st_size, fst.st_mtime_ns, kind)
