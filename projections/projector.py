@@ -44,11 +44,17 @@ def _iso(event: Event) -> str:
 
 
 def _file_seen(conn: sqlite3.Connection, seq: int, e: FileSeen) -> None:
-    name_date = date_from_filename(e.path.rsplit("/", 1)[-1])
+    # The date-taken waterfall (see _DATES_SQL) is folded into the upsert: a new location
+    # has no content hash yet; a known one keeps its hash (and so its media date) only
+    # when size and mtime are unchanged.
+    name_date = date_from_filename(e.path)
     conn.execute(
         """INSERT INTO files (file_id, library_id, path, raw_path, size, mtime_ns, media_kind,
-                              seen_seq, seen_at, content_hash, hash_seq, name_date)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)
+                              seen_seq, seen_at, content_hash, hash_seq, name_date,
+                              date_taken, date_source)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10,
+                   coalesce(?10, strftime('%Y-%m-%dT%H:%M:%SZ', ?6 / 1000000000, 'unixepoch')),
+                   CASE WHEN ?10 IS NOT NULL THEN 'filename' ELSE 'filesystem' END)
            ON CONFLICT (file_id) DO UPDATE SET
               path = excluded.path, raw_path = excluded.raw_path,
               seen_seq = excluded.seen_seq, seen_at = excluded.seen_at,
@@ -60,7 +66,18 @@ def _file_seen(conn: sqlite3.Connection, seq: int, e: FileSeen) -> None:
                                AND files.mtime_ns = excluded.mtime_ns
                               THEN files.hash_seq END,
               size = excluded.size, mtime_ns = excluded.mtime_ns,
-              name_date = excluded.name_date""",
+              name_date = excluded.name_date,
+              (date_taken, date_source) = (
+                SELECT coalesce(m.date_taken, excluded.name_date,
+                                strftime('%Y-%m-%dT%H:%M:%SZ',
+                                         excluded.mtime_ns / 1000000000, 'unixepoch')),
+                       CASE WHEN m.date_taken IS NOT NULL THEN m.date_source
+                            WHEN excluded.name_date IS NOT NULL THEN 'filename'
+                            ELSE 'filesystem' END
+                FROM (SELECT 1) LEFT JOIN media m
+                  ON m.content_hash = CASE WHEN files.size = excluded.size
+                                            AND files.mtime_ns = excluded.mtime_ns
+                                           THEN files.content_hash END)""",
         (
             e.file_id,
             e.library_id,
@@ -74,7 +91,6 @@ def _file_seen(conn: sqlite3.Connection, seq: int, e: FileSeen) -> None:
             name_date.isoformat() if name_date else None,
         ),
     )
-    _resolve_dates(conn, "file_id = ?", (e.file_id,))
 
 
 def _file_missing(conn: sqlite3.Connection, seq: int, e: FileMissing) -> None:
@@ -341,6 +357,7 @@ async def rebuild(
     directory.mkdir(parents=True, exist_ok=True)
     path = readmodel.new_generation(directory)
     conn = readmodel.open_writer(path, bulk=True)
+    readmodel.drop_deferred_indexes(conn)
     try:
         seq = 0
         while True:  # catch up, then once more for what arrived meanwhile
@@ -356,6 +373,9 @@ async def rebuild(
             log.info("rebuild: replayed to %d in %.1fs", seq, time.monotonic() - t0)
             if target == seq and await event_log.last_seq() == seq:
                 break
+        t0 = time.monotonic()
+        await asyncio.to_thread(readmodel.create_indexes, conn)
+        log.info("rebuild: indexes built in %.1fs", time.monotonic() - t0)
         conn.execute("PRAGMA journal_mode=WAL")
     finally:
         conn.close()

@@ -21,10 +21,13 @@ from typing import Any
 from eventsvc.errors import ReadModelError
 
 __all__ = [
+    "DEFERRED_INDEXES",
     "SCHEMA_VERSION",
     "SchemaOutdated",
     "checkpoint",
+    "create_indexes",
     "current_path",
+    "drop_deferred_indexes",
     "dump",
     "new_generation",
     "open_reader",
@@ -33,6 +36,7 @@ __all__ = [
     "schema_version",
     "swap",
 ]
+
 
 class SchemaOutdated(ReadModelError):
     """The generation was written by an older build: rebuild it from the log."""
@@ -140,6 +144,34 @@ def open_writer(path: Path, *, bulk: bool = False) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise ReadModelError(f"cannot open read model {path} for writing: {exc}") from exc
     return conn
+
+
+DEFERRED_INDEXES = (
+    "files_by_taken",
+    "files_by_library_path",
+    "files_by_path",
+    "files_by_mtime",
+    "files_by_library_mtime",
+    "media_by_camera",
+    "media_by_gps",
+    "failures_by_stage",
+)
+"""Indexes that only serve the API's queries, never an applier's lookups: a rebuild
+drops them, replays, and builds them once at the end (much cheaper than maintaining
+them row by row)."""
+
+
+def drop_deferred_indexes(conn: sqlite3.Connection) -> None:
+    for name in DEFERRED_INDEXES:
+        conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+
+def create_indexes(conn: sqlite3.Connection) -> None:
+    """(Re)create every index of the schema that is missing."""
+    try:
+        conn.executescript(_schema())
+    except sqlite3.Error as exc:
+        raise ReadModelError(f"cannot create the read model's indexes: {exc}") from exc
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import PurePath, PureWindowsPath
 
 __all__ = ["SOURCES", "date_from_filename", "resolve_date_taken"]
 
@@ -52,7 +51,9 @@ def _build(match: re.Match[str]) -> datetime | None:
 
 def date_from_filename(name: str) -> datetime | None:
     """Naive local datetime encoded in a camera/phone/app file name, or None."""
-    base = PureWindowsPath(PurePath(name).name).name
+    base = name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
+    if len(base) >= 2 and base[1] == ":" and base[0].isascii() and base[0].isalpha():
+        base = base[2:]  # a Windows drive ("C:IMG_….jpg"), as PureWindowsPath reads it
     for pattern in _PATTERNS:
         for match in pattern.finditer(base):
             found = _build(match)
