@@ -342,6 +342,43 @@ class Projector:
                 conn.close()
 
 
+async def _replay(
+    event_log: EventLog,
+    conn: sqlite3.Connection,
+    seq: int,
+    target: int,
+    batch: int,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """Apply (seq, target] with reading and applying overlapped: the next chunk is
+    fetched on the loop while a thread applies the current one."""
+    chunks: asyncio.Queue[Sequence[RawEvent] | None] = asyncio.Queue(maxsize=4)
+
+    async def reader() -> None:
+        try:
+            async for chunk in event_log.read(start_seq=seq + 1, stop_at=target, batch=batch):
+                if chunk:
+                    await chunks.put(chunk)
+        except Exception:
+            await chunks.put(None)  # the applier is still draining: this completes
+            raise
+        await chunks.put(None)
+
+    task = asyncio.create_task(reader(), name="rebuild-reader")
+    try:
+        while (chunk := await chunks.get()) is not None:
+            await asyncio.to_thread(apply_batch, conn, chunk)
+            seq = chunk[-1].seq
+            if progress:
+                progress(seq, target)
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task  # re-raises a read error
+    return seq
+
+
 async def rebuild(
     event_log: EventLog,
     directory: Path,
@@ -365,11 +402,7 @@ async def rebuild(
             if target <= seq:
                 break
             t0 = time.monotonic()
-            async for chunk in event_log.read(start_seq=seq + 1, stop_at=target, batch=batch):
-                await asyncio.to_thread(apply_batch, conn, chunk)
-                seq = chunk[-1].seq
-                if progress:
-                    progress(seq, target)
+            seq = await _replay(event_log, conn, seq, target, batch, progress)
             log.info("rebuild: replayed to %d in %.1fs", seq, time.monotonic() - t0)
             if target == seq and await event_log.last_seq() == seq:
                 break
