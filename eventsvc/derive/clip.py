@@ -79,9 +79,7 @@ class Batcher:
         self.window = max(0.0, window)
         self.sem = asyncio.Semaphore(max(1, concurrency))
         self.stats = stats
-        self._queue: asyncio.Queue[tuple[Image.Image, asyncio.Future[np.ndarray]]] = (
-            asyncio.Queue()
-        )
+        self._queue: asyncio.Queue[tuple[Image.Image, asyncio.Future[np.ndarray]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
@@ -102,9 +100,9 @@ class Batcher:
                 left = deadline - loop.time()
                 try:
                     batch.append(
-                        self._queue.get_nowait() if left <= 0 else await asyncio.wait_for(
-                            self._queue.get(), left
-                        )
+                        self._queue.get_nowait()
+                        if left <= 0
+                        else await asyncio.wait_for(self._queue.get(), left)
                     )
                 except (TimeoutError, asyncio.QueueEmpty):
                     break
@@ -170,7 +168,8 @@ class ClipDeriver:
         if model is None:
             raise TransientError("the CLIP model is not loaded yet")
         p, h = self.log.prefix, event.content_hash
-        if await self.log.has_subject(f"{p}.content.{h}.ClipEncoded.{subject_token(model.version)}"):
+        subject = f"{p}.content.{h}.ClipEncoded.{subject_token(model.version)}"
+        if await self.log.has_subject(subject):
             self.stats.skipped += 1
             return []  # this content was encoded from another location, or before
         root = self.roots(event.library_id)
@@ -264,7 +263,7 @@ class ClipWorker(Worker):
                 self.deriver.lost.clear()
                 inner = asyncio.Event()
 
-                async def relay() -> None:
+                async def relay(inner: asyncio.Event = inner) -> None:
                     stopper = asyncio.create_task(stop.wait())
                     lost = asyncio.create_task(self.deriver.lost.wait())
                     await asyncio.wait({stopper, lost}, return_when=asyncio.FIRST_COMPLETED)

@@ -156,7 +156,9 @@ class OnnxClip:
             context = int(config.get("text_cfg", {}).get("context_length", 77))
             dim = int(config["embed_dim"])
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelUnavailable(f"{d / 'config.json'} is not an open_clip config: {exc}") from exc
+            raise ModelUnavailable(
+                f"{d / 'config.json'} is not an open_clip config: {exc}"
+            ) from exc
         opts = ort.SessionOptions()
         if self.threads:
             opts.intra_op_num_threads = self.threads
@@ -232,7 +234,8 @@ class OnnxClip:
     def _run(session: Any, name: str, batch: np.ndarray, batched: bool) -> np.ndarray:
         if batched:
             return np.asarray(session.run(None, {name: batch})[0])
-        return np.concatenate([session.run(None, {name: batch[i : i + 1]})[0] for i in range(len(batch))])
+        rows = [session.run(None, {name: batch[i : i + 1]})[0] for i in range(len(batch))]
+        return np.concatenate(rows)
 
     async def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return await asyncio.to_thread(self.encode_images_sync, list(images))
