@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +38,15 @@ from eventsvc.inference.protocol import ClipBackend, ModelInfo
 from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.media import thumbs
 
-__all__ = ["Batcher", "ClipDeriver", "ClipStats", "ClipWorker", "load_image"]
+__all__ = [
+    "Batcher",
+    "ClipDeriver",
+    "ClipStats",
+    "ClipWorker",
+    "load_image",
+    "make_clip_worker",
+    "reencode",
+]
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +254,26 @@ class ClipWorker(Worker):
                     "%s: CLIP model unavailable, semantic search is paused (checking again "
                     "every %.0fs): %s", self.name, self.recheck, reason,
                 )  # fmt: skip
-            self.stats.model_error = reason
+            if self.stats.model_error != reason:
+                self.stats.model_error = reason
+                await self._publish_status()
             return None
-        if self.stats.model_error is not None or self.stats.model != info.version:
-            log.info("%s: CLIP model %s (dim %d) ready", self.name, info.version, info.dim)
+        changed = self.stats.model_error is not None or self.stats.model != info.version
         self.stats.model_error = None
         self.stats.model = info.version
+        if changed:
+            log.info("%s: CLIP model %s (dim %d) ready", self.name, info.version, info.dim)
+            await self._publish_status()
         self.deriver.model = info
         return info
+
+    async def _publish_status(self) -> None:
+        """For `eventsvc status` (a KV bucket, not history)."""
+        await self.log.put_status(
+            f"worker.{self.name}",
+            {"model": self.stats.model, "model_error": self.stats.model_error,
+             "at": time.time()},
+        )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -302,3 +324,61 @@ def make_clip_worker(
         spec.durable, event_log, spec, deriver, concurrency=in_flight,
         batch=in_flight * 2, recheck=settings.clip_recheck,
     )  # fmt: skip
+
+
+async def reencode(
+    event_log: EventLog, settings: object, roots: LibraryRoots, model: str, *,
+    follow: bool = False, stop: asyncio.Event | None = None,
+    progress: Callable[[dict[str, object]], None] | None = None,
+) -> dict[str, object]:  # fmt: skip
+    """Backfill ClipEncoded for ``model`` over every image content in the log, on its
+    own durable consumer (``clip-<model token>``) beside the main clip worker, which
+    keeps serving meanwhile. Returns when caught up (unless ``follow``)."""
+    from eventsvc.components import clip_spec
+    from eventsvc.inference.models import clip_backend, remember_model
+    from eventsvc.settings import Settings
+
+    assert isinstance(settings, Settings)
+    probe = clip_backend(settings, model)
+    try:
+        info = await probe.info()
+    finally:
+        await probe.aclose()
+    remember_model(settings, model)
+    name = "clip-" + subject_token(info.version)[:120]
+    worker = make_clip_worker(event_log, settings, roots, clip_spec(settings, name), model=model)
+    stop = stop or asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        while not task.done():
+            await asyncio.sleep(0.5)
+            try:
+                ci = await event_log.js.consumer_info(event_log.stream, name)
+            except Exception:  # not created yet
+                continue
+            state = {
+                "worker": name,
+                "model_version": info.version,
+                "pending": ci.num_pending,
+                "in_flight": ci.num_ack_pending,
+                "encoded": worker.stats.encoded,
+                "skipped": worker.stats.skipped,
+                "failed": worker.stats.failed,
+            }
+            if progress is not None:
+                progress(state)
+            if not follow and ci.num_pending == 0 and ci.num_ack_pending == 0:
+                break
+            if worker.stats.model_error is not None:
+                break  # the model went away: say so rather than wait forever
+    finally:
+        stop.set()
+        await task
+    return {
+        "worker": name,
+        "model_version": info.version,
+        "encoded": worker.stats.encoded,
+        "skipped": worker.stats.skipped,
+        "failed": worker.stats.failed,
+        "model_error": worker.stats.model_error,
+    }

@@ -310,3 +310,32 @@ class SearchController(Controller):
         query = build_query(library=library)
         hits = await _hits(ctx, query, m, vec, limit, threshold, exclude=content_hash)
         return SearchPage(items=hits, next=None, model_version=m.version)
+
+
+async def search_text(
+    settings: Settings, text: str, *, limit: int = 20, threshold: float | None = 0.2,
+    model_version: str | None = None,
+) -> SearchPage:  # fmt: skip
+    """The search of ``GET /photos/search`` without the HTTP (``eventsvc search``)."""
+    from types import SimpleNamespace
+
+    from eventsvc.errors import ReadModelError
+
+    search = ClipSearch(settings)
+    try:
+        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        if m is None:
+            await search.encoders.get(None)
+            return SearchPage(items=[], next=None, model_version=None)
+        vec = await search.text_vector(m.version, text)
+        hits = await _hits(SimpleNamespace(settings=settings), Query(), m, vec, limit, threshold)
+    except Exception as exc:
+        if isinstance(exc, (InferenceError, ReadModelError)):
+            raise
+        detail = getattr(exc, "detail", None)
+        if detail:
+            raise ReadModelError(str(detail)) from exc
+        raise
+    finally:
+        await search.encoders.aclose()
+    return SearchPage(items=hits, next=None, model_version=m.version)
