@@ -252,7 +252,7 @@ class ClipWorker(Worker):
             if self.stats.model_error != reason:
                 log.error(
                     "%s: CLIP model unavailable, semantic search is paused (checking again "
-                    "every %.0fs): %s", self.name, self.recheck, reason,
+                    "every %gs): %s", self.name, self.recheck, reason,
                 )  # fmt: skip
             if self.stats.model_error != reason:
                 self.stats.model_error = reason
