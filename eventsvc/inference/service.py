@@ -8,18 +8,28 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.params import Body
 from PIL import Image
 
 from eventsvc.errors import BadInput, InferenceError, ModelUnavailable
 from eventsvc.inference.protocol import ClipBackend, FaceBackend
 from eventsvc.settings import Settings
 
-__all__ = ["ClipInferenceController", "create_inference_app", "decode_images"]
+try:  # litestar >= 2.23: say explicitly that back-ends are injected by name
+    from litestar.di import NamedDependency
+except ImportError:  # pragma: no cover - older litestar infers it
+    NamedDependency = None  # type: ignore[assignment,misc]
+
+__all__ = ["Backend", "ClipInferenceController", "create_inference_app", "decode_images"]
+
+Backend = NamedDependency[Any] if NamedDependency is not None else Any
+"""How handlers declare ``clip_backend`` / ``faces_backend`` (None when not configured)."""
+JsonBody = Annotated[dict[str, Any], Body()]
 
 MAX_ITEMS = 256
 
@@ -66,7 +76,7 @@ class ClipInferenceController(Controller):
     path = "/v1/clip"
 
     @post("/images", status_code=200)
-    async def images(self, clip_backend: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def images(self, clip_backend: Backend, data: JsonBody) -> dict[str, Any]:
         backend = _need(clip_backend, "clip")
         imgs = decode_images(data.get("images"))
         vectors = await backend.encode_images(imgs)
@@ -74,7 +84,7 @@ class ClipInferenceController(Controller):
         return {"model": info.to_json(), "vectors": vectors.tolist()}
 
     @post("/texts", status_code=200)
-    async def texts(self, clip_backend: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def texts(self, clip_backend: Backend, data: JsonBody) -> dict[str, Any]:
         backend = _need(clip_backend, "clip")
         texts = data.get("texts")
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -87,7 +97,7 @@ class ClipInferenceController(Controller):
 
 
 @get("/v1/info")
-async def info(clip_backend: Any, faces_backend: Any) -> dict[str, Any]:
+async def info(clip_backend: Backend, faces_backend: Backend) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for task, backend in (("clip", clip_backend), ("faces", faces_backend)):
         if backend is None:
