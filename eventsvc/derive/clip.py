@@ -244,9 +244,17 @@ class ClipWorker(Worker):
         self.deriver = deriver
         self.recheck = recheck
 
-    async def _model(self) -> ModelInfo | None:
+    async def _model(self, stop: asyncio.Event | None = None) -> ModelInfo | None:
         try:
-            info = await self.deriver.backend.info()
+            probe = asyncio.ensure_future(self.deriver.backend.info())
+            if stop is not None:  # a first download may take long: stopping must not wait
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({probe, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not probe.done():
+                    probe.cancel()
+                    return None
+            info = await probe
         except (ModelUnavailable, BackendUnavailable) as exc:
             reason = str(exc)
             if self.stats.model_error != reason:
@@ -278,7 +286,7 @@ class ClipWorker(Worker):
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
-                if await self._model() is None:
+                if await self._model(stop) is None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.recheck)
                     continue

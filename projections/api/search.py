@@ -249,8 +249,12 @@ class SearchController(Controller):
             str | None, Parameter(description="Rank with this model's vectors.")
         ] = None,
         library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
-        media_kind: Annotated[Literal["image", "video"] | None, Parameter()] = None,
-        path_prefix: Annotated[str | None, Parameter()] = None,
+        media_kind: Annotated[
+            Literal["image", "video"] | None, Parameter(description="As in /photos.")
+        ] = None,
+        path_prefix: Annotated[
+            str | None, Parameter(description="Only paths starting with this string.")
+        ] = None,
         taken_from: Annotated[str | None, Parameter(description="As in /photos.")] = None,
         taken_to: Annotated[str | None, Parameter(description="As in /photos.")] = None,
         make: Annotated[str | None, Parameter(description="As in /photos.")] = None,
@@ -260,7 +264,9 @@ class SearchController(Controller):
         near: Annotated[str | None, Parameter(description="As in /photos.")] = None,
         radius_km: Annotated[float | None, Parameter(description="As in /photos.")] = None,
         has_gps: Annotated[bool | None, Parameter(description="As in /photos.")] = None,
-        orientation: Annotated[int | None, Parameter(ge=1, le=8)] = None,
+        orientation: Annotated[
+            int | None, Parameter(ge=1, le=8, description="Only this EXIF orientation (1-8).")
+        ] = None,
     ) -> SearchPage:
         query = build_query(
             library=library, media_kind=media_kind, path_prefix=path_prefix,
@@ -294,9 +300,14 @@ class SearchController(Controller):
         ctx: Ctx,
         state: State,
         content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 50,
-        threshold: Annotated[float | None, Parameter(ge=-1.0, le=1.0)] = None,
-        model_version: Annotated[str | None, Parameter()] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="Most hits.")] = 50,
+        threshold: Annotated[
+            float | None,
+            Parameter(ge=-1.0, le=1.0, description="Lowest cosine score returned (none: all)."),
+        ] = None,
+        model_version: Annotated[
+            str | None, Parameter(description="Rank with this model's vectors.")
+        ] = None,
         library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
     ) -> SearchPage:
         check_hash(content_hash)
