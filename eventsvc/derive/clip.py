@@ -170,6 +170,7 @@ class ClipDeriver:
         self.model: ModelInfo | None = None
         self.lost = asyncio.Event()
         """Set when the model went away mid-run: the worker pauses."""
+        self._inflight: dict[str, asyncio.Future[None]] = {}
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, HashComputed) or event.media_kind != "image":
@@ -179,9 +180,32 @@ class ClipDeriver:
             raise TransientError("the CLIP model is not loaded yet")
         p, h = self.log.prefix, event.content_hash
         subject = f"{p}.content.{h}.ClipEncoded.{subject_token(model.version)}"
+        other = self._inflight.get(h)
+        if other is not None:  # the same content at another location, right now
+            await asyncio.wait({other})
+            if other.exception() is None:
+                self.stats.skipped += 1
+                return []
         if await self.log.has_subject(subject):
             self.stats.skipped += 1
             return []  # this content was encoded from another location, or before
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[h] = mine
+        try:
+            out = await self._encode(event, seq, model)
+        except BaseException as exc:
+            mine.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            raise
+        else:
+            mine.set_result(None)
+            return out
+        finally:
+            if mine.done():
+                mine.exception()  # retrieved: no "exception was never retrieved" warnings
+            if self._inflight.get(h) is mine:
+                del self._inflight[h]
+
+    async def _encode(self, event: HashComputed, seq: int, model: ModelInfo) -> list[Event]:
         root = self.roots(event.library_id)
         if root is None:
             await self.roots.refresh(self.log)
