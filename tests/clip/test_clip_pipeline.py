@@ -4,6 +4,7 @@ real JPEGs, real onnxruntime with tiny models in the Immich layout."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from projections import readmodel
 from projections.api import create_app
 from projections.projector import rebuild
 from tests.clip.tiny import colour_image
-from tests.harness import Pipeline, b3, running, wait_until
+from tests.harness import Pipeline, b3, cli, running, wait_until
 
 
 def _library(root: Path) -> dict[str, Path]:
@@ -108,6 +109,14 @@ async def test_clip_pipeline_search_similar_filters_and_rebuild(
             r = await c.get("/photos/search", params={"q": "red", "model_version": "nope"})
             assert r.status_code == 400 and "model_version" in r.json()["detail"]
 
+            # The CLI prints the same top hits, straight from the read model.
+            proc = cli("search", "red", "--data-dir", str(settings.data_dir), "--json",
+                       env={"EVENTSVC_CLIP_MODEL_DIR": str(tiny_models[0])})  # fmt: skip
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+            assert proc.returncode == 0, out.decode()
+            lines = [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
+            assert [x["content_hash"] for x in lines] == [i["content_hash"] for i in items]
+
             # Incremental: a new photo is projected and found without reloading the index.
             search = c.app.state["clip_search"]
             loaded = search.index.loaded_rows
@@ -157,6 +166,11 @@ async def test_no_model_pauses_clip_only_then_model_files_start_it(
             status = await event_log.get_status("worker.clip")
             assert status is not None and "someone/tiny-clip" in status["model_error"]
             assert clip.stats.failed == 0 and clip.stats.done == 0  # nothing consumed
+            proc = cli("status", "--json", "--nats-url", str(settings.nats_url),
+                       "--data-dir", str(settings.data_dir))  # fmt: skip
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+            shown = json.loads(out.decode()[out.decode().index("{") :])
+            assert "someone/tiny-clip" in shown["workers"]["clip"]["model_error"]
             async with AsyncTestClient(create_app(settings)) as c:
                 r = await c.get("/photos/search", params={"q": "red"})
                 assert r.status_code == 503, r.text
