@@ -13,5 +13,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "rescan": ("bench.rescan", "unchanged full re-scan of 100k files vs a bare scandir+stat walk"),
     "publish": ("bench.publish", "EventLog.publish_many vs raw js.publish_async (events/s)"),
     "rebuild": ("bench.rebuild", "read-model rebuild vs raw ordered read / raw SQLite inserts"),
+    "search": ("bench.search", "/photos/search ranking p50/p95 vs a bare numpy product (ms)"),
+    "clip": ("bench.clip", "clip worker images/s vs bare onnxruntime, random ViT-B/32"),
     "ingest": ("bench.ingest", "first ingest of 12 MP JPEGs vs a bare multiprocess loop (files/s)"),
 }

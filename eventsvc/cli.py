@@ -230,6 +230,13 @@ async def cmd_status(args: argparse.Namespace) -> int:
             for ci in await event_log.js.consumers_info(settings.stream)
             if ci.config.durable_name
         ]
+        workers = {}
+        for name in settings.workers:
+            found = await event_log.get_status(f"worker.{name}")
+            if found is not None:
+                workers[name] = found
+        if workers:
+            out["workers"] = workers
         path = readmodel.current_path(settings.readmodel_dir)
         if path is not None and path.exists():
             conn = readmodel.open_reader(path)
@@ -267,6 +274,68 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 lib["name"], lib["library_id"], lib["state"], str(lib["files"]), lib["reason"] or ""
             )
         console.print(lt)
+        for name, w in out.get("workers", {}).items():
+            if w.get("model_error"):
+                console.print(f"[red]{name}: paused, no model: {w['model_error']}[/red]")
+            elif w.get("model"):
+                console.print(f"{name}: model {w['model']}")
+    return 0
+
+
+async def cmd_search(args: argparse.Namespace) -> int:
+    from projections.api.search import search_text
+
+    settings = _settings(args)
+    page = await search_text(
+        settings, args.query, limit=args.limit, threshold=args.threshold,
+        model_version=args.model_version,
+    )  # fmt: skip
+    if args.json or not sys.stdout.isatty():
+        for hit in page.items:
+            print(json.dumps({"score": hit.score, "content_hash": hit.content_hash,
+                              "library_id": hit.library_id, "path": hit.path}))  # fmt: skip
+    else:
+        for hit in page.items:
+            print(f"{hit.score:6.3f}  {hit.library_id}:{hit.path}  {hit.content_hash[:12]}")
+        print(f"({len(page.items)} hits, model {page.model_version})", file=sys.stderr)
+    return 0
+
+
+async def cmd_reencode(args: argparse.Namespace) -> int:
+    from eventsvc.components import open_log
+    from eventsvc.derive.clip import reencode
+    from eventsvc.derive.roots import LibraryRoots
+
+    settings = _settings(args)
+    libraries, _ = _libraries(args, settings)
+    async with open_log(settings) as event_log:
+        roots = LibraryRoots(libraries)
+        await roots.refresh(event_log)
+        last: dict[str, Any] = {}
+
+        def progress(state: dict[str, Any]) -> None:
+            if state != last:
+                last.clear()
+                last.update(state)
+                print(json.dumps(state), file=sys.stderr, flush=True)
+
+        result = await reencode(
+            event_log, settings, roots, args.model, follow=args.follow, progress=progress
+        )
+    print(json.dumps(result))
+    return 0 if result.get("model_error") is None else 4
+
+
+async def cmd_inference(args: argparse.Namespace) -> int:
+    from eventsvc.components import ApiServer
+    from eventsvc.inference.models import LazyOnnxClip
+    from eventsvc.inference.service import create_inference_app
+
+    settings = _settings(args)
+    clip = LazyOnnxClip(settings, args.model)
+    app = create_inference_app(settings, clip=clip, faces=None)
+    log.info("eventsvc inference on http://%s:%d", args.host, args.port)
+    await _until_signalled([ApiServer(app, args.host, args.port).run])
     return 0
 
 
@@ -360,6 +429,31 @@ def build_parser() -> argparse.ArgumentParser:
     _common(status)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    search = sub.add_parser("search", help="search photos by words (CLIP) and print the hits")
+    search.add_argument("query", help='e.g. "a dog on a beach"')
+    _common(search)
+    search.add_argument("--limit", type=int, default=20)
+    search.add_argument("--threshold", type=float, default=0.2)
+    search.add_argument("--model-version", help="rank with this model's vectors")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    reencode = sub.add_parser(
+        "reencode", help="backfill CLIP vectors with another model while search keeps serving"
+    )
+    reencode.add_argument("--model", required=True, help="hub id or local model directory")
+    reencode.add_argument("--follow", action="store_true", help="keep encoding new photos")
+    _libs(reencode)
+    _common(reencode)
+    reencode.set_defaults(func=cmd_reencode)
+
+    inference = sub.add_parser("inference", help="serve CLIP inference over HTTP (GPU host)")
+    _common(inference)
+    inference.add_argument("--host", default="127.0.0.1")
+    inference.add_argument("--port", type=int, default=8471)
+    inference.add_argument("--model", help="hub id or model directory (default: clip_model)")
+    inference.set_defaults(func=cmd_inference)
 
     events = sub.add_parser("events", help="print events as JSON lines")
     _common(events)

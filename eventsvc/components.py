@@ -25,6 +25,7 @@ __all__ = [
     "FACTORIES",
     "WORKERS",
     "ApiServer",
+    "clip_spec",
     "hasher_spec",
     "make_worker",
     "media_spec",
@@ -56,6 +57,12 @@ def media_spec(settings: Settings) -> ConsumerSpec:
         "media",
         "content.*.HashComputed",
         "HashComputed -> ExifExtracted + ThumbnailReady (once per content)",
+    )
+
+
+def clip_spec(settings: Settings, durable: str = "clip") -> ConsumerSpec:
+    return _spec(
+        settings, durable, "content.*.HashComputed", "HashComputed -> ClipEncoded (per model)"
     )
 
 
@@ -94,9 +101,16 @@ async def _hasher_worker(event_log: EventLog, settings: Settings, roots: Library
     )
 
 
+async def _clip_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
+    from eventsvc.derive.clip import make_clip_worker
+
+    return make_clip_worker(event_log, settings, roots, clip_spec(settings))
+
+
 FACTORIES: dict[str, WorkerFactory] = {
     "hasher": _hasher_worker,
     "media": _media_worker,
+    "clip": _clip_worker,
 }
 """Every worker ``eventsvc up`` runs, by name. A factory imports its optional
 dependencies itself, so a missing extra only affects its own worker."""

@@ -75,9 +75,32 @@ class Settings(BaseSettings):
     ack_wait: float = 30.0
     backoff: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0])
     projector_batch: int = 2000
-    workers: list[str] = Field(default_factory=lambda: ["hasher", "media"])
-    """The workers ``eventsvc up`` runs (EVENTSVC_WORKERS='["hasher","media"]')."""
+    workers: list[str] = Field(default_factory=lambda: ["hasher", "media", "clip"])
+    """The workers ``eventsvc up`` runs (EVENTSVC_WORKERS='["hasher","media","clip"]')."""
     log_level: str = "INFO"
+    # ---- CLIP semantic search
+    clip_model: str = "immich-app/ViT-B-32__openai"
+    """A hub id fetched into <data_dir>/models on first use, or a local directory."""
+    clip_model_dir: Path | None = None
+    """A local model directory in the Immich layout; overrides clip_model (offline use)."""
+    clip_extra_models: list[str] = Field(default_factory=list)
+    """More models (ids or directories) the API may encode queries with (see reencode)."""
+    inference_url: str | None = None
+    """Use `eventsvc inference` at this URL instead of in-process ONNX Runtime."""
+    inference_timeout: float = 30.0
+    inference_retries: int = 3
+    clip_batch: int = 16
+    """Images per CLIP batch."""
+    clip_batch_window: float = 0.05
+    """Seconds a partial batch waits for more images."""
+    clip_concurrency: int = 1
+    """CLIP batches in flight at once."""
+    clip_recheck: float = 60.0
+    """Seconds between checks for a model that was unavailable."""
+    clip_threads: int = 0
+    """ONNX Runtime intra-op threads (0: its default)."""
+    clip_text_cache: int = 1024
+    """Query embeddings kept per API process."""
 
     @property
     def readmodel_dir(self) -> Path:
@@ -86,6 +109,10 @@ class Settings(BaseSettings):
     @property
     def thumbs_dir(self) -> Path:
         return self.data_dir / "thumbs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
 
     @property
     def nats_store_dir(self) -> Path:

@@ -16,8 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from eventsvc.errors import DecodeError
 from eventsvc.events import (
+    ClipEncoded,
     DerivationFailed,
     Event,
     ExifExtracted,
@@ -250,6 +253,18 @@ def _not_duplicate(conn: sqlite3.Connection, seq: int, e: NotDuplicate) -> None:
         )
 
 
+def _clip(conn: sqlite3.Connection, seq: int, e: ClipEncoded) -> None:
+    vec = np.asarray(e.vector, dtype="<f4")
+    norm = float(np.linalg.norm(vec))
+    if norm > 0:
+        vec = vec / norm  # unit rows: ranking is a dot product
+    conn.execute(
+        "INSERT OR REPLACE INTO clip_vectors (model_version, content_hash, dim, vector, seq)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (e.model_version, e.content_hash, e.dim, vec.astype("<f4").tobytes(), seq),
+    )
+
+
 Applier = Callable[[sqlite3.Connection, int, Event], None]
 APPLIERS: dict[type[Event], Applier] = {
     FileSeen: _file_seen,  # type: ignore[dict-item]
@@ -261,6 +276,7 @@ APPLIERS: dict[type[Event], Applier] = {
     ExifExtracted: _exif,  # type: ignore[dict-item]
     ThumbnailReady: _thumbnail,  # type: ignore[dict-item]
     NotDuplicate: _not_duplicate,  # type: ignore[dict-item]
+    ClipEncoded: _clip,  # type: ignore[dict-item]
 }
 
 

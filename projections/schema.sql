@@ -115,3 +115,15 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
     seq INTEGER NOT NULL,
     PRIMARY KEY (a, b)
 ) WITHOUT ROWID;
+
+-- ---------------------------------------------------------------- CLIP semantic search
+-- One image embedding per (model, content), from ClipEncoded: float32 little-endian bytes.
+CREATE TABLE IF NOT EXISTS clip_vectors (
+    model_version TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    dim           INTEGER NOT NULL,
+    vector        BLOB NOT NULL,
+    seq           INTEGER NOT NULL,
+    PRIMARY KEY (model_version, content_hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS clip_vectors_by_seq ON clip_vectors (seq);

@@ -24,6 +24,7 @@ from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
+from projections.api.search import SearchController
 
 __all__ = ["create_app"]
 
@@ -92,6 +93,7 @@ def create_app(
         route_handlers=[
             HealthController,
             LibrariesController,
+            SearchController,
             PhotosController,
             DuplicatesController,
             PipelineController,

@@ -1,0 +1,176 @@
+"""clip: the clip worker's images/s vs bare onnxruntime on the same batches.
+
+A random-weight CLIP ViT-B/32 image tower built with onnx.helper (bench/vit.py; cached
+under $TMPDIR) in the Immich layout. N JPEGs (800x600) are written to a library and a
+HashComputed published for each on a private nats-server; the real clip worker
+(make_clip_worker: decode small, preprocess, batch, encode, publish ClipEncoded, ack)
+runs until all N are encoded (ours). The limit: one bare ``InferenceSession.run`` per
+batch of the same size over the same images already preprocessed to tensors, with the
+same session options. Bare runs go before and after ours; the limit is their mean.
+ratio = ours / bare images/s; goal >= 0.8. ``batcher_*``: our figure without NATS and
+JPEG decoding (Batcher + OnnxClip from decoded images).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import blake3
+import numpy as np
+from PIL import Image
+
+from bench.common import (
+    Outcome,
+    base_parser,
+    nats_server,
+    quiet_gc,
+    rate,
+    run_main,
+    say,
+    scratch_dir,
+)
+from bench.vit import make_vit_b32
+
+__all__ = ["main"]
+
+GOAL = ">= 0.8"
+
+
+def _images(root: Path, n: int) -> list[Path]:
+    rng = np.random.default_rng(5)
+    out = []
+    for i in range(n):
+        base = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize((800, 600), Image.Resampling.BICUBIC)
+        p = root / f"IMG_{i:04d}.jpg"
+        img.save(p, quality=88)
+        out.append(p)
+    return out
+
+
+def _bare(session: object, name: str, tensors: np.ndarray, batch: int) -> float:
+    t0 = time.perf_counter()
+    for s in range(0, len(tensors), batch):
+        session.run(None, {name: tensors[s : s + batch]})  # type: ignore[attr-defined]
+    return time.perf_counter() - t0
+
+
+async def _ours(url: str, data: Path, model: Path, files: list[Path], batch: int) -> float:
+    from eventsvc.components import clip_spec
+    from eventsvc.derive.clip import make_clip_worker
+    from eventsvc.derive.roots import LibraryRoots
+    from eventsvc.events import HashComputed, LibraryOnline
+    from eventsvc.ids import file_id
+    from eventsvc.log import EventLog
+    from eventsvc.settings import Library, Settings
+
+    settings = Settings(
+        data_dir=data, nats_url=url, clip_model_dir=model, clip_batch=batch,
+        clip_batch_window=0.2, clip_concurrency=1, max_in_flight=max(64, batch * 4),
+    )  # fmt: skip
+    root = files[0].parent
+    lib = Library(id="bench", name="bench", root=root)
+    log = await EventLog.connect(url)
+    await log.ensure_stream()
+    await log.publish(LibraryOnline(library_id="bench", name="bench", root=str(root)))
+    for p in files:
+        st = p.stat()
+        await log.publish(
+            HashComputed(
+                content_hash=blake3.blake3(p.read_bytes()).hexdigest(), library_id="bench",
+                file_id=file_id("bench", p.name.encode()), path=p.name, size=st.st_size,
+                mtime_ns=st.st_mtime_ns, media_kind="image",
+            )
+        )  # fmt: skip
+    worker = make_clip_worker(log, settings, LibraryRoots([lib]), clip_spec(settings))
+    await worker.deriver.backend.info()  # load the model before the clock starts
+    stop = asyncio.Event()
+    t0 = time.perf_counter()
+    task = asyncio.create_task(worker.run(stop))
+    while worker.stats.encoded < len(files):
+        if task.done():
+            raise SystemExit(f"the clip worker stopped: {worker.stats}")
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    await task
+    await log.close()
+    say(f"ours: {worker.stats.batches} batches, {worker.stats.failed} failed")
+    return elapsed
+
+
+async def _batcher(model: Path, imgs: list[Image.Image], batch: int) -> float:
+    from eventsvc.derive.clip import Batcher
+    from eventsvc.inference.clip_onnx import OnnxClip
+
+    clip = OnnxClip(model)
+    await clip.info()
+    b = Batcher(clip, size=batch, window=0.2, concurrency=1)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(b.encode(i) for i in imgs))
+    elapsed = time.perf_counter() - t0
+    await b.aclose()
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser("clip", __doc__)
+    p.add_argument("--images", type=int, default=None, help="default 128 (--quick 16)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--model-cache", type=Path, default=None, help="where the ViT is cached")
+    a = p.parse_args(argv)
+    n = a.images or (16 if a.quick else 128)
+    batch = min(a.batch, n)
+
+    def body() -> Outcome:
+        import onnxruntime as ort
+
+        from eventsvc.derive.clip import load_image
+        from eventsvc.inference.clip_onnx import OnnxClip, preprocess
+
+        cache = a.model_cache or Path(tempfile.gettempdir()) / "eventsvc-bench-vit-b32"
+        t0 = time.perf_counter()
+        model = make_vit_b32(cache)
+        say(f"ViT-B/32 (random) at {model} in {time.perf_counter() - t0:.1f}s; "
+            f"{os.cpu_count()} CPUs; {n} images, batch {batch}; ort {ort.__version__}")  # fmt: skip
+        with scratch_dir("clip", a.tmp, a.keep) as scratch:
+            lib = scratch / "lib"
+            lib.mkdir()
+            files = _images(lib, n)
+            imgs = [load_image(str(f)) for f in files]
+            cfg = OnnxClip(model)._load()["pre"]
+            tensors = np.stack([preprocess(i, cfg) for i in imgs])
+            session = ort.InferenceSession(
+                str(model / "visual" / "model.onnx"), ort.SessionOptions(),
+                providers=["CPUExecutionProvider"],
+            )  # fmt: skip
+            name = session.get_inputs()[0].name
+            _bare(session, name, tensors[:batch], batch)  # warm up
+            with quiet_gc():
+                b1 = _bare(session, name, tensors, batch)
+            say(f"bare: {rate(n, b1):.2f} images/s")
+            with quiet_gc(), nats_server(scratch / "nats") as url:
+                ours = asyncio.run(_ours(url, scratch / "data", model, files, batch))
+            say(f"ours (worker): {rate(n, ours):.2f} images/s")
+            with quiet_gc():
+                b2 = _bare(session, name, tensors, batch)
+            say(f"bare: {rate(n, b2):.2f} images/s")
+            with quiet_gc():
+                bat = asyncio.run(_batcher(model, imgs, batch))
+            say(f"ours (batcher only): {rate(n, bat):.2f} images/s")
+        limit = rate(n, (b1 + b2) / 2)
+        value = rate(n, ours)
+        return {
+            "value": round(value, 2), "limit": round(limit, 2), "unit": "images/s",
+            "ratio": round(value / limit, 3), "goal": GOAL, "images": n, "batch": batch,
+            "bare_runs": [round(rate(n, b1), 2), round(rate(n, b2), 2)],
+            "batcher_value": round(rate(n, bat), 2),
+            "batcher_ratio": round(rate(n, bat) / limit, 3), "cpus": os.cpu_count(),
+            "onnxruntime": ort.__version__,
+        }  # fmt: skip
+
+    return run_main("clip", body, a.strict)

@@ -1,0 +1,416 @@
+"""The clip worker: HashComputed (images) -> ClipEncoded, once per (content, model).
+
+Handlers decode one image each (small, Pillow draft mode; RAW through its embedded
+preview, HEIC through pillow-heif) and hand it to a :class:`Batcher`, which encodes
+batches of up to ``clip_batch`` images, waiting at most ``clip_batch_window`` seconds
+for a batch to fill, with at most ``clip_concurrency`` batches in flight.
+
+When there is no model (offline, no local files) the worker says so once (log and
+``stats.model_error``), consumes nothing, and looks again every ``clip_recheck``
+seconds, so model files dropped in place start it without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.worker import Worker, WorkerStats
+from eventsvc.errors import (
+    BackendUnavailable,
+    BadInput,
+    ModelUnavailable,
+    PermanentError,
+    TransientError,
+)
+from eventsvc.events import ClipEncoded, Event, HashComputed, subject_token
+from eventsvc.ids import RAW_EXTENSIONS
+from eventsvc.inference.protocol import ClipBackend, ModelInfo
+from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.media import thumbs
+
+__all__ = [
+    "Batcher",
+    "ClipDeriver",
+    "ClipStats",
+    "ClipWorker",
+    "load_image",
+    "make_clip_worker",
+    "reencode",
+]
+
+log = logging.getLogger(__name__)
+
+DECODE_EDGE = 448
+"""Images are decoded with their longest edge at least this (2x ViT-B/32's 224)."""
+
+
+def load_image(path: str, max_edge: int = DECODE_EDGE) -> Image.Image:
+    """Upright RGB, decoded small; RAW through its embedded preview."""
+    if os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:
+        preview = thumbs.embedded_preview(path)
+        if preview is not None:
+            return preview
+    img = thumbs.decode_for_thumbs(path, max_edge=max_edge)
+    if max(img.size) > max_edge * 2:
+        img.thumbnail((max_edge * 2, max_edge * 2), Image.Resampling.BILINEAR)
+    return img
+
+
+@dataclass
+class ClipStats(WorkerStats):
+    model: str | None = None
+    model_error: str | None = None
+    """Why the worker is paused (no model), None while it works."""
+    batches: int = 0
+    encoded: int = 0
+    skipped: int = 0
+    """Contents already encoded for this model (another location, a redelivery)."""
+
+
+class Batcher:
+    """Collects single images into batches for one back-end."""
+
+    def __init__(
+        self, backend: ClipBackend, *, size: int, window: float, concurrency: int,
+        stats: ClipStats | None = None,
+    ) -> None:  # fmt: skip
+        self.backend = backend
+        self.size = max(1, size)
+        self.window = max(0.0, window)
+        self.sem = asyncio.Semaphore(max(1, concurrency))
+        self.stats = stats
+        self._queue: asyncio.Queue[tuple[Image.Image, asyncio.Future[np.ndarray]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def encode(self, img: Image.Image) -> np.ndarray:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="clip-batcher")
+        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self._queue.put((img, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = loop.time() + self.window
+            while len(batch) < self.size:
+                left = deadline - loop.time()
+                try:
+                    batch.append(
+                        self._queue.get_nowait()
+                        if left <= 0
+                        else await asyncio.wait_for(self._queue.get(), left)
+                    )
+                except (TimeoutError, asyncio.QueueEmpty):
+                    break
+            await self.sem.acquire()
+            t = asyncio.create_task(self._run(batch))
+            self._running.add(t)
+            t.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[Image.Image, asyncio.Future[np.ndarray]]]) -> None:
+        try:
+            while batch:
+                try:
+                    vectors = await self.backend.encode_images([img for img, _ in batch])
+                except BadInput as exc:
+                    if exc.index is None or not 0 <= exc.index < len(batch) or len(batch) == 1:
+                        raise
+                    _, fut = batch.pop(exc.index)  # fail that one; the rest go again
+                    if not fut.done():
+                        fut.set_exception(exc)
+                    continue
+                if self.stats is not None:
+                    self.stats.batches += 1
+                for (_, fut), vec in zip(batch, vectors, strict=True):
+                    if not fut.done():
+                        fut.set_result(vec)
+                return
+        except Exception as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        finally:
+            self.sem.release()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+
+class ClipDeriver:
+    """The handler: one HashComputed -> at most one ClipEncoded."""
+
+    def __init__(
+        self, roots: LibraryRoots, event_log: EventLog, backend: ClipBackend, batcher: Batcher,
+        stats: ClipStats,
+    ) -> None:  # fmt: skip
+        self.roots = roots
+        self.log = event_log
+        self.backend = backend
+        self.batcher = batcher
+        self.stats = stats
+        self.model: ModelInfo | None = None
+        self.lost = asyncio.Event()
+        """Set when the model went away mid-run: the worker pauses."""
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+
+    async def __call__(self, event: Event, seq: int) -> list[Event]:
+        if not isinstance(event, HashComputed) or event.media_kind != "image":
+            return []
+        model = self.model
+        if model is None:
+            raise TransientError("the CLIP model is not loaded yet")
+        p, h = self.log.prefix, event.content_hash
+        subject = f"{p}.content.{h}.ClipEncoded.{subject_token(model.version)}"
+        other = self._inflight.get(h)
+        if other is not None:  # the same content at another location, right now
+            await asyncio.wait({other})
+            if other.exception() is None:
+                self.stats.skipped += 1
+                return []
+        if await self.log.has_subject(subject):
+            self.stats.skipped += 1
+            return []  # this content was encoded from another location, or before
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[h] = mine
+        try:
+            out = await self._encode(event, seq, model)
+        except BaseException as exc:
+            mine.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            raise
+        else:
+            mine.set_result(None)
+            return out
+        finally:
+            if mine.done():
+                mine.exception()  # retrieved: no "exception was never retrieved" warnings
+            if self._inflight.get(h) is mine:
+                del self._inflight[h]
+
+    async def _encode(self, event: HashComputed, seq: int, model: ModelInfo) -> list[Event]:
+        root = self.roots(event.library_id)
+        if root is None:
+            await self.roots.refresh(self.log)
+            root = self.roots(event.library_id)
+        rel = event.path_bytes()
+        if root is None or rel is None:
+            raise TransientError(f"no location known for {event.file_id}")
+        path = os.fsdecode(os.path.join(os.fsencode(root), rel))
+        img = await asyncio.to_thread(self._decode, event, path)
+        try:
+            vec = await self.batcher.encode(img)
+        except BadInput as exc:
+            raise PermanentError(f"CLIP cannot encode {event.content_hash[:12]}: {exc}") from exc
+        except ModelUnavailable as exc:
+            self.lost.set()
+            raise TransientError(f"CLIP model unavailable: {exc}") from exc
+        except BackendUnavailable as exc:
+            raise TransientError(str(exc)) from exc
+        self.stats.encoded += 1
+        return [
+            ClipEncoded(
+                content_hash=event.content_hash,
+                model_version=model.version,
+                dim=int(vec.shape[0]),
+                vector=[float(x) for x in vec],
+                causation=seq,
+            )
+        ]
+
+    @staticmethod
+    def _decode(event: HashComputed, path: str) -> Image.Image:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise PermanentError(f"location vanished before CLIP encoding: {path}") from exc
+        if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
+            raise PermanentError(f"changed since it was hashed: {path}")
+        try:
+            return load_image(path)
+        except Exception as exc:  # undecodable: recorded, never retried forever
+            raise PermanentError(
+                f"cannot decode for CLIP: {type(exc).__name__}: {exc}"[:500]
+            ) from exc
+
+
+class ClipWorker(Worker):
+    """A Worker that runs only while its model is available."""
+
+    stats: ClipStats
+
+    def __init__(
+        self, name: str, event_log: EventLog, spec: ConsumerSpec, deriver: ClipDeriver,
+        *, concurrency: int, batch: int, recheck: float = 60.0,
+    ) -> None:  # fmt: skip
+        super().__init__(
+            name, event_log, spec, deriver, concurrency=concurrency, batch=batch,
+            accepts=(HashComputed,),
+        )  # fmt: skip
+        self.stats = deriver.stats
+        self.deriver = deriver
+        self.recheck = recheck
+
+    async def _model(self, stop: asyncio.Event | None = None) -> ModelInfo | None:
+        try:
+            probe = asyncio.ensure_future(self.deriver.backend.info())
+            if stop is not None:  # a first download may take long: stopping must not wait
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({probe, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not probe.done():
+                    probe.cancel()
+                    return None
+            info = await probe
+        except (ModelUnavailable, BackendUnavailable) as exc:
+            reason = str(exc)
+            if self.stats.model_error != reason:
+                log.error(
+                    "%s: CLIP model unavailable, semantic search is paused (checking again "
+                    "every %gs): %s", self.name, self.recheck, reason,
+                )  # fmt: skip
+            if self.stats.model_error != reason:
+                self.stats.model_error = reason
+                await self._publish_status()
+            return None
+        changed = self.stats.model_error is not None or self.stats.model != info.version
+        self.stats.model_error = None
+        self.stats.model = info.version
+        if changed:
+            log.info("%s: CLIP model %s (dim %d) ready", self.name, info.version, info.dim)
+            await self._publish_status()
+        self.deriver.model = info
+        return info
+
+    async def _publish_status(self) -> None:
+        """For `eventsvc status` (a KV bucket, not history)."""
+        await self.log.put_status(
+            f"worker.{self.name}",
+            {"model": self.stats.model, "model_error": self.stats.model_error,
+             "at": time.time()},
+        )  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                if await self._model(stop) is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.recheck)
+                    continue
+                self.deriver.lost.clear()
+                inner = asyncio.Event()
+
+                async def relay(inner: asyncio.Event = inner) -> None:
+                    stopper = asyncio.create_task(stop.wait())
+                    lost = asyncio.create_task(self.deriver.lost.wait())
+                    await asyncio.wait({stopper, lost}, return_when=asyncio.FIRST_COMPLETED)
+                    stopper.cancel()
+                    lost.cancel()
+                    inner.set()
+
+                relay_task = asyncio.create_task(relay())
+                try:
+                    await super().run(inner)
+                finally:
+                    relay_task.cancel()
+        finally:
+            await self.deriver.batcher.aclose()
+            await self.deriver.backend.aclose()
+
+
+def make_clip_worker(
+    event_log: EventLog, settings: object, roots: LibraryRoots, spec: ConsumerSpec,
+    *, model: str | None = None,
+) -> ClipWorker:  # fmt: skip
+    """The clip worker for the configured model (``model=None``) or another one."""
+    from eventsvc.inference.models import clip_backend
+    from eventsvc.settings import Settings
+
+    assert isinstance(settings, Settings)
+    backend = clip_backend(settings, model)
+    stats = ClipStats()
+    batcher = Batcher(
+        backend, size=settings.clip_batch, window=settings.clip_batch_window,
+        concurrency=settings.clip_concurrency, stats=stats,
+    )  # fmt: skip
+    deriver = ClipDeriver(roots, event_log, backend, batcher, stats)
+    in_flight = max(1, settings.clip_batch) * max(1, settings.clip_concurrency)
+    return ClipWorker(
+        spec.durable, event_log, spec, deriver, concurrency=in_flight,
+        batch=in_flight * 2, recheck=settings.clip_recheck,
+    )  # fmt: skip
+
+
+async def reencode(
+    event_log: EventLog, settings: object, roots: LibraryRoots, model: str, *,
+    follow: bool = False, stop: asyncio.Event | None = None,
+    progress: Callable[[dict[str, object]], None] | None = None,
+) -> dict[str, object]:  # fmt: skip
+    """Backfill ClipEncoded for ``model`` over every image content in the log, on its
+    own durable consumer (``clip-<model token>``) beside the main clip worker, which
+    keeps serving meanwhile. Returns when caught up (unless ``follow``)."""
+    from eventsvc.components import clip_spec
+    from eventsvc.inference.models import clip_backend, remember_model
+    from eventsvc.settings import Settings
+
+    assert isinstance(settings, Settings)
+    probe = clip_backend(settings, model)
+    try:
+        info = await probe.info()
+    finally:
+        await probe.aclose()
+    remember_model(settings, model)
+    name = "clip-" + subject_token(info.version)[:120]
+    worker = make_clip_worker(event_log, settings, roots, clip_spec(settings, name), model=model)
+    stop = stop or asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        while not task.done():
+            await asyncio.sleep(0.5)
+            try:
+                ci = await event_log.js.consumer_info(event_log.stream, name)
+            except Exception:  # not created yet
+                continue
+            state = {
+                "worker": name,
+                "model_version": info.version,
+                "pending": ci.num_pending,
+                "in_flight": ci.num_ack_pending,
+                "encoded": worker.stats.encoded,
+                "skipped": worker.stats.skipped,
+                "failed": worker.stats.failed,
+            }
+            if progress is not None:
+                progress(state)
+            if not follow and ci.num_pending == 0 and ci.num_ack_pending == 0:
+                break
+            if worker.stats.model_error is not None:
+                break  # the model went away: say so rather than wait forever
+    finally:
+        stop.set()
+        await task
+    return {
+        "worker": name,
+        "model_version": info.version,
+        "encoded": worker.stats.encoded,
+        "skipped": worker.stats.skipped,
+        "failed": worker.stats.failed,
+        "model_error": worker.stats.model_error,
+    }

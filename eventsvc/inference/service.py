@@ -1,0 +1,144 @@
+"""``eventsvc inference``: a small Litestar service exposing in-process back-ends over
+HTTP (wire format in :mod:`eventsvc.inference.protocol`), so inference can run on a GPU
+host (onnxruntime's CUDA provider is used there when installed) while workers run
+elsewhere."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Annotated, Any
+
+from litestar import Controller, Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Body
+from PIL import Image
+
+from eventsvc.errors import BadInput, InferenceError, ModelUnavailable
+from eventsvc.inference.protocol import ClipBackend, FaceBackend
+from eventsvc.settings import Settings
+
+try:  # litestar >= 2.23: say explicitly that back-ends are injected by name
+    from litestar.di import NamedDependency
+except ImportError:  # pragma: no cover - older litestar infers it
+    NamedDependency = None  # type: ignore[assignment,misc]
+
+__all__ = ["Backend", "ClipInferenceController", "create_inference_app", "decode_images"]
+
+Backend = NamedDependency[Any] if NamedDependency is not None else Any
+"""How handlers declare ``clip_backend`` / ``faces_backend`` (None when not configured)."""
+JsonBody = Annotated[dict[str, Any], Body()]
+
+MAX_ITEMS = 256
+
+
+def decode_images(items: Any) -> list[Image.Image]:
+    """Base64 JPEG/PNG strings -> RGB images; BadInput names the first bad one."""
+    if not isinstance(items, list) or not items:
+        raise BadInput("'images' must be a non-empty list of base64 strings")
+    if len(items) > MAX_ITEMS:
+        raise BadInput(f"at most {MAX_ITEMS} images per request")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            data = base64.b64decode(item, validate=True)
+            with Image.open(io.BytesIO(data)) as im:
+                out.append(im.convert("RGB"))
+        except (binascii.Error, TypeError, ValueError, OSError) as exc:
+            raise BadInput(f"image {i} is not a base64 JPEG/PNG: {exc}", index=i) from exc
+    return out
+
+
+def _error(exc: Exception) -> Response[Any]:
+    if isinstance(exc, ModelUnavailable):
+        return Response({"detail": str(exc), "code": "model_unavailable"}, status_code=503)
+    if isinstance(exc, BadInput):
+        body: dict[str, Any] = {"detail": str(exc), "code": "bad_input"}
+        if exc.index is not None:
+            body["index"] = exc.index
+        return Response(body, status_code=422)
+    return Response({"detail": str(exc), "code": "inference_error"}, status_code=500)
+
+
+def _handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return _error(exc)
+
+
+def _need(backend: Any, task: str) -> Any:
+    if backend is None:
+        raise ModelUnavailable(f"this inference service has no {task} back-end")
+    return backend
+
+
+class ClipInferenceController(Controller):
+    path = "/v1/clip"
+
+    @post("/images", status_code=200)
+    async def images(self, clip_backend: Backend, data: JsonBody) -> dict[str, Any]:
+        backend = _need(clip_backend, "clip")
+        imgs = decode_images(data.get("images"))
+        vectors = await backend.encode_images(imgs)
+        info = await backend.info()
+        return {"model": info.to_json(), "vectors": vectors.tolist()}
+
+    @post("/texts", status_code=200)
+    async def texts(self, clip_backend: Backend, data: JsonBody) -> dict[str, Any]:
+        backend = _need(clip_backend, "clip")
+        texts = data.get("texts")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise BadInput("'texts' must be a non-empty list of strings")
+        if len(texts) > MAX_ITEMS:
+            raise BadInput(f"at most {MAX_ITEMS} texts per request")
+        vectors = await backend.encode_texts(texts)
+        info = await backend.info()
+        return {"model": info.to_json(), "vectors": vectors.tolist()}
+
+
+@get("/v1/info")
+async def info(clip_backend: Backend, faces_backend: Backend) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for task, backend in (("clip", clip_backend), ("faces", faces_backend)):
+        if backend is None:
+            out[task] = {"error": f"no {task} back-end configured"}
+            continue
+        try:
+            out[task] = (await backend.info()).to_json()
+        except InferenceError as exc:
+            out[task] = {"error": str(exc)}
+    return out
+
+
+def create_inference_app(
+    settings: Settings, *, clip: ClipBackend | None, faces: FaceBackend | None
+) -> Litestar:
+    state = State({"clip": clip, "faces": faces})
+
+    def provide_clip(state: State) -> Any:
+        return state.clip
+
+    def provide_faces(state: State) -> Any:
+        return state.faces
+
+    async def close(_: Litestar) -> None:
+        for backend in (clip, faces):
+            if backend is not None:
+                await backend.aclose()
+
+    return Litestar(
+        route_handlers=[
+            info,
+            ClipInferenceController,
+            # --- faces: the integrator adds FacesInferenceController
+            # (eventsvc/inference/faces_http.py, POST /v1/faces/detect) here.
+        ],
+        dependencies={
+            "clip_backend": Provide(provide_clip, sync_to_thread=False),
+            "faces_backend": Provide(provide_faces, sync_to_thread=False),
+        },
+        exception_handlers={InferenceError: _handler},  # type: ignore[dict-item]
+        on_shutdown=[close],
+        state=state,
+        request_max_body_size=256 * 1024 * 1024,
+    )

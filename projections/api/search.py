@@ -1,0 +1,352 @@
+"""GET /photos/search (CLIP text search) and GET /photos/{content_hash}/similar.
+
+The metadata filters of ``/photos`` (its ``build_query``) select candidate contents
+BEFORE ranking; ranking is a dot product over the in-memory index
+(:mod:`projections.vectors`) with an argpartition top-k. Query embeddings are cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections import OrderedDict
+from typing import Annotated, Any, Literal
+
+import msgspec
+import numpy as np
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.params import Parameter
+from msgspec import Meta
+
+from eventsvc.errors import BackendUnavailable, InferenceError, ModelUnavailable
+from eventsvc.inference.models import clip_backend, known_model_specs
+from eventsvc.inference.protocol import ClipBackend, ModelInfo
+from eventsvc.settings import Settings
+from projections.api import db, rows
+from projections.api.context import Ctx
+from projections.api.errors import bad_parameter, error_responses
+from projections.api.photos import Query, build_query, check_hash
+from projections.vectors import ModelMatrix, VectorIndex
+
+__all__ = ["ClipEncoders", "ClipSearch", "SearchController", "SearchHit", "SearchPage"]
+
+log = logging.getLogger(__name__)
+
+
+class SearchHit(msgspec.Struct):
+    content_hash: Annotated[str, Meta(description="BLAKE3 of the content.")]
+    score: Annotated[float, Meta(description="Cosine similarity to the query, -1..1.")]
+    library_id: Annotated[str, Meta(description="Library of the location shown.")]
+    path: Annotated[str, Meta(description="A live location of the content (first by path).")]
+    file_id: Annotated[str, Meta(description="File id of that location.")]
+    thumbnails: Annotated[dict[str, str], Meta(description="Size name -> thumbnail URL path.")]
+
+
+class SearchPage(msgspec.Struct):
+    items: Annotated[list[SearchHit], Meta(description="Best first.")]
+    next: Annotated[str | None, Meta(description="Always null: one page of `limit` hits.")]
+    model_version: Annotated[
+        str | None, Meta(description="The CLIP model ranked with (null: none has vectors yet).")
+    ]
+
+
+class ClipEncoders:
+    """Text encoders by model version: the configured model, ``clip_extra_models`` and
+    models noted by ``eventsvc reencode``. Failures are retried after ``retry`` s."""
+
+    def __init__(self, settings: Settings, retry: float = 30.0) -> None:
+        self.settings = settings
+        self.retry = retry
+        self._ready: dict[str, tuple[ClipBackend, ModelInfo]] = {}
+        self._failed: dict[str, tuple[float, str]] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, version: str | None) -> tuple[ClipBackend, ModelInfo]:
+        async with self._lock:
+            for key in ["", *known_model_specs(self.settings)]:
+                got = self._ready.get(key)
+                if got is None:
+                    failed = self._failed.get(key)
+                    if failed is not None and time.monotonic() - failed[0] < self.retry:
+                        continue
+                    backend = clip_backend(self.settings, key or None)
+                    try:
+                        info = await backend.info()
+                    except (ModelUnavailable, BackendUnavailable) as exc:
+                        self._failed[key] = (time.monotonic(), str(exc))
+                        await backend.aclose()
+                        continue
+                    got = self._ready[key] = (backend, info)
+                    self._failed.pop(key, None)
+                if version is None or got[1].version == version:
+                    return got
+            reasons = "; ".join(r for _, r in self._failed.values()) or "no model configured"
+            what = f"model {version}" if version else "the configured CLIP model"
+            raise ModelUnavailable(f"cannot encode queries with {what}: {reasons}")
+
+    async def aclose(self) -> None:
+        for backend, _ in self._ready.values():
+            await backend.aclose()
+        self._ready.clear()
+
+
+class ClipSearch:
+    """Per-app search state: the vector index, the encoders, the query cache."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.index = VectorIndex(settings.readmodel_dir)
+        self.encoders = ClipEncoders(settings)
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self.cache_hits = 0
+
+    async def text_vector(self, version: str, text: str) -> np.ndarray:
+        key = (version, text)
+        vec = self._cache.get(key)
+        if vec is not None:
+            self._cache.move_to_end(key)
+            self.cache_hits += 1
+            return vec
+        backend, _ = await self.encoders.get(version)
+        vec = (await backend.encode_texts([text]))[0]
+        self._cache[key] = vec
+        while len(self._cache) > max(1, self.settings.clip_text_cache):
+            self._cache.popitem(last=False)
+        return vec
+
+
+def clip_search(state: State, settings: Settings) -> ClipSearch:
+    found = state.get("clip_search")
+    if found is None:
+        found = ClipSearch(settings)
+        state["clip_search"] = found
+    return found  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------ SQL around ranking
+
+
+def _candidates(conn: sqlite3.Connection, q: Query) -> list[str]:
+    sql = (
+        "SELECT DISTINCT f.content_hash FROM files AS f"
+        " LEFT JOIN media AS m ON m.content_hash = f.content_hash"
+        " WHERE f.content_hash IS NOT NULL" + "".join(f" AND {w}" for w in q.where)
+    )
+    return [r[0] for r in conn.execute(sql, q.params)]
+
+
+def _locations(conn: sqlite3.Connection, q: Query, hashes: list[str]) -> dict[str, sqlite3.Row]:
+    """The first live location (by library, path) of each hash that matches the filters."""
+    if not hashes:
+        return {}
+    marks = ",".join("?" for _ in hashes)
+    sql = (
+        "SELECT f.content_hash, f.library_id, f.path, f.file_id, t.sizes AS thumb_sizes"
+        " FROM files AS f LEFT JOIN media AS m ON m.content_hash = f.content_hash"
+        " LEFT JOIN thumbnails AS t ON t.content_hash = f.content_hash"
+        f" WHERE f.content_hash IN ({marks})"
+        + "".join(f" AND {w}" for w in q.where)
+        + " ORDER BY f.library_id, f.path, f.file_id"
+    )
+    out: dict[str, sqlite3.Row] = {}
+    for r in conn.execute(sql, [*hashes, *q.params]):
+        out.setdefault(r["content_hash"], r)
+    return out
+
+
+def _prepare(conn: sqlite3.Connection, q: Query) -> None:
+    if q.near is not None:
+        from projections.api import geo
+
+        conn.create_function("haversine_km", 4, geo.haversine_km, deterministic=True)
+
+
+async def _hits(
+    ctx: Any, q: Query, m: ModelMatrix, vec: np.ndarray, limit: int, threshold: float | None,
+    exclude: str | None = None,
+) -> list[SearchHit]:  # fmt: skip
+    readmodel_dir = ctx.settings.readmodel_dir
+    candidates = None
+    if q.where:
+
+        def cands(c: sqlite3.Connection) -> list[str]:
+            _prepare(c, q)
+            return _candidates(c, q)
+
+        hashes = await db.read(readmodel_dir, cands, [])
+        candidates = m.positions(hashes)
+    k = limit + (1 if exclude else 0)
+    while True:
+        ranked = await asyncio.to_thread(VectorIndex.rank, m, vec, k, threshold, candidates)
+        ranked = [(h, s) for h, s in ranked if h != exclude]
+        wanted = [h for h, _ in ranked]
+
+        def locate(c: sqlite3.Connection, wanted: list[str] = wanted) -> dict[str, sqlite3.Row]:
+            _prepare(c, q)
+            return _locations(c, q, wanted)
+
+        locs = await db.read(readmodel_dir, locate, {})
+        hits = [
+            SearchHit(
+                content_hash=h,
+                score=round(s, 6),
+                library_id=locs[h]["library_id"],
+                path=locs[h]["path"],
+                file_id=locs[h]["file_id"],
+                thumbnails=rows.thumbnail_urls(h, locs[h]["thumb_sizes"]),
+            )
+            for h, s in ranked
+            if h in locs
+        ]
+        # Contents without a live location drop out: look further when that cost hits.
+        total = m.n if candidates is None else len(candidates)
+        if len(hits) >= limit or len(ranked) < k or k >= total:
+            return hits[:limit]
+        k = min(total, k * 4)
+
+
+def _unavailable(exc: InferenceError) -> ServiceUnavailableException:
+    return ServiceUnavailableException(detail=f"semantic search unavailable: {exc}")
+
+
+def _pick(search: ClipSearch, model_version: str | None) -> tuple[ModelMatrix | None, Any]:
+    state = search.index.sync()
+    m = search.index.choose(state, model_version)
+    if model_version is not None and m is None:
+        known = ", ".join(sorted(state.models)) if state else ""
+        raise bad_parameter("model_version", f"no vectors for it (known: {known or 'none'})")
+    return m, state
+
+
+class SearchController(Controller):
+    path = "/photos"
+    tags = ("search",)
+
+    @get(
+        "/search",
+        summary="Search photos by words (CLIP)",
+        description="Contents ranked by cosine similarity between the query's CLIP text "
+        "embedding and their image embedding, best first, at or above `threshold`. The "
+        "metadata filters of /photos select candidates before ranking. Uses the newest "
+        "model whose vectors cover every image unless `model_version` is given. 503 when "
+        "no CLIP model can encode the query (the detail says why).",
+        responses=error_responses(400),
+    )
+    async def search(
+        self,
+        ctx: Ctx,
+        state: State,
+        q: Annotated[str, Parameter(min_length=1, max_length=1000, description="The words.")],
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="Most hits.")] = 50,
+        threshold: Annotated[
+            float, Parameter(ge=-1.0, le=1.0, description="Lowest cosine score returned.")
+        ] = 0.2,
+        model_version: Annotated[
+            str | None, Parameter(description="Rank with this model's vectors.")
+        ] = None,
+        library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
+        media_kind: Annotated[
+            Literal["image", "video"] | None, Parameter(description="As in /photos.")
+        ] = None,
+        path_prefix: Annotated[
+            str | None, Parameter(description="Only paths starting with this string.")
+        ] = None,
+        taken_from: Annotated[str | None, Parameter(description="As in /photos.")] = None,
+        taken_to: Annotated[str | None, Parameter(description="As in /photos.")] = None,
+        make: Annotated[str | None, Parameter(description="As in /photos.")] = None,
+        model: Annotated[str | None, Parameter(description="Camera model, as in /photos.")] = None,
+        lens: Annotated[str | None, Parameter(description="As in /photos.")] = None,
+        bbox: Annotated[str | None, Parameter(description="As in /photos.")] = None,
+        near: Annotated[str | None, Parameter(description="As in /photos.")] = None,
+        radius_km: Annotated[float | None, Parameter(description="As in /photos.")] = None,
+        has_gps: Annotated[bool | None, Parameter(description="As in /photos.")] = None,
+        orientation: Annotated[
+            int | None, Parameter(ge=1, le=8, description="Only this EXIF orientation (1-8).")
+        ] = None,
+    ) -> SearchPage:
+        query = build_query(
+            library=library, media_kind=media_kind, path_prefix=path_prefix,
+            taken_from=taken_from, taken_to=taken_to, make=make, model=model, lens=lens,
+            bbox=bbox, near=near, radius_km=radius_km, has_gps=has_gps, orientation=orientation,
+        )  # fmt: skip
+        text = q.strip()
+        if not text:
+            raise bad_parameter("q", "must contain words")
+        search = clip_search(state, ctx.settings)
+        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        try:
+            if m is None:  # nothing encoded yet: still say why when there is no model
+                await search.encoders.get(None)
+                return SearchPage(items=[], next=None, model_version=None)
+            vec = await search.text_vector(m.version, text)
+        except InferenceError as exc:
+            raise _unavailable(exc) from exc
+        hits = await _hits(ctx, query, m, vec, limit, threshold)
+        return SearchPage(items=hits, next=None, model_version=m.version)
+
+    @get(
+        "/{content_hash:str}/similar",
+        summary="Photos that look like this one (CLIP)",
+        description="Contents ranked by cosine similarity of their image embeddings to this "
+        "content's, best first, the content itself left out.",
+        responses=error_responses(400, 404),
+    )
+    async def similar(
+        self,
+        ctx: Ctx,
+        state: State,
+        content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="Most hits.")] = 50,
+        threshold: Annotated[
+            float | None,
+            Parameter(ge=-1.0, le=1.0, description="Lowest cosine score returned (none: all)."),
+        ] = None,
+        model_version: Annotated[
+            str | None, Parameter(description="Rank with this model's vectors.")
+        ] = None,
+        library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
+    ) -> SearchPage:
+        check_hash(content_hash)
+        search = clip_search(state, ctx.settings)
+        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        row = m.rows.get(content_hash) if m is not None else None
+        if m is None or row is None:
+            where = f" under model {m.version}" if m is not None else ""
+            raise NotFoundException(detail=f"no CLIP embedding for {content_hash}{where} (yet)")
+        vec = m.matrix[row].copy()
+        query = build_query(library=library)
+        hits = await _hits(ctx, query, m, vec, limit, threshold, exclude=content_hash)
+        return SearchPage(items=hits, next=None, model_version=m.version)
+
+
+async def search_text(
+    settings: Settings, text: str, *, limit: int = 20, threshold: float | None = 0.2,
+    model_version: str | None = None,
+) -> SearchPage:  # fmt: skip
+    """The search of ``GET /photos/search`` without the HTTP (``eventsvc search``)."""
+    from types import SimpleNamespace
+
+    from eventsvc.errors import ReadModelError
+
+    search = ClipSearch(settings)
+    try:
+        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        if m is None:
+            await search.encoders.get(None)
+            return SearchPage(items=[], next=None, model_version=None)
+        vec = await search.text_vector(m.version, text)
+        hits = await _hits(SimpleNamespace(settings=settings), Query(), m, vec, limit, threshold)
+    except Exception as exc:
+        if isinstance(exc, (InferenceError, ReadModelError)):
+            raise
+        detail = getattr(exc, "detail", None)
+        if detail:
+            raise ReadModelError(str(detail)) from exc
+        raise
+    finally:
+        await search.encoders.aclose()
+    return SearchPage(items=hits, next=None, model_version=m.version)
