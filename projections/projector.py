@@ -32,7 +32,7 @@ from eventsvc.events import (
 )
 from eventsvc.log import EventLog, RawEvent
 from eventsvc.media.dates import date_from_filename
-from projections import readmodel
+from projections import people, readmodel
 
 __all__ = ["Projector", "apply", "apply_batch", "rebuild"]
 
@@ -245,6 +245,7 @@ APPLIERS: dict[type[Event], Applier] = {
     ExifExtracted: _exif,  # type: ignore[dict-item]
     ThumbnailReady: _thumbnail,  # type: ignore[dict-item]
     NotDuplicate: _not_duplicate,  # type: ignore[dict-item]
+    **people.APPLIERS,  # type: ignore[dict-item]
 }
 
 
