@@ -51,12 +51,28 @@ def person_id_for(founder: str) -> str:
     return "p-" + hashlib.blake2b(founder.encode(), digest_size=8).hexdigest()
 
 
+class _Part:
+    """A centroid: the sum and count of some faces of a person. A person founded by the
+    clusterer has one; a merge keeps both sides' parts, so a person who looks two ways
+    (glasses or not, child and adult) still attracts faces of either look."""
+
+    __slots__ = ("n", "total")
+
+    def __init__(self) -> None:
+        self.total = np.zeros(128)
+        self.n = 0
+
+    def centroid(self) -> np.ndarray:
+        return self.total / self.n
+
+
 @dataclass
 class _Face:
     id: str
     content: str
     emb: np.ndarray
     person: str | None = None
+    part: _Part | None = None
     locked: bool = False
     rejected: bool = False
 
@@ -64,26 +80,45 @@ class _Face:
 @dataclass
 class _Person:
     id: str
-    total: np.ndarray = field(default_factory=lambda: np.zeros(128))
+    parts: list[_Part] = field(default_factory=list)
     faces: set[str] = field(default_factory=set)
     contents: dict[str, int] = field(default_factory=dict)
 
-    def add(self, f: _Face) -> None:
+    def distance(self, emb: np.ndarray) -> tuple[float, _Part | None]:
+        best, part = float("inf"), None
+        for p in self.parts:
+            if p.n:
+                d = float(np.linalg.norm(emb - p.centroid()))
+                if d < best:
+                    best, part = d, p
+        return best, part
+
+    def add(self, f: _Face, new_part_beyond: float | None) -> None:
+        """Into the nearest part; a new part when there is none, or when it is farther
+        than ``new_part_beyond`` (a face put here by hand that looks unlike the rest)."""
+        d, part = self.distance(f.emb)
+        if part is None or (new_part_beyond is not None and d > new_part_beyond):
+            part = _Part()
+            self.parts.append(part)
+        part.total = part.total + f.emb
+        part.n += 1
+        f.part = part
         self.faces.add(f.id)
-        self.total = self.total + f.emb
         self.contents[f.content] = self.contents.get(f.content, 0) + 1
 
     def remove(self, f: _Face) -> None:
         self.faces.discard(f.id)
-        self.total = self.total - f.emb
+        if f.part is not None:
+            f.part.total = f.part.total - f.emb
+            f.part.n -= 1
+            if f.part.n <= 0:
+                self.parts = [p for p in self.parts if p is not f.part]
+        f.part = None
         left = self.contents.get(f.content, 1) - 1
         if left:
             self.contents[f.content] = left
         else:
             self.contents.pop(f.content, None)
-
-    def centroid(self) -> np.ndarray:
-        return self.total / len(self.faces)
 
 
 class Clusterer:
@@ -120,10 +155,10 @@ class Clusterer:
         f.person = None
         self.pool.pop(f.id, None)
 
-    def _attach(self, f: _Face, person_id: str) -> None:
+    def _attach(self, f: _Face, person_id: str, by_hand: bool = False) -> None:
         self._detach(f)
         f.person = person_id
-        self._person(person_id).add(f)
+        self._person(person_id).add(f, self.threshold if by_hand else None)
 
     def faces_of(self, e: FacesDetected) -> list[str]:
         """Register the faces of ``e`` (if it is the content's clustered model); their ids."""
@@ -157,7 +192,7 @@ class Clusterer:
                 return
             f.rejected = False
             f.locked = True
-            self._attach(f, self.resolve(e.person_id))
+            self._attach(f, self.resolve(e.person_id), by_hand=True)
         elif isinstance(e, FaceRejected):
             f = self.faces.get(e.face_id)
             if f is None:
@@ -172,10 +207,12 @@ class Clusterer:
             source = self.people.pop(src, None)
             self.alias[src] = dst
             if source is not None:
-                for fid in list(source.faces):
-                    f = self.faces[fid]
-                    f.person = dst
-                    target.add(f)
+                target.parts += source.parts
+                target.faces |= source.faces
+                for content, n in source.contents.items():
+                    target.contents[content] = target.contents.get(content, 0) + n
+                for fid in source.faces:
+                    self.faces[fid].person = dst
 
     # ---------------------------------------------------------------- the rules
 
@@ -188,7 +225,7 @@ class Clusterer:
         for p in self.people.values():
             if not p.faces or f.content in p.contents:
                 continue
-            d = float(np.linalg.norm(f.emb - p.centroid()))
+            d, _ = p.distance(f.emb)
             if d <= self.threshold and (best_d is None or d < best_d):
                 best, best_d = p, d
         if best is not None:
