@@ -200,6 +200,8 @@ class FacesWorker(Worker):
         await super()._one(msg)
 
     async def run(self, stop: asyncio.Event) -> None:
+        # The consumer exists from the start, so its backlog shows while paused.
+        await self.log.ensure_consumer(self.spec)
         while not stop.is_set():
             if not await self.deriver.check_model():
                 with contextlib.suppress(TimeoutError):

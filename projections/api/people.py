@@ -376,7 +376,9 @@ class PeopleController(Controller):
         description="A merged person's id answers the person it was merged into.",
         responses=error_responses(400, 404),
     )
-    async def get_person(self, ctx: Ctx, person_id: str) -> Person:
+    async def get_person(
+        self, ctx: Ctx, person_id: Annotated[str, Parameter(description="A person id.")]
+    ) -> Person:
         _check_person(person_id)
         found = await db.read(ctx.settings.readmodel_dir, lambda c: _get_person(c, person_id), None)
         if found is None:
@@ -393,7 +395,7 @@ class PeopleController(Controller):
     async def person_photos(
         self,
         ctx: Ctx,
-        person_id: str,
+        person_id: Annotated[str, Parameter(description="A person id.")],
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 100,
         cursor: Annotated[
             str | None, Parameter(description="The `next` of the previous page.")
@@ -427,7 +429,7 @@ class PeopleController(Controller):
     async def patch_person(
         self,
         ctx: Ctx,
-        person_id: str,
+        person_id: Annotated[str, Parameter(description="A person id.")],
         data: Annotated[PersonPatch, Body(description="name and/or hidden.")],
     ) -> DecisionAccepted:
         import msgspec
@@ -457,7 +459,7 @@ class PeopleController(Controller):
     async def merge(
         self,
         ctx: Ctx,
-        person_id: str,
+        person_id: Annotated[str, Parameter(description="A person id.")],
         data: Annotated[MergeRequest, Body(description="The people to merge into this one.")],
     ) -> DecisionAccepted:
         target = await _require_person(ctx, person_id)
@@ -518,7 +520,9 @@ class FacesController(Controller):
         return FacePage(items=found[:limit], next=nxt)
 
     @get("/{face_id:str}", summary="One face", responses=error_responses(400, 404))
-    async def get_face(self, ctx: Ctx, face_id: str) -> Face:
+    async def get_face(
+        self, ctx: Ctx, face_id: Annotated[str, Parameter(description="A face id.")]
+    ) -> Face:
         return await _require_face(ctx, face_id)
 
     @get(
@@ -530,7 +534,10 @@ class FacesController(Controller):
         responses=error_responses(400, 404),
     )
     async def face_thumbnail(
-        self, ctx: Ctx, request: Request[Any, Any, Any], face_id: str
+        self,
+        ctx: Ctx,
+        request: Request[Any, Any, Any],
+        face_id: Annotated[str, Parameter(description="A face id.")],
     ) -> Response[Any]:
         _check_face(face_id)
         src = await db.read(ctx.settings.readmodel_dir, lambda c: _sources(c, face_id), None)
@@ -556,7 +563,7 @@ class FacesController(Controller):
     async def reassign(
         self,
         ctx: Ctx,
-        face_id: str,
+        face_id: Annotated[str, Parameter(description="A face id.")],
         data: Annotated[ReassignRequest, Body(description="person_id or new_person.")],
     ) -> DecisionAccepted:
         await _require_face(ctx, face_id)
@@ -578,7 +585,9 @@ class FacesController(Controller):
         "assigned again (a later reassign takes it back).",
         responses=_DECISION_RESPONSES,
     )
-    async def reject(self, ctx: Ctx, face_id: str) -> DecisionAccepted:
+    async def reject(
+        self, ctx: Ctx, face_id: Annotated[str, Parameter(description="A face id.")]
+    ) -> DecisionAccepted:
         face = await _require_face(ctx, face_id)
         seqs, dup = await _publish(ctx, [FaceRejected(face_id=face_id)])
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=face.person_id, face_id=face_id)
