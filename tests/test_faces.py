@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from eventsvc.errors import BackendUnavailable, BadInput, ConfigError, ModelUnavailable
 from eventsvc.events import FacesDetected
 from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
-from eventsvc.inference.faces_http import FacesInferenceController, HttpFaceBackend
+from eventsvc.inference.faces_http import FacesDep, FacesInferenceController, HttpFaceBackend
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.log import EventLog
 from eventsvc.settings import Library, Settings
@@ -302,7 +302,7 @@ class Flaky:
 
 def inference_app(faces: FaceBackend | None) -> Litestar:
     @get("/v1/info")
-    async def info(faces_backend: Any) -> dict[str, Any]:
+    async def info(faces_backend: FacesDep) -> dict[str, Any]:
         if faces_backend is None:
             return {"faces": {"error": "no face back-end"}}
         try:

@@ -13,16 +13,25 @@ import base64
 import binascii
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from litestar import Controller, Response, post
+from litestar.params import Body
 from PIL import Image, UnidentifiedImageError
+
+try:  # litestar >= 2.23: say explicitly that the back-end is injected by name
+    from litestar.di import NamedDependency
+
+    FacesDep = NamedDependency[Any]
+except ImportError:  # pragma: no cover - older litestar infers it
+    FacesDep = Any  # type: ignore[misc]
 
 from eventsvc.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
 
 __all__ = [
+    "FacesDep",
     "FacesInferenceController",
     "HttpFaceBackend",
     "decode_image",
@@ -85,7 +94,11 @@ class FacesInferenceController(Controller):
     tags = ("inference",)
 
     @post("/detect", status_code=200, summary="Detect and describe faces")
-    async def detect(self, faces_backend: Any, data: dict[str, Any]) -> Response[Any]:
+    async def detect(
+        self,
+        faces_backend: FacesDep,
+        data: Annotated[dict[str, Any], Body(description='{"images": [base64 JPEG/PNG, ...]}')],
+    ) -> Response[Any]:
         """``{"images": [b64, ...]}`` -> ``{"model": ModelInfo, "faces": [[face, ...], ...]}``."""
         try:
             backend: FaceBackend | None = faces_backend

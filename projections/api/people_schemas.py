@@ -44,6 +44,8 @@ class Face(msgspec.Struct):
 
 
 class Person(msgspec.Struct):
+    """A person: faces the clusterer (or a user) put together."""
+
     person_id: Annotated[str, Meta(description="Stable id (p-<16 hex>).")]
     name: Annotated[str | None, Meta(description="The name a user gave; null until named.")]
     hidden: Annotated[bool, Meta(description="Hidden by a user (left out of GET /people).")]
@@ -53,12 +55,12 @@ class Person(msgspec.Struct):
 
 
 class PersonPage(msgspec.Struct):
-    items: list[Person]
+    items: Annotated[list[Person], Meta(description="People, most faces first.")]
     next: Annotated[str | None, Meta(description=NEXT)]
 
 
 class FacePage(msgspec.Struct):
-    items: list[Face]
+    items: Annotated[list[Face], Meta(description="Faces, by id.")]
     next: Annotated[str | None, Meta(description=NEXT)]
 
 
@@ -70,7 +72,7 @@ class PersonPhoto(msgspec.Struct):
 
 
 class PersonPhotoPage(msgspec.Struct):
-    items: list[PersonPhoto]
+    items: Annotated[list[PersonPhoto], Meta(description="Photos, by content hash.")]
     next: Annotated[str | None, Meta(description=NEXT)]
 
 
