@@ -14,4 +14,5 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "publish": ("bench.publish", "EventLog.publish_many vs raw js.publish_async (events/s)"),
     "rebuild": ("bench.rebuild", "read-model rebuild vs raw ordered read / raw SQLite inserts"),
     "ingest": ("bench.ingest", "first ingest of 12 MP JPEGs vs a bare multiprocess loop (files/s)"),
+    "faces": ("bench.faces", "faces worker vs bare dlib calls on the same images (images/s)"),
 }
