@@ -238,14 +238,13 @@ class Clusterer:
                 )
             ]
         nearest: dict[str, tuple[float, str]] = {}
-        for other in self.pool.values():
-            if other.id == fid or other.content == f.content:
-                continue
-            d = float(np.linalg.norm(f.emb - other.emb))
-            if d <= self.threshold and (
-                other.content not in nearest or (d, other.id) < nearest[other.content]
-            ):
-                nearest[other.content] = (d, other.id)
+        others = [o for o in self.pool.values() if o.content != f.content]
+        if others:
+            dists = np.linalg.norm(np.stack([o.emb for o in others]) - f.emb, axis=1)
+            for k in np.flatnonzero(dists <= self.threshold):
+                other, d = others[k], float(dists[k])
+                if other.content not in nearest or (d, other.id) < nearest[other.content]:
+                    nearest[other.content] = (d, other.id)
         if len(nearest) + 1 < self.min_samples:
             return []
         pid = person_id_for(fid)
