@@ -122,6 +122,32 @@ async def test_min_size_and_upsample_are_settings() -> None:
     assert (await DlibFaceBackend(DlibSettings(upsample=1, min_size=60)).detect([small]))[0] == []
 
 
+async def test_boxes_are_relative_to_the_upright_image(
+    tmp_path: Path, backend: DlibFaceBackend
+) -> None:
+    """A JPEG stored sideways with EXIF Orientation 6, and a HEIC: boxes as displayed."""
+    from pillow_heif import register_heif_opener
+
+    from eventsvc.derive.faces import load_image
+
+    register_heif_opener()
+    a = astronaut()
+    sideways = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    a.transpose(Image.Transpose.ROTATE_90).save(sideways, quality=92, exif=exif)
+    heic = tmp_path / "astro.heic"
+    a.save(heic, quality=90)
+    for path in (sideways, heic):
+        img = load_image(str(path), 1024)
+        assert img.size == (512, 512)
+        (face,) = (await backend.detect([img]))[0]
+        left, top, right, bottom = face.box
+        assert abs((left + right) / 2 - 0.43) < 0.05 and abs((top + bottom) / 2 - 0.24) < 0.05
+    capped = load_image(str(sideways), 256)  # the long edge is capped
+    assert capped.size == (256, 256)
+
+
 def fake_models_package(tmp: Path) -> Path:
     """A broken install: the package is there, its .dat files are not."""
     pkg = tmp / "fake_site" / "face_recognition_models"
@@ -376,3 +402,23 @@ def _jpeg(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+async def test_worker_through_an_inference_service(
+    tmp_path: Path, event_log: EventLog, settings: Settings, backend: DlibFaceBackend
+) -> None:
+    """`faces_inference_url`: the worker sends the pixels to the service; same facts."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    astronaut().save(root / "a.jpg", quality=90)
+    Image.fromarray(skimage.data.coffee()).save(root / "c.jpg", quality=90)
+    async with serve(inference_app(backend)) as url:
+        s = faces_settings(settings, faces_inference_url=url)
+        async with running(
+            Pipeline(event_log, s, [Library("l", "l", root)]), workers=("faces",)
+        ) as p:
+            await _scan(p)
+            await wait_until(lambda: p.workers["faces"].stats.images == 2, 30)
+            found = {e.content_hash: e for _, e in await p.events("FacesDetected")}
+    assert sorted(len(e.faces) for e in found.values()) == [0, 1]
+    assert {e.model for e in found.values()} == {(await backend.info()).version}
