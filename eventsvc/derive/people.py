@@ -301,10 +301,11 @@ class PeopleStats(WorkerStats):
 
 
 class PeopleWorker(Worker):
-    """Ordered (one at a time); its own results are published then applied."""
+    """Ordered: one message fetched and handled at a time (batch 1), so a re-run sees the
+    same order; its own results are published, then applied to the state."""
 
     def __init__(self, event_log: EventLog, spec: ConsumerSpec, clusterer: Clusterer) -> None:
-        super().__init__("people", event_log, spec, self._handle, concurrency=1, batch=16)
+        super().__init__("people", event_log, spec, self._handle, concurrency=1, batch=1)
         self.clusterer = clusterer
         self.stats = PeopleStats()
         self.folded_to = 0
