@@ -16,4 +16,5 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "search": ("bench.search", "/photos/search ranking p50/p95 vs a bare numpy product (ms)"),
     "clip": ("bench.clip", "clip worker images/s vs bare onnxruntime, random ViT-B/32"),
     "ingest": ("bench.ingest", "first ingest of 12 MP JPEGs vs a bare multiprocess loop (files/s)"),
+    "faces": ("bench.faces", "faces worker vs bare dlib calls on the same images (images/s)"),
 }

@@ -328,12 +328,15 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
 
 async def cmd_inference(args: argparse.Namespace) -> int:
     from eventsvc.components import ApiServer
+    from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
     from eventsvc.inference.models import LazyOnnxClip
     from eventsvc.inference.service import create_inference_app
 
     settings = _settings(args)
     clip = LazyOnnxClip(settings, args.model)
-    app = create_inference_app(settings, clip=clip, faces=None)
+    # dlib loads lazily: without it /v1/faces/detect answers 503 model_unavailable
+    faces = DlibFaceBackend(DlibSettings.from_settings(settings))
+    app = create_inference_app(settings, clip=clip, faces=faces)
     log.info("eventsvc inference on http://%s:%d", args.host, args.port)
     await _until_signalled([ApiServer(app, args.host, args.port).run])
     return 0
@@ -448,7 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(reencode)
     reencode.set_defaults(func=cmd_reencode)
 
-    inference = sub.add_parser("inference", help="serve CLIP inference over HTTP (GPU host)")
+    inference = sub.add_parser(
+        "inference", help="serve CLIP and face inference over HTTP (GPU host)"
+    )
     _common(inference)
     inference.add_argument("--host", default="127.0.0.1")
     inference.add_argument("--port", type=int, default=8471)

@@ -26,6 +26,7 @@ __all__ = [
     "WORKERS",
     "ApiServer",
     "clip_spec",
+    "face_backend",
     "hasher_spec",
     "make_worker",
     "media_spec",
@@ -107,10 +108,50 @@ async def _clip_worker(event_log: EventLog, settings: Settings, roots: LibraryRo
     return make_clip_worker(event_log, settings, roots, clip_spec(settings))
 
 
+def face_backend(settings: Settings) -> Any:
+    """The configured face back-end: an inference service, else dlib in-process."""
+    if settings.faces_inference_url:
+        from eventsvc.inference.faces_http import HttpFaceBackend
+
+        return HttpFaceBackend(settings.faces_inference_url)
+    from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
+
+    return DlibFaceBackend(DlibSettings.from_settings(settings))
+
+
+async def _faces_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
+    from eventsvc.derive.faces import FacesDeriver, FacesWorker
+
+    spec = _spec(
+        settings,
+        "faces",
+        "content.*.HashComputed",
+        "HashComputed (images) -> FacesDetected (once per content and model)",
+    )
+    deriver = FacesDeriver(roots, event_log, face_backend(settings), settings.faces_max_edge)
+    return FacesWorker(
+        event_log,
+        spec,
+        deriver,
+        concurrency=settings.faces_concurrency,
+        recheck_interval=settings.faces_recheck_interval,
+    )
+
+
+async def _people_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
+    from eventsvc.derive.people import Clusterer, PeopleWorker, people_spec
+
+    base = _spec(settings, "people", "content.*.FacesDetected.*", "")
+    clusterer = Clusterer(settings.people_threshold, settings.people_min_samples)
+    return PeopleWorker(event_log, people_spec(settings.subject_prefix, base), clusterer)
+
+
 FACTORIES: dict[str, WorkerFactory] = {
     "hasher": _hasher_worker,
     "media": _media_worker,
     "clip": _clip_worker,
+    "faces": _faces_worker,
+    "people": _people_worker,
 }
 """Every worker ``eventsvc up`` runs, by name. A factory imports its optional
 dependencies itself, so a missing extra only affects its own worker."""

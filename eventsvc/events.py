@@ -17,6 +17,7 @@ has its own subject (and its own once-only guard)::
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -36,7 +37,10 @@ __all__ = [
     "DerivationFailed",
     "Event",
     "ExifExtracted",
+    "FaceAssigned",
     "FaceBox",
+    "FaceReassigned",
+    "FaceRejected",
     "FacesDetected",
     "FileMissing",
     "FileSeen",
@@ -44,10 +48,15 @@ __all__ = [
     "LibraryOnline",
     "LibraryStale",
     "NotDuplicate",
+    "PeopleMerged",
+    "PersonCreated",
+    "PersonHidden",
+    "PersonNamed",
     "PlaylistReady",
     "ThumbnailReady",
     "decode",
     "encode",
+    "face_id",
     "headers_for",
     "now",
     "subject_token",
@@ -311,6 +320,125 @@ class FacesDetected(Event):
         return f"FacesDetected:{self.content_hash}:{self.model}"
 
 
+def face_id(content_hash: str, model: str, index: int) -> str:
+    """The stable id of the ``index``-th face a model found in a content."""
+    token = hashlib.blake2b(model.encode(), digest_size=3).hexdigest()
+    return f"{content_hash}-{token}-{index}"
+
+
+class PersonCreated(Event):
+    """The clusterer founded a person from a core face and its neighbours."""
+
+    aggregate: ClassVar[str] = "person"
+    type: Literal["PersonCreated"] = "PersonCreated"
+    v: Literal[1] = 1
+    person_id: str
+    founder: str
+    """The face id whose neighbourhood founded the person (the id derives from it)."""
+
+    @property
+    def key(self) -> str:
+        return self.person_id
+
+    def default_msg_id(self) -> str:
+        return f"PersonCreated:{self.person_id}"
+
+
+class FaceAssigned(Event):
+    """The clusterer put a face into a person (automatic; human decisions win)."""
+
+    aggregate: ClassVar[str] = "face"
+    type: Literal["FaceAssigned"] = "FaceAssigned"
+    v: Literal[1] = 1
+    face_id: str
+    person_id: str
+    content_hash: str
+    distance: float | None = None
+    """Distance to the person's centroid when it joined (None: a founding member)."""
+
+    @property
+    def key(self) -> str:
+        return self.face_id
+
+    def default_msg_id(self) -> str:
+        return f"FaceAssigned:{self.face_id}:{self.person_id}"
+
+
+class _Decision(Event):
+    """A user's decision: always wins over automatic results, on replay too."""
+
+    def default_msg_id(self) -> str:
+        return f"{self.type}:{self.key}:{self.occurred_at.isoformat()}"  # type: ignore[attr-defined]
+
+
+class PersonNamed(_Decision):
+    aggregate: ClassVar[str] = "person"
+    type: Literal["PersonNamed"] = "PersonNamed"
+    v: Literal[1] = 1
+    person_id: str
+    name: str | None
+    """None clears the name."""
+
+    @property
+    def key(self) -> str:
+        return self.person_id
+
+
+class PersonHidden(_Decision):
+    aggregate: ClassVar[str] = "person"
+    type: Literal["PersonHidden"] = "PersonHidden"
+    v: Literal[1] = 1
+    person_id: str
+    hidden: bool = True
+
+    @property
+    def key(self) -> str:
+        return self.person_id
+
+
+class PeopleMerged(_Decision):
+    """``source`` joins ``target``: its faces, and later assignments to it, go there."""
+
+    aggregate: ClassVar[str] = "person"
+    type: Literal["PeopleMerged"] = "PeopleMerged"
+    v: Literal[1] = 1
+    source: str
+    target: str
+
+    @property
+    def key(self) -> str:
+        return self.source
+
+
+class FaceReassigned(_Decision):
+    """A face moved by hand (the split): it stays there whatever the clusterer says."""
+
+    aggregate: ClassVar[str] = "face"
+    type: Literal["FaceReassigned"] = "FaceReassigned"
+    v: Literal[1] = 1
+    face_id: str
+    person_id: str
+    """An existing person, or a new id (a split into a new person)."""
+    new_person: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.face_id
+
+
+class FaceRejected(_Decision):
+    """Not a face (or not one to keep): never assigned again."""
+
+    aggregate: ClassVar[str] = "face"
+    type: Literal["FaceRejected"] = "FaceRejected"
+    v: Literal[1] = 1
+    face_id: str
+
+    @property
+    def key(self) -> str:
+        return self.face_id
+
+
 class PlaylistReady(Event):
     aggregate: ClassVar[str] = "content"
     type: Literal["PlaylistReady"] = "PlaylistReady"
@@ -358,6 +486,13 @@ _CLASSES: tuple[type[Event], ...] = (
     FacesDetected,
     PlaylistReady,
     NotDuplicate,
+    PersonCreated,
+    FaceAssigned,
+    PersonNamed,
+    PersonHidden,
+    PeopleMerged,
+    FaceReassigned,
+    FaceRejected,
 )
 EVENT_TYPES: dict[str, type[Event]] = {c.model_fields["type"].default: c for c in _CLASSES}
 CURRENT_VERSION: dict[str, int] = {t: c.model_fields["v"].default for t, c in EVENT_TYPES.items()}

@@ -359,7 +359,9 @@ class EventLog:
             done = False
             if not follow:
                 ci = await sub.consumer_info()
-                if ci.num_pending == 0 and (ci.delivered.stream_seq or 0) == 0 and queue.empty():
+                # (A filtered consumer's delivered.stream_seq moves past messages that
+                # do not match; consumer_seq counts what was delivered.)
+                if ci.num_pending == 0 and (ci.delivered.consumer_seq or 0) == 0 and queue.empty():
                     return  # nothing matches the filter
             while not done:
                 try:

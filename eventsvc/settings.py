@@ -75,8 +75,37 @@ class Settings(BaseSettings):
     ack_wait: float = 30.0
     backoff: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0])
     projector_batch: int = 2000
-    workers: list[str] = Field(default_factory=lambda: ["hasher", "media", "clip"])
-    """The workers ``eventsvc up`` runs (EVENTSVC_WORKERS='["hasher","media","clip"]')."""
+    workers: list[str] = Field(
+        default_factory=lambda: ["hasher", "media", "clip", "faces", "people"]
+    )
+    """The workers ``eventsvc up`` runs (EVENTSVC_WORKERS='["hasher","media"]')."""
+    # ---- faces and people
+    faces_detector: str = "hog"
+    """'hog' (fast, CPU) or 'cnn' (dlib's MMOD detector: better on small/turned faces, slow
+    without a GPU)."""
+    faces_upsample: int = 1
+    """Times the image is upsampled before detection (each doubles the size: finds faces
+    half as big, costs about 4x)."""
+    faces_min_size: int = 40
+    """Faces narrower than this many pixels of the analysed image are dropped."""
+    faces_min_score: float = 0.3
+    """Detector score below which a detection is dropped (HOG: SVM margin; CNN: confidence)."""
+    faces_max_edge: int = 1024
+    """Images are analysed at most this many pixels on the long edge."""
+    faces_num_jitters: int = 0
+    """Descriptor re-sampling (0: one pass; 10: ~10x slower, slightly more stable)."""
+    faces_concurrency: int = 1
+    """Parallel face jobs (dlib keeps the GIL in places; one per core at most)."""
+    faces_inference_url: str | None = None
+    """An `eventsvc inference` service doing the detection (None: in-process dlib)."""
+    faces_recheck_interval: float = 60.0
+    """Seconds between checks for a model that was unavailable."""
+    people_threshold: float = 0.5
+    """Largest face-descriptor distance (Euclidean) between a face and a person's centroid
+    for the face to join that person; also the neighbourhood radius for new people."""
+    people_min_samples: int = 3
+    """Unassigned faces (of distinct photos, the face itself included) within the
+    threshold of one another that found a new person."""
     log_level: str = "INFO"
     # ---- CLIP semantic search
     clip_model: str = "immich-app/ViT-B-32__openai"

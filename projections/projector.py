@@ -35,7 +35,7 @@ from eventsvc.events import (
 )
 from eventsvc.log import EventLog, RawEvent
 from eventsvc.media.dates import date_from_filename
-from projections import readmodel
+from projections import people, readmodel
 
 __all__ = ["Projector", "apply", "apply_batch", "rebuild"]
 
@@ -277,6 +277,7 @@ APPLIERS: dict[type[Event], Applier] = {
     ThumbnailReady: _thumbnail,  # type: ignore[dict-item]
     NotDuplicate: _not_duplicate,  # type: ignore[dict-item]
     ClipEncoded: _clip,  # type: ignore[dict-item]
+    **people.APPLIERS,  # type: ignore[dict-item]
 }
 
 

@@ -127,3 +127,53 @@ CREATE TABLE IF NOT EXISTS clip_vectors (
     PRIMARY KEY (model_version, content_hash)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS clip_vectors_by_seq ON clip_vectors (seq);
+
+-- ---------------------------------------------------------------- faces and people
+-- Contents analysed for faces, per model (faces = 0 is the fact "no faces").
+CREATE TABLE IF NOT EXISTS face_scans (
+    content_hash TEXT NOT NULL,
+    model        TEXT NOT NULL,
+    faces        INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (content_hash, model)
+) WITHOUT ROWID;
+
+-- One row per detected face (FacesDetected); person_id from FaceAssigned or decisions.
+CREATE TABLE IF NOT EXISTS faces (
+    face_id      TEXT PRIMARY KEY,      -- <content_hash>-<model token>-<index>
+    content_hash TEXT NOT NULL,
+    model        TEXT NOT NULL,
+    idx          INTEGER NOT NULL,
+    box          TEXT NOT NULL,         -- JSON [left, top, right, bottom], relative
+    area         REAL NOT NULL,         -- relative box area (cover choice)
+    score        REAL NOT NULL,
+    landmarks    TEXT NOT NULL,         -- JSON [[x, y] * 5], relative
+    person_id    TEXT,                  -- the person now (merges resolved)
+    assigned_by  TEXT,                  -- 'auto' | 'user' (a user's decision wins)
+    distance     REAL,
+    rejected     INTEGER NOT NULL DEFAULT 0,
+    seq          INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS faces_by_person ON faces (person_id, content_hash)
+    WHERE person_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS faces_by_content ON faces (content_hash);
+
+-- People: created by the clusterer or a split; merged ones point at their target.
+CREATE TABLE IF NOT EXISTS people (
+    person_id    TEXT PRIMARY KEY,
+    name         TEXT,
+    hidden       INTEGER NOT NULL DEFAULT 0,
+    merged_into  TEXT,
+    founder      TEXT,
+    created_seq  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS people_by_name ON people (name) WHERE name IS NOT NULL;
+
+-- Every human decision on people and faces, in order (an audit trail).
+CREATE TABLE IF NOT EXISTS people_decisions (
+    seq          INTEGER PRIMARY KEY,
+    type         TEXT NOT NULL,
+    subject      TEXT NOT NULL,         -- the person or face decided on
+    detail       TEXT NOT NULL,         -- JSON of the event's fields
+    occurred_at  TEXT NOT NULL
+);

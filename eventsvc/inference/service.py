@@ -17,6 +17,7 @@ from litestar.params import Body
 from PIL import Image
 
 from eventsvc.errors import BadInput, InferenceError, ModelUnavailable
+from eventsvc.inference.faces_http import FacesInferenceController
 from eventsvc.inference.protocol import ClipBackend, FaceBackend
 from eventsvc.settings import Settings
 
@@ -130,8 +131,7 @@ def create_inference_app(
         route_handlers=[
             info,
             ClipInferenceController,
-            # --- faces: the integrator adds FacesInferenceController
-            # (eventsvc/inference/faces_http.py, POST /v1/faces/detect) here.
+            FacesInferenceController,
         ],
         dependencies={
             "clip_backend": Provide(provide_clip, sync_to_thread=False),

@@ -22,6 +22,7 @@ from projections.api.duplicates import DuplicatesController
 from projections.api.errors import EXCEPTION_HANDLERS
 from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
+from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
 from projections.api.search import SearchController
@@ -97,6 +98,8 @@ def create_app(
             PhotosController,
             DuplicatesController,
             PipelineController,
+            PeopleController,
+            FacesController,
         ],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         guards=[token_guard(settings.api_token)] if settings.api_token else [],

@@ -174,8 +174,11 @@ def build_query(
     make: str | None = None, model: str | None = None, lens: str | None = None,
     bbox: str | None = None, near: str | None = None, radius_km: float | None = None,
     has_gps: bool | None = None, orientation: int | None = None,
+    person: str | None = None,
 ) -> Query:  # fmt: skip
     q = Query()
+    if person is not None:
+        _add_person(q, person)
     if library is not None:
         q.add("f.library_id = ?", library)
     if media_kind is not None:
@@ -233,6 +236,19 @@ def build_query(
         q.add("haversine_km(m.gps_lat, m.gps_lon, ?, ?) <= ?", lat, lon, radius_km)
         q.near = (lat, lon, radius_km)
     return q
+
+
+def _add_person(q: Query, person: str) -> None:
+    """Contents with a face of that person (an id, merges followed, or a name: the
+    "auto-bind" of names as tags), rejected faces left out."""
+    if not person.strip():
+        raise bad_parameter("person", "must be a person id or name")
+    q.add(
+        "EXISTS (SELECT 1 FROM faces AS pf WHERE pf.content_hash = f.content_hash"
+        " AND pf.rejected = 0 AND pf.person_id IN (SELECT coalesce(pp.merged_into, pp.person_id)"
+        " FROM people AS pp WHERE pp.person_id = ? OR pp.name = ? COLLATE NOCASE))",
+        person, person.strip(),
+    )  # fmt: skip
 
 
 def _add_box(q: Query, min_lat: float, max_lat: float, lons: geo.LonRanges) -> None:
@@ -561,6 +577,13 @@ class PhotosController(Controller):
         orientation: Annotated[
             int | None, Parameter(ge=1, le=8, description="Only this EXIF orientation (1-8).")
         ] = None,
+        person: Annotated[
+            str | None,
+            Parameter(
+                description="Only contents showing this person: a person id, or a name "
+                "(case-insensitive exact)."
+            ),
+        ] = None,
         sort: Annotated[
             Sort,
             Parameter(
@@ -577,6 +600,7 @@ class PhotosController(Controller):
             library=library, media_kind=media_kind, path_prefix=path_prefix, hashed=hashed,
             taken_from=taken_from, taken_to=taken_to, make=make, model=model, lens=lens,
             bbox=bbox, near=near, radius_km=radius_km, has_gps=has_gps, orientation=orientation,
+            person=person,
         )  # fmt: skip
         after = _after(cursor, sort) if cursor is not None else None
         found = await db.read(

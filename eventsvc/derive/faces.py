@@ -1,0 +1,229 @@
+"""The faces worker: HashComputed (images) -> FacesDetected, once per (content, model).
+
+"No faces" is a fact too: an empty list is recorded. Images are decoded upright (EXIF
+orientation applied; RAW through its embedded preview, HEIC through pillow-heif) and
+scaled to ``faces_max_edge``; boxes and landmarks are relative to that upright image.
+
+A missing model (dlib or its files not installed, or an inference service answering
+``model_unavailable``) pauses the worker: it says why once (log and ``stats``), fetches
+nothing, records no failure, and checks again every ``faces_recheck_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from PIL import Image
+
+from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.worker import Worker, WorkerStats
+from eventsvc.errors import (
+    BadInput,
+    InferenceError,
+    ModelUnavailable,
+    PermanentError,
+    TransientError,
+)
+from eventsvc.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
+from eventsvc.ids import RAW_EXTENSIONS
+from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
+from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.media import thumbs
+
+__all__ = ["FacesDeriver", "FacesStats", "FacesWorker", "load_image", "to_event"]
+
+log = logging.getLogger(__name__)
+
+
+def load_image(path: str, max_edge: int) -> Image.Image:
+    """Upright RGB, long edge at most ``max_edge``; RAW via its preview when it has one."""
+    img: Image.Image | None = None
+    if os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:
+        img = thumbs.embedded_preview(path)
+    if img is None:
+        img = thumbs.decode_for_thumbs(path, max_edge=max_edge)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if max(img.size) > max_edge:
+        img.thumbnail((max_edge, max_edge), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return img
+
+
+def to_event(content_hash: str, model: str, faces: list[DetectedFace], seq: int | None):
+    return FacesDetected(
+        content_hash=content_hash,
+        model=model,
+        faces=[
+            FaceBox(
+                box=f.box,
+                score=f.score,
+                landmarks=[tuple(p) for p in f.landmarks],
+                embedding=list(f.embedding),
+            )
+            for f in faces
+        ],
+        causation=seq,
+    )
+
+
+@dataclass
+class FacesStats(WorkerStats):
+    model: str | None = None
+    model_error: str | None = None
+    """Why the worker is paused (no model); None while it works."""
+    faces: int = 0
+    images: int = 0
+    no_faces: int = 0
+
+
+class FacesDeriver:
+    """The handler of the ``faces`` worker."""
+
+    def __init__(
+        self, roots: LibraryRoots, event_log: EventLog, backend: FaceBackend, max_edge: int
+    ) -> None:
+        self.roots = roots
+        self.log = event_log
+        self.backend = backend
+        self.max_edge = max_edge
+        self.model: ModelInfo | None = None
+        self.stats = FacesStats()
+
+    async def check_model(self) -> bool:
+        """Ask the back-end for its model; on failure say why (once per reason)."""
+        try:
+            self.model = await self.backend.info()
+        except InferenceError as exc:
+            self.unavailable(str(exc))
+            return False
+        if self.stats.model_error is not None:
+            log.info("faces: model %s available again", self.model.version)
+        self.stats.model = self.model.version
+        self.stats.model_error = None
+        return True
+
+    def unavailable(self, reason: str) -> None:
+        if self.stats.model_error != reason:
+            log.warning("faces: paused, no face model: %s", reason)
+        self.stats.model_error = reason
+        self.model = None
+
+    async def __call__(self, event: Event, seq: int) -> list[Event]:
+        if not isinstance(event, HashComputed) or event.media_kind != "image":
+            return []
+        model = self.model
+        if model is None:
+            raise ModelUnavailable(self.stats.model_error or "no face model")
+        subject = (
+            f"{self.log.prefix}.content.{event.content_hash}.FacesDetected."
+            f"{subject_token(model.version)}"
+        )
+        if await self.log.has_subject(subject):
+            return []  # this content was analysed from another location
+        root = self.roots(event.library_id)
+        if root is None:
+            await self.roots.refresh(self.log)
+            root = self.roots(event.library_id)
+        rel = event.path_bytes()
+        if root is None or rel is None:
+            raise TransientError(f"no location known for {event.file_id}")
+        path = os.fsdecode(os.path.join(os.fsencode(root), rel))
+        img = await asyncio.to_thread(self._load, event, path)
+        try:
+            found = (await self.backend.detect([img]))[0]
+        except BadInput as exc:
+            raise PermanentError(f"faces: the image cannot be analysed: {exc}") from exc
+        self.stats.images += 1
+        self.stats.faces += len(found)
+        self.stats.no_faces += not found
+        return [to_event(event.content_hash, model.version, found, seq)]
+
+    def _load(self, event: HashComputed, path: str) -> Image.Image:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise PermanentError(f"location vanished before analysis: {path}") from exc
+        if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
+            raise PermanentError(f"changed since it was hashed: {path}")
+        try:
+            return load_image(path, self.max_edge)
+        except Exception as exc:  # undecodable: recorded, never retried forever
+            raise PermanentError(
+                f"cannot decode for faces: {type(exc).__name__}: {exc}"[:500]
+            ) from exc
+
+
+class FacesWorker(Worker):
+    """A Worker that fetches nothing while its model is unavailable."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        spec: ConsumerSpec,
+        deriver: FacesDeriver,
+        *,
+        concurrency: int,
+        recheck_interval: float,
+    ) -> None:
+        super().__init__(
+            "faces",
+            event_log,
+            spec,
+            self._handle,
+            concurrency=concurrency,
+            batch=max(concurrency * 2, 2),
+            accepts=(HashComputed,),
+        )
+        self.deriver = deriver
+        self.stats = deriver.stats
+        self.recheck_interval = recheck_interval
+        self._paused = asyncio.Event()
+
+    async def _handle(self, event: Event, seq: int) -> list[Event]:
+        try:
+            return await self.deriver(event, seq)
+        except ModelUnavailable as exc:
+            self.deriver.unavailable(str(exc))
+            self._paused.set()
+            raise
+
+    async def _one(self, msg: Msg) -> None:
+        if self._paused.is_set():  # fetched before the pause: back to the stream
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self.recheck_interval)
+            return
+        await super()._one(msg)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # The consumer exists from the start, so its backlog shows while paused.
+        await self.log.ensure_consumer(self.spec)
+        while not stop.is_set():
+            if not await self.deriver.check_model():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.recheck_interval)
+                continue
+            self._paused.clear()
+            inner = asyncio.Event()
+            waiter = asyncio.create_task(self._either(stop, self._paused, inner))
+            try:
+                await super().run(inner)
+            finally:
+                waiter.cancel()
+            if self._paused.is_set() and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.recheck_interval)
+
+    @staticmethod
+    async def _either(a: asyncio.Event, b: asyncio.Event, out: asyncio.Event) -> None:
+        ta, tb = asyncio.create_task(a.wait()), asyncio.create_task(b.wait())
+        try:
+            await asyncio.wait({ta, tb}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ta.cancel()
+            tb.cancel()
+            out.set()

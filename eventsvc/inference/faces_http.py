@@ -1,0 +1,206 @@
+"""Faces over HTTP: the ``POST /v1/faces/detect`` controller of ``eventsvc inference`` and
+the client back-end workers use to call it (wire format: ``eventsvc.inference.protocol``).
+
+Errors: 503 ``model_unavailable`` -> ModelUnavailable (the worker pauses), 422
+``bad_input`` -> BadInput (permanent for that image), other 5xx, timeouts and connection
+errors -> retried ``retries`` times with back-off, then BackendUnavailable (transient).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import httpx
+from litestar import Controller, Response, post
+from litestar.params import Body
+from PIL import Image, UnidentifiedImageError
+
+try:  # litestar >= 2.23: say explicitly that the back-end is injected by name
+    from litestar.di import NamedDependency
+
+    FacesDep = NamedDependency[Any]
+except ImportError:  # pragma: no cover - older litestar infers it
+    FacesDep = Any  # type: ignore[misc]
+
+from eventsvc.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
+from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
+
+__all__ = [
+    "FacesDep",
+    "FacesInferenceController",
+    "HttpFaceBackend",
+    "decode_image",
+    "encode_image",
+    "face_from_json",
+    "face_to_json",
+]
+
+
+def encode_image(img: Image.Image) -> str:
+    """Base64 of a JPEG (quality 95) of the upright RGB image."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=95)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_image(item: Any, index: int) -> Image.Image:
+    if not isinstance(item, str):
+        raise BadInput(f"image {index} is not a base64 string", index=index)
+    try:
+        data = base64.b64decode(item, validate=True)
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (binascii.Error, ValueError, OSError, UnidentifiedImageError) as exc:
+        raise BadInput(f"image {index} is not a JPEG or PNG: {exc}", index=index) from exc
+    return img.convert("RGB")
+
+
+def face_to_json(f: DetectedFace) -> dict[str, Any]:
+    return {
+        "box": list(f.box),
+        "score": f.score,
+        "landmarks": [list(p) for p in f.landmarks],
+        "embedding": list(f.embedding),
+    }
+
+
+def face_from_json(d: dict[str, Any]) -> DetectedFace:
+    return DetectedFace(
+        box=tuple(float(x) for x in d["box"]),  # type: ignore[arg-type]
+        score=float(d["score"]),
+        landmarks=tuple((float(p[0]), float(p[1])) for p in d["landmarks"]),
+        embedding=tuple(float(x) for x in d["embedding"]),
+    )
+
+
+def _error(exc: InferenceError) -> Response[Any]:
+    if isinstance(exc, ModelUnavailable):
+        return Response({"detail": str(exc), "code": "model_unavailable"}, status_code=503)
+    if isinstance(exc, BadInput):
+        body: dict[str, Any] = {"detail": str(exc), "code": "bad_input"}
+        if exc.index is not None:
+            body["index"] = exc.index
+        return Response(body, status_code=422)
+    return Response({"detail": str(exc), "code": "inference_error"}, status_code=500)
+
+
+class FacesInferenceController(Controller):
+    path = "/v1/faces"
+    tags = ("inference",)
+
+    @post("/detect", status_code=200, summary="Detect and describe faces")
+    async def detect(
+        self,
+        faces_backend: FacesDep,
+        data: Annotated[dict[str, Any], Body(description='{"images": [base64 JPEG/PNG, ...]}')],
+    ) -> Response[Any]:
+        """``{"images": [b64, ...]}`` -> ``{"model": ModelInfo, "faces": [[face, ...], ...]}``."""
+        try:
+            backend: FaceBackend | None = faces_backend
+            if backend is None:
+                raise ModelUnavailable("this inference service has no face back-end")
+            items = data.get("images") if isinstance(data, dict) else None
+            if not isinstance(items, list) or not items:
+                raise BadInput("'images' must be a non-empty list of base64 strings")
+            images = [decode_image(item, i) for i, item in enumerate(items)]
+            info = await backend.info()
+            found = await backend.detect(images)
+        except InferenceError as exc:
+            return _error(exc)
+        return Response(
+            {"model": info.to_json(), "faces": [[face_to_json(f) for f in fs] for fs in found]}
+        )
+
+
+class HttpFaceBackend:
+    """``FaceBackend`` calling an ``eventsvc inference`` service."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 60.0,
+        retries: int = 2,
+        backoff: float = 0.5,
+        token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers=headers,
+            transport=transport,
+        )
+        self._info: ModelInfo | None = None
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                r = await self.client.request(method, path, json=body)
+            except httpx.HTTPError as exc:  # timeouts, refused connections, resets
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            try:
+                payload = r.json()
+            except ValueError:
+                payload = {}
+            detail = payload.get("detail", r.text[:200]) if isinstance(payload, dict) else ""
+            if r.status_code == 200:
+                return payload
+            if r.status_code == 503 and payload.get("code") == "model_unavailable":
+                raise ModelUnavailable(f"{self.base_url}: {detail}")
+            if r.status_code == 422:
+                raise BadInput(f"{self.base_url}: {detail}", index=payload.get("index"))
+            if r.status_code >= 500:
+                last = f"HTTP {r.status_code}: {detail}"
+                continue
+            raise InferenceError(f"{self.base_url}{path}: HTTP {r.status_code}: {detail}")
+        raise BackendUnavailable(
+            f"{self.base_url}{path} did not answer after {self.retries + 1} tries: {last}"
+        )
+
+    async def info(self) -> ModelInfo:
+        payload = await self._call("GET", "/v1/info")
+        faces = payload.get("faces") if isinstance(payload, dict) else None
+        if not isinstance(faces, dict) or "error" in faces or "version" not in faces:
+            why = faces.get("error") if isinstance(faces, dict) else "no faces entry"
+            raise ModelUnavailable(f"{self.base_url}: no face model: {why}")
+        self._info = ModelInfo.from_json(faces)
+        return self._info
+
+    async def detect(self, images: Sequence[Image.Image]) -> list[list[DetectedFace]]:
+        if not images:
+            return []
+        payload = await self._call(
+            "POST", "/v1/faces/detect", {"images": [encode_image(i) for i in images]}
+        )
+        try:
+            model = ModelInfo.from_json(payload["model"])
+            faces = [[face_from_json(f) for f in fs] for fs in payload["faces"]]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BackendUnavailable(f"{self.base_url}: malformed answer: {exc!r}") from exc
+        if len(faces) != len(images):
+            raise BackendUnavailable(
+                f"{self.base_url}: {len(faces)} answers for {len(images)} images"
+            )
+        if self._info is not None and model.version != self._info.version:
+            # The service changed model under us: what we record must say which one.
+            raise ModelUnavailable(
+                f"{self.base_url}: model changed from {self._info.version} to {model.version}"
+            )
+        return faces
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
