@@ -308,6 +308,8 @@ class ClipWorker(Worker):
         )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
+        # The consumer exists from the start, so a paused worker's backlog shows as pending.
+        await self.log.ensure_consumer(self.spec)
         try:
             while not stop.is_set():
                 if await self._model(stop) is None:

@@ -83,7 +83,7 @@ async def test_http_backend_matches_in_process(
             await remote._call("POST", "/v1/clip/texts", {"texts": []})
         async with httpx.AsyncClient(base_url=inference_url) as c:
             info = (await c.get("/v1/info")).json()
-        assert "error" in info["faces"] and info["clip"]["dim"] == 8
+        assert info["faces"]["task"] == "faces" and info["clip"]["dim"] == 8
     finally:
         await remote.aclose()
 
