@@ -75,8 +75,25 @@ class Settings(BaseSettings):
     ack_wait: float = 30.0
     backoff: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0])
     projector_batch: int = 2000
-    workers: list[str] = Field(default_factory=lambda: ["hasher", "media"])
+    workers: list[str] = Field(default_factory=lambda: ["hasher", "media", "playlist"])
     """The workers ``eventsvc up`` runs (EVENTSVC_WORKERS='["hasher","media"]')."""
+    video_root: Path | None = None
+    """HLS playlists, posters and previews (default ``<data_dir>/videos``)."""
+    video_max_height: int = 720
+    """Transcodes are scaled down to at most this height (remuxes keep their size)."""
+    video_segment_seconds: float = 2.0
+    video_preset: str = "veryfast"
+    """x264 preset of transcodes (tests use ultrafast)."""
+    video_crf: int = 23
+    playlist_concurrency: int = 1
+    playlist_timeout: float = 1800.0
+    """Seconds one playlist job may take; ffmpeg is killed after that."""
+    preview_seconds: float = 3.0
+    preview_height: int = 240
+    playlist_cleanup_interval: float = 3600.0
+    """Seconds between orphan clean-up ticks (it acts only on the second healthy one)."""
+    playlist_cleanup_max: int = 500
+    """At most this many directories removed per clean-up tick."""
     log_level: str = "INFO"
 
     @property
@@ -86,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def thumbs_dir(self) -> Path:
         return self.data_dir / "thumbs"
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.video_root if self.video_root is not None else self.data_dir / "videos"
 
     @property
     def nats_store_dir(self) -> Path:

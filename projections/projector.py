@@ -27,6 +27,7 @@ from eventsvc.events import (
     LibraryOnline,
     LibraryStale,
     NotDuplicate,
+    PlaylistReady,
     ThumbnailReady,
     decode,
 )
@@ -234,6 +235,28 @@ def _not_duplicate(conn: sqlite3.Connection, seq: int, e: NotDuplicate) -> None:
         )
 
 
+def _playlist(conn: sqlite3.Connection, seq: int, e: PlaylistReady) -> None:
+    conn.execute(
+        """INSERT OR REPLACE INTO playlists (content_hash, playlist_path, duration, segments,
+               codecs, mode, reason, width, height, poster, preview, seq)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            e.content_hash,
+            e.playlist_path,
+            e.duration,
+            e.segments,
+            e.codecs,
+            e.mode,
+            e.reason or None,
+            e.width,
+            e.height,
+            e.poster,
+            e.preview,
+            seq,
+        ),
+    )
+
+
 Applier = Callable[[sqlite3.Connection, int, Event], None]
 APPLIERS: dict[type[Event], Applier] = {
     FileSeen: _file_seen,  # type: ignore[dict-item]
@@ -245,6 +268,7 @@ APPLIERS: dict[type[Event], Applier] = {
     ExifExtracted: _exif,  # type: ignore[dict-item]
     ThumbnailReady: _thumbnail,  # type: ignore[dict-item]
     NotDuplicate: _not_duplicate,  # type: ignore[dict-item]
+    PlaylistReady: _playlist,  # type: ignore[dict-item]
 }
 
 

@@ -34,11 +34,12 @@ __all__ = [
     "swap",
 ]
 
+
 class SchemaOutdated(ReadModelError):
     """The generation was written by an older build: rebuild it from the log."""
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bump when schema.sql changes: an older generation is rebuilt from the log."""
 
 _GEN_RE = re.compile(r"^gen-(\d{6})\.db$")

@@ -24,6 +24,7 @@ from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
+from projections.api.videos import VideosController
 
 __all__ = ["create_app"]
 
@@ -95,6 +96,7 @@ def create_app(
             PhotosController,
             DuplicatesController,
             PipelineController,
+            VideosController,
         ],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         guards=[token_guard(settings.api_token)] if settings.api_token else [],

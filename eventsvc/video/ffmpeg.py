@@ -1,0 +1,161 @@
+"""ffmpeg (from imageio-ffmpeg): the HLS plan (remux or transcode), argument building,
+and running with a timeout that kills the whole process group.
+
+Remux vs transcode: HLS cuts segments at key frames only, so ``-c copy`` of a file whose
+key frames are 10 s apart gives 10 s segments. The video is copied only when it is
+browser-playable (H.264, 8-bit 4:2:0, a common profile) AND its key frames are at most
+``2 x segment_seconds`` apart; otherwise it is re-encoded with forced key frames every
+``segment_seconds``, scaled down to ``max_height``. Audio is copied when it is AAC and
+re-encoded to AAC otherwise. ``mode`` is "remux" only when nothing was re-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventsvc.errors import PermanentError, TransientError
+from eventsvc.video.layout import PLAYLIST
+from eventsvc.video.probe import Probe
+
+__all__ = [
+    "FfmpegTimeout",
+    "HlsOptions",
+    "Plan",
+    "ffmpeg_exe",
+    "hls_args",
+    "plan",
+    "preview_args",
+    "run_ffmpeg",
+]
+
+
+class FfmpegTimeout(TransientError):
+    """The job ran past its time limit; ffmpeg's process group was killed."""
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary shipped by imageio-ffmpeg (ImportError when it is not installed)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True, slots=True)
+class HlsOptions:
+    segment_seconds: float = 2.0
+    max_height: int = 720
+    preset: str = "veryfast"
+    crf: int = 23
+    audio_bitrate: str = "128k"
+    keyframe_factor: float = 2.0
+    """Copy the video only if its key frames are at most this many segments apart."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    copy_video: bool
+    audio: str  # "copy" | "encode" | "none"
+    reason: str
+
+    @property
+    def mode(self) -> str:
+        return "remux" if self.copy_video and self.audio != "encode" else "transcode"
+
+
+def plan(p: Probe, opts: HlsOptions) -> Plan:
+    audio = "none" if p.audio_codec is None else ("copy" if p.browser_audio else "encode")
+    if not p.browser_video:
+        why = f"video {p.video_codec}/{p.profile}/{p.pix_fmt} is not browser-playable"
+        return Plan(False, audio, why)
+    limit = opts.keyframe_factor * opts.segment_seconds
+    if p.max_keyframe_gap > limit + 1e-3:
+        why = f"key frames up to {p.max_keyframe_gap:.1f} s apart (> {limit:g} s)"
+        return Plan(False, audio, why)
+    if audio == "encode":
+        return Plan(True, audio, f"audio {p.audio_codec} is not browser-playable")
+    return Plan(True, audio, "H.264 with close key frames" + (", AAC" if audio == "copy" else ""))
+
+
+def hls_args(ffmpeg: str, src: str, out_dir: Path, pl: Plan, opts: HlsOptions) -> list[str]:
+    """The full command line writing ``out_dir/index.m3u8`` + fMP4 segments (init.mp4
+    keeps the display matrix, so a remuxed rotated phone video stays upright)."""
+    seg = f"{opts.segment_seconds:g}"
+    args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", src]
+    args += ["-map", "0:v:0", "-map", "0:a:0?", "-sn", "-dn", "-map_metadata", "-1"]
+    if pl.copy_video:
+        args += ["-c:v", "copy"]
+    else:
+        args += [
+            "-c:v", "libx264", "-preset", opts.preset, "-crf", str(opts.crf),
+            "-profile:v", "high", "-pix_fmt", "yuv420p",
+            "-vf", f"scale=-2:'min({opts.max_height},ih)':flags=bicubic",
+            "-force_key_frames", f"expr:gte(t,n_forced*{seg})", "-sc_threshold", "0",
+        ]  # fmt: skip
+    if pl.audio == "copy":
+        args += ["-c:a", "copy"]
+    elif pl.audio == "encode":
+        args += ["-c:a", "aac", "-b:a", opts.audio_bitrate, "-ac", "2"]
+    args += [
+        "-f", "hls", "-hls_time", seg, "-hls_playlist_type", "vod", "-hls_list_size", "0",
+        "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
+        "-hls_segment_filename", str(out_dir / "seg_%05d.m4s"), str(out_dir / PLAYLIST),
+    ]  # fmt: skip
+    return args
+
+
+def preview_args(
+    ffmpeg: str, src: str, out: Path, seconds: float, height: int, start: float = 0.0
+) -> list[str]:
+    """A short, muted, small H.264 MP4 (faststart) for hover previews."""
+    return [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-ss", f"{max(start, 0.0):.3f}", "-i", src, "-t", f"{seconds:g}",
+        "-map", "0:v:0", "-an", "-sn", "-dn", "-map_metadata", "-1",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "30", "-pix_fmt", "yuv420p",
+        "-vf", f"scale=-2:'min({height},ih)'", "-movflags", "+faststart", "-f", "mp4", str(out),
+    ]  # fmt: skip
+
+
+async def run_ffmpeg(args: list[str], timeout: float) -> None:
+    """Run to completion; FfmpegTimeout after ``timeout`` s (the process group is killed),
+    PermanentError when ffmpeg rejects the input, TransientError for resource trouble.
+    Cancellation kills the process group too."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise TransientError(f"cannot start ffmpeg: {exc}") from exc
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        _kill(proc)
+        await proc.wait()
+        raise FfmpegTimeout(f"ffmpeg ran past the {timeout:g} s job limit and was killed") from None
+    except BaseException:
+        _kill(proc)
+        with contextlib.suppress(Exception):
+            await proc.wait()
+        raise
+    if proc.returncode == 0:
+        return
+    tail = err.decode("utf-8", "replace").strip()[-600:]
+    if proc.returncode < 0:
+        raise TransientError(f"ffmpeg killed by signal {-proc.returncode}: {tail}")
+    if "No space left" in tail or "Cannot allocate memory" in tail:
+        raise TransientError(f"ffmpeg failed (exit {proc.returncode}): {tail}")
+    raise PermanentError(f"ffmpeg failed (exit {proc.returncode}): {tail or 'no message'}")
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
