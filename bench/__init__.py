@@ -14,4 +14,5 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "publish": ("bench.publish", "EventLog.publish_many vs raw js.publish_async (events/s)"),
     "rebuild": ("bench.rebuild", "read-model rebuild vs raw ordered read / raw SQLite inserts"),
     "ingest": ("bench.ingest", "first ingest of 12 MP JPEGs vs a bare multiprocess loop (files/s)"),
+    "playlist": ("bench.playlist", "HLS jobs (remux, transcode) vs bare ffmpeg, same args"),
 }

@@ -223,7 +223,8 @@ async def test_rebuild_command_swaps_while_the_api_serves(tmp_path: Path) -> Non
         def quiet() -> bool:
             state = _get(f"{api}/pipeline")
             busy = any(c["pending"] or c["ack_pending"] for c in state["consumers"])
-            return not busy and state["projector"]["lag"] == 0 and len(state["consumers"]) == 2
+            names = {c["name"] for c in state["consumers"]}
+            return not busy and state["projector"]["lag"] == 0 and names == set(Settings().workers)
 
         await wait_until(quiet, 60, 0.25)
         before_path = readmodel.current_path(data / "readmodel")
