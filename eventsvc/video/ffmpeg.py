@@ -39,10 +39,14 @@ class FfmpegTimeout(TransientError):
 
 
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary shipped by imageio-ffmpeg (ImportError when it is not installed)."""
+    """The ffmpeg binary of imageio-ffmpeg (its own, or ``IMAGEIO_FFMPEG_EXE``). ImportError
+    when the package is missing, RuntimeError when there is no runnable binary."""
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    if not os.path.isfile(exe) or not os.access(exe, os.X_OK):
+        raise RuntimeError(f"ffmpeg {exe!r} is not an executable file")
+    return exe
 
 
 @dataclass(frozen=True, slots=True)

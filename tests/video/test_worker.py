@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
+import pytest
 from litestar.testing import AsyncTestClient
 
+from eventsvc.components import make_worker
 from eventsvc.events import DerivationFailed
 from eventsvc.log import EventLog
 from eventsvc.settings import Settings, load_libraries
@@ -132,3 +135,29 @@ async def test_pending_then_timeout_is_recorded_as_transient(
         assert not await p.events("PlaylistReady")
         target = playlist_dir(settings.videos_dir, b3(big))
         assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+async def test_without_ffmpeg_the_worker_says_why_and_does_nothing(
+    tmp_path: Path, event_log: EventLog, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(tmp_path / "no-such-ffmpeg"))
+    lib = tmp_path / "lib"
+    make(lib / "good.mp4", seconds=1)
+    libs, _ = load_libraries([str(lib)])
+    w = await make_worker("playlist", event_log, settings, libs)
+    assert w.stats.disabled and "no-such-ffmpeg" in w.stats.disabled
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    async with running(Pipeline(event_log, settings, libs)) as p:
+        await p.scanner.tick(full=True)
+        await p.settled()
+        await asyncio.sleep(0.5)
+        assert not task.done()  # idles, no crash loop
+        assert not await p.events("PlaylistReady") and not [
+            e for _, e in await p.events("DerivationFailed") if e.stage == "playlist"
+        ]
+        names = [ci.name for ci in await event_log.js.consumers_info(settings.stream)]
+        assert "playlist" not in names  # it consumes nothing: a later install starts fresh
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert vars(w.stats)["disabled"] == w.stats.last_error
