@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -33,7 +34,7 @@ from eventsvc.settings import Settings
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
 from eventsvc.video.layout import PLAYLIST, POSTER, PREVIEW, playlist_dir, tmp_dir
-from eventsvc.video.probe import Probe, probe
+from eventsvc.video.probe import probe
 
 __all__ = ["Generated", "PlaylistDeriver", "PlaylistStats", "PlaylistWorker", "generate"]
 
@@ -63,28 +64,29 @@ class PlaylistStats(WorkerStats):
     cleanup: dict[str, Any] = field(default_factory=dict)
 
 
-def _output_size(directory: Path) -> tuple[int | None, int | None]:
-    import av
-
-    try:
-        with av.open(os.fspath(directory / "init.mp4")) as c:
-            cc = c.streams.video[0].codec_context
-            return cc.width, cc.height
-    except Exception:
-        return None, None
+JOB = "job.json"
+"""How the playlist was made (mode, reason), for a job that finds it already in place."""
 
 
-def _existing(target: Path, p: Probe | None, mode: str, reason: str) -> Generated | None:
+def _existing(target: Path, mode: str, reason: str) -> Generated | None:
     try:
         pl = hls.validate(target)
     except hls.PlaylistError:
         return None
-    w, h = _output_size(target)
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        job = json.loads((target / JOB).read_text())
+        if job.get("mode") in ("remux", "transcode"):
+            mode, reason = job["mode"], str(job.get("reason", ""))
+    codecs, w, h = hls.codecs_of(target / (pl.init or "init.mp4"))
     return Generated(
-        target, round(pl.duration, 3), len(pl.segments),
-        hls.codecs_of(target / (pl.init or "init.mp4")), mode, reason, w, h,
+        target, round(pl.duration, 3), len(pl.segments), codecs, mode, reason, w, h,
         (target / POSTER).is_file(), (target / PREVIEW).is_file(), reused=True,
     )  # fmt: skip
+
+
+def _clear(directory: Path) -> None:
+    for entry in os.scandir(directory):
+        os.unlink(entry.path)
 
 
 def _poster(src: str, out: Path, max_height: int) -> bool:
@@ -120,7 +122,7 @@ async def generate(
     target = playlist_dir(video_root, content_hash)
     p = await asyncio.to_thread(probe, src)
     pl = ff.plan(p, opts)
-    found = await asyncio.to_thread(_existing, target, p, pl.mode, pl.reason)
+    found = await asyncio.to_thread(_existing, target, pl.mode, pl.reason)
     if found is not None:
         return found
     work = tmp_dir(video_root, content_hash)
@@ -130,13 +132,21 @@ async def generate(
     except OSError as exc:
         raise TransientError(f"cannot create {work}: {exc}") from exc
     try:
-        await ff.run_ffmpeg(ff.hls_args(ffmpeg, src, work, pl, opts), deadline - time.monotonic())
-        try:
-            parsed = await asyncio.to_thread(hls.validate, work)
-        except hls.PlaylistError as exc:
-            raise PermanentError(f"ffmpeg wrote no usable playlist: {exc}") from exc
-        codecs = await asyncio.to_thread(hls.codecs_of, work / (parsed.init or "init.mp4"))
-        w, h = await asyncio.to_thread(_output_size, work)
+        while True:
+            args = ff.hls_args(ffmpeg, src, work, pl, opts)
+            await ff.run_ffmpeg(args, deadline - time.monotonic())
+            try:
+                parsed = await asyncio.to_thread(hls.validate, work)
+            except hls.PlaylistError as exc:
+                raise PermanentError(f"ffmpeg wrote no usable playlist: {exc}") from exc
+            again = ff.too_sparse(pl, parsed.longest, opts)
+            if again is None:
+                break
+            log.info("%s: %s; transcoding", content_hash[:12], again.reason)
+            pl = again
+            await asyncio.to_thread(_clear, work)
+        init = work / (parsed.init or "init.mp4")
+        codecs, w, h = await asyncio.to_thread(hls.codecs_of, init)
         poster = preview = False
         if extras:
             poster = await asyncio.to_thread(_poster, src, work / POSTER, opts.max_height)
@@ -153,11 +163,12 @@ async def generate(
                 log.warning("preview for %s failed: %s", content_hash[:12], exc)
                 with contextlib.suppress(OSError):
                     (work / PREVIEW).unlink()
+        (work / JOB).write_text(json.dumps({"mode": pl.mode, "reason": pl.reason}))
         try:
             os.rename(work, target)
         except OSError:
             # Someone else finished first (another worker on the same content): keep theirs.
-            found = await asyncio.to_thread(_existing, target, p, pl.mode, pl.reason)
+            found = await asyncio.to_thread(_existing, target, pl.mode, pl.reason)
             if found is None:
                 raise
             return found

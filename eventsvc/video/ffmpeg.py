@@ -4,9 +4,12 @@ and running with a timeout that kills the whole process group.
 Remux vs transcode: HLS cuts segments at key frames only, so ``-c copy`` of a file whose
 key frames are 10 s apart gives 10 s segments. The video is copied only when it is
 browser-playable (H.264, 8-bit 4:2:0, a common profile) AND its key frames are at most
-``2 x segment_seconds`` apart; otherwise it is re-encoded with forced key frames every
-``segment_seconds``, scaled down to ``max_height``. Audio is copied when it is AAC and
-re-encoded to AAC otherwise. ``mode`` is "remux" only when nothing was re-encoded.
+``keyframe_factor x segment_seconds`` apart; otherwise it is re-encoded with forced key
+frames every ``segment_seconds``, scaled down to ``max_height``. The key-frame spacing is
+not probed up front (that is a scan of the whole file): a browser-playable source is
+remuxed and the remux's own segment durations decide (``too_sparse``); a long-GOP source
+is then transcoded, having cost one remux. Audio is copied when it is AAC and re-encoded
+to AAC otherwise. ``mode`` is "remux" only when nothing was re-encoded.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "plan",
     "preview_args",
     "run_ffmpeg",
+    "too_sparse",
 ]
 
 
@@ -74,15 +78,21 @@ class Plan:
 def plan(p: Probe, opts: HlsOptions) -> Plan:
     audio = "none" if p.audio_codec is None else ("copy" if p.browser_audio else "encode")
     if not p.browser_video:
-        why = f"video {p.video_codec}/{p.profile}/{p.pix_fmt} is not browser-playable"
-        return Plan(False, audio, why)
-    limit = opts.keyframe_factor * opts.segment_seconds
-    if p.max_keyframe_gap > limit + 1e-3:
-        why = f"key frames up to {p.max_keyframe_gap:.1f} s apart (> {limit:g} s)"
+        why = f"video {p.video_codec}/{p.profile or '?'} is not browser-playable"
         return Plan(False, audio, why)
     if audio == "encode":
         return Plan(True, audio, f"audio {p.audio_codec} is not browser-playable")
     return Plan(True, audio, "H.264 with close key frames" + (", AAC" if audio == "copy" else ""))
+
+
+def too_sparse(pl: Plan, longest_segment: float, opts: HlsOptions) -> Plan | None:
+    """The transcode plan when a remux came out with segments too long (sparse key
+    frames); None when the remux stands."""
+    limit = opts.keyframe_factor * opts.segment_seconds
+    if not pl.copy_video or longest_segment <= limit + 1e-3:
+        return None
+    why = f"key frames up to {longest_segment:.1f} s apart (> {limit:g} s)"
+    return Plan(False, pl.audio, why)
 
 
 def hls_args(ffmpeg: str, src: str, out_dir: Path, pl: Plan, opts: HlsOptions) -> list[str]:

@@ -32,6 +32,10 @@ class MediaPlaylist:
     def duration(self) -> float:
         return sum(d for _, d in self.segments)
 
+    @property
+    def longest(self) -> float:
+        return max((d for _, d in self.segments), default=0.0)
+
 
 def parse(text: str) -> MediaPlaylist:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -95,16 +99,21 @@ def validate(directory: Path, name: str = "index.m3u8") -> MediaPlaylist:
     return pl
 
 
-def codecs_of(path: Path) -> str:
-    """RFC 6381 codecs (``avc1.64001f,mp4a.40.2``) of an fMP4 init segment or a file."""
+def codecs_of(path: Path) -> tuple[str, int | None, int | None]:
+    """RFC 6381 codecs (``avc1.64001f,mp4a.40.2``) and the coded video size of an fMP4
+    init segment (header only: no frame is decoded)."""
     import av
 
     out: list[str] = []
-    with av.open(os.fspath(path), metadata_errors="ignore") as c:
+    size: tuple[int | None, int | None] = (None, None)
+    opts = {"probesize": "32", "analyzeduration": "0"}
+    with av.open(os.fspath(path), metadata_errors="ignore", options=opts) as c:
         for s in c.streams:
             cc = s.codec_context
             if cc is None:
                 continue
+            if s.type == "video" and size == (None, None):
+                size = (cc.width or None, cc.height or None)
             if s.type == "video" and cc.name == "h264":
                 ex = bytes(cc.extradata or b"")
                 if len(ex) >= 4 and ex[0] == 1:  # avcC: profile, constraints, level
@@ -115,4 +124,4 @@ def codecs_of(path: Path) -> str:
                 out.append("mp4a.40.2")
             else:
                 out.append(cc.name)
-    return ",".join(out)
+    return ",".join(out), size[0], size[1]

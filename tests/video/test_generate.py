@@ -147,3 +147,16 @@ def _running_with(arg: str) -> list[str]:
         if arg.encode() in cmd:
             found.append(pid)
     return found
+
+
+async def test_a_playlist_already_in_place_is_reused_not_redone(tmp_path: Path) -> None:
+    # A job that crashed after the rename but before publishing: the next one finds it.
+    src = make(tmp_path / "a.mp4", seconds=5, gop=250)
+    first = await _gen(src, tmp_path / "videos")
+    mtime = (first.directory / "index.m3u8").stat().st_mtime_ns
+    again = await _gen(src, tmp_path / "videos")
+    assert again.reused and not first.reused
+    assert (again.mode, again.reason, again.segments, again.codecs) == (
+        first.mode, first.reason, first.segments, first.codecs,
+    )  # fmt: skip
+    assert (first.directory / "index.m3u8").stat().st_mtime_ns == mtime
