@@ -6,14 +6,17 @@ default preset). Ours = ``eventsvc.derive.playlist.generate`` end to end without
 poster/preview (probe with PyAV, plan, ffmpeg into a temp dir, playlist validation,
 codec string, rename into place); limit = one ``ffmpeg`` process with the very
 arguments our plan built, into an empty directory. REPS rounds alternate who goes
-first; medians. ratio = bare seconds / our seconds per path; the headline ratio is the
-worse of the two; goal >= 0.95. ``extras_s`` is what the poster + preview add per job.
+first; medians. ratio = bare seconds / our seconds (wall) per path; the headline ratio is
+the worse of the two; goal >= 0.95. ``*_cpu_ratio`` compares CPU seconds (ours: this
+process + its ffmpeg), steadier on a shared machine. ``extras_s`` is what the poster +
+preview add per job (one run, so noisy).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -46,25 +49,38 @@ def _fake_hash(n: int) -> str:
     return f"{n:02x}" * 32
 
 
-def _ours(src: Path, root: Path, n: int, opts: ff.HlsOptions, ffmpeg: str, extras: bool) -> float:
+_LOOP = asyncio.new_event_loop()
+"""One event loop for all our jobs, as in the worker (no loop or thread pool per job)."""
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its waited-for children (ffmpeg)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _ours(
+    src: Path, root: Path, n: int, opts: ff.HlsOptions, ffmpeg: str, extras: bool
+) -> tuple[float, float]:
     with quiet_gc():
-        t0 = time.perf_counter()
-        g = asyncio.run(
+        c0, t0 = _cpu(), time.perf_counter()
+        g = _LOOP.run_until_complete(
             generate(str(src), root, _fake_hash(n), opts=opts, timeout=3600, ffmpeg=ffmpeg,
                      extras=extras)
         )  # fmt: skip
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, _cpu() - c0
     shutil.rmtree(g.directory)
-    return dt
+    return dt, dc
 
 
-def _bare(args: list[str], out: Path) -> float:
+def _bare(args: list[str], out: Path) -> tuple[float, float]:
     out.mkdir()
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     subprocess.run(args, check=True)
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, _cpu() - c0
     shutil.rmtree(out)
-    return dt
+    return dt, dc
 
 
 def main(argv: list[str]) -> int:
@@ -103,25 +119,30 @@ def main(argv: list[str]) -> int:
                 args = ff.hls_args(ffmpeg, str(src), bare_dir, plan, opts)
                 ours: list[float] = []
                 bare: list[float] = []
+                cpu: dict[str, list[float]] = {"ours": [], "bare": []}
                 _ours(src, root / "videos", 0, opts, ffmpeg, False)  # warm the page cache
                 for r in range(a.reps):
                     order = ("bare", "ours") if r % 2 == 0 else ("ours", "bare")
                     for who in order:
                         if who == "ours":
-                            dt = _ours(src, root / "videos", r + 1, opts, ffmpeg, False)
+                            dt, dc = _ours(src, root / "videos", r + 1, opts, ffmpeg, False)
                             ours.append(dt)
                         else:
-                            dt = _bare(args, bare_dir)
+                            dt, dc = _bare(args, bare_dir)
                             bare.append(dt)
-                        say(f"{label} rep {r + 1}/{a.reps} {who:<4}: {dt:.3f}s")
+                        cpu[who].append(dc)
+                        say(f"{label} rep {r + 1}/{a.reps} {who:<4}: {dt:.3f}s ({dc:.3f} s CPU)")
                 mo, mb = statistics.median(ours), statistics.median(bare)
                 ratios[label] = mb / mo
                 totals["ours"] += mo
                 totals["bare"] += mb
-                extras = _ours(src, root / "videos", 99, opts, ffmpeg, True) - mo
+                extras = _ours(src, root / "videos", 99, opts, ffmpeg, True)[0] - mo
+                co, cb = statistics.median(cpu["ours"]), statistics.median(cpu["bare"])
                 out |= {
                     f"{label}_ours_s": round(mo, 3), f"{label}_bare_s": round(mb, 3),
                     f"{label}_ratio": round(mb / mo, 3), f"{label}_extras_s": round(extras, 3),
+                    f"{label}_cpu_ours_s": round(co, 3), f"{label}_cpu_bare_s": round(cb, 3),
+                    f"{label}_cpu_ratio": round(cb / co, 3),
                     f"{label}_source_s": a.remux_seconds if label == "remux"
                     else a.transcode_seconds,
                 }  # fmt: skip
