@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,33 +136,27 @@ def preview_args(
     ]  # fmt: skip
 
 
-async def run_ffmpeg(args: list[str], timeout: float) -> None:
-    """Run to completion; FfmpegTimeout after ``timeout`` s (the process group is killed),
-    PermanentError when ffmpeg rejects the input, TransientError for resource trouble.
-    Cancellation kills the process group too."""
+def _run(args: list[str], timeout: float, started: list[subprocess.Popen[bytes]]) -> int:
+    """Blocking: start ffmpeg in its own session, wait; killpg on timeout."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
     except OSError as exc:
         raise TransientError(f"cannot start ffmpeg: {exc}") from exc
+    started.append(proc)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
+        _, err = proc.communicate(timeout=max(timeout, 0.0))
+    except subprocess.TimeoutExpired:
         _kill(proc)
-        await proc.wait()
+        proc.communicate()
         raise FfmpegTimeout(f"ffmpeg ran past the {timeout:g} s job limit and was killed") from None
-    except BaseException:
-        _kill(proc)
-        with contextlib.suppress(Exception):
-            await proc.wait()
-        raise
     if proc.returncode == 0:
-        return
+        return 0
     tail = err.decode("utf-8", "replace").strip()[-600:]
     if proc.returncode < 0:
         raise TransientError(f"ffmpeg killed by signal {-proc.returncode}: {tail}")
@@ -170,6 +165,20 @@ async def run_ffmpeg(args: list[str], timeout: float) -> None:
     raise PermanentError(f"ffmpeg failed (exit {proc.returncode}): {tail or 'no message'}")
 
 
-def _kill(proc: asyncio.subprocess.Process) -> None:
+async def run_ffmpeg(args: list[str], timeout: float) -> None:
+    """Run to completion; FfmpegTimeout after ``timeout`` s (the process group is killed),
+    PermanentError when ffmpeg rejects the input, TransientError for resource trouble.
+    Cancellation kills the process group too. (A thread waits on a plain Popen: cheaper
+    than asyncio's subprocess transport, which the benchmark notices on short remuxes.)"""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        await asyncio.to_thread(_run, args, timeout, started)
+    except asyncio.CancelledError:
+        for proc in started:
+            _kill(proc)
+        raise
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)

@@ -3,6 +3,7 @@ rotation, very short, corrupt input, a job killed by its timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
 from eventsvc.video.layout import PLAYLIST, playlist_dir
 from eventsvc.video.probe import probe
-from tests.harness import b3
+from tests.harness import b3, wait_until
 from tests.video.media import FFMPEG, decode_all, displayed_size, make
 
 OPTS = ff.HlsOptions(segment_seconds=1.0, max_height=96, preset="ultrafast")
@@ -160,3 +161,19 @@ async def test_a_playlist_already_in_place_is_reused_not_redone(tmp_path: Path) 
         first.mode, first.reason, first.segments, first.codecs,
     )  # fmt: skip
     assert (first.directory / "index.m3u8").stat().st_mtime_ns == mtime
+
+
+async def test_a_cancelled_job_kills_ffmpeg_and_leaves_no_playlist(tmp_path: Path) -> None:
+    src = make(tmp_path / "big.avi", seconds=20, size="640x480", rate=25, vcodec="mpeg4",
+               audio=None)  # fmt: skip
+    root = tmp_path / "videos"
+    slow = ff.HlsOptions(segment_seconds=1.0, max_height=480, preset="veryslow")
+    job = asyncio.create_task(
+        generate(str(src), root, b3(src), opts=slow, timeout=600, ffmpeg=FFMPEG)
+    )
+    await wait_until(lambda: _running_with(str(src)), 10, 0.02)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    await wait_until(lambda: not _running_with(str(src)), 5, 0.05)
+    assert list(playlist_dir(root, b3(src)).parent.iterdir()) == []
