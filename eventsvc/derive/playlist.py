@@ -34,7 +34,7 @@ from eventsvc.settings import Settings
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
 from eventsvc.video.layout import PLAYLIST, POSTER, PREVIEW, playlist_dir, tmp_dir
-from eventsvc.video.probe import probe
+from eventsvc.video.probe import Probe, probe
 
 __all__ = ["Generated", "PlaylistDeriver", "PlaylistStats", "PlaylistWorker", "generate"]
 
@@ -84,6 +84,49 @@ def _existing(target: Path, mode: str, reason: str) -> Generated | None:
     )  # fmt: skip
 
 
+def _prepare(
+    src: str, target: Path, video_root: Path, opts: ff.HlsOptions
+) -> tuple[Probe, ff.Plan, Generated | None, Path | None]:
+    """Probe and plan; the playlist already in place, or a fresh work directory."""
+    p = probe(src)
+    pl = ff.plan(p, opts)
+    found = _existing(target, pl.mode, pl.reason)
+    if found is not None:
+        return p, pl, found, None
+    work = tmp_dir(video_root, target.name)
+    try:
+        work.parent.mkdir(parents=True, exist_ok=True)
+        work.mkdir()
+    except OSError as exc:
+        raise TransientError(f"cannot create {work}: {exc}") from exc
+    return p, pl, None, work
+
+
+def _check(
+    work: Path, pl: ff.Plan, opts: ff.HlsOptions, p: Probe
+) -> tuple[hls.MediaPlaylist, ff.Plan | None, tuple[str, int | None, int | None]]:
+    """The playlist ffmpeg wrote; the transcode plan if a remux came out too sparse, else
+    the output's codecs and size."""
+    try:
+        parsed = hls.validate(work)
+    except hls.PlaylistError as exc:
+        raise PermanentError(f"ffmpeg wrote no usable playlist: {exc}") from exc
+    again = ff.too_sparse(pl, parsed.longest, opts)
+    if again is not None:
+        return parsed, again, ("", None, None)
+    return parsed, None, _describe(work, parsed, pl, p)
+
+
+def _describe(
+    work: Path, parsed: hls.MediaPlaylist, pl: ff.Plan, p: Probe
+) -> tuple[str, int | None, int | None]:
+    """Codecs and coded size: a remux has the source's (read by the probe), a transcode
+    is read back from its init segment."""
+    if pl.copy_video and pl.audio != "encode" and p.codecs is not None:
+        return p.codecs, p.width, p.height
+    return hls.codecs_of(work / (parsed.init or "init.mp4"))
+
+
 def _clear(directory: Path) -> None:
     for entry in os.scandir(directory):
         os.unlink(entry.path)
@@ -120,33 +163,21 @@ async def generate(
     """
     deadline = time.monotonic() + timeout
     target = playlist_dir(video_root, content_hash)
-    p = await asyncio.to_thread(probe, src)
-    pl = ff.plan(p, opts)
-    found = await asyncio.to_thread(_existing, target, pl.mode, pl.reason)
+    # Few thread hops: each costs the short remux jobs measurably (see bench/playlist.py).
+    p, pl, found, work = await asyncio.to_thread(_prepare, src, target, video_root, opts)
     if found is not None:
         return found
-    work = tmp_dir(video_root, content_hash)
-    try:
-        work.parent.mkdir(parents=True, exist_ok=True)
-        work.mkdir()
-    except OSError as exc:
-        raise TransientError(f"cannot create {work}: {exc}") from exc
+    assert work is not None
     try:
         while True:
             args = ff.hls_args(ffmpeg, src, work, pl, opts)
             await ff.run_ffmpeg(args, deadline - time.monotonic())
-            try:
-                parsed = await asyncio.to_thread(hls.validate, work)
-            except hls.PlaylistError as exc:
-                raise PermanentError(f"ffmpeg wrote no usable playlist: {exc}") from exc
-            again = ff.too_sparse(pl, parsed.longest, opts)
+            parsed, again, (codecs, w, h) = await asyncio.to_thread(_check, work, pl, opts, p)
             if again is None:
                 break
             log.info("%s: %s; transcoding", content_hash[:12], again.reason)
             pl = again
             await asyncio.to_thread(_clear, work)
-        init = work / (parsed.init or "init.mp4")
-        codecs, w, h = await asyncio.to_thread(hls.codecs_of, init)
         poster = preview = False
         if extras:
             poster = await asyncio.to_thread(_poster, src, work / POSTER, opts.max_height)

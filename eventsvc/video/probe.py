@@ -32,6 +32,9 @@ class Probe:
     height: int
     audio_codec: str | None
     duration: float
+    codecs: str | None = None
+    """RFC 6381 codecs of the streams as they are (``avc1.64001f,mp4a.40.2``) when the
+    headers say them exactly (H.264 avcC, AAC AudioSpecificConfig), else None."""
 
     @property
     def browser_video(self) -> bool:
@@ -44,6 +47,20 @@ class Probe:
     @property
     def browser_audio(self) -> bool:
         return self.audio_codec is None or self.audio_codec in BROWSER_AUDIO
+
+
+def _codecs(video: bytes, audio_codec: str | None, audio: bytes) -> str | None:
+    if len(video) < 4 or video[0] != 1:
+        return None
+    parts = [f"avc1.{video[1]:02x}{video[2]:02x}{video[3]:02x}"]
+    if audio_codec is not None:
+        if audio_codec != "aac" or not audio:
+            return None
+        aot = audio[0] >> 3  # AudioSpecificConfig: 5 bits of audio object type
+        if aot in (0, 31):
+            return None
+        parts.append(f"mp4a.40.{aot}")
+    return ",".join(parts)
 
 
 def _avcc_profile(extradata: bytes) -> str | None:
@@ -84,7 +101,16 @@ def _read(name: str, fast: bool) -> Probe | None:
             duration = container.duration / 1_000_000
         elif v.duration and v.time_base is not None:
             duration = float(v.duration * v.time_base)
+        acc = a.codec_context if a is not None else None
+        codecs = None
+        if cc.name == "h264":
+            codecs = _codecs(
+                bytes(cc.extradata or b""),
+                acc.name if acc is not None else None,
+                bytes(acc.extradata or b"") if acc is not None else b"",
+            )
         return Probe(
+            codecs=codecs,
             video_codec=cc.name,
             profile=profile,
             pix_fmt=pix_fmt,

@@ -54,6 +54,8 @@ async def test_h264_aac_is_remuxed_into_short_segments(tmp_path: Path) -> None:
     assert g.mode == "remux" and g.directory == playlist_dir(tmp_path / "videos", b3(src))
     assert g.codecs.startswith("avc1.") and g.codecs.endswith(",mp4a.40.2")
     assert (g.width, g.height) == (160, 120)  # copied, not scaled
+    # The codecs said from the source's headers are those of the output's init segment.
+    assert hls.codecs_of(g.directory / "init.mp4") == (g.codecs, 160, 120)
     pl = _check_valid(g.directory, src)
     assert g.segments == len(pl.segments) == 3
     assert g.poster and g.preview
