@@ -31,6 +31,7 @@ __all__ = [
     "make_worker",
     "media_spec",
     "open_log",
+    "playlist_spec",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,40 @@ async def _people_worker(event_log: EventLog, settings: Settings, roots: Library
     return PeopleWorker(event_log, people_spec(settings.subject_prefix, base), clusterer)
 
 
+def playlist_spec(settings: Settings) -> ConsumerSpec:
+    return _spec(
+        settings,
+        "playlist",
+        "content.*.HashComputed",
+        "HashComputed (videos) -> PlaylistReady (HLS, poster, preview; once per content)",
+    )
+
+
+async def _playlist_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
+    from eventsvc.derive.playlist import PlaylistDeriver, PlaylistWorker
+
+    try:
+        import av  # noqa: F401
+
+        from eventsvc.video.ffmpeg import ffmpeg_exe
+
+        exe = ffmpeg_exe()
+    except Exception as exc:  # ImportError, or imageio-ffmpeg without its binary
+        why = f"no ffmpeg/PyAV ({exc}); install eventsvc[video] for HLS playlists"
+        return PlaylistWorker(
+            event_log, playlist_spec(settings), None, settings, roots, disabled=why
+        )
+    deriver = PlaylistDeriver(roots, event_log, settings, exe)
+    return PlaylistWorker(event_log, playlist_spec(settings), deriver, settings, roots)
+
+
 FACTORIES: dict[str, WorkerFactory] = {
     "hasher": _hasher_worker,
     "media": _media_worker,
     "clip": _clip_worker,
     "faces": _faces_worker,
     "people": _people_worker,
+    "playlist": _playlist_worker,
 }
 """Every worker ``eventsvc up`` runs, by name. A factory imports its optional
 dependencies itself, so a missing extra only affects its own worker."""

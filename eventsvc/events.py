@@ -440,15 +440,29 @@ class FaceRejected(_Decision):
 
 
 class PlaylistReady(Event):
+    """An HLS VOD playlist (fMP4 segments), a poster and a preview clip for a video's
+    content, under ``<video_root>/<2-hex shard>/<blake3>/``. Paths are relative to the
+    video root."""
+
     aggregate: ClassVar[str] = "content"
     type: Literal["PlaylistReady"] = "PlaylistReady"
     v: Literal[1] = 1
     content_hash: str
     playlist_path: str
     duration: float
+    """Sum of the segments' EXTINF durations, seconds."""
     segments: int
     codecs: str
+    """RFC 6381 codecs of the output (``avc1.64001f,mp4a.40.2``)."""
     mode: Literal["remux", "transcode"]
+    reason: str = ""
+    """Why this mode (e.g. 'key frames up to 10.0 s apart (> 4 s)')."""
+    width: int | None = None
+    height: int | None = None
+    """Coded size of the output (a remuxed rotated video keeps its display matrix)."""
+    poster: str | None = None
+    preview: str | None = None
+    once: ClassVar[bool] = True
 
     @property
     def key(self) -> str:

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     backoff: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0])
     projector_batch: int = 2000
     workers: list[str] = Field(
-        default_factory=lambda: ["hasher", "media", "clip", "faces", "people"]
+        default_factory=lambda: ["hasher", "media", "clip", "faces", "people", "playlist"]
     )
     """The workers ``eventsvc up`` runs (EVENTSVC_WORKERS='["hasher","media"]')."""
     # ---- faces and people
@@ -106,6 +106,23 @@ class Settings(BaseSettings):
     people_min_samples: int = 3
     """Unassigned faces (of distinct photos, the face itself included) within the
     threshold of one another that found a new person."""
+    video_root: Path | None = None
+    """HLS playlists, posters and previews (default ``<data_dir>/videos``)."""
+    video_max_height: int = 720
+    """Transcodes are scaled down to at most this height (remuxes keep their size)."""
+    video_segment_seconds: float = 2.0
+    video_preset: str = "veryfast"
+    """x264 preset of transcodes (tests use ultrafast)."""
+    video_crf: int = 23
+    playlist_concurrency: int = 1
+    playlist_timeout: float = 1800.0
+    """Seconds one playlist job may take; ffmpeg is killed after that."""
+    preview_seconds: float = 3.0
+    preview_height: int = 240
+    playlist_cleanup_interval: float = 3600.0
+    """Seconds between orphan clean-up ticks (it acts only on the second healthy one)."""
+    playlist_cleanup_max: int = 500
+    """At most this many directories removed per clean-up tick."""
     log_level: str = "INFO"
     # ---- CLIP semantic search
     clip_model: str = "immich-app/ViT-B-32__openai"
@@ -142,6 +159,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.video_root if self.video_root is not None else self.data_dir / "videos"
 
     @property
     def nats_store_dir(self) -> Path:

@@ -30,6 +30,7 @@ from eventsvc.events import (
     LibraryOnline,
     LibraryStale,
     NotDuplicate,
+    PlaylistReady,
     ThumbnailReady,
     decode,
 )
@@ -265,6 +266,28 @@ def _clip(conn: sqlite3.Connection, seq: int, e: ClipEncoded) -> None:
     )
 
 
+def _playlist(conn: sqlite3.Connection, seq: int, e: PlaylistReady) -> None:
+    conn.execute(
+        """INSERT OR REPLACE INTO playlists (content_hash, playlist_path, duration, segments,
+               codecs, mode, reason, width, height, poster, preview, seq)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            e.content_hash,
+            e.playlist_path,
+            e.duration,
+            e.segments,
+            e.codecs,
+            e.mode,
+            e.reason or None,
+            e.width,
+            e.height,
+            e.poster,
+            e.preview,
+            seq,
+        ),
+    )
+
+
 Applier = Callable[[sqlite3.Connection, int, Event], None]
 APPLIERS: dict[type[Event], Applier] = {
     FileSeen: _file_seen,  # type: ignore[dict-item]
@@ -278,6 +301,7 @@ APPLIERS: dict[type[Event], Applier] = {
     NotDuplicate: _not_duplicate,  # type: ignore[dict-item]
     ClipEncoded: _clip,  # type: ignore[dict-item]
     **people.APPLIERS,  # type: ignore[dict-item]
+    PlaylistReady: _playlist,  # type: ignore[dict-item]
 }
 
 

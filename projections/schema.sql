@@ -177,3 +177,20 @@ CREATE TABLE IF NOT EXISTS people_decisions (
     detail       TEXT NOT NULL,         -- JSON of the event's fields
     occurred_at  TEXT NOT NULL
 );
+
+-- ---------------------------------------------------------------- video playlists
+-- HLS playlists (PlaylistReady), one row per content; paths relative to the video root.
+CREATE TABLE IF NOT EXISTS playlists (
+    content_hash  TEXT PRIMARY KEY,
+    playlist_path TEXT NOT NULL,
+    duration      REAL NOT NULL,
+    segments      INTEGER NOT NULL,
+    codecs        TEXT NOT NULL,
+    mode          TEXT NOT NULL,        -- 'remux' | 'transcode'
+    reason        TEXT,
+    width         INTEGER,
+    height        INTEGER,
+    poster        TEXT,
+    preview       TEXT,
+    seq           INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -16,6 +16,8 @@ class LibraryRoots:
     others are learnt from the last LibraryOnline/LibraryStale in the log."""
 
     def __init__(self, configured: list[Library] | None = None) -> None:
+        self.configured: tuple[Library, ...] = tuple(configured or ())
+        """The libraries given in configuration (with their enabled flags)."""
         self._roots: dict[str, Path] = {lib.id: lib.root for lib in configured or []}
         self._configured = set(self._roots)
 

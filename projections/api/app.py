@@ -26,6 +26,7 @@ from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
 from projections.api.search import SearchController
+from projections.api.videos import VideosController
 
 __all__ = ["create_app"]
 
@@ -100,6 +101,7 @@ def create_app(
             PipelineController,
             PeopleController,
             FacesController,
+            VideosController,
         ],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         guards=[token_guard(settings.api_token)] if settings.api_token else [],

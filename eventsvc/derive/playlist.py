@@ -1,0 +1,344 @@
+"""The playlist deriver: HashComputed (videos) -> PlaylistReady, once per content.
+
+A job probes the file (PyAV), plans remux or transcode (see ``eventsvc.video.ffmpeg``),
+runs ffmpeg into a temp directory next to the target, checks the playlist (every segment
+present, durations), adds a poster and a short muted preview, and only then renames the
+directory into ``<video_root>/<shard>/<hash>/``: a crash leaves a ``.tmp-…`` directory
+(the clean-up removes old ones), never a half playlist that looks done.
+
+Failures: undecodable input -> DerivationFailed(permanent) at once; a job past
+``playlist_timeout`` -> ffmpeg's process group killed, DerivationFailed(permanent=False)
+at once (a job that hit the ceiling would hit it again; raise the limit and re-derive);
+other trouble (ffmpeg killed, disk full) -> retried by the runtime up to max_deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.worker import Worker, WorkerStats
+from eventsvc.errors import PermanentError, TransientError
+from eventsvc.events import DerivationFailed, Event, HashComputed, PlaylistReady
+from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.settings import Settings
+from eventsvc.video import ffmpeg as ff
+from eventsvc.video import hls
+from eventsvc.video.layout import PLAYLIST, POSTER, PREVIEW, playlist_dir, tmp_dir
+from eventsvc.video.probe import Probe, probe
+
+__all__ = ["Generated", "PlaylistDeriver", "PlaylistStats", "PlaylistWorker", "generate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    directory: Path
+    duration: float
+    segments: int
+    codecs: str
+    mode: str
+    reason: str
+    width: int | None
+    height: int | None
+    poster: bool
+    preview: bool
+    reused: bool = False
+
+
+@dataclass
+class PlaylistStats(WorkerStats):
+    disabled: str | None = None
+    remuxed: int = 0
+    transcoded: int = 0
+    cleanup: dict[str, Any] = field(default_factory=dict)
+
+
+JOB = "job.json"
+"""How the playlist was made (mode, reason), for a job that finds it already in place."""
+
+
+def _existing(target: Path, mode: str, reason: str) -> Generated | None:
+    try:
+        pl = hls.validate(target)
+    except hls.PlaylistError:
+        return None
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        job = json.loads((target / JOB).read_text())
+        if job.get("mode") in ("remux", "transcode"):
+            mode, reason = job["mode"], str(job.get("reason", ""))
+    codecs, w, h = hls.codecs_of(target / (pl.init or "init.mp4"))
+    return Generated(
+        target, round(pl.duration, 3), len(pl.segments), codecs, mode, reason, w, h,
+        (target / POSTER).is_file(), (target / PREVIEW).is_file(), reused=True,
+    )  # fmt: skip
+
+
+def _prepare(
+    src: str, target: Path, video_root: Path, opts: ff.HlsOptions
+) -> tuple[Probe, ff.Plan, Generated | None, Path | None]:
+    """Probe and plan; the playlist already in place, or a fresh work directory."""
+    p = probe(src)
+    pl = ff.plan(p, opts)
+    found = _existing(target, pl.mode, pl.reason)
+    if found is not None:
+        return p, pl, found, None
+    work = tmp_dir(video_root, target.name)
+    try:
+        work.parent.mkdir(parents=True, exist_ok=True)
+        work.mkdir()
+    except OSError as exc:
+        raise TransientError(f"cannot create {work}: {exc}") from exc
+    return p, pl, None, work
+
+
+def _check(
+    work: Path, pl: ff.Plan, opts: ff.HlsOptions, p: Probe
+) -> tuple[hls.MediaPlaylist, ff.Plan | None, tuple[str, int | None, int | None]]:
+    """The playlist ffmpeg wrote; the transcode plan if a remux came out too sparse, else
+    the output's codecs and size."""
+    try:
+        parsed = hls.validate(work)
+    except hls.PlaylistError as exc:
+        raise PermanentError(f"ffmpeg wrote no usable playlist: {exc}") from exc
+    again = ff.too_sparse(pl, parsed.longest, opts)
+    if again is not None:
+        return parsed, again, ("", None, None)
+    return parsed, None, _describe(work, parsed, pl, p)
+
+
+def _describe(
+    work: Path, parsed: hls.MediaPlaylist, pl: ff.Plan, p: Probe
+) -> tuple[str, int | None, int | None]:
+    """Codecs and coded size: a remux has the source's (read by the probe), a transcode
+    is read back from its init segment."""
+    if pl.copy_video and pl.audio != "encode" and p.codecs is not None:
+        return p.codecs, p.width, p.height
+    return hls.codecs_of(work / (parsed.init or "init.mp4"))
+
+
+def _clear(directory: Path) -> None:
+    for entry in os.scandir(directory):
+        os.unlink(entry.path)
+
+
+def _poster(src: str, out: Path, max_height: int) -> bool:
+    from eventsvc.media import thumbs
+
+    try:
+        img = thumbs.video_frame(src, 0.1)
+        img.thumbnail((max_height * 16, max_height))
+        img.save(out, "JPEG", quality=85)
+        return True
+    except Exception as exc:  # a poster is a nicety; the playlist stands without it
+        log.warning("poster for %s failed: %s", src, exc)
+        return False
+
+
+async def generate(
+    src: str,
+    video_root: Path,
+    content_hash: str,
+    *,
+    opts: ff.HlsOptions,
+    timeout: float,
+    ffmpeg: str,
+    extras: bool = True,
+    preview_seconds: float = 3.0,
+    preview_height: int = 240,
+) -> Generated:
+    """Probe, plan, run ffmpeg into a temp dir, validate, add poster + preview, rename.
+
+    ``extras=False`` skips the poster and preview (the benchmark times the playlist alone).
+    """
+    deadline = time.monotonic() + timeout
+    target = playlist_dir(video_root, content_hash)
+    # Few thread hops: each costs the short remux jobs measurably (see bench/playlist.py).
+    p, pl, found, work = await asyncio.to_thread(_prepare, src, target, video_root, opts)
+    if found is not None:
+        return found
+    assert work is not None
+    try:
+        while True:
+            args = ff.hls_args(ffmpeg, src, work, pl, opts)
+            await ff.run_ffmpeg(args, deadline - time.monotonic())
+            parsed, again, (codecs, w, h) = await asyncio.to_thread(_check, work, pl, opts, p)
+            if again is None:
+                break
+            log.info("%s: %s; transcoding", content_hash[:12], again.reason)
+            pl = again
+            await asyncio.to_thread(_clear, work)
+        poster = preview = False
+        if extras:
+            poster = await asyncio.to_thread(_poster, src, work / POSTER, opts.max_height)
+            start = p.duration * 0.1 if p.duration > 2 * preview_seconds else 0.0
+            args = ff.preview_args(
+                ffmpeg, src, work / PREVIEW, preview_seconds, preview_height, start
+            )
+            try:
+                await ff.run_ffmpeg(args, deadline - time.monotonic())
+                preview = (work / PREVIEW).is_file() and (work / PREVIEW).stat().st_size > 0
+            except ff.FfmpegTimeout:
+                raise
+            except (PermanentError, TransientError) as exc:
+                log.warning("preview for %s failed: %s", content_hash[:12], exc)
+                with contextlib.suppress(OSError):
+                    (work / PREVIEW).unlink()
+        (work / JOB).write_text(json.dumps({"mode": pl.mode, "reason": pl.reason}))
+        try:
+            os.rename(work, target)
+        except OSError:
+            # Someone else finished first (another worker on the same content): keep theirs.
+            found = await asyncio.to_thread(_existing, target, pl.mode, pl.reason)
+            if found is None:
+                raise
+            return found
+        return Generated(
+            target, round(parsed.duration, 3), len(parsed.segments), codecs, pl.mode,
+            pl.reason, w, h, poster, preview,
+        )  # fmt: skip
+    finally:
+        if work.exists():
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+class PlaylistDeriver:
+    """The handler of the ``playlist`` worker."""
+
+    def __init__(
+        self, roots: LibraryRoots, event_log: EventLog, settings: Settings, ffmpeg: str
+    ) -> None:
+        self.roots = roots
+        self.log = event_log
+        self.settings = settings
+        self.ffmpeg = ffmpeg
+        self.video_root = settings.videos_dir
+        self.opts = ff.HlsOptions(
+            segment_seconds=settings.video_segment_seconds,
+            max_height=settings.video_max_height,
+            preset=settings.video_preset,
+            crf=settings.video_crf,
+        )
+        self.stats: PlaylistStats | None = None
+
+    async def __call__(self, event: Event, seq: int) -> list[Event]:
+        if not isinstance(event, HashComputed) or event.media_kind != "video":
+            return []
+        h = event.content_hash
+        done = await self.log.has_subject(f"{self.log.prefix}.content.{h}.PlaylistReady")
+        target = playlist_dir(self.video_root, h)
+        if done and await asyncio.to_thread(_valid, target):
+            return []  # derived before (maybe from another location)
+        root = self.roots(event.library_id)
+        if root is None:
+            await self.roots.refresh(self.log)
+            root = self.roots(event.library_id)
+        rel = event.path_bytes()
+        if root is None or rel is None:
+            raise TransientError(f"no location known for {event.file_id}")
+        path = os.fsdecode(os.path.join(os.fsencode(root), rel))
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise PermanentError(f"location vanished before the playlist job: {path}") from exc
+        if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
+            raise PermanentError(f"changed since it was hashed: {path}")
+        try:
+            g = await generate(
+                path, self.video_root, h, opts=self.opts, timeout=self.settings.playlist_timeout,
+                ffmpeg=self.ffmpeg, preview_seconds=self.settings.preview_seconds,
+                preview_height=self.settings.preview_height,
+            )  # fmt: skip
+        except ff.FfmpegTimeout as exc:
+            log.warning("playlist for %s: %s", h[:12], exc)
+            return [
+                DerivationFailed(
+                    stage="playlist", reason=str(exc), permanent=False,
+                    input_subject=event.subject(self.log.prefix), causation=seq,
+                    content_hash=h, file_id=event.file_id, library_id=event.library_id,
+                )
+            ]  # fmt: skip
+        if self.stats is not None and not g.reused:
+            if g.mode == "remux":
+                self.stats.remuxed += 1
+            else:
+                self.stats.transcoded += 1
+        if done:
+            return []  # files re-made after a clean-up; the recorded fact still holds
+        rel_dir = g.directory.relative_to(self.video_root)
+        return [
+            PlaylistReady(
+                content_hash=h, playlist_path=str(rel_dir / PLAYLIST), duration=g.duration,
+                segments=g.segments, codecs=g.codecs, mode=g.mode,  # type: ignore[arg-type]
+                reason=g.reason, width=g.width, height=g.height,
+                poster=str(rel_dir / POSTER) if g.poster else None,
+                preview=str(rel_dir / PREVIEW) if g.preview else None, causation=seq,
+            )
+        ]  # fmt: skip
+
+
+def _valid(target: Path) -> bool:
+    try:
+        hls.validate(target)
+    except hls.PlaylistError:
+        return False
+    return True
+
+
+class PlaylistWorker(Worker):
+    """The runtime plus the guarded orphan clean-up loop; or, without ffmpeg/PyAV, a
+    worker that says why once and does nothing."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        spec: ConsumerSpec,
+        deriver: PlaylistDeriver | None,
+        settings: Settings,
+        roots: LibraryRoots,
+        *,
+        disabled: str | None = None,
+    ) -> None:
+        async def idle(event: Event, seq: int) -> list[Event]:
+            return []
+
+        super().__init__(
+            "playlist", event_log, spec, deriver or idle,
+            concurrency=settings.playlist_concurrency,
+            batch=max(settings.playlist_concurrency * 2, 2), accepts=(HashComputed,),
+        )  # fmt: skip
+        self.stats = PlaylistStats(disabled=disabled, last_error=disabled)
+        if deriver is not None:
+            deriver.stats = self.stats
+        self.settings = settings
+        self.roots = roots
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.stats.disabled:
+            log.warning("playlist worker disabled: %s", self.stats.disabled)
+            await stop.wait()
+            return
+        from eventsvc.video.reaper import Reaper
+
+        reaper = Reaper(
+            self.settings.videos_dir, self.settings.readmodel_dir, self.log,
+            self.roots.configured, max_remove=self.settings.playlist_cleanup_max,
+            tmp_max_age=self.settings.playlist_timeout + 600, stats=self.stats.cleanup,
+        )  # fmt: skip
+        loop = asyncio.create_task(reaper.run(stop, self.settings.playlist_cleanup_interval))
+        try:
+            await super().run(stop)
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loop

@@ -1,0 +1,231 @@
+"""The guarded clean-up of orphan playlist directories (the reference's rules).
+
+A tick acts only when every library (enabled in configuration, or known from the log and
+not disabled) is Online, with the same LibraryOnline event as on the previous tick (so
+online on two consecutive ticks, with no stale spell between them), and only once the
+read model has caught up with the log as of the tick's start. It then removes, under the
+video root, only directories of the exact shapes we write: ``<2-hex>/<64-hex>`` whose
+hash has no live location in the read model, and ``<2-hex>/.tmp-<64-hex>-<12-hex>``
+work directories older than ``tmp_max_age``. Symlinks are never followed; anything else
+is never touched; at most ``max_remove`` directories go per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from eventsvc.errors import ReadModelError
+from eventsvc.events import LibraryOnline, LibraryStale, decode
+from eventsvc.log import EventLog
+from eventsvc.settings import Library
+from eventsvc.video.layout import is_hash_dir, is_shard, is_tmp_dir
+from projections import readmodel
+
+__all__ = ["Reaper", "SweepReport", "library_states", "live_hashes", "sweep"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    inspected: int = 0
+    removed: int = 0
+    errors: int = 0
+    deferred: int = 0
+    """Orphans left for the next tick (the per-tick cap)."""
+    tmp_removed: int = 0
+
+
+def sweep(
+    root: Path, live: set[str], *, max_remove: int, tmp_max_age: float, now: float | None = None
+) -> SweepReport:
+    report = SweepReport()
+    now = time.time() if now is None else now
+    try:
+        shards = list(os.scandir(root))
+    except FileNotFoundError:
+        return report
+    for shard in shards:
+        if not is_shard(shard.name) or not shard.is_dir(follow_symlinks=False):
+            continue
+        try:
+            entries = list(os.scandir(shard.path))
+        except OSError as exc:
+            log.warning("clean-up: cannot read %s: %s", shard.path, exc)
+            report.errors += 1
+            continue
+        touched = False
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+            if is_hash_dir(shard.name, e.name):
+                report.inspected += 1
+                if e.name in live:
+                    continue
+                if report.removed + report.tmp_removed >= max_remove:
+                    report.deferred += 1
+                    continue
+                if _remove(e.path, report):
+                    report.removed += 1
+                    touched = True
+            elif is_tmp_dir(shard.name, e.name):
+                try:
+                    age = now - e.stat(follow_symlinks=False).st_mtime
+                except OSError:
+                    continue
+                if age < tmp_max_age or report.removed + report.tmp_removed >= max_remove:
+                    continue
+                if _remove(e.path, report):
+                    report.tmp_removed += 1
+                    touched = True
+        if touched:
+            with contextlib.suppress(OSError):
+                os.rmdir(shard.path)  # only if now empty
+    return report
+
+
+def _remove(path: str, report: SweepReport) -> bool:
+    log.info("clean-up: removing %s", path)
+    try:
+        shutil.rmtree(path)  # removes links inside, never follows them
+    except OSError as exc:
+        log.warning("clean-up: cannot remove %s: %s", path, exc)
+        report.errors += 1
+        return False
+    return True
+
+
+async def library_states(event_log: EventLog) -> dict[str, tuple[str, int]]:
+    """Library id -> ('online' | 'stale', seq of that event), the last per library."""
+    p = event_log.prefix
+    out: dict[str, tuple[str, int]] = {}
+    async for batch in event_log.read(
+        [f"{p}.library.*.LibraryStale", f"{p}.library.*.LibraryOnline"], last_per_subject=True
+    ):
+        for raw in batch:
+            ev = decode(raw.data, raw.headers)
+            if isinstance(ev, (LibraryStale, LibraryOnline)):
+                cur = out.get(ev.library_id)
+                if cur is None or cur[1] < raw.seq:
+                    state = "stale" if isinstance(ev, LibraryStale) else "online"
+                    out[ev.library_id] = (state, raw.seq)
+    return out
+
+
+def live_hashes(readmodel_dir: Path, min_seq: int) -> set[str] | None:
+    """Content hashes with a live location; None when the read model has not reached
+    ``min_seq`` (or does not exist)."""
+    path = readmodel.current_path(readmodel_dir)
+    if path is None or not path.exists():
+        return None
+    try:
+        conn = readmodel.open_reader(path)
+    except ReadModelError as exc:
+        log.warning("clean-up: %s", exc)
+        return None
+    try:
+        conn.execute("BEGIN")
+        if readmodel.checkpoint(conn) < min_seq:
+            return None
+        rows = conn.execute(
+            "SELECT DISTINCT content_hash FROM files WHERE content_hash IS NOT NULL"
+        )
+        return {r[0] for r in rows}
+    except sqlite3.Error as exc:
+        log.warning("clean-up: cannot read the read model: %s", exc)
+        return None
+    finally:
+        conn.close()
+
+
+class Reaper:
+    def __init__(
+        self,
+        video_root: Path,
+        readmodel_dir: Path,
+        event_log: EventLog,
+        libraries: tuple[Library, ...] | list[Library],
+        *,
+        max_remove: int = 500,
+        tmp_max_age: float = 3600.0,
+        catch_up_wait: float = 30.0,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        self.video_root = Path(video_root)
+        self.readmodel_dir = Path(readmodel_dir)
+        self.log = event_log
+        self.enabled = {lib.id for lib in libraries if lib.enabled}
+        self.disabled = {lib.id for lib in libraries if not lib.enabled}
+        self.max_remove = max_remove
+        self.tmp_max_age = tmp_max_age
+        self.catch_up_wait = catch_up_wait
+        self._previous: dict[str, int] | None = None
+        self.stats = stats if stats is not None else {}
+        self.stats.update(
+            ticks=0, runs=0, last_skip=None, inspected=0, removed=0, errors=0, tmp_removed=0,
+            last_run=None,
+        )  # fmt: skip
+
+    async def tick(self) -> SweepReport | None:
+        """One clean-up tick: a report when it swept, None when it held back (why: stats)."""
+        self.stats["ticks"] += 1
+        states = await library_states(self.log)
+        ids = self.enabled | (set(states) - self.disabled)
+        not_online = sorted(i for i in ids if states.get(i, ("unknown", 0))[0] != "online")
+        if not ids or not_online:
+            self._previous = None
+            why = f"libraries not online: {', '.join(not_online)}" if ids else "no libraries"
+            return self._skip(why)
+        snapshot = {i: states[i][1] for i in ids}
+        previous, self._previous = self._previous, snapshot
+        if previous != snapshot:
+            return self._skip("libraries online on this tick; acting on the next healthy one")
+        target = await self.log.last_seq()
+        deadline = time.monotonic() + self.catch_up_wait
+        while True:
+            live = await asyncio.to_thread(live_hashes, self.readmodel_dir, target)
+            if live is not None:
+                break
+            if time.monotonic() >= deadline:
+                return self._skip(f"the read model has not reached seq {target}")
+            await asyncio.sleep(0.2)
+        report = await asyncio.to_thread(
+            sweep, self.video_root, live, max_remove=self.max_remove, tmp_max_age=self.tmp_max_age
+        )
+        self.stats["runs"] += 1
+        self.stats["last_skip"] = None
+        for k in ("inspected", "removed", "errors", "tmp_removed"):
+            self.stats[k] += getattr(report, k)
+        self.stats["last_run"] = asdict(report)
+        log.info(
+            "playlist clean-up: inspected %d, removed %d (+%d temp), %d errors, %d deferred",
+            report.inspected, report.removed, report.tmp_removed, report.errors, report.deferred,
+        )  # fmt: skip
+        return report
+
+    def _skip(self, why: str) -> None:
+        self.stats["last_skip"] = why
+        log.info("playlist clean-up held back: %s", why)
+        return None
+
+    async def run(self, stop: asyncio.Event, interval: float) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
+            try:
+                await self.tick()
+            except Exception as exc:  # the clean-up must never take the worker down
+                self.stats["errors"] = self.stats.get("errors", 0) + 1
+                self.stats["last_skip"] = f"tick failed: {exc!r}"
+                log.warning("playlist clean-up tick failed: %r", exc)
