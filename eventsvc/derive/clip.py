@@ -206,14 +206,7 @@ class ClipDeriver:
                 del self._inflight[h]
 
     async def _encode(self, event: HashComputed, seq: int, model: ModelInfo) -> list[Event]:
-        root = self.roots(event.library_id)
-        if root is None:
-            await self.roots.refresh(self.log)
-            root = self.roots(event.library_id)
-        rel = event.path_bytes()
-        if root is None or rel is None:
-            raise TransientError(f"no location known for {event.file_id}")
-        path = os.fsdecode(os.path.join(os.fsencode(root), rel))
+        path = await self.roots.locate(event, self.log)
         img = await asyncio.to_thread(self._decode, event, path)
         try:
             vec = await self.batcher.encode(img)

@@ -27,7 +27,6 @@ from eventsvc.errors import (
     InferenceError,
     ModelUnavailable,
     PermanentError,
-    TransientError,
 )
 from eventsvc.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
@@ -125,14 +124,7 @@ class FacesDeriver:
         )
         if await self.log.has_subject(subject):
             return []  # this content was analysed from another location
-        root = self.roots(event.library_id)
-        if root is None:
-            await self.roots.refresh(self.log)
-            root = self.roots(event.library_id)
-        rel = event.path_bytes()
-        if root is None or rel is None:
-            raise TransientError(f"no location known for {event.file_id}")
-        path = os.fsdecode(os.path.join(os.fsencode(root), rel))
+        path = await self.roots.locate(event, self.log)
         img = await asyncio.to_thread(self._load, event, path)
         try:
             found = (await self.backend.detect([img]))[0]

@@ -17,7 +17,7 @@ import imagehash
 from PIL import Image
 
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import PermanentError, TransientError
+from eventsvc.errors import PermanentError
 from eventsvc.events import DerivationFailed, Event, ExifExtracted, HashComputed, ThumbnailReady
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.log import EventLog
@@ -76,14 +76,7 @@ class MediaDeriver:
         need_thumb = not await self.log.has_subject(f"{p}.content.{h}.ThumbnailReady")
         if not (need_exif or need_thumb):
             return []  # this content was derived from another location
-        root = self.roots(event.library_id)
-        if root is None:
-            await self.roots.refresh(self.log)
-            root = self.roots(event.library_id)
-        rel = event.path_bytes()
-        if root is None or rel is None:
-            raise TransientError(f"no location known for {event.file_id}")
-        path = os.fsdecode(os.path.join(os.fsencode(root), rel))
+        path = await self.roots.locate(event, self.log)
         return await asyncio.to_thread(self.derive, event, path, seq, need_exif, need_thumb)
 
     def derive(

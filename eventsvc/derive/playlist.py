@@ -239,14 +239,7 @@ class PlaylistDeriver:
         target = playlist_dir(self.video_root, h)
         if done and await asyncio.to_thread(_valid, target):
             return []  # derived before (maybe from another location)
-        root = self.roots(event.library_id)
-        if root is None:
-            await self.roots.refresh(self.log)
-            root = self.roots(event.library_id)
-        rel = event.path_bytes()
-        if root is None or rel is None:
-            raise TransientError(f"no location known for {event.file_id}")
-        path = os.fsdecode(os.path.join(os.fsencode(root), rel))
+        path = await self.roots.locate(event, self.log)
         try:
             st = os.stat(path)
         except OSError as exc:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from eventsvc.events import LibraryOnline, LibraryStale, decode
+from eventsvc.errors import TransientError
+from eventsvc.events import HashComputed, LibraryOnline, LibraryStale, decode
 from eventsvc.log import EventLog
 from eventsvc.settings import Library
 
@@ -36,3 +38,17 @@ class LibraryRoots:
                     and ev.library_id not in self._configured
                 ):
                     self._roots[ev.library_id] = Path(ev.root)
+
+    async def locate(self, event: HashComputed, event_log: EventLog) -> str:
+        """The file system path of the location a HashComputed names (bytes-safe).
+
+        An unknown library is looked up in the log once more; still unknown, or a
+        HashComputed without a path, is a TransientError (retried, then recorded)."""
+        root = self(event.library_id)
+        if root is None:
+            await self.refresh(event_log)
+            root = self(event.library_id)
+        rel = event.path_bytes()
+        if root is None or rel is None:
+            raise TransientError(f"no location known for {event.file_id}")
+        return os.fsdecode(os.path.join(os.fsencode(root), rel))

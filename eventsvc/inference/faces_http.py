@@ -9,16 +9,13 @@ errors -> retried ``retries`` times with back-off, then BackendUnavailable (tran
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import httpx
 from litestar import Controller, Response, post
 from litestar.params import Body
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 try:  # litestar >= 2.23: say explicitly that the back-end is injected by name
     from litestar.di import NamedDependency
@@ -29,35 +26,15 @@ except ImportError:  # pragma: no cover - older litestar infers it
 
 from eventsvc.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
+from eventsvc.inference.wire import decode_images, encode_image, error_response
 
 __all__ = [
     "FacesDep",
     "FacesInferenceController",
     "HttpFaceBackend",
-    "decode_image",
-    "encode_image",
     "face_from_json",
     "face_to_json",
 ]
-
-
-def encode_image(img: Image.Image) -> str:
-    """Base64 of a JPEG (quality 95) of the upright RGB image."""
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=95)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def decode_image(item: Any, index: int) -> Image.Image:
-    if not isinstance(item, str):
-        raise BadInput(f"image {index} is not a base64 string", index=index)
-    try:
-        data = base64.b64decode(item, validate=True)
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (binascii.Error, ValueError, OSError, UnidentifiedImageError) as exc:
-        raise BadInput(f"image {index} is not a JPEG or PNG: {exc}", index=index) from exc
-    return img.convert("RGB")
 
 
 def face_to_json(f: DetectedFace) -> dict[str, Any]:
@@ -78,17 +55,6 @@ def face_from_json(d: dict[str, Any]) -> DetectedFace:
     )
 
 
-def _error(exc: InferenceError) -> Response[Any]:
-    if isinstance(exc, ModelUnavailable):
-        return Response({"detail": str(exc), "code": "model_unavailable"}, status_code=503)
-    if isinstance(exc, BadInput):
-        body: dict[str, Any] = {"detail": str(exc), "code": "bad_input"}
-        if exc.index is not None:
-            body["index"] = exc.index
-        return Response(body, status_code=422)
-    return Response({"detail": str(exc), "code": "inference_error"}, status_code=500)
-
-
 class FacesInferenceController(Controller):
     path = "/v1/faces"
     tags = ("inference",)
@@ -104,14 +70,11 @@ class FacesInferenceController(Controller):
             backend: FaceBackend | None = faces_backend
             if backend is None:
                 raise ModelUnavailable("this inference service has no face back-end")
-            items = data.get("images") if isinstance(data, dict) else None
-            if not isinstance(items, list) or not items:
-                raise BadInput("'images' must be a non-empty list of base64 strings")
-            images = [decode_image(item, i) for i, item in enumerate(items)]
+            images = decode_images(data.get("images") if isinstance(data, dict) else None)
             info = await backend.info()
             found = await backend.detect(images)
         except InferenceError as exc:
-            return _error(exc)
+            return error_response(exc)
         return Response(
             {"model": info.to_json(), "faces": [[face_to_json(f) for f in fs] for fs in found]}
         )

@@ -9,8 +9,6 @@ the index of the offending item.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,14 +18,9 @@ from PIL import Image
 
 from eventsvc.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
 from eventsvc.inference.protocol import ModelInfo
+from eventsvc.inference.wire import encode_image
 
-__all__ = ["HttpClip", "image_b64"]
-
-
-def image_b64(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    (img if img.mode == "RGB" else img.convert("RGB")).save(buf, "JPEG", quality=92)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+__all__ = ["HttpClip"]
 
 
 class HttpClip:
@@ -109,7 +102,7 @@ class HttpClip:
         return out
 
     async def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        payload = await asyncio.to_thread(lambda: [image_b64(i) for i in images])
+        payload = await asyncio.to_thread(lambda: [encode_image(i) for i in images])
         data = await self._call("POST", "/v1/clip/images", {"images": payload})
         return self._vectors(data, len(payload))
 

@@ -5,20 +5,17 @@ elsewhere."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 from typing import Annotated, Any
 
 from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Body
-from PIL import Image
 
 from eventsvc.errors import BadInput, InferenceError, ModelUnavailable
 from eventsvc.inference.faces_http import FacesInferenceController
 from eventsvc.inference.protocol import ClipBackend, FaceBackend
+from eventsvc.inference.wire import MAX_ITEMS, decode_images, error_response
 from eventsvc.settings import Settings
 
 try:  # litestar >= 2.23: say explicitly that back-ends are injected by name
@@ -26,45 +23,15 @@ try:  # litestar >= 2.23: say explicitly that back-ends are injected by name
 except ImportError:  # pragma: no cover - older litestar infers it
     NamedDependency = None  # type: ignore[assignment,misc]
 
-__all__ = ["Backend", "ClipInferenceController", "create_inference_app", "decode_images"]
+__all__ = ["Backend", "ClipInferenceController", "create_inference_app"]
 
 Backend = NamedDependency[Any] if NamedDependency is not None else Any
 """How handlers declare ``clip_backend`` / ``faces_backend`` (None when not configured)."""
 JsonBody = Annotated[dict[str, Any], Body()]
 
-MAX_ITEMS = 256
-
-
-def decode_images(items: Any) -> list[Image.Image]:
-    """Base64 JPEG/PNG strings -> RGB images; BadInput names the first bad one."""
-    if not isinstance(items, list) or not items:
-        raise BadInput("'images' must be a non-empty list of base64 strings")
-    if len(items) > MAX_ITEMS:
-        raise BadInput(f"at most {MAX_ITEMS} images per request")
-    out = []
-    for i, item in enumerate(items):
-        try:
-            data = base64.b64decode(item, validate=True)
-            with Image.open(io.BytesIO(data)) as im:
-                out.append(im.convert("RGB"))
-        except (binascii.Error, TypeError, ValueError, OSError) as exc:
-            raise BadInput(f"image {i} is not a base64 JPEG/PNG: {exc}", index=i) from exc
-    return out
-
-
-def _error(exc: Exception) -> Response[Any]:
-    if isinstance(exc, ModelUnavailable):
-        return Response({"detail": str(exc), "code": "model_unavailable"}, status_code=503)
-    if isinstance(exc, BadInput):
-        body: dict[str, Any] = {"detail": str(exc), "code": "bad_input"}
-        if exc.index is not None:
-            body["index"] = exc.index
-        return Response(body, status_code=422)
-    return Response({"detail": str(exc), "code": "inference_error"}, status_code=500)
-
 
 def _handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    return _error(exc)
+    return error_response(exc)
 
 
 def _need(backend: Any, task: str) -> Any:
