@@ -27,7 +27,7 @@ from projections.api import db, geo, rows
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import bad_parameter, error_responses
 from projections.api.paging import decode_cursor, encode_cursor
-from projections.api.schemas import ErrorDetail, PhotoDetail, PhotoPage
+from projections.api.schemas import ErrorDetail, PhotoDetail, PhotoPage, PhotoPerson
 from projections.api.sendfile import content_disposition, guess_media_type, send_file
 
 __all__ = ["PhotosController", "check_hash"]
@@ -174,11 +174,13 @@ def build_query(
     make: str | None = None, model: str | None = None, lens: str | None = None,
     bbox: str | None = None, near: str | None = None, radius_km: float | None = None,
     has_gps: bool | None = None, orientation: int | None = None,
-    person: str | None = None,
+    person: str | None = None, tag: str | None = None,
 ) -> Query:  # fmt: skip
     q = Query()
     if person is not None:
         _add_person(q, person)
+    if tag is not None:
+        _add_tag(q, tag)
     if library is not None:
         q.add("f.library_id = ?", library)
     if media_kind is not None:
@@ -249,6 +251,19 @@ def _add_person(q: Query, person: str) -> None:
         " FROM people AS pp WHERE pp.person_id = ? OR pp.name = ? COLLATE NOCASE))",
         person, person.strip(),
     )  # fmt: skip
+
+
+def _add_tag(q: Query, tag: str) -> None:
+    """Contents whose ``tags`` hold this name (case-insensitive): ``person=NAME`` less
+    hidden people and the names people merged away had."""
+    if not tag.strip():
+        raise bad_parameter("tag", "must be a name")
+    q.add(
+        "EXISTS (SELECT 1 FROM faces AS tf JOIN people AS tp ON tp.person_id = tf.person_id"
+        " WHERE tf.content_hash = f.content_hash AND tf.rejected = 0 AND tp.hidden = 0"
+        " AND tp.name = ? COLLATE NOCASE)",
+        tag.strip(),
+    )
 
 
 def _add_box(q: Query, min_lat: float, max_lat: float, lons: geo.LonRanges) -> None:
@@ -343,12 +358,20 @@ def _detail(content_hash: str, conn: sqlite3.Connection) -> PhotoDetail | None:
     thumbs = conn.execute(
         "SELECT sizes FROM thumbnails WHERE content_hash = ?", (content_hash,)
     ).fetchone()
+    people = conn.execute(
+        "SELECT fc.person_id, p.name, fc.face_id FROM faces AS fc"
+        " JOIN people AS p ON p.person_id = fc.person_id"
+        " WHERE fc.content_hash = ? AND fc.rejected = 0 AND p.hidden = 0 ORDER BY fc.face_id",
+        (content_hash,),
+    ).fetchall()
     return PhotoDetail(
         content_hash=content_hash,
         **meta,
         locations=[rows.location(r) for r in locs],
         exif=rows.exif(media),
         thumbnails=rows.thumbnail_urls(content_hash, thumbs["sizes"] if thumbs else None),
+        tags=rows.person_tags(conn, [content_hash]).get(content_hash, []),
+        people=[PhotoPerson(**dict(r)) for r in people],
     )
 
 
@@ -584,6 +607,15 @@ class PhotosController(Controller):
                 "(case-insensitive exact)."
             ),
         ] = None,
+        tag: Annotated[
+            str | None,
+            Parameter(
+                description="Only contents tagged with this name (case-insensitive exact): "
+                "the items whose `tags` hold it (a face, not rejected, of a person so named). "
+                "An alias of `person=NAME`, except that a hidden person, or the old name of "
+                "one merged into another, is no tag."
+            ),
+        ] = None,
         sort: Annotated[
             Sort,
             Parameter(
@@ -600,13 +632,16 @@ class PhotosController(Controller):
             library=library, media_kind=media_kind, path_prefix=path_prefix, hashed=hashed,
             taken_from=taken_from, taken_to=taken_to, make=make, model=model, lens=lens,
             bbox=bbox, near=near, radius_km=radius_km, has_gps=has_gps, orientation=orientation,
-            person=person,
+            person=person, tag=tag,
         )  # fmt: skip
         after = _after(cursor, sort) if cursor is not None else None
-        found = await db.read(
-            ctx.settings.readmodel_dir, lambda c: list_rows(c, q, sort, after, limit + 1), []
-        )
-        items = [rows.photo(r) for r in found[:limit]]
+
+        def page(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], dict[str, list[str]]]:
+            found = list_rows(c, q, sort, after, limit + 1)
+            return found, rows.person_tags(c, (r["content_hash"] for r in found[:limit]))
+
+        found, tags = await db.read(ctx.settings.readmodel_dir, page, ([], {}))
+        items = [rows.photo(r, tags.get(r["content_hash"], [])) for r in found[:limit]]
         nxt = None
         if len(found) > limit:
             last = found[limit - 1]

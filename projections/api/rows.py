@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "exif",
     "iso_from_ns",
     "location",
+    "person_tags",
     "photo",
     "thumbnail_url",
     "thumbnail_urls",
@@ -94,8 +96,27 @@ def location(row: sqlite3.Row) -> Location:
     )  # fmt: skip
 
 
-def photo(row: sqlite3.Row) -> Photo:
-    """A row selected with PHOTO_COLUMNS ... PHOTO_JOINS."""
+def person_tags(conn: sqlite3.Connection, hashes: Iterable[str | None]) -> dict[str, list[str]]:
+    """content_hash -> its tags, in one query for all of ``hashes``: the names of the
+    named, not hidden people with a face not rejected in it (``faces.person_id`` already
+    holds the merge target), sorted case-insensitively, each once."""
+    wanted = sorted({x for x in hashes if x})
+    if not wanted:
+        return {}
+    names: dict[str, set[str]] = {}
+    for content_hash, name in conn.execute(
+        "SELECT DISTINCT fc.content_hash, p.name FROM faces AS fc"
+        " JOIN people AS p ON p.person_id = fc.person_id"
+        f" WHERE fc.content_hash IN ({','.join('?' * len(wanted))}) AND fc.rejected = 0"
+        " AND p.hidden = 0 AND p.name IS NOT NULL",
+        wanted,
+    ):
+        names.setdefault(content_hash, set()).add(name)
+    return {h: sorted(n, key=lambda x: (x.casefold(), x)) for h, n in names.items()}
+
+
+def photo(row: sqlite3.Row, tags: list[str]) -> Photo:
+    """A row selected with PHOTO_COLUMNS ... PHOTO_JOINS, with its content's tags."""
     width, height = upright(
         (row["c_width"], row["c_height"]), (row["m_width"], row["m_height"]), row["orientation"]
     )
@@ -109,7 +130,7 @@ def photo(row: sqlite3.Row) -> Photo:
         media_kind=row["media_kind"], content_hash=row["content_hash"],
         date_taken=row["date_taken"], date_source=row["date_source"], width=width,
         height=height, make=row["make"], model=row["model"], gps=gps,
-        thumbnail=next(iter(thumbs.values()), None),
+        thumbnail=next(iter(thumbs.values()), None), tags=tags,
     )  # fmt: skip
 
 

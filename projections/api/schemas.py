@@ -32,6 +32,7 @@ __all__ = [
     "Photo",
     "PhotoDetail",
     "PhotoPage",
+    "PhotoPerson",
     "PipelineStatus",
     "ProjectorStatus",
     "StreamStatus",
@@ -49,6 +50,11 @@ DATE_SOURCE = (
     "'filename' or 'filesystem'."
 )
 THUMBNAIL_URL = "URL path of the thumbnail endpoint for that size"
+TAGS = (
+    "Names of the named, not hidden people with a face (not rejected) in this content, "
+    "merges followed: sorted case-insensitively, each once; empty if none. `tag=NAME` "
+    "filters /photos by them."
+)
 
 
 class ErrorDetail(msgspec.Struct):
@@ -179,6 +185,7 @@ class Photo(msgspec.Struct):
         str | None,
         Meta(description=THUMBNAIL_URL + " 'small'; null until a thumbnail exists."),
     ]
+    tags: Annotated[list[str], Meta(description=TAGS)]
 
 
 class PhotoPage(msgspec.Struct):
@@ -241,6 +248,14 @@ class Exif(msgspec.Struct):
     ]
 
 
+class PhotoPerson(msgspec.Struct):
+    """A face of a content and the person it is assigned to (merges followed)."""
+
+    person_id: Annotated[str, Meta(description="The person (a merged id resolves here).")]
+    name: Annotated[str | None, Meta(description="The person's name; null if unnamed.")]
+    face_id: Annotated[str, Meta(description="The face (see /faces/{face_id}).")]
+
+
 class PhotoDetail(msgspec.Struct):
     """One content (by hash) and every location holding it."""
 
@@ -263,6 +278,14 @@ class PhotoDetail(msgspec.Struct):
     thumbnails: Annotated[
         dict[str, str],
         Meta(description="Size name ('small', 'large') -> " + THUMBNAIL_URL + "; empty if none."),
+    ]
+    tags: Annotated[list[str], Meta(description=TAGS)]
+    people: Annotated[
+        list[PhotoPerson],
+        Meta(
+            description="Every face in this content assigned to a person that is not "
+            "hidden (named or not), by face id; empty if none."
+        ),
     ]
 
 

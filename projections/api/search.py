@@ -30,6 +30,7 @@ from projections.api import db, rows
 from projections.api.context import Ctx
 from projections.api.errors import bad_parameter, error_responses
 from projections.api.photos import Query, build_query, check_hash
+from projections.api.schemas import TAGS
 from projections.vectors import ModelMatrix, VectorIndex
 
 __all__ = ["ClipEncoders", "ClipSearch", "SearchController", "SearchHit", "SearchPage"]
@@ -44,6 +45,7 @@ class SearchHit(msgspec.Struct):
     path: Annotated[str, Meta(description="A live location of the content (first by path).")]
     file_id: Annotated[str, Meta(description="File id of that location.")]
     thumbnails: Annotated[dict[str, str], Meta(description="Size name -> thumbnail URL path.")]
+    tags: Annotated[list[str], Meta(description=TAGS)]
 
 
 class SearchPage(msgspec.Struct):
@@ -185,11 +187,14 @@ async def _hits(
         ranked = [(h, s) for h, s in ranked if h != exclude]
         wanted = [h for h, _ in ranked]
 
-        def locate(c: sqlite3.Connection, wanted: list[str] = wanted) -> dict[str, sqlite3.Row]:
+        def locate(
+            c: sqlite3.Connection, wanted: list[str] = wanted
+        ) -> tuple[dict[str, sqlite3.Row], dict[str, list[str]]]:
             _prepare(c, q)
-            return _locations(c, q, wanted)
+            found = _locations(c, q, wanted)
+            return found, rows.person_tags(c, found)
 
-        locs = await db.read(readmodel_dir, locate, {})
+        locs, tags = await db.read(readmodel_dir, locate, ({}, {}))
         hits = [
             SearchHit(
                 content_hash=h,
@@ -198,6 +203,7 @@ async def _hits(
                 path=locs[h]["path"],
                 file_id=locs[h]["file_id"],
                 thumbnails=rows.thumbnail_urls(h, locs[h]["thumb_sizes"]),
+                tags=tags.get(h, []),
             )
             for h, s in ranked
             if h in locs

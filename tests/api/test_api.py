@@ -101,6 +101,7 @@ def test_photos_filters(small: ReadModel, client: TestClient[Any]) -> None:
         "media_kind": "image", "content_hash": h(1),
         "date_taken": "2023-11-14T22:18:20Z", "date_source": "filesystem", "width": 640,
         "height": 480, "make": None, "model": None, "gps": None, "thumbnail": None,
+        "tags": [],
     }  # fmt: skip
     assert paths(ok(client, "/photos", library="beta")) == [
         "beta:copy.mp4", "beta:dup/img1.jpg", "beta:dup2/img1.jpg",
@@ -201,7 +202,7 @@ def test_photo_detail(small: ReadModel, client: TestClient[Any]) -> None:
     assert detail == {
         "content_hash": h(1), "size": 1000, "media_kind": "image", "phash": "ff00",
         "dhash": "00ff", "width": 640, "height": 480, "decode_error": None, "exif": None,
-        "thumbnails": {},
+        "thumbnails": {}, "tags": [], "people": [],
     }  # fmt: skip
     assert [(loc["library"], loc["path"]) for loc in locations] == [
         ("alpha", "2023/img1.jpg"), ("beta", "dup/img1.jpg"), ("beta", "dup2/img1.jpg"),
@@ -319,7 +320,7 @@ def test_openapi_documents_every_response_field(client: TestClient[Any]) -> None
     assert params == {
         "library", "media_kind", "path_prefix", "hashed", "sort", "limit", "cursor",
         "taken_from", "taken_to", "make", "model", "lens", "bbox", "near", "radius_km",
-        "has_gps", "orientation", "person",
+        "has_gps", "orientation", "person", "tag",
     }  # fmt: skip
 
 
