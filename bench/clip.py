@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from bench.common import (
     say,
     scratch_dir,
 )
-from bench.vit import make_vit_b32
+from bench.vit import default_cache, make_vit_b32
 
 __all__ = ["main"]
 
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         from eventsvc.derive.clip import load_image
         from eventsvc.inference.clip_onnx import OnnxClip, preprocess
 
-        cache = a.model_cache or Path(tempfile.gettempdir()) / "eventsvc-bench-vit-b32"
+        cache = a.model_cache or default_cache()
         t0 = time.perf_counter()
         model = make_vit_b32(cache)
         say(f"ViT-B/32 (random) at {model} in {time.perf_counter() - t0:.1f}s; "

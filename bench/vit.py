@@ -1,25 +1,64 @@
-"""A random-weight CLIP ViT-B/32 (visual tower + projection) in ONNX, built with
-onnx.helper (no torch): the same graph shape and FLOPs as the real image encoder, in a
-model directory in the Immich layout (the textual side is a small stand-in)."""
+"""A random-weight CLIP ViT-B/32 in ONNX, built with onnx.helper (no torch): the image
+tower (visual tower + projection) here, the text tower in bench/clip_text.py, both with
+the real model's graph shape and FLOPs, in a model directory in the Immich layout.
+
+The directory is a cache (``default_cache()``: under $TMPDIR): built once, atomically
+(into a sibling, then renamed), and rebuilt when its ``config.json`` lacks this
+module's ``BUILD`` tag."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["make_vit_b32"]
+from bench.clip_text import CONTEXT, make_text_b32
 
+__all__ = ["BUILD", "default_cache", "make_vit_b32"]
+
+BUILD = "vit-b32-random/3 (full text tower)"
 WIDTH, LAYERS, HEADS, PATCH, SIZE, EMBED = 768, 12, 12, 32, 224, 512
 
 
+def default_cache() -> Path:
+    return Path(tempfile.gettempdir()) / "eventsvc-bench-clip-vit-b32"
+
+
+def _current(d: Path) -> bool:
+    try:
+        return json.loads((d / "config.json").read_text()).get("bench_build") == BUILD
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def make_vit_b32(directory: Path, seed: int = 0) -> Path:
+    """The model directory ``directory``, built there unless already current."""
     d = Path(directory)
-    if (d / "visual" / "model.onnx").is_file() and (d / "config.json").is_file():
+    if _current(d):
         return d
+    if d.exists() and any(d.iterdir()) and not (d / "config.json").is_file():
+        raise SystemExit(f"{d} is not empty and holds no model: not overwriting it")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.build-", dir=d.parent))
+    try:
+        _build(tmp, seed)
+        if d.exists():  # an older build: move it aside, then remove it
+            old = d.with_name(f".{d.name}.old-{os.getpid()}")
+            d.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(d)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return d
+
+
+def _build(d: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
@@ -99,20 +138,16 @@ def make_vit_b32(directory: Path, seed: int = 0) -> Path:
     model.ir_version = 8
     (d / "visual").mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(d / "visual" / "model.onnx"))
-    # A small textual stand-in so the directory loads as a whole model.
-    from tests.clip.tiny import make_tiny_clip
-
-    tiny = make_tiny_clip(d / "_tiny")
-    (d / "textual").mkdir(exist_ok=True)
-    for f in ("model.onnx", "tokenizer.json", "tokenizer_config.json"):
-        (d / "textual" / f).write_bytes((tiny / "textual" / f).read_bytes())
-    (d / "config.json").write_text(json.dumps({
-        "embed_dim": EMBED, "vision_cfg": {"image_size": SIZE, "patch_size": PATCH},
-        "text_cfg": {"context_length": 8},
-    }))  # fmt: skip
+    make_text_b32(d / "textual", seed=seed + 1)
     (d / "visual" / "preprocess_cfg.json").write_text(json.dumps({
         "size": [SIZE, SIZE], "mean": [0.48145466, 0.4578275, 0.40821073],
         "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic",
         "resize_mode": "shortest",
     }))  # fmt: skip
-    return d
+    # config.json last: its tag marks the build complete.
+    (d / "config.json").write_text(json.dumps({
+        "embed_dim": EMBED, "vision_cfg": {"image_size": SIZE, "patch_size": PATCH},
+        "text_cfg": {"context_length": CONTEXT, "vocab_size": 49408, "width": 512,
+                     "heads": 8, "layers": 12},
+        "bench_build": BUILD,
+    }))  # fmt: skip
