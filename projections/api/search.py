@@ -273,11 +273,18 @@ class SearchController(Controller):
         orientation: Annotated[
             int | None, Parameter(ge=1, le=8, description="Only this EXIF orientation (1-8).")
         ] = None,
+        person: Annotated[
+            str | None, Parameter(description="Only photos of this person (id or name).")
+        ] = None,
+        tag: Annotated[
+            str | None, Parameter(description="Only photos tagged with this person's name.")
+        ] = None,
     ) -> SearchPage:
         query = build_query(
             library=library, media_kind=media_kind, path_prefix=path_prefix,
             taken_from=taken_from, taken_to=taken_to, make=make, model=model, lens=lens,
             bbox=bbox, near=near, radius_km=radius_km, has_gps=has_gps, orientation=orientation,
+            person=person, tag=tag,
         )  # fmt: skip
         text = q.strip()
         if not text:

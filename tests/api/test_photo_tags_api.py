@@ -157,6 +157,11 @@ def test_search_hits_carry_tags(model: ReadModel, settings: Settings, tmp_path: 
         ]  # fmt: skip
         similar = ok(c, f"/photos/{h(1)}/similar", threshold=0.5)["items"]
         assert [(i["content_hash"], i["tags"]) for i in similar] == [(h(5), ["bob"])]
+        # people filters select the candidates before ranking, as the metadata ones do
+        for params in ({"person": "bob"}, {"tag": "BOB"}, {"person": pid(2)}):
+            hits = ok(c, "/photos/search", q="red", threshold=0.5, **params)["items"]
+            assert [i["content_hash"] for i in hits] == [h(5)], params
+        assert ok(c, "/photos/search", q="red", threshold=0.5, tag="nobody")["items"] == []
 
 
 def test_openapi_documents_tags(client: TestClient[Any]) -> None:
