@@ -134,9 +134,9 @@ async def test_hasher_and_projector_killed_mid_ingest_converge_to_a_clean_run(
                 ci = await event_log.js.consumer_info("PHOTOS", "hasher")
             except Exception:
                 return False
-            path = readmodel.current_path(data / "readmodel")
-            if path is None or not path.exists():
-                return False
+            # Not waiting for the projector's first generation as well: on a loaded machine
+            # the hasher can finish before the projector has started, and the kill is then
+            # never mid-ingest. A projector killed while starting must converge just the same.
             return ci.ack_floor.stream_seq > 20 and ci.num_pending > 0
 
         await wait_until(midway, 60, 0.02)
