@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from bench.onnx_graph import GraphBuilder
 
 __all__ = ["CONTEXT", "EMBED", "VOCAB_SIZE", "make_text_b32", "query_texts"]
 
@@ -181,31 +183,9 @@ def make_text_b32(directory: Path, seed: int = 1) -> Path:
     ``directory`` (an Immich model's ``textual/``); return it."""
     d = Path(directory)
     rng = np.random.default_rng(seed)
-    inits: list[onnx.TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
-
-    def w(name: str, *shape: int, scale: float = 0.02) -> str:
-        inits.append(numpy_helper.from_array(
-            (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32), name
-        ))  # fmt: skip
-        return name
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(value, name))
-        return name
-
-    def node(op: str, ins: list[str], out: str, **attrs: object) -> str:
-        nodes.append(helper.make_node(op, ins, [out], **attrs))
-        return out
-
-    def ln(x: str, name: str) -> str:
-        g = const(f"{name}.g", np.ones(WIDTH, np.float32))
-        b = const(f"{name}.b", np.zeros(WIDTH, np.float32))
-        return node("LayerNormalization", [x, g, b], f"{name}.out", axis=-1, epsilon=1e-5)
-
-    def linear(x: str, name: str, n_in: int, n_out: int) -> str:
-        y = node("MatMul", [x, w(f"{name}.w", n_in, n_out)], f"{name}.mm")
-        return node("Add", [y, const(f"{name}.b", np.zeros(n_out, np.float32))], f"{name}.out")
+    g = GraphBuilder(rng, WIDTH)
+    inits, nodes = g.inits, g.nodes
+    w, const, node, ln, linear = g.w, g.const, g.node, g.ln, g.linear
 
     hd = WIDTH // HEADS
     x = node("Gather", [w("token_embedding", VOCAB_SIZE, WIDTH), "text"], "tok", axis=0)
