@@ -243,11 +243,13 @@ class VectorIndex:
         k: int,
         threshold: float | None = None,
         candidates: np.ndarray | None = None,
+        rows: int | None = None,
     ) -> list[tuple[str, float]]:
-        """Top k (content_hash, score) by cosine, among ``candidates`` rows if given."""
+        """Top k (content_hash, score) by cosine, among ``candidates`` rows if given, and
+        among the first ``rows`` rows if given (a paged search pins the rows it saw)."""
         q = np.asarray(query, np.float32).reshape(-1)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
-        mat = m.matrix
+        mat = m.matrix if rows is None else m.matrix[:rows]
         if candidates is None:
             scores = mat @ q
             pos, vals = top_k(scores, k, threshold)

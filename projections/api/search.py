@@ -1,7 +1,7 @@
 """GET /photos/search (CLIP text search) and GET /photos/{content_hash}/similar.
 
-The metadata filters of ``/photos`` (its ``build_query``) select candidate contents
-BEFORE ranking; ranking is a dot product over the in-memory index
+The metadata filters of ``/photos`` (:mod:`projections.api.filters`) select candidate
+contents BEFORE ranking; ranking is a dot product over the in-memory index
 (:mod:`projections.vectors`) with an argpartition top-k. Query embeddings are cached.
 """
 
@@ -12,7 +12,8 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -29,7 +30,9 @@ from eventsvc.settings import Settings
 from projections.api import db, rows
 from projections.api.context import Ctx
 from projections.api.errors import bad_parameter, error_responses
-from projections.api.photos import Query, build_query, check_hash
+from projections.api.filters import Filters, Query, filter_dependencies
+from projections.api.paging import decode_cursor, encode_cursor
+from projections.api.photos import check_hash
 from projections.api.schemas import TAGS
 from projections.vectors import ModelMatrix, VectorIndex
 
@@ -50,7 +53,7 @@ class SearchHit(msgspec.Struct):
 
 class SearchPage(msgspec.Struct):
     items: Annotated[list[SearchHit], Meta(description="Best first.")]
-    next: Annotated[str | None, Meta(description="Always null: one page of `limit` hits.")]
+    next: Annotated[str | None, Meta(description="Cursor of the next page; null on the last.")]
     model_version: Annotated[
         str | None, Meta(description="The CLIP model ranked with (null: none has vectors yet).")
     ]
@@ -167,11 +170,45 @@ def _prepare(conn: sqlite3.Connection, q: Query) -> None:
         conn.create_function("haversine_km", 4, geo.haversine_km, deterministic=True)
 
 
+@dataclass(frozen=True)
+class Window:
+    """Where a page starts: a rank position among the first ``rows`` rows of a model.
+
+    Pinning ``rows`` keeps pages consistent while vectors are being added (rows are only
+    ever appended); ``start`` counts ranked contents, found or not, so a page never
+    re-reads what an earlier page skipped for want of a live location.
+    """
+
+    version: str
+    rows: int
+    start: int = 0
+
+
+def _window_in(cursor: str, endpoint: str) -> Window:
+    data = decode_cursor(cursor)
+    version, n, start = data.get("m"), data.get("n"), data.get("r")
+    if data.get("e") != endpoint:
+        raise bad_parameter("cursor", f"it was not made by {endpoint}")
+    if not (isinstance(version, str) and type(n) is int and type(start) is int):
+        raise bad_parameter("cursor", "not a cursor handed out by this API")
+    if n < 0 or start < 0:
+        raise bad_parameter("cursor", "not a cursor handed out by this API")
+    return Window(version, n, start)
+
+
+def _window_out(endpoint: str, w: Window, start: int | None) -> str | None:
+    if start is None:
+        return None
+    return encode_cursor({"e": endpoint, "m": w.version, "n": w.rows, "r": start})
+
+
 async def _hits(
     ctx: Any, q: Query, m: ModelMatrix, vec: np.ndarray, limit: int, threshold: float | None,
-    exclude: str | None = None,
-) -> list[SearchHit]:  # fmt: skip
+    w: Window, exclude: str | None = None,
+) -> tuple[list[SearchHit], int | None]:  # fmt: skip
+    """One page of hits from ``w.start`` on, and where the next page starts (None: last)."""
     readmodel_dir = ctx.settings.readmodel_dir
+    n = min(w.rows, m.n)
     candidates = None
     if q.where:
 
@@ -181,11 +218,15 @@ async def _hits(
 
         hashes = await db.read(readmodel_dir, cands, [])
         candidates = m.positions(hashes)
-    k = limit + (1 if exclude else 0)
+        candidates = candidates[candidates < n]
+    total = n if candidates is None else len(candidates)
+    if total == 0:
+        return [], None
+    k = min(total, w.start + limit + 1 + (1 if exclude else 0))
     while True:
-        ranked = await asyncio.to_thread(VectorIndex.rank, m, vec, k, threshold, candidates)
-        ranked = [(h, s) for h, s in ranked if h != exclude]
-        wanted = [h for h, _ in ranked]
+        ranked = await asyncio.to_thread(VectorIndex.rank, m, vec, k, threshold, candidates, n)
+        tail = [(i, h, s) for i, (h, s) in enumerate(ranked) if i >= w.start and h != exclude]
+        wanted = [h for _, h, _ in tail]
 
         def locate(
             c: sqlite3.Connection, wanted: list[str] = wanted
@@ -195,24 +236,27 @@ async def _hits(
             return found, rows.person_tags(c, found)
 
         locs, tags = await db.read(readmodel_dir, locate, ({}, {}))
-        hits = [
-            SearchHit(
-                content_hash=h,
-                score=round(s, 6),
-                library_id=locs[h]["library_id"],
-                path=locs[h]["path"],
-                file_id=locs[h]["file_id"],
-                thumbnails=rows.thumbnail_urls(h, locs[h]["thumb_sizes"]),
-                tags=tags.get(h, []),
-            )
-            for h, s in ranked
-            if h in locs
-        ]
-        # Contents without a live location drop out: look further when that cost hits.
-        total = m.n if candidates is None else len(candidates)
-        if len(hits) >= limit or len(ranked) < k or k >= total:
-            return hits[:limit]
+        found = [(i, h, s) for i, h, s in tail if h in locs]
+        # One found beyond the page says there is a next page. Contents without a live
+        # location drop out: look further down the ranking when that cost hits.
+        exhausted = len(ranked) < k or k >= total
+        if len(found) > limit or exhausted:
+            break
         k = min(total, k * 4)
+    nxt = found[limit - 1][0] + 1 if len(found) > limit else None
+    hits = [
+        SearchHit(
+            content_hash=h,
+            score=round(s, 6),
+            library_id=locs[h]["library_id"],
+            path=locs[h]["path"],
+            file_id=locs[h]["file_id"],
+            thumbnails=rows.thumbnail_urls(h, locs[h]["thumb_sizes"]),
+            tags=tags.get(h, []),
+        )
+        for _, h, s in found[:limit]
+    ]
+    return hits, nxt
 
 
 def _unavailable(exc: InferenceError) -> ServiceUnavailableException:
@@ -228,6 +272,27 @@ def _pick(search: ClipSearch, model_version: str | None) -> tuple[ModelMatrix | 
     return m, state
 
 
+async def _matrix(
+    search: ClipSearch, model_version: str | None, cursor: str | None, endpoint: str
+) -> tuple[ModelMatrix | None, Window | None]:
+    """The model to rank with and the page window: from the cursor when there is one."""
+    if cursor is None:
+        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        return m, (Window(m.version, m.n) if m is not None else None)
+    w = _window_in(cursor, endpoint)
+    if model_version is not None and model_version != w.version:
+        raise bad_parameter("cursor", f"it was made for model_version {w.version}")
+    m, _ = await asyncio.to_thread(_pick, search, w.version)
+    return m, w
+
+
+_PAGED = (
+    " Paged: `next` is a cursor for the following page, which ranks the same vectors"
+    " (those added since the first page wait for a new search)."
+)
+_CURSOR = "The `next` of the previous page (the other parameters must be the same)."
+
+
 class SearchController(Controller):
     path = "/photos"
     tags = ("search",)
@@ -239,81 +304,56 @@ class SearchController(Controller):
         "embedding and their image embedding, best first, at or above `threshold`. The "
         "metadata filters of /photos select candidates before ranking. Uses the newest "
         "model whose vectors cover every image unless `model_version` is given. 503 when "
-        "no CLIP model can encode the query (the detail says why).",
+        "no CLIP model can encode the query (the detail says why)." + _PAGED,
         responses=error_responses(400),
+        dependencies=filter_dependencies(),
     )
     async def search(
         self,
         ctx: Ctx,
         state: State,
+        filters: Filters,
         q: Annotated[str, Parameter(min_length=1, max_length=1000, description="The words.")],
-        limit: Annotated[int, Parameter(ge=1, le=1000, description="Most hits.")] = 50,
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 50,
         threshold: Annotated[
             float, Parameter(ge=-1.0, le=1.0, description="Lowest cosine score returned.")
         ] = 0.2,
         model_version: Annotated[
             str | None, Parameter(description="Rank with this model's vectors.")
         ] = None,
-        library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
-        media_kind: Annotated[
-            Literal["image", "video"] | None, Parameter(description="As in /photos.")
-        ] = None,
-        path_prefix: Annotated[
-            str | None, Parameter(description="Only paths starting with this string.")
-        ] = None,
-        taken_from: Annotated[str | None, Parameter(description="As in /photos.")] = None,
-        taken_to: Annotated[str | None, Parameter(description="As in /photos.")] = None,
-        make: Annotated[str | None, Parameter(description="As in /photos.")] = None,
-        model: Annotated[str | None, Parameter(description="Camera model, as in /photos.")] = None,
-        lens: Annotated[str | None, Parameter(description="As in /photos.")] = None,
-        bbox: Annotated[str | None, Parameter(description="As in /photos.")] = None,
-        near: Annotated[str | None, Parameter(description="As in /photos.")] = None,
-        radius_km: Annotated[float | None, Parameter(description="As in /photos.")] = None,
-        has_gps: Annotated[bool | None, Parameter(description="As in /photos.")] = None,
-        orientation: Annotated[
-            int | None, Parameter(ge=1, le=8, description="Only this EXIF orientation (1-8).")
-        ] = None,
-        person: Annotated[
-            str | None, Parameter(description="Only photos of this person (id or name).")
-        ] = None,
-        tag: Annotated[
-            str | None, Parameter(description="Only photos tagged with this person's name.")
-        ] = None,
+        cursor: Annotated[str | None, Parameter(description=_CURSOR)] = None,
     ) -> SearchPage:
-        query = build_query(
-            library=library, media_kind=media_kind, path_prefix=path_prefix,
-            taken_from=taken_from, taken_to=taken_to, make=make, model=model, lens=lens,
-            bbox=bbox, near=near, radius_km=radius_km, has_gps=has_gps, orientation=orientation,
-            person=person, tag=tag,
-        )  # fmt: skip
         text = q.strip()
         if not text:
             raise bad_parameter("q", "must contain words")
         search = clip_search(state, ctx.settings)
-        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        m, w = await _matrix(search, model_version, cursor, "search")
         try:
-            if m is None:  # nothing encoded yet: still say why when there is no model
+            if m is None or w is None:  # nothing encoded yet: still say why if no model
                 await search.encoders.get(None)
                 return SearchPage(items=[], next=None, model_version=None)
             vec = await search.text_vector(m.version, text)
         except InferenceError as exc:
             raise _unavailable(exc) from exc
-        hits = await _hits(ctx, query, m, vec, limit, threshold)
-        return SearchPage(items=hits, next=None, model_version=m.version)
+        hits, nxt = await _hits(ctx, filters, m, vec, limit, threshold, w)
+        return SearchPage(items=hits, next=_window_out("search", w, nxt), model_version=m.version)
 
     @get(
         "/{content_hash:str}/similar",
         summary="Photos that look like this one (CLIP)",
         description="Contents ranked by cosine similarity of their image embeddings to this "
-        "content's, best first, the content itself left out.",
+        "content's, best first, the content itself left out. The metadata filters of "
+        "/photos select candidates before ranking." + _PAGED,
         responses=error_responses(400, 404),
+        dependencies=filter_dependencies(),
     )
     async def similar(
         self,
         ctx: Ctx,
         state: State,
+        filters: Filters,
         content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
-        limit: Annotated[int, Parameter(ge=1, le=1000, description="Most hits.")] = 50,
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 50,
         threshold: Annotated[
             float | None,
             Parameter(ge=-1.0, le=1.0, description="Lowest cosine score returned (none: all)."),
@@ -321,19 +361,18 @@ class SearchController(Controller):
         model_version: Annotated[
             str | None, Parameter(description="Rank with this model's vectors.")
         ] = None,
-        library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
+        cursor: Annotated[str | None, Parameter(description=_CURSOR)] = None,
     ) -> SearchPage:
         check_hash(content_hash)
         search = clip_search(state, ctx.settings)
-        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        m, w = await _matrix(search, model_version, cursor, "similar")
         row = m.rows.get(content_hash) if m is not None else None
-        if m is None or row is None:
+        if m is None or w is None or row is None:
             where = f" under model {m.version}" if m is not None else ""
             raise NotFoundException(detail=f"no CLIP embedding for {content_hash}{where} (yet)")
         vec = m.matrix[row].copy()
-        query = build_query(library=library)
-        hits = await _hits(ctx, query, m, vec, limit, threshold, exclude=content_hash)
-        return SearchPage(items=hits, next=None, model_version=m.version)
+        hits, nxt = await _hits(ctx, filters, m, vec, limit, threshold, w, exclude=content_hash)
+        return SearchPage(items=hits, next=_window_out("similar", w, nxt), model_version=m.version)
 
 
 async def search_text(
@@ -352,7 +391,8 @@ async def search_text(
             await search.encoders.get(None)
             return SearchPage(items=[], next=None, model_version=None)
         vec = await search.text_vector(m.version, text)
-        hits = await _hits(SimpleNamespace(settings=settings), Query(), m, vec, limit, threshold)
+        ctx = SimpleNamespace(settings=settings)
+        hits, _ = await _hits(ctx, Query(), m, vec, limit, threshold, Window(m.version, m.n))
     except Exception as exc:
         if isinstance(exc, (InferenceError, ReadModelError)):
             raise

@@ -55,6 +55,24 @@ async def _search(c: AsyncTestClient[Any], **params: Any) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
+async def _pages(
+    c: AsyncTestClient[Any], url: str, params: dict[str, Any], limit: int
+) -> list[list[str]]:
+    """Every page's content hashes, following `next` to the end."""
+    out: list[list[str]] = []
+    cursor = None
+    while True:
+        q = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        r = await c.get(url, params=q)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        out.append([i["content_hash"] for i in page["items"]])
+        cursor = page["next"]
+        if cursor is None:
+            return out
+        assert len(out) < 50, "paging does not end"
+
+
 async def test_clip_pipeline_search_similar_filters_and_rebuild(
     event_log: EventLog, settings: Settings, tmp_path: Path, tiny_models: tuple[Path, Path]
 ) -> None:
@@ -104,10 +122,32 @@ async def test_clip_pipeline_search_similar_filters_and_rebuild(
             sim = r.json()["items"]
             assert sim[0]["content_hash"] == b3(files["red2.jpg"])
             assert b3(files["red1.jpg"]) not in {i["content_hash"] for i in sim}
+            r = await c.get(f"/photos/{b3(files['red2.jpg'])}/similar", params={"path_prefix": "b"})
+            assert [i["path"] for i in r.json()["items"]] == ["b.jpg"]  # filters apply too
+            r = await c.get(f"/photos/{b3(files['red2.jpg'])}/similar", params={"orientation": 9})
+            assert r.status_code == 400 and "orientation" in r.json()["detail"]
             r = await c.get(f"/photos/{'0' * 64}/similar")
             assert r.status_code == 404 and "no CLIP embedding" in r.json()["detail"]
             r = await c.get("/photos/search", params={"q": "red", "model_version": "nope"})
             assert r.status_code == 400 and "model_version" in r.json()["detail"]
+
+            # Paging: cursors walk the same ranking, `next` is null on the last page.
+            assert await _pages(c, "/photos/search", {"q": "blue", "threshold": -1}, 3) == [
+                [i["content_hash"] for i in low[:3]], [low[3]["content_hash"]],
+            ]  # fmt: skip
+            one_by_one = await _pages(c, "/photos/search", {"q": "blue", "threshold": -1}, 1)
+            assert [p[0] for p in one_by_one] == [i["content_hash"] for i in low]
+            sim_pages = await _pages(c, f"/photos/{b3(files['red1.jpg'])}/similar", {}, 2)
+            assert [len(p) for p in sim_pages] == [2, 1]
+            assert sim_pages[0] == [i["content_hash"] for i in sim]
+            r = await c.get("/photos/search", params={"q": "red", "cursor": "bm9wZQ"})
+            assert r.status_code == 400 and "cursor" in r.json()["detail"]
+            first = await _search(c, q="blue", threshold=-1, limit=1)
+            r = await c.get(
+                f"/photos/{b3(files['red1.jpg'])}/similar", params={"cursor": first["next"]}
+            )
+            assert r.status_code == 400 and "cursor" in r.json()["detail"]
+            pinned = await _search(c, q="green", threshold=-1, limit=2)
 
             # The CLI prints the same top hits, straight from the read model.
             proc = cli("search", "red", "--data-dir", str(settings.data_dir), "--json",
@@ -126,6 +166,10 @@ async def test_clip_pipeline_search_similar_filters_and_rebuild(
             greens = (await _search(c, q="green"))["items"]
             assert {i["path"] for i in greens} == {"a/green.jpg", "a/green2.jpg"}
             assert search.index.loaded_rows == loaded + 1
+            # A cursor taken before green2 arrived goes on over the vectors it saw.
+            rest = await _search(c, q="green", threshold=-1, limit=10, cursor=pinned["next"])
+            seen = [i["content_hash"] for i in pinned["items"] + rest["items"]]
+            assert sorted(seen) == hashes and rest["next"] is None
             hits_before = search.cache_hits
             await _search(c, q="green")
             assert search.cache_hits == hits_before + 1  # the query embedding was cached
@@ -141,6 +185,14 @@ async def test_clip_pipeline_search_similar_filters_and_rebuild(
             after = await _search(c, q="green")
             assert [i["path"] for i in after["items"]] == [i["path"] for i in during["items"]]
             assert search.index.generation == readmodel.current_path(settings.readmodel_dir)
+
+
+def _vectors(pipe: Pipeline) -> int:
+    conn = pipe.db()
+    try:
+        return int(conn.execute("SELECT count(*) FROM clip_vectors").fetchone()[0])
+    finally:
+        conn.close()
 
 
 async def test_no_model_pauses_clip_only_then_model_files_start_it(
@@ -179,11 +231,7 @@ async def test_no_model_pauses_clip_only_then_model_files_start_it(
                 shutil.copytree(tiny_models[0], settings.models_dir / "someone--tiny-clip")
                 await wait_until(lambda: clip.stats.encoded == 4, 30)
                 assert clip.stats.model_error is None
-                ci = await event_log.js.consumer_info(settings.stream, "clip")
-                await wait_until(
-                    lambda: pipe.projector.status.last_seq >= ci.delivered.stream_seq, 20
-                )
-                await asyncio.sleep(0.3)
+                await wait_until(lambda: _vectors(pipe) == 4, 30)
                 search = c.app.state["clip_search"]
                 search.encoders._failed.clear()  # skip the retry delay of the query encoder
                 items = (await _search(c, q="red"))["items"]
