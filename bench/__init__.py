@@ -17,5 +17,6 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "clip": ("bench.clip", "clip worker images/s vs bare onnxruntime, random ViT-B/32"),
     "ingest": ("bench.ingest", "first ingest of 12 MP JPEGs vs a bare multiprocess loop (files/s)"),
     "faces": ("bench.faces", "faces worker vs bare dlib calls on the same images (images/s)"),
+    "people": ("bench.people", "face clustering vs the bare numpy searches it needs (faces/s)"),
     "playlist": ("bench.playlist", "HLS jobs (remux, transcode) vs bare ffmpeg, same args"),
 }

@@ -176,6 +176,57 @@ def test_first_model_per_content_is_clustered() -> None:
 # ------------------------------------------------------------------ through the log
 
 
+def _naive_place(c: Clusterer, face: str) -> list[str]:
+    """The rules spelled out with plain loops over every person and pooled face: the
+    person joined, or the members of a new person, or nothing (waits in the pool)."""
+    f = c.faces[face]
+    best: tuple[float, str] | None = None
+    for p in c.people.values():
+        if not p.faces or f.content in p.contents:
+            continue
+        d = min(float(np.linalg.norm(f.emb - part.centroid())) for part in p.parts if part.n)
+        if d <= c.threshold and (best is None or d < best[0]):
+            best = (d, p.id)
+    if best is not None:
+        return [best[1]]
+    nearest: dict[str, tuple[float, str]] = {}
+    for o in c.pool.values():
+        d = float(np.linalg.norm(o.emb - f.emb))
+        if o.content != f.content and d <= c.threshold:
+            nearest[o.content] = min(nearest.get(o.content, (d, o.id)), (d, o.id))
+    if len(nearest) + 1 < c.min_samples:
+        return []
+    return [face, *sorted(m for _, m in nearest.values())]
+
+
+def test_indexed_placement_matches_the_plain_rules() -> None:
+    """2,000 photos of 60 people (some with two faces, some people merged, some faces
+    rejected) and 400 strangers: every placement equals the rules by brute force."""
+    c = Clusterer()
+    centers = [center(1000 + k) for k in range(60)]
+    order = rng.permutation([k % 60 for k in range(2000)] + [-1] * 400)
+    for n, who in enumerate(order):
+        embs = [jitter(centers[who], 0.2) if who >= 0 else center(50_000 + n)]
+        if who >= 0 and n % 5 == 0:  # the same person twice in one photo, or someone else
+            embs.append(jitter(centers[who if n % 2 else (who + 1) % 60], 0.2))
+        e = photo(n, *embs)
+        for face in c.faces_of(e):
+            want = _naive_place(c, face)
+            got = c.place(face)
+            assigned = [ev for ev in got if isinstance(ev, FaceAssigned)]
+            if len(want) == 1:
+                assert [a.person_id for a in assigned] == want
+            else:
+                assert [a.face_id for a in assigned] == want
+            for ev in got:
+                c.apply(ev)
+        if n % 300 == 299 and len(c.people) >= 2:  # a human merge, and a rejection
+            a, b = sorted(c.people)[:2]
+            c.apply(PeopleMerged(source=a, target=b))
+            c.apply(FaceRejected(face_id=sorted(c.people[b].faces)[0]))
+    assert len(people_of(c)) >= 40 and len(c.pool) >= 400
+
+
 def _spec(settings: Settings) -> ConsumerSpec:
     base = ConsumerSpec(
         durable="people", filter_subjects=("x",), max_deliver=3, ack_wait=2.0,

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -47,20 +48,88 @@ __all__ = ["Clusterer", "PeopleStats", "PeopleWorker", "fold_subjects", "person_
 log = logging.getLogger(__name__)
 
 
+K = TypeVar("K")
+
+
 def person_id_for(founder: str) -> str:
     return "p-" + hashlib.blake2b(founder.encode(), digest_size=8).hexdigest()
+
+
+class _Bank(Generic[K]):
+    """Vectors by key in one growable matrix, so a query is one matrix product instead of
+    a Python loop (or a fresh ``np.stack``) over every key. Removal moves the last row
+    into the hole; row order carries no meaning."""
+
+    def __init__(self, dim: int = 128) -> None:
+        self._mat = np.zeros((64, dim))
+        self._sq = np.zeros(64)
+        self.keys: list[K] = []
+        self.rows: dict[K, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.rows
+
+    def put(self, key: K, vec: np.ndarray) -> None:
+        row = self.rows.get(key)
+        if row is None:
+            row = len(self.keys)
+            if row == len(self._mat):
+                self._mat = np.concatenate([self._mat, np.zeros_like(self._mat)])
+                self._sq = np.concatenate([self._sq, np.zeros_like(self._sq)])
+            self.rows[key] = row
+            self.keys.append(key)
+        self._mat[row] = vec
+        self._sq[row] = float(vec @ vec)
+
+    def drop(self, key: K) -> None:
+        row = self.rows.pop(key, None)
+        if row is None:
+            return
+        last = len(self.keys) - 1
+        if row != last:
+            moved = self.keys[last]
+            self._mat[row] = self._mat[last]
+            self._sq[row] = self._sq[last]
+            self.keys[row] = moved
+            self.rows[moved] = row
+        self.keys.pop()
+
+    def within(self, vec: np.ndarray, radius: float) -> list[tuple[float, K]]:
+        """(distance, key) of the rows within ``radius`` of ``vec``, nearest first.
+
+        Candidates come from |a-b|^2 = |a|^2 - 2ab + |b|^2 over the whole matrix, with a
+        margin for rounding; their distances are then computed exactly, as
+        ``np.linalg.norm(a - b)``, so results do not depend on the shortcut.
+        """
+        n = len(self.keys)
+        if not n:
+            return []
+        mat = self._mat[:n]
+        d2 = self._sq[:n] - 2.0 * (mat @ vec) + float(vec @ vec)
+        near = np.flatnonzero(d2 <= radius * radius + 1e-6)
+        if not len(near):
+            return []
+        exact = np.linalg.norm(mat[near] - vec, axis=1)
+        out = [(float(d), self.keys[r]) for d, r in zip(exact, near, strict=True) if d <= radius]
+        out.sort(key=lambda x: x[0])
+        return out
 
 
 class _Part:
     """A centroid: the sum and count of some faces of a person. A person founded by the
     clusterer has one; a merge keeps both sides' parts, so a person who looks two ways
-    (glasses or not, child and adult) still attracts faces of either look."""
+    (glasses or not, child and adult) still attracts faces of either look. ``owner`` is
+    the person the part belongs to now (merges move parts)."""
 
-    __slots__ = ("n", "total")
+    __slots__ = ("n", "owner", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str) -> None:
         self.total = np.zeros(128)
         self.n = 0
+        self.owner = owner
 
     def centroid(self) -> np.ndarray:
         return self.total / self.n
@@ -80,6 +149,8 @@ class _Face:
 @dataclass
 class _Person:
     id: str
+    centroids: _Bank[_Part]
+    """The clusterer's bank of every part's centroid, kept current as faces come and go."""
     parts: list[_Part] = field(default_factory=list)
     faces: set[str] = field(default_factory=set)
     contents: dict[str, int] = field(default_factory=dict)
@@ -98,10 +169,11 @@ class _Person:
         than ``new_part_beyond`` (a face put here by hand that looks unlike the rest)."""
         d, part = self.distance(f.emb)
         if part is None or (new_part_beyond is not None and d > new_part_beyond):
-            part = _Part()
+            part = _Part(self.id)
             self.parts.append(part)
         part.total = part.total + f.emb
         part.n += 1
+        self.centroids.put(part, part.centroid())
         f.part = part
         self.faces.add(f.id)
         self.contents[f.content] = self.contents.get(f.content, 0) + 1
@@ -113,6 +185,9 @@ class _Person:
             f.part.n -= 1
             if f.part.n <= 0:
                 self.parts = [p for p in self.parts if p is not f.part]
+                self.centroids.drop(f.part)
+            else:
+                self.centroids.put(f.part, f.part.centroid())
         f.part = None
         left = self.contents.get(f.content, 1) - 1
         if left:
@@ -131,8 +206,15 @@ class Clusterer:
         self.people: dict[str, _Person] = {}
         self.alias: dict[str, str] = {}
         self.pool: dict[str, _Face] = {}
+        """Unassigned, not rejected faces; their descriptors are also in ``_pooled``."""
+        self._pooled: _Bank[str] = _Bank()
+        self._centroids: _Bank[_Part] = _Bank()
         self.models: dict[str, str] = {}
         """content -> the model whose faces are clustered (the first FacesDetected)."""
+
+    def index_sizes(self) -> tuple[int, int]:
+        """(centroids, unassigned faces): the rows a placement searches."""
+        return len(self._centroids), len(self._pooled)
 
     # ---------------------------------------------------------------- folding events
 
@@ -146,7 +228,7 @@ class Clusterer:
     def _person(self, person_id: str) -> _Person:
         p = self.people.get(person_id)
         if p is None:
-            p = self.people[person_id] = _Person(person_id)
+            p = self.people[person_id] = _Person(person_id, self._centroids)
         return p
 
     def _detach(self, f: _Face) -> None:
@@ -154,6 +236,7 @@ class Clusterer:
             self.people[f.person].remove(f)
         f.person = None
         self.pool.pop(f.id, None)
+        self._pooled.drop(f.id)
 
     def _attach(self, f: _Face, person_id: str, by_hand: bool = False) -> None:
         self._detach(f)
@@ -172,6 +255,7 @@ class Clusterer:
                 f = _Face(fid, e.content_hash, np.asarray(box.embedding, dtype=np.float64))
                 self.faces[fid] = f
                 self.pool[fid] = f
+                self._pooled.put(fid, f.emb)
             ids.append(fid)
         return ids
 
@@ -207,6 +291,8 @@ class Clusterer:
             source = self.people.pop(src, None)
             self.alias[src] = dst
             if source is not None:
+                for part in source.parts:
+                    part.owner = dst
                 target.parts += source.parts
                 target.faces |= source.faces
                 for content, n in source.contents.items():
@@ -222,12 +308,11 @@ class Clusterer:
         if f is None or f.person is not None or f.rejected:
             return []
         best, best_d = None, None
-        for p in self.people.values():
-            if not p.faces or f.content in p.contents:
-                continue
-            d, _ = p.distance(f.emb)
-            if d <= self.threshold and (best_d is None or d < best_d):
+        for d, part in self._centroids.within(f.emb, self.threshold):  # nearest first
+            p = self.people.get(part.owner)
+            if p is not None and p.faces and f.content not in p.contents:
                 best, best_d = p, d
+                break
         if best is not None:
             return [
                 FaceAssigned(
@@ -238,13 +323,12 @@ class Clusterer:
                 )
             ]
         nearest: dict[str, tuple[float, str]] = {}
-        others = [o for o in self.pool.values() if o.content != f.content]
-        if others:
-            dists = np.linalg.norm(np.stack([o.emb for o in others]) - f.emb, axis=1)
-            for k in np.flatnonzero(dists <= self.threshold):
-                other, d = others[k], float(dists[k])
-                if other.content not in nearest or (d, other.id) < nearest[other.content]:
-                    nearest[other.content] = (d, other.id)
+        for d, oid in self._pooled.within(f.emb, self.threshold):
+            other = self.faces[oid]
+            if other.content == f.content:
+                continue
+            if other.content not in nearest or (d, other.id) < nearest[other.content]:
+                nearest[other.content] = (d, other.id)
         if len(nearest) + 1 < self.min_samples:
             return []
         pid = person_id_for(fid)
