@@ -276,7 +276,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         console.print(lt)
         for name, w in out.get("workers", {}).items():
             if w.get("model_error"):
-                console.print(f"[red]{name}: paused, no model: {w['model_error']}[/red]")
+                held = f", {w['held']} held" if w.get("held") else ""
+                console.print(f"[red]{name}: paused{held}: {w['model_error']}[/red]")
             elif w.get("model"):
                 console.print(f"{name}: model {w['model']}")
     return 0

@@ -27,6 +27,7 @@ __all__ = [
     "ApiServer",
     "clip_spec",
     "face_backend",
+    "faces_spec",
     "hasher_spec",
     "make_worker",
     "media_spec",
@@ -120,15 +121,19 @@ def face_backend(settings: Settings) -> Any:
     return DlibFaceBackend(DlibSettings.from_settings(settings))
 
 
-async def _faces_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
-    from eventsvc.derive.faces import FacesDeriver, FacesWorker
-
-    spec = _spec(
+def faces_spec(settings: Settings) -> ConsumerSpec:
+    return _spec(
         settings,
         "faces",
         "content.*.HashComputed",
         "HashComputed (images) -> FacesDetected (once per content and model)",
     )
+
+
+async def _faces_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
+    from eventsvc.derive.faces import FacesDeriver, FacesWorker
+
+    spec = faces_spec(settings)
     deriver = FacesDeriver(roots, event_log, face_backend(settings), settings.faces_max_edge)
     return FacesWorker(
         event_log,

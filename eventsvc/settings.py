@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     faces_inference_url: str | None = None
     """An `eventsvc inference` service doing the detection (None: in-process dlib)."""
     faces_recheck_interval: float = 60.0
-    """Seconds between checks for a model that was unavailable."""
+    """Longest wait between checks of a paused worker's model or inference host (the
+    first comes after 1 s, then twice as long each time, up to this)."""
     people_threshold: float = 0.5
     """Largest face-descriptor distance (Euclidean) between a face and a person's centroid
     for the face to join that person; also the neighbourhood radius for new people."""
@@ -142,7 +143,8 @@ class Settings(BaseSettings):
     clip_concurrency: int = 1
     """CLIP batches in flight at once."""
     clip_recheck: float = 60.0
-    """Seconds between checks for a model that was unavailable."""
+    """Longest wait between checks of a paused worker's model or inference host (the
+    first comes after 1 s, then twice as long each time, up to this)."""
     clip_threads: int = 0
     """ONNX Runtime intra-op threads (0: its default)."""
     clip_text_cache: int = 1024

@@ -5,9 +5,11 @@ preview, HEIC through pillow-heif) and hand it to a :class:`Batcher`, which enco
 batches of up to ``clip_batch`` images, waiting at most ``clip_batch_window`` seconds
 for a batch to fill, with at most ``clip_concurrency`` batches in flight.
 
-When there is no model (offline, no local files) the worker says so once (log and
-``stats.model_error``), consumes nothing, and looks again every ``clip_recheck``
-seconds, so model files dropped in place start it without a restart.
+When there is no model (offline, no local files) or the inference host is away, the
+worker pauses (:mod:`eventsvc.derive.hold`): it says why (log, ``stats.model_error``,
+the status bucket), holds what it had fetched without spending deliveries, and looks
+again with back-off up to ``clip_recheck`` seconds, so model files dropped in place or a
+host coming back start it without a restart.
 """
 
 from __future__ import annotations
@@ -16,22 +18,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.derive.worker import Worker, WorkerStats
-from eventsvc.errors import (
-    BackendUnavailable,
-    BadInput,
-    ModelUnavailable,
-    PermanentError,
-    TransientError,
-)
+from eventsvc.errors import BadInput, ModelUnavailable, PermanentError
 from eventsvc.events import ClipEncoded, Event, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import ClipBackend, ModelInfo
@@ -67,10 +62,7 @@ def load_image(path: str, max_edge: int = DECODE_EDGE) -> Image.Image:
 
 
 @dataclass
-class ClipStats(WorkerStats):
-    model: str | None = None
-    model_error: str | None = None
-    """Why the worker is paused (no model), None while it works."""
+class ClipStats(InferenceStats):
     batches: int = 0
     encoded: int = 0
     skipped: int = 0
@@ -168,8 +160,6 @@ class ClipDeriver:
         self.batcher = batcher
         self.stats = stats
         self.model: ModelInfo | None = None
-        self.lost = asyncio.Event()
-        """Set when the model went away mid-run: the worker pauses."""
         self._inflight: dict[str, asyncio.Future[None]] = {}
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
@@ -177,7 +167,7 @@ class ClipDeriver:
             return []
         model = self.model
         if model is None:
-            raise TransientError("the CLIP model is not loaded yet")
+            raise ModelUnavailable("the CLIP model is not loaded yet")
         p, h = self.log.prefix, event.content_hash
         subject = f"{p}.content.{h}.ClipEncoded.{subject_token(model.version)}"
         other = self._inflight.get(h)
@@ -212,11 +202,6 @@ class ClipDeriver:
             vec = await self.batcher.encode(img)
         except BadInput as exc:
             raise PermanentError(f"CLIP cannot encode {event.content_hash[:12]}: {exc}") from exc
-        except ModelUnavailable as exc:
-            self.lost.set()
-            raise TransientError(f"CLIP model unavailable: {exc}") from exc
-        except BackendUnavailable as exc:
-            raise TransientError(str(exc)) from exc
         self.stats.encoded += 1
         return [
             ClipEncoded(
@@ -244,8 +229,8 @@ class ClipDeriver:
             ) from exc
 
 
-class ClipWorker(Worker):
-    """A Worker that runs only while its model is available."""
+class ClipWorker(InferenceWorker):
+    """An InferenceWorker (pauses and holds while the model is unavailable)."""
 
     stats: ClipStats
 
@@ -255,91 +240,26 @@ class ClipWorker(Worker):
     ) -> None:  # fmt: skip
         super().__init__(
             name, event_log, spec, deriver, concurrency=concurrency, batch=batch,
-            accepts=(HashComputed,),
+            recheck=recheck, label="CLIP",
         )  # fmt: skip
-        self.stats = deriver.stats
-        self.deriver = deriver
-        self.recheck = recheck
+        self.deriver: ClipDeriver = deriver
 
-    async def _model(self, stop: asyncio.Event | None = None) -> ModelInfo | None:
-        try:
-            probe = asyncio.ensure_future(self.deriver.backend.info())
-            if stop is not None:  # a first download may take long: stopping must not wait
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({probe, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if not probe.done():
-                    probe.cancel()
-                    return None
-            info = await probe
-        except (ModelUnavailable, BackendUnavailable) as exc:
-            reason = str(exc)
-            if self.stats.model_error != reason:
-                log.error(
-                    "%s: CLIP model unavailable, semantic search is paused (checking again "
-                    "every %gs): %s", self.name, self.recheck, reason,
-                )  # fmt: skip
-            if self.stats.model_error != reason:
-                self.stats.model_error = reason
-                await self._publish_status()
-            return None
-        changed = self.stats.model_error is not None or self.stats.model != info.version
-        self.stats.model_error = None
-        self.stats.model = info.version
-        if changed:
-            log.info("%s: CLIP model %s (dim %d) ready", self.name, info.version, info.dim)
-            await self._publish_status()
-        self.deriver.model = info
-        return info
-
-    async def _publish_status(self) -> None:
-        """For `eventsvc status` (a KV bucket, not history)."""
-        await self.log.put_status(
-            f"worker.{self.name}",
-            {"model": self.stats.model, "model_error": self.stats.model_error,
-             "at": time.time()},
-        )  # fmt: skip
-
-    async def run(self, stop: asyncio.Event) -> None:
-        # The consumer exists from the start, so a paused worker's backlog shows as pending.
-        await self.log.ensure_consumer(self.spec)
-        try:
-            while not stop.is_set():
-                if await self._model(stop) is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.recheck)
-                    continue
-                self.deriver.lost.clear()
-                inner = asyncio.Event()
-
-                async def relay(inner: asyncio.Event = inner) -> None:
-                    stopper = asyncio.create_task(stop.wait())
-                    lost = asyncio.create_task(self.deriver.lost.wait())
-                    await asyncio.wait({stopper, lost}, return_when=asyncio.FIRST_COMPLETED)
-                    stopper.cancel()
-                    lost.cancel()
-                    inner.set()
-
-                relay_task = asyncio.create_task(relay())
-                try:
-                    await super().run(inner)
-                finally:
-                    relay_task.cancel()
-        finally:
-            await self.deriver.batcher.aclose()
-            await self.deriver.backend.aclose()
+    async def _close(self) -> None:
+        await self.deriver.batcher.aclose()
+        await super()._close()
 
 
 def make_clip_worker(
     event_log: EventLog, settings: object, roots: LibraryRoots, spec: ConsumerSpec,
-    *, model: str | None = None,
+    *, model: str | None = None, backend: ClipBackend | None = None,
 ) -> ClipWorker:  # fmt: skip
-    """The clip worker for the configured model (``model=None``) or another one."""
+    """The clip worker for the configured model (``model=None``) or another one, on the
+    configured back-end or ``backend``."""
     from eventsvc.inference.models import clip_backend
     from eventsvc.settings import Settings
 
     assert isinstance(settings, Settings)
-    backend = clip_backend(settings, model)
+    backend = backend or clip_backend(settings, model)
     stats = ClipStats()
     batcher = Batcher(
         backend, size=settings.clip_batch, window=settings.clip_batch_window,

@@ -5,29 +5,24 @@ orientation applied; RAW through its embedded preview, HEIC through pillow-heif)
 scaled to ``faces_max_edge``; boxes and landmarks are relative to that upright image.
 
 A missing model (dlib or its files not installed, or an inference service answering
-``model_unavailable``) pauses the worker: it says why once (log and ``stats``), fetches
-nothing, records no failure, and checks again every ``faces_recheck_interval`` seconds.
+``model_unavailable``) or an inference service that does not answer pauses the worker
+(:mod:`eventsvc.derive.hold`): it says why (log, ``stats``, the status bucket), holds
+what it had fetched without spending deliveries, records no failure, and checks again
+with back-off up to ``faces_recheck_interval`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
 
-from nats.aio.msg import Msg
 from PIL import Image
 
+from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.derive.worker import Worker, WorkerStats
-from eventsvc.errors import (
-    BadInput,
-    InferenceError,
-    ModelUnavailable,
-    PermanentError,
-)
+from eventsvc.errors import BadInput, ModelUnavailable, PermanentError
 from eventsvc.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
@@ -71,10 +66,7 @@ def to_event(content_hash: str, model: str, faces: list[DetectedFace], seq: int 
 
 
 @dataclass
-class FacesStats(WorkerStats):
-    model: str | None = None
-    model_error: str | None = None
-    """Why the worker is paused (no model); None while it works."""
+class FacesStats(InferenceStats):
     faces: int = 0
     images: int = 0
     no_faces: int = 0
@@ -92,25 +84,6 @@ class FacesDeriver:
         self.max_edge = max_edge
         self.model: ModelInfo | None = None
         self.stats = FacesStats()
-
-    async def check_model(self) -> bool:
-        """Ask the back-end for its model; on failure say why (once per reason)."""
-        try:
-            self.model = await self.backend.info()
-        except InferenceError as exc:
-            self.unavailable(str(exc))
-            return False
-        if self.stats.model_error is not None:
-            log.info("faces: model %s available again", self.model.version)
-        self.stats.model = self.model.version
-        self.stats.model_error = None
-        return True
-
-    def unavailable(self, reason: str) -> None:
-        if self.stats.model_error != reason:
-            log.warning("faces: paused, no face model: %s", reason)
-        self.stats.model_error = reason
-        self.model = None
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, HashComputed) or event.media_kind != "image":
@@ -150,8 +123,10 @@ class FacesDeriver:
             ) from exc
 
 
-class FacesWorker(Worker):
-    """A Worker that fetches nothing while its model is unavailable."""
+class FacesWorker(InferenceWorker):
+    """An InferenceWorker (pauses and holds while the model is unavailable)."""
+
+    stats: FacesStats
 
     def __init__(
         self,
@@ -166,56 +141,9 @@ class FacesWorker(Worker):
             "faces",
             event_log,
             spec,
-            self._handle,
+            deriver,
             concurrency=concurrency,
             batch=max(concurrency * 2, 2),
-            accepts=(HashComputed,),
+            recheck=recheck_interval,
+            label="face",
         )
-        self.deriver = deriver
-        self.stats = deriver.stats
-        self.recheck_interval = recheck_interval
-        self._paused = asyncio.Event()
-
-    async def _handle(self, event: Event, seq: int) -> list[Event]:
-        try:
-            return await self.deriver(event, seq)
-        except ModelUnavailable as exc:
-            self.deriver.unavailable(str(exc))
-            self._paused.set()
-            raise
-
-    async def _one(self, msg: Msg) -> None:
-        if self._paused.is_set():  # fetched before the pause: back to the stream
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=self.recheck_interval)
-            return
-        await super()._one(msg)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        # The consumer exists from the start, so its backlog shows while paused.
-        await self.log.ensure_consumer(self.spec)
-        while not stop.is_set():
-            if not await self.deriver.check_model():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.recheck_interval)
-                continue
-            self._paused.clear()
-            inner = asyncio.Event()
-            waiter = asyncio.create_task(self._either(stop, self._paused, inner))
-            try:
-                await super().run(inner)
-            finally:
-                waiter.cancel()
-            if self._paused.is_set() and not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.recheck_interval)
-
-    @staticmethod
-    async def _either(a: asyncio.Event, b: asyncio.Event, out: asyncio.Event) -> None:
-        ta, tb = asyncio.create_task(a.wait()), asyncio.create_task(b.wait())
-        try:
-            await asyncio.wait({ta, tb}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ta.cancel()
-            tb.cancel()
-            out.set()

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Event, int], Awaitable[list[Event]]]
 """(event, its stream sequence) -> events to publish. Raise PermanentError to record a
-failure at once, anything else to retry with back-off up to max_deliver."""
+failure at once, anything else to retry with back-off up to max_deliver (subclasses may
+hold a message instead: see :mod:`eventsvc.derive.hold`)."""
 
 
 @dataclass
@@ -57,13 +58,24 @@ class Worker:
         self.batch = max(1, batch)
         self.accepts = accepts
         self.stats = WorkerStats()
+        self.sem = asyncio.Semaphore(self.concurrency)
+        """Handlers running at once (messages fetched beyond it wait their turn)."""
+
+    @property
+    def heartbeat_period(self) -> float:
+        """Seconds between ``in_progress`` (+WPI) signals: well under ``ack_wait``, the
+        shortest ack wait the consumer has (its back-off steps are never shorter)."""
+        return max(self.spec.ack_wait / 3, 0.5)
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = await self.log.pull(self.spec)
-        sem = asyncio.Semaphore(self.concurrency)
+        sem = self.sem
         tasks: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
+                await self._gate(stop)
+                if stop.is_set():
+                    break
                 room = self.batch - len(tasks)
                 if room <= 0:
                     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -87,6 +99,14 @@ class Worker:
                 await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _gate(self, stop: asyncio.Event) -> None:
+        """Called before each fetch: a subclass that must not consume waits here."""
+
+    async def _held(self, msg: Msg, exc: Exception) -> bool:
+        """Whether a subclass keeps this failed message (un-acked) instead of the
+        retry/failure below; the base worker never does."""
+        return False
 
     async def _guarded(self, msg: Msg, sem: asyncio.Semaphore) -> None:
         async with sem:
@@ -114,6 +134,8 @@ class Worker:
             await self._fail(msg, seq, deliveries, event, str(exc), True)
             return
         except Exception as exc:  # transient by default: retry with back-off
+            if await self._held(msg, exc):
+                return
             reason = str(exc) or type(exc).__name__
             if deliveries >= self.spec.max_deliver:
                 await self._fail(
@@ -146,7 +168,7 @@ class Worker:
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell the server we are still at it, so long jobs are not redelivered."""
         while True:
-            await asyncio.sleep(max(self.spec.ack_wait / 3, 0.5))
+            await asyncio.sleep(self.heartbeat_period)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
