@@ -27,6 +27,7 @@ from eventsvc.errors import BackendUnavailable, InferenceError, ModelUnavailable
 from eventsvc.inference.models import clip_backend, known_model_specs
 from eventsvc.inference.protocol import ClipBackend, ModelInfo
 from eventsvc.settings import Settings
+from projections import readmodel
 from projections.api import db, rows
 from projections.api.context import Ctx
 from projections.api.errors import bad_parameter, error_responses
@@ -108,6 +109,32 @@ class ClipSearch:
         self.encoders = ClipEncoders(settings)
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.cache_hits = 0
+        self._candidates: OrderedDict[tuple[Any, ...], tuple[ModelMatrix, np.ndarray]] = (
+            OrderedDict()
+        )
+        self.candidate_hits = 0
+
+    def candidates(
+        self, conn: sqlite3.Connection, q: Query, m: ModelMatrix, rows: int
+    ) -> np.ndarray:
+        """Rows of ``m`` below ``rows`` whose content passes the filters.
+
+        Cached per read-model checkpoint: paging, or the same filters with other words,
+        does not run the filter SQL again until something new is projected.
+        """
+        key = (readmodel.checkpoint(conn), m.version, m.n, tuple(q.where), tuple(q.params))
+        got = self._candidates.get(key)
+        if got is not None and got[0] is m:
+            self._candidates.move_to_end(key)
+            self.candidate_hits += 1
+            positions = got[1]
+        else:
+            _prepare(conn, q)
+            positions = m.positions(_candidates(conn, q))
+            self._candidates[key] = (m, positions)
+            while len(self._candidates) > 16:
+                self._candidates.popitem(last=False)
+        return positions[positions < rows]
 
     async def text_vector(self, version: str, text: str) -> np.ndarray:
         key = (version, text)
@@ -203,22 +230,16 @@ def _window_out(endpoint: str, w: Window, start: int | None) -> str | None:
 
 
 async def _hits(
-    ctx: Any, q: Query, m: ModelMatrix, vec: np.ndarray, limit: int, threshold: float | None,
-    w: Window, exclude: str | None = None,
+    search: ClipSearch, q: Query, m: ModelMatrix, vec: np.ndarray, limit: int,
+    threshold: float | None, w: Window, exclude: str | None = None,
 ) -> tuple[list[SearchHit], int | None]:  # fmt: skip
     """One page of hits from ``w.start`` on, and where the next page starts (None: last)."""
-    readmodel_dir = ctx.settings.readmodel_dir
+    readmodel_dir = search.settings.readmodel_dir
     n = min(w.rows, m.n)
     candidates = None
     if q.where:
-
-        def cands(c: sqlite3.Connection) -> list[str]:
-            _prepare(c, q)
-            return _candidates(c, q)
-
-        hashes = await db.read(readmodel_dir, cands, [])
-        candidates = m.positions(hashes)
-        candidates = candidates[candidates < n]
+        empty = np.zeros(0, np.int64)
+        candidates = await db.read(readmodel_dir, lambda c: search.candidates(c, q, m, n), empty)
     total = n if candidates is None else len(candidates)
     if total == 0:
         return [], None
@@ -335,7 +356,7 @@ class SearchController(Controller):
             vec = await search.text_vector(m.version, text)
         except InferenceError as exc:
             raise _unavailable(exc) from exc
-        hits, nxt = await _hits(ctx, filters, m, vec, limit, threshold, w)
+        hits, nxt = await _hits(search, filters, m, vec, limit, threshold, w)
         return SearchPage(items=hits, next=_window_out("search", w, nxt), model_version=m.version)
 
     @get(
@@ -371,7 +392,7 @@ class SearchController(Controller):
             where = f" under model {m.version}" if m is not None else ""
             raise NotFoundException(detail=f"no CLIP embedding for {content_hash}{where} (yet)")
         vec = m.matrix[row].copy()
-        hits, nxt = await _hits(ctx, filters, m, vec, limit, threshold, w, exclude=content_hash)
+        hits, nxt = await _hits(search, filters, m, vec, limit, threshold, w, exclude=content_hash)
         return SearchPage(items=hits, next=_window_out("similar", w, nxt), model_version=m.version)
 
 
@@ -380,8 +401,6 @@ async def search_text(
     model_version: str | None = None,
 ) -> SearchPage:  # fmt: skip
     """The search of ``GET /photos/search`` without the HTTP (``eventsvc search``)."""
-    from types import SimpleNamespace
-
     from eventsvc.errors import ReadModelError
 
     search = ClipSearch(settings)
@@ -391,8 +410,8 @@ async def search_text(
             await search.encoders.get(None)
             return SearchPage(items=[], next=None, model_version=None)
         vec = await search.text_vector(m.version, text)
-        ctx = SimpleNamespace(settings=settings)
-        hits, _ = await _hits(ctx, Query(), m, vec, limit, threshold, Window(m.version, m.n))
+        w = Window(m.version, m.n)
+        hits, _ = await _hits(search, Query(), m, vec, limit, threshold, w)
     except Exception as exc:
         if isinstance(exc, (InferenceError, ReadModelError)):
             raise

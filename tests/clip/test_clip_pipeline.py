@@ -148,6 +148,13 @@ async def test_clip_pipeline_search_similar_filters_and_rebuild(
             )
             assert r.status_code == 400 and "cursor" in r.json()["detail"]
             pinned = await _search(c, q="green", threshold=-1, limit=2)
+            # The filters' candidates are cached until the read model moves on.
+            hits_before = c.app.state["clip_search"].candidate_hits
+            greens_in_a = await _search(c, q="green", path_prefix="a/")
+            assert [i["path"] for i in greens_in_a["items"]] == ["a/green.jpg"]
+            again = await _search(c, q="red", path_prefix="b", threshold=-1)
+            assert [i["path"] for i in again["items"]] == [i["path"] for i in only]
+            assert c.app.state["clip_search"].candidate_hits == hits_before + 1
 
             # The CLI prints the same top hits, straight from the read model.
             proc = cli("search", "red", "--data-dir", str(settings.data_dir), "--json",
@@ -165,6 +172,8 @@ async def test_clip_pipeline_search_similar_filters_and_rebuild(
             await pipe.settled(timeout=60)
             greens = (await _search(c, q="green"))["items"]
             assert {i["path"] for i in greens} == {"a/green.jpg", "a/green2.jpg"}
+            greens_in_a = await _search(c, q="green", path_prefix="a/")
+            assert {i["path"] for i in greens_in_a["items"]} == {"a/green.jpg", "a/green2.jpg"}
             assert search.index.loaded_rows == loaded + 1
             # A cursor taken before green2 arrived goes on over the vectors it saw.
             rest = await _search(c, q="green", threshold=-1, limit=10, cursor=pinned["next"])
