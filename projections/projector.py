@@ -37,6 +37,7 @@ from eventsvc.events import (
 from eventsvc.log import EventLog, RawEvent
 from eventsvc.media.dates import date_from_filename
 from projections import people, readmodel
+from projections.applier import BatchApplier, open_applier
 
 __all__ = ["Projector", "apply", "apply_batch", "rebuild"]
 
@@ -385,14 +386,14 @@ class Projector:
 
 async def _replay(
     event_log: EventLog,
-    conn: sqlite3.Connection,
+    applier: BatchApplier,
     seq: int,
     target: int,
     batch: int,
     progress: Callable[[int, int], None] | None,
 ) -> int:
     """Apply (seq, target] with reading and applying overlapped: the next chunk is
-    fetched on the loop while a thread applies the current one."""
+    fetched on the loop while the applier works on the current one."""
     chunks: asyncio.Queue[Sequence[RawEvent] | None] = asyncio.Queue(maxsize=4)
 
     async def reader() -> None:
@@ -408,10 +409,10 @@ async def _replay(
     task = asyncio.create_task(reader(), name="rebuild-reader")
     try:
         while (chunk := await chunks.get()) is not None:
-            await asyncio.to_thread(apply_batch, conn, chunk)
+            applied = await applier.submit(chunk)
             seq = chunk[-1].seq
             if progress:
-                progress(seq, target)
+                progress(applied, target)
     finally:
         if not task.done():
             task.cancel()
@@ -426,16 +427,17 @@ async def rebuild(
     *,
     batch: int = 5000,
     progress: Callable[[int, int], None] | None = None,
+    process: bool | None = None,
 ) -> tuple[Path, int]:
     """Replay the whole log into a new generation and swap it in. Returns (path, last_seq).
 
     The API keeps serving the old generation until the swap; a live projector moves to
-    the new one when it sees the pointer change.
+    the new one when it sees the pointer change. ``process``: apply in a child process
+    (default: when the log is long, see :mod:`projections.applier`).
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = readmodel.new_generation(directory)
-    conn = readmodel.open_writer(path, bulk=True)
-    readmodel.drop_deferred_indexes(conn)
+    applier = open_applier(path, await event_log.last_seq(), process=process)
     try:
         seq = 0
         while True:  # catch up, then once more for what arrived meanwhile
@@ -443,16 +445,16 @@ async def rebuild(
             if target <= seq:
                 break
             t0 = time.monotonic()
-            seq = await _replay(event_log, conn, seq, target, batch, progress)
+            seq = await _replay(event_log, applier, seq, target, batch, progress)
             log.info("rebuild: replayed to %d in %.1fs", seq, time.monotonic() - t0)
             if target == seq and await event_log.last_seq() == seq:
                 break
         t0 = time.monotonic()
-        await asyncio.to_thread(readmodel.create_indexes, conn)
-        log.info("rebuild: indexes built in %.1fs", time.monotonic() - t0)
-        conn.execute("PRAGMA journal_mode=WAL")
-    finally:
-        conn.close()
+        await applier.finish()
+        log.info("rebuild: applied, indexes built in %.1fs", time.monotonic() - t0)
+    except BaseException:
+        await applier.abort()
+        raise
     readmodel.swap(directory, path)
     with contextlib.suppress(OSError):
         readmodel.prune_generations(directory, keep=2)

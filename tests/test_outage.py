@@ -105,9 +105,21 @@ async def test_back_end_outages_hold_messages_and_spend_no_deliveries(
                     make_jpeg(root / f"c{cycle}-{i}.jpg", next(seed))
                 if cycle == 0:
                     make_jpeg(root / "poison.jpg", 99, size=(POISON_WIDTH, 50))
-                held = 3 + (cycle == 0)
                 await p.scanner.tick(full=True)
-                await wait_until(lambda held=held: worker.stats.held == held, 30)
+                # What the worker holds is what its first fetch of the outage got (it
+                # fetches nothing more while paused): 1 to 4 messages, as the hasher's
+                # pace had it. Wait until every new file is hashed and the consumer's
+                # un-acked count agrees with the worker's.
+                hashed = 6 + 3 * cycle
+
+                async def settled(hashed: int = hashed) -> bool:
+                    if worker.stats.held < 1 or len(await p.events("HashComputed")) < hashed:
+                        return False
+                    ci = await event_log.js.consumer_info(s.stream, "faces")
+                    return bool(ci.num_ack_pending == worker.stats.held)
+
+                await wait_until(settled, 30)
+                held = worker.stats.held
                 assert worker.paused and reason in (worker.stats.model_error or "")
 
                 async def shown(held: int = held, reason: str = reason) -> bool:
@@ -117,7 +129,8 @@ async def test_back_end_outages_hold_messages_and_spend_no_deliveries(
                 await wait_until(shown, 20)
                 checks = host.info_calls
                 await asyncio.sleep(outage if cycle == 0 else s.ack_wait)  # the outage itself
-                if cycle == 0:
+                ci = await event_log.js.consumer_info(s.stream, "faces")
+                if cycle == 0 and ci.num_pending == 0:  # (one not held would be handed out)
                     await _nothing_to_redeliver(event_log, s)
                 assert host.info_calls > checks + 1  # it kept checking, with back-off
                 ci = await event_log.js.consumer_info(s.stream, "faces")
@@ -172,7 +185,15 @@ async def test_a_worker_lost_while_holding_gives_its_messages_back_after_ack_wai
             for i in range(3):
                 make_jpeg(root / f"{i}.jpg", i + 1)
             await p.scanner.tick(full=True)
-            await wait_until(lambda: doomed.stats.held == 3, 30)
+
+            async def settled() -> bool:  # all hashed; what it holds is what it fetched
+                if doomed.stats.held < 1 or len(await p.events("HashComputed")) < 3:
+                    return False
+                ci = await event_log.js.consumer_info(s.stream, "faces")
+                return bool(ci.num_ack_pending == doomed.stats.held)
+
+            await wait_until(settled, 30)
+            held = doomed.stats.held
             await doomed_log.nc.close()  # no drain, no nak: as if killed
         finally:
             stop.set()
@@ -184,7 +205,7 @@ async def test_a_worker_lost_while_holding_gives_its_messages_back_after_ack_wai
         try:
             await wait_until(lambda: heir.stats.images == 3, 30)
             ci = await event_log.js.consumer_info(s.stream, "faces")
-            assert ci.delivered.consumer_seq == 3 + 3  # the lost worker's delivery counts
+            assert ci.delivered.consumer_seq == 3 + held  # the lost worker's deliveries count
             assert await p.events("DerivationFailed") == []
         finally:
             stop.set()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
 
+import pytest
+
+from eventsvc.errors import ReadModelError
 from eventsvc.events import HDR_TYPE, HDR_VERSION, FileSeen
 from eventsvc.ids import file_id
 from eventsvc.log import EventLog
@@ -172,7 +176,6 @@ async def test_poison_messages_become_derivation_failed_and_the_consumer_goes_on
 
 
 def test_a_file_that_changes_while_hashed_is_re_read_never_recorded_wrong(tmp_path: Path) -> None:
-    import pytest
 
     from eventsvc.derive import hashing
     from eventsvc.errors import TransientError
@@ -203,8 +206,9 @@ def test_a_file_that_changes_while_hashed_is_re_read_never_recorded_wrong(tmp_pa
         hashing.hash_file(os.fsencode(big), writer_never_stops)
 
 
+@pytest.mark.parametrize("process", [False, True], ids=["inline", "process"])
 async def test_rebuild_equals_the_incremental_read_model(
-    tmp_path: Path, event_log: EventLog, settings: Settings
+    tmp_path: Path, event_log: EventLog, settings: Settings, process: bool
 ) -> None:
     lib = tmp_path / "lib"
     for i in range(15):
@@ -221,7 +225,7 @@ async def test_rebuild_equals_the_incremental_read_model(
         before = readmodel.dump(conn)
         conn.close()
         old = readmodel.current_path(settings.readmodel_dir)
-        path, last = await rebuild(event_log, settings.readmodel_dir)
+        path, last = await rebuild(event_log, settings.readmodel_dir, batch=7, process=process)
         assert path != old and last == await event_log.last_seq()
         conn = readmodel.open_reader(path)
         assert readmodel.dump(conn) == before
@@ -232,3 +236,28 @@ async def test_rebuild_equals_the_incremental_read_model(
         await p.settled()
         assert p.projector is not None and p.projector.status.path == path
         assert ("after.jpg",) in _rows(p, "SELECT path FROM files")
+
+
+async def test_a_dead_applier_process_fails_the_rebuild_and_current_stays(
+    tmp_path: Path, event_log: EventLog, settings: Settings
+) -> None:
+    lib = tmp_path / "lib"
+    for i in range(6):
+        make_jpeg(lib / f"{i}.jpg", i)
+    libs, _ = load_libraries([str(lib)])
+    async with running(Pipeline(event_log, settings, libs)) as p:
+        await p.scanner.tick(full=True)
+        await p.settled()
+    current = readmodel.current_path(settings.readmodel_dir)
+
+    def kill_the_child(done: int, target: int) -> None:
+        for child in multiprocessing.active_children():
+            if child.name == "rebuild-applier":
+                child.kill()
+
+    with pytest.raises(ReadModelError, match="applier process"):
+        await rebuild(
+            event_log, settings.readmodel_dir, batch=2, process=True, progress=kill_the_child
+        )
+    assert readmodel.current_path(settings.readmodel_dir) == current
+    assert not [c for c in multiprocessing.active_children() if c.name == "rebuild-applier"]

@@ -265,14 +265,23 @@ async def test_reencode_with_a_second_model_while_the_first_serves(
             assert (await _search(c, q="blue"))["model_version"] == first
             roots = LibraryRoots([lib])
             seen: list[dict[str, Any]] = []
-            versions: list[str | None] = []
+            versions: list[tuple[str | None, int]] = []
 
             def progress(state: dict[str, Any]) -> None:
                 seen.append(state)
 
+            def others() -> int:  # vectors of any model but the first, in the read model
+                conn = pipe.db()
+                try:
+                    sql = "SELECT count(*) FROM clip_vectors WHERE model_version != ?"
+                    return int(conn.execute(sql, (first,)).fetchone()[0])
+                finally:
+                    conn.close()
+
             async def poll() -> None:
                 while True:
-                    versions.append((await _search(c, q="blue"))["model_version"])
+                    version = (await _search(c, q="blue"))["model_version"]
+                    versions.append((version, others()))  # B's vectors after the answer
                     await asyncio.sleep(0.05)
 
             poller = asyncio.create_task(poll())
@@ -284,16 +293,11 @@ async def test_reencode_with_a_second_model_while_the_first_serves(
                 poller.cancel()
             second = result["model_version"]
             assert second != first and result["encoded"] == 4 and result["failed"] == 1
-            assert versions and set(versions) <= {first, second}
-            assert versions[0] == first  # the complete model served while B was partial
+            assert {v for v, _ in versions} <= {first, second}
+            # The complete model served while B was partial (B still short of 4 vectors
+            # after the answer): never B.
+            assert all(v == first for v, b in versions if b < 4), versions
             await pipe.settled(timeout=30)
-            await wait_until(
-                lambda: (
-                    pipe.projector.status.last_seq >= asyncio.run_coroutine_threadsafe
-                    if False
-                    else True
-                )
-            )
             last = await event_log.last_seq()
             await wait_until(lambda: pipe.projector.status.last_seq >= last, 20)
             page = await _search(c, q="blue")
