@@ -206,6 +206,7 @@ async def cmd_rebuild(args: argparse.Namespace) -> int:
                 event_log,
                 settings.readmodel_dir,
                 progress=lambda s, t: bar.update(task, completed=s, total=t),
+                process={"auto": None, "process": True, "thread": False}[args.applier],
             )
     print(json.dumps({"generation": path.name, "last_seq": seq}))
     return 0
@@ -427,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rebuild = sub.add_parser("rebuild", help="replay the log into a new read model and swap it in")
     _common(rebuild)
+    rebuild.add_argument(
+        "--applier", choices=("auto", "process", "thread"), default="auto",
+        help="decode and write in a separate process (auto: for logs of 100k events or "
+        "more), or in a thread of this one",
+    )  # fmt: skip
     rebuild.set_defaults(func=cmd_rebuild)
 
     status = sub.add_parser("status", help="lag per consumer, library health")

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from eventsvc.errors import ReadModelError
 from eventsvc.log import RawEvent
@@ -133,7 +133,7 @@ class ProcessApplier:
         self._in_flight = 0
         self.last = 0
 
-    def _reply(self) -> tuple[str, object]:
+    def _reply(self) -> tuple[str, Any]:
         try:
             kind, value = self._pipe.recv()
         except (EOFError, OSError) as exc:
@@ -147,7 +147,7 @@ class ProcessApplier:
     async def _ack(self) -> None:
         _, value = await asyncio.to_thread(self._reply)
         self._in_flight -= 1
-        self.last = int(value)  # type: ignore[call-overload]
+        self.last = int(value)
 
     async def submit(self, batch: Sequence[RawEvent]) -> int:
         raws: list[_Raw] = [(r.seq, r.subject, r.data, r.headers) for r in batch]
@@ -163,12 +163,11 @@ class ProcessApplier:
     async def finish(self) -> int:
         try:
             await asyncio.to_thread(self._pipe.send, None)
-            while True:
+            while True:  # the acks still due, then "done"
                 kind, value = await asyncio.to_thread(self._reply)
+                self.last = int(value)
                 if kind == "done":
-                    self.last = int(value)  # type: ignore[call-overload]
                     break
-                self.last = int(value)  # type: ignore[call-overload]
             await asyncio.to_thread(self._proc.join, 60)
             return self.last
         finally:

@@ -247,7 +247,7 @@ async def test_rebuild_command_swaps_while_the_api_serves(tmp_path: Path) -> Non
                 await asyncio.sleep(0.02)
 
         poller = asyncio.create_task(poll())
-        rb = cli("rebuild", "--data-dir", str(data))
+        rb = cli("rebuild", "--data-dir", str(data), "--applier", "process")
         out = await asyncio.to_thread(rb.communicate, None, 60)
         poller.cancel()
         assert rb.returncode == 0, out[0]
