@@ -53,6 +53,7 @@ __all__ = [
     "PersonHidden",
     "PersonNamed",
     "PlaylistReady",
+    "PlaylistRemoved",
     "ThumbnailReady",
     "decode",
     "encode",
@@ -469,6 +470,27 @@ class PlaylistReady(Event):
         return self.content_hash
 
 
+class PlaylistRemoved(Event):
+    """The guarded clean-up removed a content's playlist directory: no live location held
+    the content on two consecutive healthy ticks. Published before the removal (a crash
+    in between leaves the directory for the next tick, which announces it again). If the
+    content comes back, the playlist worker makes the playlist again (a new PlaylistReady,
+    guarded by the sequence of the one this removal ended)."""
+
+    aggregate: ClassVar[str] = "content"
+    type: Literal["PlaylistRemoved"] = "PlaylistRemoved"
+    v: Literal[1] = 1
+    content_hash: str
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return self.content_hash
+
+    def default_msg_id(self) -> str:
+        return f"PlaylistRemoved:{self.content_hash}:{self.occurred_at.isoformat()}"
+
+
 class NotDuplicate(Event):
     """A user's decision that two contents are not duplicates (or, undone, that they may be)."""
 
@@ -499,6 +521,7 @@ _CLASSES: tuple[type[Event], ...] = (
     ClipEncoded,
     FacesDetected,
     PlaylistReady,
+    PlaylistRemoved,
     NotDuplicate,
     PersonCreated,
     FaceAssigned,

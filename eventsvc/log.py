@@ -306,11 +306,15 @@ class EventLog:
 
     async def has_subject(self, subject: str) -> bool:
         """Whether the stream holds a message on this exact subject."""
+        return await self.last_subject_seq(subject) > 0
+
+    async def last_subject_seq(self, subject: str) -> int:
+        """The sequence of the last message on this exact subject (0: none)."""
         try:
-            await self.js.get_last_msg(self.stream, subject)
+            msg = await self.js.get_last_msg(self.stream, subject)
         except nats.js.errors.NotFoundError:
-            return False
-        return True
+            return 0
+        return int(msg.seq or 0)
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(self.stream)

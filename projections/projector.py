@@ -31,6 +31,7 @@ from eventsvc.events import (
     LibraryStale,
     NotDuplicate,
     PlaylistReady,
+    PlaylistRemoved,
     ThumbnailReady,
     decode,
 )
@@ -267,6 +268,10 @@ def _clip(conn: sqlite3.Connection, seq: int, e: ClipEncoded) -> None:
     )
 
 
+def _playlist_removed(conn: sqlite3.Connection, seq: int, e: PlaylistRemoved) -> None:
+    conn.execute("DELETE FROM playlists WHERE content_hash = ?", (e.content_hash,))
+
+
 def _playlist(conn: sqlite3.Connection, seq: int, e: PlaylistReady) -> None:
     conn.execute(
         """INSERT OR REPLACE INTO playlists (content_hash, playlist_path, duration, segments,
@@ -303,6 +308,7 @@ APPLIERS: dict[type[Event], Applier] = {
     ClipEncoded: _clip,  # type: ignore[dict-item]
     **people.APPLIERS,  # type: ignore[dict-item]
     PlaylistReady: _playlist,  # type: ignore[dict-item]
+    PlaylistRemoved: _playlist_removed,  # type: ignore[dict-item]
 }
 
 

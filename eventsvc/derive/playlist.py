@@ -1,4 +1,5 @@
-"""The playlist deriver: HashComputed (videos) -> PlaylistReady, once per content.
+"""The playlist deriver: HashComputed (videos) -> PlaylistReady, once per content (and
+once more after each clean-up that removed it, see ``eventsvc.video.reaper``).
 
 A job probes the file (PyAV), plans remux or transcode (see ``eventsvc.video.ffmpeg``),
 runs ffmpeg into a temp directory next to the target, checks the playlist (every segment
@@ -235,7 +236,10 @@ class PlaylistDeriver:
         if not isinstance(event, HashComputed) or event.media_kind != "video":
             return []
         h = event.content_hash
-        done = await self.log.has_subject(f"{self.log.prefix}.content.{h}.PlaylistReady")
+        subject = f"{self.log.prefix}.content.{h}.PlaylistReady"
+        ready = await self.log.last_subject_seq(subject)
+        removed = await self.log.last_subject_seq(f"{self.log.prefix}.content.{h}.PlaylistRemoved")
+        done = ready > removed  # a clean-up since the last PlaylistReady: make it again
         target = playlist_dir(self.video_root, h)
         if done and await asyncio.to_thread(_valid, target):
             return []  # derived before (maybe from another location)
@@ -269,7 +273,7 @@ class PlaylistDeriver:
         if done:
             return []  # files re-made after a clean-up; the recorded fact still holds
         rel_dir = g.directory.relative_to(self.video_root)
-        return [
+        made = [
             PlaylistReady(
                 content_hash=h, playlist_path=str(rel_dir / PLAYLIST), duration=g.duration,
                 segments=g.segments, codecs=g.codecs, mode=g.mode,  # type: ignore[arg-type]
@@ -278,6 +282,10 @@ class PlaylistDeriver:
                 preview=str(rel_dir / PREVIEW) if g.preview else None, causation=seq,
             )
         ]  # fmt: skip
+        if ready:  # again after a clean-up: guarded by the one it replaces, not by "none yet"
+            await self.log.publish(made[0], expected_last_subject_seq=ready)
+            return []
+        return made
 
 
 def _valid(target: Path) -> bool:

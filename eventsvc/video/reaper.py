@@ -8,6 +8,10 @@ video root, only directories of the exact shapes we write: ``<2-hex>/<64-hex>`` 
 hash has no live location in the read model, and ``<2-hex>/.tmp-<64-hex>-<12-hex>``
 work directories older than ``tmp_max_age``. Symlinks are never followed; anything else
 is never touched; at most ``max_remove`` directories go per tick.
+
+Each playlist removal is announced first, as a ``PlaylistRemoved`` event: the read model
+stops calling the playlist ready, and a content that comes back gets its playlist made
+again. A removal whose announcement cannot be published waits for the next tick.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsvc.errors import ReadModelError
-from eventsvc.events import LibraryOnline, LibraryStale, decode
+from eventsvc.errors import PublishError, ReadModelError
+from eventsvc.events import LibraryOnline, LibraryStale, PlaylistRemoved, decode
 from eventsvc.log import EventLog
 from eventsvc.settings import Library
 from eventsvc.video.layout import is_hash_dir, is_shard, is_tmp_dir
@@ -46,8 +51,11 @@ class SweepReport:
 
 
 def sweep(
-    root: Path, live: set[str], *, max_remove: int, tmp_max_age: float, now: float | None = None
-) -> SweepReport:
+    root: Path, live: set[str], *, max_remove: int, tmp_max_age: float, now: float | None = None,
+    announce: Callable[[str], bool] | None = None,
+) -> SweepReport:  # fmt: skip
+    """Remove what the rules allow; ``announce(hash)`` is asked before each playlist
+    directory goes (False: keep it for now)."""
     report = SweepReport()
     now = time.time() if now is None else now
     try:
@@ -73,6 +81,9 @@ def sweep(
                     continue
                 if report.removed + report.tmp_removed >= max_remove:
                     report.deferred += 1
+                    continue
+                if announce is not None and not announce(e.name):
+                    report.errors += 1
                     continue
                 if _remove(e.path, report):
                     report.removed += 1
@@ -198,9 +209,16 @@ class Reaper:
             if time.monotonic() >= deadline:
                 return self._skip(f"the read model has not reached seq {target}")
             await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+
+        def announce(content_hash: str) -> bool:  # from the sweep's thread
+            done = asyncio.run_coroutine_threadsafe(self._announce(content_hash), loop)
+            return done.result()
+
         report = await asyncio.to_thread(
-            sweep, self.video_root, live, max_remove=self.max_remove, tmp_max_age=self.tmp_max_age
-        )
+            sweep, self.video_root, live, max_remove=self.max_remove,
+            tmp_max_age=self.tmp_max_age, announce=announce,
+        )  # fmt: skip
         self.stats["runs"] += 1
         self.stats["last_skip"] = None
         for k in ("inspected", "removed", "errors", "tmp_removed"):
@@ -211,6 +229,18 @@ class Reaper:
             report.inspected, report.removed, report.tmp_removed, report.errors, report.deferred,
         )  # fmt: skip
         return report
+
+    async def _announce(self, content_hash: str) -> bool:
+        event = PlaylistRemoved(
+            content_hash=content_hash,
+            reason="no live location held this content on two consecutive healthy ticks",
+        )
+        try:
+            await asyncio.wait_for(self.log.publish(event), 30)
+        except (PublishError, TimeoutError) as exc:
+            log.warning("clean-up: keeping %s for now: %s", content_hash[:12], exc)
+            return False
+        return True
 
     def _skip(self, why: str) -> None:
         self.stats["last_skip"] = why

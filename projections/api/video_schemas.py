@@ -10,9 +10,10 @@ from msgspec import Meta
 
 __all__ = ["VideoInfo", "VideoNotReady", "VideoState"]
 
-VideoState = Literal["ready", "pending", "failed", "not_video", "unknown"]
+VideoState = Literal["ready", "pending", "failed", "removed", "not_video", "unknown"]
 STATE = (
     "'ready' (playlist made), 'pending' (not made yet), 'failed' (see reason), "
+    "'removed' (no live file holds the content; a playlist made before was cleaned up), "
     "'not_video' (the content is an image), 'unknown' (no such content)."
 )
 

@@ -1,7 +1,7 @@
 """GET /videos/{content_hash} (state and facts) and the files of its HLS playlist:
 /videos/{content_hash}/index.m3u8, its init.mp4 and seg_NNNNN.m4s segments, poster.jpg
 and preview.mp4, with byte ranges. A hash with nothing to serve answers 404 with the
-pipeline state (pending, failed + reason, not a video, unknown)."""
+pipeline state (pending, failed + reason, removed, not a video, unknown)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,9 @@ def video_state(conn: sqlite3.Connection, h: str) -> VideoInfo:
     ).fetchone()
     if failure is not None:
         return VideoInfo(content_hash=h, state="failed", reason=failure["reason"])
+    live = conn.execute("SELECT 1 FROM files WHERE content_hash = ? LIMIT 1", (h,)).fetchone()
+    if live is None:
+        return VideoInfo(content_hash=h, state="removed")
     return VideoInfo(content_hash=h, state="pending")
 
 
@@ -72,6 +75,7 @@ def _not_ready(info: VideoInfo, what: str) -> Response[Any]:
         "ready": f"{what} of {h} is missing from the video store (removed by the clean-up?)",
         "pending": f"the playlist for {h} is pending (not made yet)",
         "failed": f"the playlist for {h} failed: {info.reason}",
+        "removed": f"no live file holds {h}: there is no playlist (any made was cleaned up)",
         "not_video": f"{h} is not a video",
         "unknown": f"unknown content_hash {h}",
     }[info.state]
@@ -117,7 +121,7 @@ class VideosController(Controller):
         summary="A video's playlist state",
         description="Whether the content's HLS playlist is ready (with its duration, "
         "segments, codecs, remux/transcode and URLs), pending, failed (with the reason), "
-        "or why there is none (not a video, unknown).",
+        "or why there is none (removed: no live file holds it; not a video; unknown).",
         responses=error_responses(400),
     )
     async def get_video(
@@ -134,7 +138,7 @@ class VideosController(Controller):
         description="`index.m3u8` (application/vnd.apple.mpegurl), its `init.mp4` and "
         "`seg_NNNNN.m4s` fMP4 segments (video/iso.segment), `poster.jpg` and "
         "`preview.mp4`. Byte ranges, ETag and If-None-Match are honoured. 404 carries "
-        "the pipeline state: pending, failed (reason), not_video, unknown.",
+        "the pipeline state: pending, failed (reason), removed, not_video, unknown.",
         responses={**error_responses(400), **_RESPONSES},
     )
     async def get_file(

@@ -7,12 +7,17 @@ import os
 import time
 from pathlib import Path
 
+from litestar.testing import AsyncTestClient
+
 from eventsvc.events import NotDuplicate
 from eventsvc.log import EventLog
 from eventsvc.settings import Library, Settings, load_libraries
 from eventsvc.video.layout import playlist_dir
 from eventsvc.video.reaper import Reaper, sweep
-from tests.harness import Pipeline, b3, make_video, running, wait_until
+from projections import readmodel
+from projections.api import create_app
+from projections.projector import rebuild
+from tests.harness import Pipeline, b3, make_jpeg, make_video, running, wait_until
 
 
 def _hash(n: int) -> str:
@@ -165,3 +170,64 @@ async def test_the_worker_runs_the_clean_up_and_reports_it(
         assert cleanup["inspected"] >= 1
         await wait_until(lambda: cleanup["runs"] >= 2, 10)  # a later run keeps the live one
         assert playlist_dir(settings.videos_dir, b3(lib / "clip.mp4")).is_dir()
+
+
+async def test_a_removal_is_an_event_and_a_returning_video_gets_its_playlist_back(
+    tmp_path: Path, event_log: EventLog, settings: Settings
+) -> None:
+    settings = settings.model_copy(
+        update={"playlist_cleanup_interval": 0.3, "video_preset": "ultrafast"}
+    )
+    lib = tmp_path / "lib"
+    clip = make_video(lib / "clip.mp4")
+    make_jpeg(lib / "photo.jpg")  # an empty library root looks unmounted: it stays stale
+    h = b3(clip)
+    away = tmp_path / "away.mp4"
+    libs, _ = load_libraries([str(lib)])
+    async with (
+        running(Pipeline(event_log, settings, libs), media=False, workers=("playlist",)) as p,
+        AsyncTestClient(create_app(settings)) as api,
+    ):
+        await p.scanner.tick(full=True)
+        await p.settled(timeout=60)
+        assert (await api.get(f"/videos/{h}")).json()["state"] == "ready"
+
+        # The file leaves: two healthy ticks later the playlist goes, and the log says so.
+        clip.rename(away)
+        await p.scanner.tick(full=True)
+        await p.settled(timeout=60)
+        await wait_until(lambda: not playlist_dir(settings.videos_dir, h).exists(), 20)
+        removed = [e for _, e in await p.events("PlaylistRemoved")]
+        assert [e.content_hash for e in removed] == [h]
+        await wait_until(lambda: _state(p, h) is None, 20)  # projected: no playlist row
+        r = await api.get(f"/videos/{h}")
+        assert r.status_code == 200 and r.json()["state"] == "removed"
+        r = await api.get(f"/videos/{h}/index.m3u8")
+        assert r.status_code == 404 and r.json()["state"] == "removed"
+
+        # It comes back: the playlist is made again, a new PlaylistReady, served.
+        away.rename(clip)
+        await p.scanner.tick(full=True)
+        await p.settled(timeout=60)
+        await wait_until(lambda: _state(p, h) is not None, 60)
+        assert len(await p.events("PlaylistReady")) == 2
+        assert (await api.get(f"/videos/{h}")).json()["state"] == "ready"
+        r = await api.get(f"/videos/{h}/index.m3u8")
+        assert r.status_code == 200 and r.text.startswith("#EXTM3U")
+
+        # Replaying the log gives the same rows as applying it live.
+        conn = p.db()
+        live = readmodel.dump(conn)
+        conn.close()
+        path, _ = await rebuild(event_log, settings.readmodel_dir)
+        conn = readmodel.open_reader(path)
+        assert readmodel.dump(conn) == live
+        conn.close()
+
+
+def _state(p: Pipeline, h: str) -> tuple[int] | None:
+    conn = p.db()
+    try:
+        return conn.execute("SELECT seq FROM playlists WHERE content_hash = ?", (h,)).fetchone()
+    finally:
+        conn.close()
