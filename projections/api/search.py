@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -112,6 +113,7 @@ class ClipSearch:
         self._candidates: OrderedDict[tuple[Any, ...], tuple[ModelMatrix, np.ndarray]] = (
             OrderedDict()
         )
+        self._candidates_lock = threading.Lock()
         self.candidate_hits = 0
 
     def candidates(
@@ -123,17 +125,19 @@ class ClipSearch:
         does not run the filter SQL again until something new is projected.
         """
         key = (readmodel.checkpoint(conn), m.version, m.n, tuple(q.where), tuple(q.params))
-        got = self._candidates.get(key)
-        if got is not None and got[0] is m:
-            self._candidates.move_to_end(key)
-            self.candidate_hits += 1
-            positions = got[1]
-        else:
+        with self._candidates_lock:  # requests run this in worker threads
+            got = self._candidates.get(key)
+            if got is not None and got[0] is m:
+                self._candidates.move_to_end(key)
+                self.candidate_hits += 1
+        if got is None or got[0] is not m:
             _prepare(conn, q)
-            positions = m.positions(_candidates(conn, q))
-            self._candidates[key] = (m, positions)
-            while len(self._candidates) > 16:
-                self._candidates.popitem(last=False)
+            got = (m, m.positions(_candidates(conn, q)))
+            with self._candidates_lock:
+                self._candidates[key] = got
+                while len(self._candidates) > 16:
+                    self._candidates.popitem(last=False)
+        positions = got[1]
         return positions[positions < rows]
 
     async def text_vector(self, version: str, text: str) -> np.ndarray:
