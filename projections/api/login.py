@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import ClientException, NotAuthorizedException
 from litestar.params import Body
@@ -59,9 +59,49 @@ def _cookie(request: Request[Any, Any, Any], access: Access, value: str, max_age
     )  # fmt: skip
 
 
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>eventsvc: log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: sans-serif; max-width: 24rem; margin: 4rem auto">
+<h1>eventsvc</h1>
+<form id="f"><label>API token <input id="t" type="password" autocomplete="current-password"
+ required autofocus style="width: 100%"></label>
+<p><button>Log in</button> <span id="m" role="status"></span></p></form>
+<script>
+document.getElementById("f").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const r = await fetch("/auth/login", {method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({token: document.getElementById("t").value})});
+  const body = await r.json();
+  if (!r.ok) { document.getElementById("m").textContent = body.detail; return; }
+  const next = new URLSearchParams(location.search).get("next") || "/schema/swagger";
+  location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/");
+});
+</script></body></html>
+"""
+
+
 class AuthController(Controller):
     path = "/auth"
     tags = ("auth",)
+
+    @get(
+        "/login",
+        opt=PUBLIC,
+        media_type=MediaType.HTML,
+        summary="The login page",
+        description="A form that posts a token to POST /auth/login (for browsers), then "
+        "goes to `?next=` (a path of this site) or the API documentation.",
+        response_description="An HTML page.",
+    )
+    async def login_page(self) -> Response[str]:
+        return Response(
+            _PAGE,
+            media_type=MediaType.HTML,
+            headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                     "Content-Security-Policy": "frame-ancestors 'none'"},
+        )  # fmt: skip
 
     @post(
         "/login",

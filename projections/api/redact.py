@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from eventsvc.settings import Settings
 
-__all__ = ["Redactor", "redacted", "redactor_for"]
+__all__ = ["API_SEGMENTS", "Redactor", "redacted", "redactor_for"]
 
 T = TypeVar("T")
 
@@ -28,7 +28,17 @@ _QUOTED = re.compile(r"""(['"])(/[^'"\n]*)\1""")
 _END = r"(?=/|[\s'\":,;)\]]|$)"
 
 
+API_SEGMENTS = frozenset(
+    {"auth", "duplicates", "faces", "healthz", "libraries", "people", "photos", "pipeline",
+     "schema", "videos"}
+)  # fmt: skip
+"""First segments of this API's own URL paths: ``/auth/login`` in a message is a URL."""
+
+
 def _last_name(path: str) -> str:
+    first = path.lstrip("/").split("/", 1)[0]
+    if first in API_SEGMENTS and not os.path.isdir(f"/{first}"):
+        return path  # a URL of this API (unless this server has such a directory)
     name = path.rstrip("/").rsplit("/", 1)[-1]
     return f"…/{name}" if name else path
 

@@ -22,6 +22,7 @@ from eventsvc.events import DerivationFailed, LibraryOnline, LibraryStale, Thumb
 from eventsvc.log import EventLog
 from eventsvc.settings import Settings
 from projections.api import create_app
+from projections.api.redact import redactor_for
 from projections.api.session import COOKIE
 
 from .conftest import B_IMG1, ReadModel, h, hashed, seen, small_events
@@ -341,3 +342,31 @@ def test_served_reasons_hold_no_absolute_path(
         "alpha:2023/a b.jpg" in served[f"/photos/{h(1)}/thumbnail"]
         or "a b.jpg" in (served[f"/photos/{h(1)}/thumbnail"])
     )
+
+
+def test_login_page_is_public_html(guarded: TestClient[Any]) -> None:
+    r = guarded.get("/auth/login")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert 'fetch("/auth/login"' in r.text and "application/json" in r.text
+    assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_redactor_keeps_what_is_not_a_server_path(settings: Settings) -> None:
+    redact = redactor_for(settings, roots=[("alpha", "/mnt/alpha")])
+    data = settings.data_dir.absolute()
+    for raw, want in (
+        ("root /mnt/alpha does not exist", "root alpha: does not exist"),
+        ("cannot open '/mnt/alpha/x y/z.jpg'", "cannot open 'alpha:x y/z.jpg'"),
+        ("/mnt/alphabet/z.jpg: bad", "…/z.jpg: bad"),
+        (f"{data}/thumbs/ab/c.jpg missing", "<data>/thumbs/ab/c.jpg missing"),
+        (f"{data} is full", "<data> is full"),
+        ('No such file: "/etc/passwd"', 'No such file: "…/passwd"'),
+        ("ffmpeg /usr/bin/ffmpeg -i /root/v.mp4", "ffmpeg …/ffmpeg -i …/v.mp4"),
+        ("nats://127.0.0.1:4222/x and 2023/a.jpg", "nats://127.0.0.1:4222/x and 2023/a.jpg"),
+        ("log in: POST /auth/login; see /videos/h/index.m3u8", None),
+        ("photos.content.abc.HashComputed", None),
+    ):
+        assert redact(raw) == (want or raw), raw
+    assert redact.tree({"a": ["/etc/x", 1, None], "b": "/etc/y"}) == {
+        "a": ["…/x", 1, None], "b": "…/y",
+    }  # fmt: skip
