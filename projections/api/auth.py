@@ -2,7 +2,9 @@
 
 One guard on every route. Reads (GET, HEAD, OPTIONS) need the ``read`` scope, every other
 method ``write``; routes marked ``opt=PUBLIC`` need none. With no token configured every
-caller has ``write`` (the API then binds to loopback only, see ``tokens.check_bind``).
+caller has ``write`` (the API then binds to loopback only, see ``tokens.check_bind``) and
+a request must name a loopback host (``Host: localhost:8470``, ``127.0.0.1``, ``[::1]``):
+a page whose DNS name was re-bound to 127.0.0.1 gets 403 (DNS rebinding).
 
 Every write, public or not, token or not, must also look like it came from this API's own
 pages or a non-browser client:
@@ -30,7 +32,7 @@ from litestar.types import Guard
 
 from eventsvc.settings import Settings
 from projections.api.session import COOKIE, SessionStore
-from projections.api.tokens import Scope, TokenSet
+from projections.api.tokens import Scope, TokenSet, is_loopback
 
 __all__ = ["PUBLIC", "SAFE_METHODS", "Access", "Principal", "access_guard"]
 
@@ -70,6 +72,8 @@ class Access:
         self.tokens = tokens
         self.sessions = SessionStore(settings.api_session_ttl)
         self.cookie_secure = settings.api_cookie_secure
+        self.loopback_only = not tokens and is_loopback(settings.api_host)
+        """No token and bound to loopback: requests must name a loopback host."""
         self.allowed_origins = frozenset(
             o for o in map(normalize_origin, settings.api_allowed_origins) if o
         )
@@ -103,6 +107,18 @@ class Access:
             detail="missing 'Authorization: Bearer <token>' header (or a session cookie "
             "from POST /auth/login)",
             headers=_CHALLENGE,
+        )
+
+    def check_host(self, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+        """Open and on loopback: answer loopback names only, so that a web page whose name
+        was re-bound to 127.0.0.1 (DNS rebinding) reads nothing."""
+        host = connection.headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if is_loopback(name) or name.lower().endswith(".localhost"):
+            return
+        raise PermissionDeniedException(
+            detail=f"this API has no token and answers loopback names only (localhost, "
+            f"127.0.0.1, [::1]), not Host {host!r}: set a token to serve other names"
         )
 
     def check_same_origin(self, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -160,6 +176,8 @@ def access_guard(access: Access) -> Guard:
     def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         method = str(connection.scope.get("method", "GET")).upper()
         writing = method not in SAFE_METHODS
+        if access.loopback_only:
+            access.check_host(connection)
         if not handler.opt.get("public"):
             who = access.principal(connection)
             if writing and who.scope != "write":

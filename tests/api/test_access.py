@@ -32,6 +32,7 @@ READ = secrets.token_hex(16)
 FILE_WRITE = secrets.token_hex(16)
 FILE_READ = secrets.token_hex(16)
 SAFE = {"GET", "HEAD", "OPTIONS"}
+LOCAL = "http://127.0.0.1"
 
 # A valid-shaped value for every path parameter the app declares.
 DUMMY = {
@@ -214,7 +215,7 @@ async def test_cross_origin_text_plain_post_is_refused(
         s = settings.model_copy(update={"nats_url": nats_url})  # no token: the default
         body = f'{{"a": "{h(1)}", "b": "{h(2)}"}}'
         url = "/duplicates/not-duplicate"
-        with TestClient(create_app(s)) as c:
+        with TestClient(create_app(s), base_url=LOCAL) as c:
             # What a foreign page's <form enctype="text/plain"> or no-cors fetch sends.
             for headers, status in (
                 ({"Origin": "http://evil.example", "Content-Type": "text/plain"}, 403),
@@ -223,7 +224,7 @@ async def test_cross_origin_text_plain_post_is_refused(
                 ({"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"}, 403),
                 ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
                 ({"Origin": "http://evil.example", "Content-Type": "application/json"}, 403),
-                ({"Origin": "http://testserver.local:8080", "Content-Type": "text/plain"}, 403),
+                ({"Origin": "http://127.0.0.1:8080", "Content-Type": "text/plain"}, 403),
             ):
                 r = c.post(url, content=body, headers=headers)
                 assert r.status_code == status, (headers, r.text)
@@ -233,7 +234,7 @@ async def test_cross_origin_text_plain_post_is_refused(
             assert r.status_code == 403
             assert await log.last_seq() == first - 1, "a refused write reached the log"
             # The API's own page (same origin), and a script (no Origin), may write JSON.
-            r = c.post(url, content=body, headers={"Origin": "http://testserver.local",
+            r = c.post(url, content=body, headers={"Origin": LOCAL,
                                                    "Content-Type": "application/json"})  # fmt: skip
             assert r.status_code == 202, r.text
             r = c.post(url, json={"a": h(1), "b": h(3)}, headers={"Sec-Fetch-Site": "same-origin"})
@@ -244,9 +245,33 @@ async def test_cross_origin_text_plain_post_is_refused(
         await log.close()
 
 
+def test_an_open_api_answers_loopback_names_only(small: ReadModel, settings: Settings) -> None:
+    """DNS rebinding: evil.example re-bound to 127.0.0.1 is same-origin to its own page."""
+    with TestClient(create_app(settings), base_url="http://evil.example:8470") as c:
+        r = c.get("/photos")
+        assert r.status_code == 403 and "loopback names only" in r.json()["detail"]
+        r = c.post("/duplicates/not-duplicate", json={"a": h(1), "b": h(2)},
+                   headers={"Origin": "http://evil.example:8470"})  # fmt: skip
+        assert r.status_code == 403
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
+        for host in ("localhost:8470", "127.0.0.1", "127.0.0.9:80", "[::1]:8470", "[::1]",
+                     "app.localhost"):  # fmt: skip
+            assert c.get("/photos", headers={"Host": host}).status_code == 200, host
+        for host in ("localhost.evil.example", "127.0.0.1.nip.io", "[::2]", ""):
+            assert c.get("/photos", headers={"Host": host}).status_code == 403, host
+    # With a token a name is no way in: any Host is served (behind a proxy, say).
+    s = settings.model_copy(update={"api_read_token": READ})
+    with TestClient(create_app(s), base_url="http://photos.example") as c:
+        assert c.get("/photos", headers=bearer(READ)).status_code == 200
+    # Opened on purpose (--insecure-no-auth off loopback): names are not checked either.
+    s = settings.model_copy(update={"api_host": "0.0.0.0", "api_allow_unauthenticated": True})
+    with TestClient(create_app(s), base_url="http://nas.lan:8470") as c:
+        assert c.get("/photos").status_code == 200
+
+
 def test_allowed_origins_may_write(small: ReadModel, settings: Settings) -> None:
     s = settings.model_copy(update={"api_allowed_origins": ["https://photos.example"]})
-    with TestClient(create_app(s)) as c:
+    with TestClient(create_app(s), base_url=LOCAL) as c:
         for origin, status in (("https://photos.example", 404), ("https://photos.example:443", 404),
                                ("http://photos.example", 403)):  # fmt: skip
             r = c.post(f"/faces/{DUMMY['face_id']}/reject", headers={"Origin": origin})
@@ -320,7 +345,7 @@ def test_served_reasons_hold_no_absolute_path(
     )  # fmt: skip
     model.publish()
     with TestClient(create_app(settings, extra_status=lambda: {"projector": {
-            "path": str(data / "readmodel" / "gen-1")}})) as c:  # fmt: skip
+            "path": str(data / "readmodel" / "gen-1")}}), base_url=LOCAL) as c:  # fmt: skip
         served = {
             url: c.get(url).text
             for url in ("/pipeline", "/libraries", f"/photos/{h(5)}", f"/videos/{h(2)}",
