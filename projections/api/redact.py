@@ -119,7 +119,7 @@ def redactor_for(
 
 def redacted(settings: Settings, conn: sqlite3.Connection, obj: T, *fields: str) -> T:
     """``obj`` (a struct, or None) with the named string fields redacted in place."""
-    if obj is not None:
+    if obj is not None and any("/" in str(getattr(obj, f) or "") for f in fields):
         redact = redactor_for(settings, conn)
         for name in fields:
             setattr(obj, name, redact.tree(getattr(obj, name)))

@@ -129,6 +129,14 @@ def load_tokens(settings: Settings) -> TokenSet:
         tokens.append(Token("api_read_token", "read", _digest(settings.api_read_token)))
     if settings.api_tokens_file is not None:
         tokens += _parse_file(Path(settings.api_tokens_file))
+    for name in ("api_token", "api_read_token"):
+        value = getattr(settings, name)
+        if value and len(value) < MIN_FILE_TOKEN:
+            log.warning(
+                "EVENTSVC_%s has fewer than %d characters: easy to guess (try "
+                "`python -c 'import secrets; print(secrets.token_hex(16))'`)",
+                name.upper(), MIN_FILE_TOKEN,
+            )  # fmt: skip
     seen: dict[bytes, str] = {}
     for t in tokens:
         if t.digest in seen:
