@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import stat
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -35,6 +37,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             overrides[key] = value
     if getattr(args, "no_watch", False):
         overrides["watch"] = False
+    if getattr(args, "insecure_no_auth", False):
+        overrides["api_allow_unauthenticated"] = True
     return Settings(**overrides)
 
 
@@ -383,6 +387,14 @@ def _libs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="libraries TOML file (EVENTSVC_LIBRARIES_FILE)")
 
 
+def _insecure(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--insecure-no-auth", action="store_true",
+        help="allow an API without any token on a non-loopback --host "
+        "(EVENTSVC_API_ALLOW_UNAUTHENTICATED)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventsvc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -392,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(up)
     up.add_argument("--port", type=int, help="API port (EVENTSVC_API_PORT)")
     up.add_argument("--host", help="API bind address (default 127.0.0.1)")
+    _insecure(up)
     up.add_argument("--no-watch", action="store_true", help="no file-system notifications")
     up.set_defaults(func=cmd_up)
 
@@ -424,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(api)
     api.add_argument("--port", type=int)
     api.add_argument("--host")
+    _insecure(api)
     api.set_defaults(func=cmd_api)
 
     rebuild = sub.add_parser("rebuild", help="replay the log into a new read model and swap it in")
@@ -477,6 +491,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _private(settings: Settings) -> None:
+    """What we write is ours alone: new files 0600, directories 0700 (umask), and the data
+    directory (and a video root outside it) 0700 even when an older version made it."""
+    os.umask(0o077)
+    for d in {settings.data_dir, settings.videos_dir}:
+        with contextlib.suppress(FileNotFoundError):
+            try:
+                if stat.S_IMODE(d.stat().st_mode) & 0o077:
+                    d.chmod(0o700)
+            except OSError as exc:
+                log.warning("cannot make %s private (chmod 700): %s", d, exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -485,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eventsvc: bad settings: {exc}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level or settings.log_level)
+    _private(settings)
     func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
     try:
         return asyncio.run(func(args))  # type: ignore[arg-type]

@@ -48,7 +48,22 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     api_host: str = "127.0.0.1"
     api_port: int = 8470
+    # ---- API access (issue 11: scopes, browser sessions, cross-site writes, bind rule)
     api_token: str | None = None
+    """A token with the ``write`` scope (reads and changes): ``Authorization: Bearer``."""
+    api_read_token: str | None = None
+    """A token with the ``read`` scope only."""
+    api_tokens_file: Path | None = None
+    """More tokens, one a line: ``SCOPE TOKEN [NAME]`` (mode 600; see projections/api/tokens)."""
+    api_allow_unauthenticated: bool = False
+    """Serve an API without any token on a non-loopback address (``--insecure-no-auth``)."""
+    api_allowed_origins: list[str] = Field(default_factory=list)
+    """Origins (``https://photos.example``) besides the API's own whose pages may write."""
+    api_session_ttl: float = 7 * 86400.0
+    """Seconds a browser session (``POST /auth/login``) lasts."""
+    api_cookie_secure: bool | None = None
+    """Session cookies with ``Secure``: None: when the request came over https."""
+    # ---- end API access
     nats_url: str | None = None
     """An existing NATS server; None starts the embedded one in the data dir."""
     stream: str = "PHOTOS"
@@ -149,6 +164,11 @@ class Settings(BaseSettings):
     """ONNX Runtime intra-op threads (0: its default)."""
     clip_text_cache: int = 1024
     """Query embeddings kept per API process."""
+
+    @property
+    def api_has_tokens(self) -> bool:
+        """Any API token configured (responses are then private to their caller)."""
+        return bool(self.api_token or self.api_read_token or self.api_tokens_file)
 
     @property
     def readmodel_dir(self) -> Path:

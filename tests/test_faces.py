@@ -171,7 +171,7 @@ async def test_missing_model_files_say_so(tmp_path: Path, monkeypatch: pytest.Mo
 async def serve_here(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 

@@ -16,16 +16,18 @@ from litestar.openapi import OpenAPIConfig
 from eventsvc.errors import LogUnavailable
 from eventsvc.log import EventLog
 from eventsvc.settings import Settings
-from projections.api.auth import token_guard
+from projections.api.auth import Access, access_guard
 from projections.api.context import ApiContext, provide_context
 from projections.api.duplicates import DuplicatesController
 from projections.api.errors import EXCEPTION_HANDLERS
 from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
+from projections.api.login import AuthController
 from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
 from projections.api.search import SearchController
+from projections.api.tokens import check_bind, load_tokens
 from projections.api.videos import VideosController
 
 __all__ = ["create_app"]
@@ -85,6 +87,9 @@ def create_app(
     here); otherwise ``settings.nats_url`` is connected on startup when set. Startup
     waits at most ``nats_connect_wait`` seconds for NATS, then keeps trying behind.
     """
+    tokens = load_tokens(settings)  # a bad tokens file or an open API off loopback: ConfigError
+    check_bind(settings, tokens)
+    access = Access(settings, tokens)
     ctx = ApiContext(
         settings=settings,
         event_log=event_log,
@@ -94,6 +99,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             HealthController,
+            AuthController,
             LibrariesController,
             SearchController,
             PhotosController,
@@ -104,10 +110,10 @@ def create_app(
             VideosController,
         ],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
-        guards=[token_guard(settings.api_token)] if settings.api_token else [],
+        guards=[access_guard(access)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[_lifespan(ctx, nats_connect_wait)],
-        state=State({"ctx": ctx}),
+        state=State({"ctx": ctx, "access": access}),
         openapi_config=OpenAPIConfig(
             title="eventsvc",
             version="0.1.0",

@@ -11,6 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from eventsvc.errors import ReadModelError
+from projections.api.redact import redactor_for
 from projections.api.schemas import ErrorDetail
 
 __all__ = ["EXCEPTION_HANDLERS", "bad_parameter", "error_responses"]
@@ -25,7 +26,9 @@ def bad_parameter(name: str, why: str) -> ClientException:
 
 _DESCRIPTIONS = {
     400: "A bad parameter; the detail names it.",
-    401: "Missing or wrong bearer token (only when the API has a token).",
+    401: "Missing or wrong bearer token or session (only when the API has a token).",
+    403: "A 'read' token or session on a write, or a cross-origin write.",
+    415: "A write whose body is not 'application/json'.",
     404: "Not found; the detail says what.",
     503: "The read model exists but cannot be read.",
 }
@@ -55,8 +58,10 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     return Response(_body(detail), status_code=400, headers=exc.headers)
 
 
-def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    return Response(_body(exc.detail), status_code=exc.status_code, headers=exc.headers)
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    ctx = request.app.state.get("ctx")
+    detail = redactor_for(ctx.settings)(exc.detail) if ctx else exc.detail  # no server paths
+    return Response(_body(detail or ""), status_code=exc.status_code, headers=exc.headers)
 
 
 def _read_model(_: Request[Any, Any, Any], exc: ReadModelError) -> Response[Any]:

@@ -12,6 +12,7 @@ from projections.api import db
 from projections.api.context import Ctx
 from projections.api.errors import error_responses
 from projections.api.nats_status import last_scan
+from projections.api.redact import redactor_for
 from projections.api.schemas import Library, LibraryPage
 
 __all__ = ["LibrariesController"]
@@ -49,6 +50,11 @@ class LibrariesController(Controller):
     async def list_libraries(self, ctx: Ctx) -> LibraryPage:
         rows = await db.read(ctx.settings.readmodel_dir, _rows, [])
         scans = await asyncio.gather(*(last_scan(ctx.event_log, r["library_id"]) for r in rows))
+        redact = redactor_for(ctx.settings, roots=[(r["library_id"], r["root"]) for r in rows])
+        for r, s in zip(rows, scans, strict=True):
+            r["reason"] = redact(r["reason"])
+            if s is not None:
+                s.error, s.issues = redact(s.error), redact.tree(s.issues)
         return LibraryPage(
             items=[Library(**r, last_scan=s) for r, s in zip(rows, scans, strict=True)]
         )

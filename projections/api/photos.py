@@ -25,6 +25,7 @@ from projections.api.context import ApiContext, Ctx
 from projections.api.errors import bad_parameter, error_responses
 from projections.api.filters import Filters, Query, filter_dependencies
 from projections.api.paging import decode_cursor, encode_cursor
+from projections.api.redact import redacted
 from projections.api.schemas import ErrorDetail, PhotoDetail, PhotoPage, PhotoPerson
 from projections.api.sendfile import content_disposition, guess_media_type, send_file
 
@@ -161,7 +162,7 @@ def _known(conn: sqlite3.Connection, content_hash: str) -> bool:
 
 def _cache_control(ctx: ApiContext) -> str:
     # Content-addressed bytes never change; behind a token, shared caches keep out.
-    return ("private, " if ctx.settings.api_token else "public, ") + _IMMUTABLE
+    return ("private, " if ctx.settings.api_has_tokens else "public, ") + _IMMUTABLE
 
 
 def _thumbnail_lookup(conn: sqlite3.Connection, content_hash: str, size: str) -> str:
@@ -359,7 +360,11 @@ class PhotosController(Controller):
         ],
     ) -> PhotoDetail:
         check_hash(content_hash)
-        found = await db.read(ctx.settings.readmodel_dir, lambda c: _detail(content_hash, c), None)
+        found = await db.read(
+            ctx.settings.readmodel_dir,
+            lambda c: redacted(ctx.settings, c, _detail(content_hash, c), "decode_error"),
+            None,
+        )
         if found is None:
             raise NotFoundException(detail=f"unknown content_hash {content_hash}")
         return found

@@ -10,11 +10,13 @@ from typing import Any
 
 from litestar import Controller, get
 
+from eventsvc.settings import Settings
 from projections import readmodel
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import error_responses
 from projections.api.nats_status import consumer_statuses, stream_status
+from projections.api.redact import Redactor, redactor_for
 from projections.api.schemas import (
     Failure,
     FailureSummary,
@@ -30,7 +32,9 @@ log = logging.getLogger(__name__)
 RECENT_FAILURES = 20
 
 
-def _read_side(conn: sqlite3.Connection) -> tuple[str | None, int, FailureSummary]:
+def _read_side(
+    conn: sqlite3.Connection, settings: Settings
+) -> tuple[str | None, int, FailureSummary, Redactor]:
     file = conn.execute("PRAGMA database_list").fetchone()["file"]
     by_stage = {
         r["stage"]: r["n"]
@@ -38,8 +42,9 @@ def _read_side(conn: sqlite3.Connection) -> tuple[str | None, int, FailureSummar
             "SELECT stage, count(*) AS n FROM failures GROUP BY stage ORDER BY stage"
         )
     }
+    redact = redactor_for(settings, conn)
     recent = [
-        Failure(**{**dict(r), "permanent": bool(r["permanent"])})
+        Failure(**{**dict(r), "permanent": bool(r["permanent"]), "reason": redact(r["reason"])})
         for r in conn.execute(
             "SELECT seq, stage, reason, permanent, input_subject, deliveries, file_id,"
             " content_hash, library_id, occurred_at FROM failures ORDER BY seq DESC LIMIT ?",
@@ -47,7 +52,7 @@ def _read_side(conn: sqlite3.Connection) -> tuple[str | None, int, FailureSummar
         )
     ]
     summary = FailureSummary(total=sum(by_stage.values()), by_stage=by_stage, recent=recent)
-    return Path(file).name if file else None, readmodel.checkpoint(conn), summary
+    return Path(file).name if file else None, readmodel.checkpoint(conn), summary, redact
 
 
 def _extra(ctx: ApiContext) -> dict[str, Any] | None:
@@ -73,9 +78,9 @@ class PipelineController(Controller):
     )
     async def pipeline(self, ctx: Ctx) -> PipelineStatus:
         settings = ctx.settings
-        empty = (None, 0, FailureSummary(total=0, by_stage={}, recent=[]))
-        (generation, checkpoint, failures), stream, consumers = await asyncio.gather(
-            db.read(settings.readmodel_dir, _read_side, empty),
+        empty = (None, 0, FailureSummary(total=0, by_stage={}, recent=[]), redactor_for(settings))
+        (generation, checkpoint, failures, redact), stream, consumers = await asyncio.gather(
+            db.read(settings.readmodel_dir, lambda c: _read_side(c, settings), empty),
             stream_status(ctx.event_log, settings.stream, ctx.nats_error),
             consumer_statuses(ctx.event_log, settings.stream),
         )
@@ -91,5 +96,5 @@ class PipelineController(Controller):
             projector=ProjectorStatus(generation=generation, checkpoint=checkpoint, lag=lag),
             consumers=consumers,
             failures=failures,
-            extra=_extra(ctx),
+            extra=redact.tree(_extra(ctx)),
         )

@@ -21,6 +21,7 @@ from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import bad_parameter, error_responses
 from projections.api.photos import check_hash
+from projections.api.redact import redacted
 from projections.api.sendfile import send_file
 from projections.api.video_schemas import VideoInfo, VideoNotReady
 
@@ -100,7 +101,7 @@ def _open(root: Path, h: str, name: str) -> tuple[BinaryIO, os.stat_result] | No
 async def _state(ctx: ApiContext, h: str) -> VideoInfo:
     return await db.read(
         ctx.settings.readmodel_dir,
-        lambda c: video_state(c, h),
+        lambda c: redacted(ctx.settings, c, video_state(c, h), "reason"),
         VideoInfo(content_hash=h, state="unknown"),
     )
 
@@ -158,7 +159,7 @@ class VideosController(Controller):
             return _not_ready(await _state(ctx, content_hash), name)
         f, st = opened
         etag = f'"{content_hash[:32]}-{name}-{st.st_size:x}-{st.st_mtime_ns:x}"'
-        cache = ("private, " if ctx.settings.api_token else "public, ") + "max-age=86400"
+        cache = ("private, " if ctx.settings.api_has_tokens else "public, ") + "max-age=86400"
         return send_file(
             request, f, size=st.st_size, etag=etag, headers={"Cache-Control": cache},
             media_type=CONTENT_TYPES[os.path.splitext(name)[1]],

@@ -168,5 +168,5 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient[Any]]:
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
         yield c

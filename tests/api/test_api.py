@@ -44,7 +44,7 @@ async def serve_here(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan on the running loop, through httpx's ASGI transport."""
     async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 
@@ -293,7 +293,7 @@ def test_pipeline_failures_from_read_model(small: ReadModel, client: TestClient[
 
 def test_token_auth(small: ReadModel, settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"api_token": "s3cret"}))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         assert c.get("/healthz").status_code == 200
         for url in ("/libraries", "/photos", f"/photos/{h(1)}", "/duplicates", "/pipeline",
                     "/schema/openapi.json"):  # fmt: skip
@@ -355,7 +355,7 @@ async def test_pipeline_and_last_scan_with_nats(nats_url: str, settings: Setting
             settings.model_copy(update={"nats_url": nats_url}),
             extra_status=lambda: {"workers": 2},
         )
-        async with AsyncTestClient(app) as c:
+        async with AsyncTestClient(app, base_url="http://127.0.0.1") as c:
             r = await c.get("/pipeline")
             assert r.status_code == 200, r.text
             pipe = r.json()
@@ -407,7 +407,7 @@ async def test_library_without_scan_status_bucket(nats_url: str, small: ReadMode
 async def test_unreachable_nats_is_reported_not_fatal(small: ReadModel, settings: Settings) -> None:
     url = f"nats://127.0.0.1:{free_port()}"
     app = create_app(settings.model_copy(update={"nats_url": url}), nats_connect_wait=0.2)
-    async with AsyncTestClient(app) as c:
+    async with AsyncTestClient(app, base_url="http://127.0.0.1") as c:
         pipe = (await c.get("/pipeline")).json()
         assert pipe["nats"]["connected"] is False and url in pipe["nats"]["error"]
         assert url in pipe["stream"]["error"]

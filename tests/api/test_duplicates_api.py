@@ -234,7 +234,7 @@ def test_not_duplicate_events_hide_pairs(
 async def serve_here(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 

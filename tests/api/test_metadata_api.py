@@ -371,7 +371,7 @@ def test_thumbnail_404s_say_why(
 
 def test_thumbnail_behind_a_token_is_privately_cached(cam: Cam, settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"api_token": "s3cret"}))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         url = f"/photos/{cam.shots['paris'].content_hash}/thumbnail"
         assert c.get(url).status_code == 401
         r = c.get(url, headers={"Authorization": "Bearer s3cret"})

@@ -94,7 +94,7 @@ async def test_clip_pipeline_search_similar_filters_and_rebuild(
         assert [f.content_hash for f in failures] == [b3(files["broken.jpg"])]
         assert "cannot decode for CLIP" in failures[0].reason
 
-        async with AsyncTestClient(create_app(settings)) as c:
+        async with AsyncTestClient(create_app(settings), base_url="http://127.0.0.1") as c:
             page = await _search(c, q="red")
             items = page["items"]
             assert page["model_version"] == worker.stats.model and page["next"] is None
@@ -232,7 +232,7 @@ async def test_no_model_pauses_clip_only_then_model_files_start_it(
             out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
             shown = json.loads(out.decode()[out.decode().index("{") :])
             assert "someone/tiny-clip" in shown["workers"]["clip"]["model_error"]
-            async with AsyncTestClient(create_app(settings)) as c:
+            async with AsyncTestClient(create_app(settings), base_url="http://127.0.0.1") as c:
                 r = await c.get("/photos/search", params={"q": "red"})
                 assert r.status_code == 503, r.text
                 assert "someone/tiny-clip" in r.json()["detail"]
@@ -261,7 +261,7 @@ async def test_reencode_with_a_second_model_while_the_first_serves(
         await pipe.scanner.tick(full=True)
         await pipe.settled(timeout=60)
         first = pipe.workers["clip"].stats.model
-        async with AsyncTestClient(create_app(settings)) as c:
+        async with AsyncTestClient(create_app(settings), base_url="http://127.0.0.1") as c:
             assert (await _search(c, q="blue"))["model_version"] == first
             roots = LibraryRoots([lib])
             seen: list[dict[str, Any]] = []

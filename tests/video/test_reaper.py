@@ -186,7 +186,7 @@ async def test_a_removal_is_an_event_and_a_returning_video_gets_its_playlist_bac
     libs, _ = load_libraries([str(lib)])
     async with (
         running(Pipeline(event_log, settings, libs), media=False, workers=("playlist",)) as p,
-        AsyncTestClient(create_app(settings)) as api,
+        AsyncTestClient(create_app(settings), base_url="http://127.0.0.1") as api,
     ):
         await p.scanner.tick(full=True)
         await p.settled(timeout=60)

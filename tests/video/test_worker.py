@@ -67,7 +67,7 @@ async def test_worker_publishes_playlists_and_the_api_serves_them(
         assert g.poster and g.preview
 
         app = create_app(settings, event_log=event_log)
-        async with AsyncTestClient(app) as c:
+        async with AsyncTestClient(app, base_url="http://127.0.0.1") as c:
             h = b3(good)
             r = await c.get(f"/videos/{h}/index.m3u8")
             assert r.status_code == 200, r.text
@@ -122,7 +122,8 @@ async def test_pending_then_timeout_is_recorded_as_transient(
         await p.scanner.tick(full=True)
         await p.settled(timeout=30)
         app = create_app(settings, event_log=event_log)
-        async with AsyncTestClient(app) as c:  # no playlist worker ran yet: pending
+        # no playlist worker ran yet: pending
+        async with AsyncTestClient(app, base_url="http://127.0.0.1") as c:
             r = await c.get(f"/videos/{b3(big)}/index.m3u8")
             assert r.status_code == 404 and r.json()["state"] == "pending"
     async with running(Pipeline(event_log, settings, libs), workers=("playlist",)) as p:
