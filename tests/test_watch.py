@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from eventsvc.events import FileSeen
 from eventsvc.log import EventLog
@@ -293,3 +294,85 @@ async def test_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
         stop.set()
         await asyncio.wait_for(task, 5)
     assert statuses[-1].state == "off"
+
+
+_LIMIT_SCRIPT = r"""
+import asyncio, json, sys
+from pathlib import Path
+from eventsvc.scanner.walk import Excludes
+from eventsvc.scanner.watch import Watcher
+from eventsvc.settings import Library
+
+with open("/proc/sys/user/max_inotify_watches", "w") as f:  # this user namespace only
+    f.write("5")
+libs = [Library(id=p.name, name=p.name, root=p) for p in map(Path, sys.argv[1:])]
+
+
+async def main():
+    got = []
+
+    async def on_paths(lib, rels):
+        got.append([lib.id, sorted(r.decode() for r in rels)])
+
+    async def on_status(lib, st):
+        pass
+
+    w = Watcher(libs, {x.id: Excludes([]) for x in libs}, on_paths, on_status,
+                retry=0.1, retry_max=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    state = lambda i: w.status[i].state if i in w.status else None
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if state("big") == "failed" and state("small") == "watching":
+            break
+    (libs[1].root / "n.jpg").write_bytes(b"x")
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if got:
+            break
+    out = {k: [v.state, v.reason] for k, v in w.status.items()}
+    stop.set()
+    await task
+    print(json.dumps({"status": out, "got": got}))
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_watch_limit_fails_one_library_and_is_reported(tmp_path: Path) -> None:
+    """fs.inotify.max_user_watches reached: that library fails with the reason, the other
+    watches on. The limit is lowered in a user namespace of the test's own."""
+    import json
+    import subprocess
+    import sys
+
+    if subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user namespaces here (unshare -U) to lower the watch limit in")
+    big, small = _libs(tmp_path, "big", "small")
+    for i in range(10):
+        (big.root / f"d{i}").mkdir()
+    (small.root / "sub").mkdir()
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-U",
+            "-r",
+            sys.executable,
+            "-c",
+            _LIMIT_SCRIPT,
+            str(big.root),
+            str(small.root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    state, reason = out["status"]["big"]
+    assert state == "failed" and "limit reached (5 watches: fs.inotify.max_user_watches)" in reason
+    assert out["status"]["small"] == ["watching", None]
+    assert out["got"] == [["small", ["n.jpg"]]]

@@ -76,6 +76,9 @@ _READ_SIZE = 65536
 _MAX_READS = 64  # per wake-up: the kernel queue bounds the rest
 _IDLE = 1.0  # longest wait without notifications (stop is checked in between)
 _STEP = 0.05  # notifications are handled once quiet for this long (or after the debounce)
+LIMIT_RETRY = 10
+"""After a kernel limit, the next attempt comes after this many times ``retry_max``: each
+attempt takes watches until the limit again, which other libraries may need."""
 
 
 def available() -> bool:
@@ -85,6 +88,10 @@ def available() -> bool:
 
 class WatchError(EventsvcError):
     """Watching a library failed (the reason is shown in /libraries); ticks still scan it."""
+
+
+class _LimitReached(WatchError):
+    """A kernel limit (watches, instances): retried only after a long wait."""
 
 
 class _Overflow(Exception):
@@ -113,12 +120,17 @@ def _parse(data: bytes) -> Iterator[tuple[int, int, bytes]]:
         yield wd, mask, name
 
 
-def _limit(name: str) -> str:
-    try:
-        with open(f"/proc/sys/fs/inotify/{name}") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
+def _limit(what: str) -> str:
+    """The effective limit on inotify ``watches`` or ``instances`` (a user namespace may set
+    a lower one than fs.inotify.*)."""
+    values = []
+    for path in (f"/proc/sys/fs/inotify/max_user_{what}", f"/proc/sys/user/max_inotify_{what}"):
+        try:
+            with open(path) as f:
+                values.append(int(f.read()))
+        except (OSError, ValueError):
+            continue
+    return str(min(values)) if values else "?"
 
 
 class _LibraryWatch:
@@ -145,9 +157,9 @@ class _LibraryWatch:
             self.ino = INotify(nonblocking=True)
         except OSError as exc:
             if exc.errno == errno.EMFILE:
-                raise WatchError(
-                    "inotify instance limit reached (fs.inotify.max_user_instances = "
-                    f"{_limit('max_user_instances')}); relying on periodic scans"
+                raise _LimitReached(
+                    f"inotify instance limit reached ({_limit('instances')} instances: "
+                    "fs.inotify.max_user_instances); relying on periodic scans"
                 ) from exc
             raise WatchError(f"cannot start inotify: {exc.strerror or exc}") from exc
         await self._add(WHOLE_LIBRARY)
@@ -180,9 +192,9 @@ class _LibraryWatch:
                         wd = self.ino.add_watch(path, SUB_MASK if r else ROOT_MASK)
                     except OSError as exc:
                         if exc.errno == errno.ENOSPC:
-                            raise WatchError(
-                                "inotify watch limit reached (fs.inotify.max_user_watches = "
-                                f"{_limit('max_user_watches')}); relying on periodic scans"
+                            raise _LimitReached(
+                                f"inotify watch limit reached ({_limit('watches')} watches: "
+                                "fs.inotify.max_user_watches); relying on periodic scans"
                             ) from exc
                         if not r:
                             why = exc.strerror or str(exc)
@@ -431,6 +443,8 @@ class Watcher:
                 continue
             except WatchError as exc:
                 reason = str(exc)
+                if isinstance(exc, _LimitReached):
+                    delay = self.retry_max * LIMIT_RETRY
             except Exception as exc:  # a bug or an unexpected OS error: restart, say why
                 log.exception("watching %s failed", lib.id)
                 reason = f"watching failed: {exc!r}"
@@ -441,7 +455,7 @@ class Watcher:
                 return
             rescan = True
             await self._set(lib, "failed", reason)
-            if time.monotonic() - started > self.retry_max:
+            if delay <= self.retry_max and time.monotonic() - started > self.retry_max:
                 delay = self.retry  # it had been watching for a while: a new failure
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
