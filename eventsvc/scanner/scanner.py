@@ -315,10 +315,10 @@ class Scanner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.quick_interval)
         finally:
-            if watcher:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watcher
+            if not stop.is_set():
+                watcher.cancel()  # cancelled or failed; on stop it winds down by itself
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(watcher, 10)
 
     # ------------------------------------------------------------ notifications
 

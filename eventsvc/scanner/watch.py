@@ -387,7 +387,8 @@ class Watcher:
         if state == "failed":
             log.warning("watching %s (%s) failed: %s", lib.name, lib.id, reason)
         try:
-            await asyncio.wait_for(self.on_status(lib, st), 5.0)
+            async with asyncio.timeout(5.0):  # (wait_for of 3.11 may swallow a cancel)
+                await self.on_status(lib, st)
         except Exception as exc:
             log.warning("cannot publish the watch status of %s: %r", lib.id, exc)
 
@@ -399,15 +400,21 @@ class Watcher:
         if not available():
             await self.off("inotify is not available on this platform; periodic scans only")
             return
-        tasks = [asyncio.create_task(self._keep(lib, stop)) for lib in self.libraries]
+        halt = asyncio.Event()  # set as well as cancelling: a swallowed cancel still stops
+        tasks = [asyncio.create_task(self._keep(lib, halt)) for lib in self.libraries]
         try:
-            await asyncio.gather(*tasks)
+            await stop.wait()  # the library watches loop until then (or a cancel)
         finally:
+            halt.set()
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                _, late = await asyncio.wait(tasks, timeout=5.0)
+                if late:
+                    log.warning("%d library watches did not stop in time", len(late))
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.off("the scanner stopped"), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self.off("the scanner stopped")
 
     async def _deliver(self, lib: Library, rels: set[bytes]) -> None:
         try:
@@ -458,5 +465,6 @@ class Watcher:
             if delay <= self.retry_max and time.monotonic() - started > self.retry_max:
                 delay = self.retry  # it had been watching for a while: a new failure
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await stop.wait()
             delay = min(delay * 2, self.retry_max)
