@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - other platforms
     INotify = None  # type: ignore[assignment,misc]
 
 # inotify(7) flags
+IN_ATTRIB = 0x00000004
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
@@ -58,7 +59,8 @@ IN_EXCL_UNLINK = 0x04000000
 IN_ISDIR = 0x40000000
 
 _EVENTS = (
-    IN_CREATE
+    IN_ATTRIB  # mtime set after a rename (rsync -t, cp -p)
+    | IN_CREATE
     | IN_CLOSE_WRITE
     | IN_MOVED_FROM
     | IN_MOVED_TO
@@ -198,7 +200,7 @@ class _LibraryWatch:
                             ) from exc
                         if not r:
                             why = exc.strerror or str(exc)
-                            raise WatchError(f"cannot watch root {self.lib.root}: {why}") from exc
+                            raise WatchError(f"cannot watch the root: {why}") from exc
                         skipped += 1  # vanished, unreadable, or a symlink swapped in
                         continue
                     added.append((wd, r))
@@ -283,7 +285,7 @@ class _LibraryWatch:
                 IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
             ):
                 what = "unmounted" if mask & IN_UNMOUNT else "deleted or moved"
-                raise WatchError(f"root {self.lib.root} was {what}")
+                raise WatchError(f"the root was {what}")
             if mask & IN_IGNORED:
                 self._forget(wd)
                 continue
