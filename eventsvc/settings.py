@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     missing_cap: int = 5000
     """At most this many FileMissing per library per tick; the rest next tick."""
     watch: bool = True
+    # ---- file watching (issue 11: inotify per library, bytes paths)
+    watch_debounce: float = 0.2
+    """Notifications are grouped for at most this many seconds before they are handled."""
+    watch_retry: float = 1.0
+    """First wait before a library whose watch failed is watched again (then doubling)."""
+    watch_retry_max: float = 60.0
+    """Longest wait between attempts to watch a failed library again."""
+    # ---- end of file watching
     hash_concurrency: int = 2
     media_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2)
     """Parallel EXIF + thumbnail + perceptual-hash jobs (decoding is the cost)."""

@@ -23,6 +23,7 @@ from eventsvc.log import EventLog
 from eventsvc.scanner.probe import probe
 from eventsvc.scanner.state import LibraryState, ScanState
 from eventsvc.scanner.walk import Excludes, WalkEntry, walk
+from eventsvc.scanner.watch import WHOLE_LIBRARY, Watcher, WatchStatus
 from eventsvc.settings import Library, Settings
 
 __all__ = ["ScanReport", "Scanner"]
@@ -77,6 +78,7 @@ class Scanner:
         self.pending_missing: dict[str, deque[bytes]] = {}
         self.published = 0
         self.reports: dict[str, ScanReport] = {}
+        self.watcher: Watcher | None = None
         self.online_streak = 0
         """Consecutive ticks on which every enabled library was online (guards clean-up)."""
 
@@ -299,7 +301,7 @@ class Scanner:
         """Full scan first, then quick scans every quick_interval and full every full_interval;
         with ``watch``, file-system notifications are handled in between."""
         await self.load()
-        watcher = asyncio.create_task(self.watch(stop)) if self.settings.watch else None
+        watcher = asyncio.create_task(self.watch(stop))
         last_full = 0.0
         try:
             while not stop.is_set():
@@ -313,55 +315,40 @@ class Scanner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.quick_interval)
         finally:
-            if watcher:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watcher
+            if not stop.is_set():
+                watcher.cancel()  # cancelled or failed; on stop it winds down by itself
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(watcher, 10)
 
     # ------------------------------------------------------------ notifications
 
     async def watch(self, stop: asyncio.Event) -> None:
-        try:
-            import watchfiles
-        except ImportError:
+        """inotify between ticks (eventsvc.scanner.watch); its state goes to the status KV."""
+        self.watcher = Watcher(
+            self.libraries,
+            self.excludes,
+            self._on_watched,
+            self._on_watch_status,
+            debounce=self.settings.watch_debounce,
+            retry=self.settings.watch_retry,
+            retry_max=self.settings.watch_retry_max,
+        )
+        if not self.settings.watch:
+            await self.watcher.off("file watching is turned off (EVENTSVC_WATCH / --no-watch)")
             return
-        roots = {str(lib.root): lib for lib in self.libraries if lib.root.is_dir()}
-        if not roots:
-            return
-        try:
-            async for changes in watchfiles.awatch(
-                *roots,
-                stop_event=stop,
-                debounce=200,
-                step=50,
-                recursive=True,
-                ignore_permission_denied=True,
-            ):
-                try:
-                    await self._on_changes(changes, roots)
-                except Exception:
-                    log.exception("handling file notifications failed; the next scan catches up")
-        except Exception as exc:  # inotify limits, vanished roots: ticks still work
-            log.warning("file watching stopped (%s); relying on periodic scans", exc)
+        await self.watcher.run(stop)
 
-    async def _on_changes(
-        self, changes: set[tuple[object, str]], roots: dict[str, Library]
-    ) -> None:
-        by_lib: dict[str, set[bytes]] = {}
-        libs: dict[str, Library] = {}
-        for _change, path in changes:
-            for root, lib in roots.items():
-                if path.startswith(root + os.sep):
-                    rel = os.fsencode(path[len(root) + 1 :])
-                    by_lib.setdefault(lib.id, set()).add(rel)
-                    libs[lib.id] = lib
-                    break
-        for lib_id, rels in by_lib.items():
-            lib = libs[lib_id]
-            st = self.state.libraries.get(lib_id)
-            if st is None or st.state != "online":
-                continue
+    async def _on_watched(self, lib: Library, rels: set[bytes]) -> None:
+        st = self.state.libraries.get(lib.id)
+        if st is None or st.state != "online":
+            return  # a stale library waits for its tick
+        if WHOLE_LIBRARY in rels:  # notifications were lost (overflow, restart)
+            await self.scan_library(lib, full=False)
+        else:
             await self._check_paths(lib, rels)
+
+    async def _on_watch_status(self, lib: Library, status: WatchStatus) -> None:
+        await self.log.put_status(f"watch.{lib.id}", asdict(status))
 
     async def _check_paths(self, lib: Library, rels: set[bytes]) -> None:
         known = self.state.lib_files(lib.id)

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from typing import Any
 
+import msgspec
 from litestar import Controller, get
 
+from eventsvc.log import EventLog
 from projections.api import db
 from projections.api.context import Ctx
 from projections.api.errors import error_responses
-from projections.api.nats_status import last_scan
+from projections.api.nats_status import TIMEOUT, last_scan
 from projections.api.redact import redactor_for
-from projections.api.schemas import Library, LibraryPage
+from projections.api.schemas import Library, LibraryPage, WatchState
 
-__all__ = ["LibrariesController"]
+__all__ = ["LibrariesController", "watch_state"]
+
+log = logging.getLogger(__name__)
 
 _SQL = """
 SELECT l.library_id, l.name, l.root, l.state, l.reason, l.state_since,
@@ -37,6 +42,22 @@ def _rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(_SQL)]
 
 
+async def watch_state(event_log: EventLog | None, library_id: str) -> WatchState | None:
+    """Key ``watch.<library_id>`` of the status bucket; None without NATS, bucket or key."""
+    if event_log is None:
+        return None
+    try:
+        value = await asyncio.wait_for(event_log.get_status(f"watch.{library_id}"), TIMEOUT)
+    except Exception as exc:  # NATS trouble is "unknown", never a 500
+        log.debug("no watch status for %s: %r", library_id, exc)
+        return None
+    try:
+        return msgspec.convert(value, WatchState, strict=False) if value else None
+    except msgspec.ValidationError as exc:
+        log.warning("watch status for %s does not parse: %s", library_id, exc)
+        return None
+
+
 class LibrariesController(Controller):
     path = "/libraries"
     tags = ("libraries",)
@@ -49,12 +70,17 @@ class LibrariesController(Controller):
     )
     async def list_libraries(self, ctx: Ctx) -> LibraryPage:
         rows = await db.read(ctx.settings.readmodel_dir, _rows, [])
-        scans = await asyncio.gather(*(last_scan(ctx.event_log, r["library_id"]) for r in rows))
+        ids = [r["library_id"] for r in rows]
+        scans = await asyncio.gather(*(last_scan(ctx.event_log, i) for i in ids))
+        watches = await asyncio.gather(*(watch_state(ctx.event_log, i) for i in ids))
         redact = redactor_for(ctx.settings, roots=[(r["library_id"], r["root"]) for r in rows])
         for r, s in zip(rows, scans, strict=True):
             r["reason"] = redact(r["reason"])
             if s is not None:
                 s.error, s.issues = redact(s.error), redact.tree(s.issues)
         return LibraryPage(
-            items=[Library(**r, last_scan=s) for r, s in zip(rows, scans, strict=True)]
+            items=[
+                Library(**r, last_scan=s, watch=w)
+                for r, s, w in zip(rows, scans, watches, strict=True)
+            ]
         )

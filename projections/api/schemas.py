@@ -94,6 +94,19 @@ class LastScan(msgspec.Struct, kw_only=True):
     ] = None
 
 
+class WatchState(msgspec.Struct, kw_only=True):
+    """The scanner's file watching (inotify) of a library (NATS KV EVENTSVC_STATUS)."""
+
+    state: Annotated[
+        Literal["watching", "failed", "off"],
+        Meta(description="'watching'; 'failed' (retried with back-off; ticks still scan); 'off'."),
+    ]
+    reason: Annotated[
+        str | None, Meta(description="Why it failed or is off; null if watching.")
+    ] = None
+    since: Annotated[str | None, Meta(description="When it entered this state (ISO 8601).")] = None
+
+
 class Library(msgspec.Struct):
     """A library (a root directory) and what the read model holds for it."""
 
@@ -114,6 +127,10 @@ class Library(msgspec.Struct):
     last_scan: Annotated[
         LastScan | None, Meta(description="Latest scan report; null without NATS or report.")
     ]
+    watch: Annotated[
+        WatchState | None,
+        Meta(description="File watching between scans; null without NATS or a scanner report."),
+    ] = None
 
 
 class LibraryPage(msgspec.Struct):
