@@ -176,7 +176,7 @@ async def _api(settings: Settings, event_log: EventLog) -> AsyncIterator[httpx.A
     app = create_app(settings, event_log=event_log)
     async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 
