@@ -37,7 +37,6 @@ from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import (
     CURSOR_PATTERN,
     HASH_PATTERN,
-    NOT_DUPLICATE_BODY,
     AnyOfOperation,
     body_operation,
     decode_body,
@@ -460,7 +459,7 @@ class DuplicatesController(Controller):
         "never writes the read model: once the projector has applied the event (seq), "
         "the pair no longer links near-duplicate groups.",
         responses=_RECORD_RESPONSES,
-        operation_class=body_operation(NOT_DUPLICATE_BODY),
+        operation_class=body_operation("NotDuplicateRequest"),
     )
     async def not_duplicate(
         self,

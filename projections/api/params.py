@@ -32,6 +32,7 @@ from projections.api.errors import bad_parameter
 
 __all__ = [
     "BBOX_PATTERN",
+    "BODY_SCHEMAS",
     "CURSOR_PATTERN",
     "FACE_PATTERN",
     "HASH_PATTERN",
@@ -138,9 +139,11 @@ def binary_operation(
     return BinaryOperation
 
 
-def body_operation(schema: Schema) -> type[Operation]:
-    """An Operation class whose JSON request body has ``schema``: for handlers that read
-    their body with :func:`decode_body`, and rules between fields a Struct cannot state."""
+def body_operation(name: str) -> type[Operation]:
+    """An Operation class whose JSON request body is ``BODY_SCHEMAS[name]``: for handlers
+    that read their body with :func:`decode_body`."""
+
+    schema = BODY_SCHEMAS[name]
 
     @dataclass
     class BodyOperation(Operation):
@@ -234,3 +237,12 @@ class AnyOfOperation(Operation):
             schema = media.schema
             if isinstance(schema, Schema) and schema.one_of:
                 schema.any_of, schema.one_of = schema.one_of, None
+
+
+BODY_SCHEMAS = {
+    "NotDuplicateRequest": NOT_DUPLICATE_BODY,
+    "PersonPatch": PERSON_PATCH_BODY,
+    "MergeRequest": MERGE_BODY,
+    "ReassignRequest": REASSIGN_BODY,
+}
+"""Request bodies by name, written inline (Litestar replaces configured components)."""

@@ -41,10 +41,7 @@ from projections.api.params import (
     CURSOR_PATTERN,
     FACE_PATTERN,
     HASH_PATTERN,
-    MERGE_BODY,
-    PERSON_PATCH_BODY,
     PERSON_PATTERN,
-    REASSIGN_BODY,
     binary_operation,
     body_operation,
     decode_body,
@@ -441,7 +438,7 @@ class PeopleController(Controller):
         description="Publishes PersonNamed and/or PersonHidden. A named person's photos "
         "match GET /photos?person=<name>.",
         responses=_DECISION_RESPONSES,
-        operation_class=body_operation(PERSON_PATCH_BODY),
+        operation_class=body_operation("PersonPatch"),
     )
     async def patch_person(
         self,
@@ -473,7 +470,7 @@ class PeopleController(Controller):
         description="Publishes one PeopleMerged per person given: their faces, and any "
         "later automatic assignment to them, go to this person.",
         responses=_DECISION_RESPONSES,
-        operation_class=body_operation(MERGE_BODY),
+        operation_class=body_operation("MergeRequest"),
     )
     async def merge(
         self,
@@ -585,7 +582,7 @@ class FacesController(Controller):
         description="Publishes FaceReassigned: the face belongs to person_id (or, with "
         "new_person, to a new person whose id is answered) whatever the clusterer says.",
         responses=_DECISION_RESPONSES,
-        operation_class=body_operation(REASSIGN_BODY),
+        operation_class=body_operation("ReassignRequest"),
     )
     async def reassign(
         self,

@@ -114,7 +114,7 @@ def test_every_check_passes(served: str, tmp_path: Path) -> None:
     ]  # fmt: skip
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.st_hooks",
            "PYTHONPATH": str(Path(__file__).parents[2])}  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-6000:]
     m = re.search(r"(\d+) generated, (\d+) passed", out)
