@@ -32,7 +32,7 @@ from eventsvc.ids import HASH_RE
 from projections import near, readmodel
 from projections.api import db, rows
 from projections.api.context import ApiContext, Ctx
-from projections.api.errors import bad_parameter, error_responses
+from projections.api.errors import WRITES, bad_parameter, error_responses
 from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import (
     CURSOR_PATTERN,
@@ -160,7 +160,7 @@ def _candidates(
     hashes, phashes = [], []
     for r in found:
         ph = str(r["phash"]).lower()
-        if _PHASH.match(ph):  # 64-bit hashes only; anything else cannot be compared
+        if _PHASH.fullmatch(ph):  # 64-bit hashes only; anything else cannot be compared
             hashes.append(r["content_hash"])
             phashes.append(ph)
     pairs = near.near_pairs(phashes, max_distance)
@@ -347,7 +347,7 @@ async def _record(ctx: ApiContext, a: str, b: str, undo: bool) -> NotDuplicateAc
 
 
 _RECORD_RESPONSES = {
-    **error_responses(400, 404),
+    **error_responses(400, 404, *WRITES),
     503: ResponseSpec(
         ErrorDetail, description="No NATS connection (or the publish failed), or no read model."
     ),

@@ -13,7 +13,14 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVI
 from eventsvc.errors import ReadModelError
 from projections.api.schemas import ErrorDetail
 
-__all__ = ["ALWAYS", "ERROR_DESCRIPTIONS", "EXCEPTION_HANDLERS", "bad_parameter", "error_responses"]
+__all__ = [
+    "ALWAYS",
+    "ERROR_DESCRIPTIONS",
+    "EXCEPTION_HANDLERS",
+    "WRITES",
+    "bad_parameter",
+    "error_responses",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,8 @@ ERROR_DESCRIPTIONS = {
 """The one place error statuses are described; every route's ``responses`` come from it."""
 ALWAYS = (401, 503)
 """Statuses any route may answer (``error_responses`` adds them)."""
+WRITES = (403, 415)
+"""Statuses a write (POST, PATCH, DELETE) may answer besides its own."""
 
 
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:

@@ -35,7 +35,7 @@ from eventsvc.events import (
 from eventsvc.media import thumbs
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
-from projections.api.errors import bad_parameter, error_responses
+from projections.api.errors import WRITES, bad_parameter, error_responses
 from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import (
     CURSOR_PATTERN,
@@ -335,7 +335,7 @@ async def _require_face(ctx: ApiContext, face_id: str) -> Face:
 
 
 _DECISION_RESPONSES = {
-    **error_responses(400, 404),
+    **error_responses(400, 404, *WRITES),
     503: ResponseSpec(
         ErrorDetail, description="No NATS connection (or the publish failed), or no read model."
     ),

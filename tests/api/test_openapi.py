@@ -222,3 +222,20 @@ def test_vendored_assets_carry_their_licenses() -> None:
     for name in ("swagger-ui", "redoc"):
         assert (vendor / name / "LICENSE").stat().st_size > 500
     assert os.path.getsize(vendor / "redoc" / "redoc.standalone.js") > 500_000
+
+
+def test_ids_outside_the_api_are_fullmatched_too(tmp_path: Path) -> None:
+    from eventsvc.errors import ConfigError
+    from eventsvc.media.thumbs import thumb_path
+    from eventsvc.settings import load_libraries
+
+    toml = tmp_path / "libraries.toml"
+    toml.write_text('[[library]]\nid = "family\\n"\nroot = "/tmp"\n')
+    with pytest.raises(ConfigError, match="library id"):
+        load_libraries(libraries_file=toml)
+    toml.write_text('[[library]]\nid = "family"\nroot = "/tmp"\n')
+    assert [lib.id for lib in load_libraries(libraries_file=toml)[0]] == ["family"]
+    with pytest.raises(ValueError):
+        thumb_path("/data", "ab" + "0" * 62 + "\n", "small")
+    with pytest.raises(ValueError):
+        thumb_path("/data", "ab" + "0" * 62, "small\n")
