@@ -97,6 +97,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         nats.stop()
 
 
+@pytest.mark.timeout(360)
 def test_every_check_passes(served: str, tmp_path: Path) -> None:
     """``schemathesis run --checks all`` (every phase: examples, coverage, fuzzing,
     stateful), bounded and seeded, writes included (they publish to NATS): 0 failures.
