@@ -209,7 +209,7 @@ class Library:
 
 
 def _check_id(lib_id: str) -> str:
-    if not LIBRARY_ID_RE.match(lib_id):
+    if not LIBRARY_ID_RE.fullmatch(lib_id):
         raise ConfigError(
             f"library id {lib_id!r} must match {LIBRARY_ID_RE.pattern} (it goes into subjects)"
         )

@@ -45,7 +45,7 @@ class SchemaOutdated(ReadModelError):
 SCHEMA_VERSION = 3
 """Bump when schema.sql changes: an older generation is rebuilt from the log."""
 
-_GEN_RE = re.compile(r"^gen-(\d{6})\.db$")
+_GEN_RE = re.compile(r"^gen-([0-9]{6})\.db$")
 POINTER = "CURRENT"
 
 
@@ -58,7 +58,7 @@ def current_path(directory: Path) -> Path | None:
         name = (directory / POINTER).read_text().strip()
     except FileNotFoundError:
         return None
-    if not _GEN_RE.match(name):
+    if not _GEN_RE.fullmatch(name):
         raise ReadModelError(f"{directory / POINTER} names {name!r}, not a read-model generation")
     return directory / name
 
@@ -66,7 +66,7 @@ def current_path(directory: Path) -> Path | None:
 def _generations(directory: Path) -> list[tuple[int, Path]]:
     out = []
     for p in directory.iterdir() if directory.exists() else []:
-        m = _GEN_RE.match(p.name)
+        m = _GEN_RE.fullmatch(p.name)
         if m:
             out.append((int(m.group(1)), p))
     return sorted(out)

@@ -186,9 +186,9 @@ def _fit(size: tuple[int, int], edge: int) -> tuple[int, int]:
 
 def thumb_path(root: str | os.PathLike[str], content_hash: str, size: str) -> Path:
     """``root/<hash[:2]>/<hash>/<size>.jpg``; rejects names that could escape ``root``."""
-    if len(content_hash) < 3 or not _SAFE_NAME.match(content_hash):
+    if len(content_hash) < 3 or not _SAFE_NAME.fullmatch(content_hash):
         raise ValueError(f"invalid content hash {content_hash!r}")
-    if not _SAFE_NAME.match(size):
+    if not _SAFE_NAME.fullmatch(size):
         raise ValueError(f"invalid thumbnail size name {size!r}")
     return Path(root) / content_hash[:2] / content_hash / f"{size}.jpg"
 

@@ -31,7 +31,7 @@ HASH_DIR_RE = re.compile(r"^[0-9a-f]{64}$")
 TMP_RE = re.compile(r"^\.tmp-([0-9a-f]{64})-[0-9a-f]{12}$")
 """A job's work directory, next to the target in the same shard (same file system)."""
 SERVABLE_RE = re.compile(
-    r"^(?:index\.m3u8|init\.mp4|seg_\d{5}\.(?:m4s|ts)|poster\.jpg|preview\.mp4)$"
+    r"^(?:index\.m3u8|init\.mp4|seg_[0-9]{5}\.(?:m4s|ts)|poster\.jpg|preview\.mp4)$"
 )
 """Every file name a playlist directory holds; nothing else is ever served."""
 

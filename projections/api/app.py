@@ -11,13 +11,13 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from eventsvc.errors import LogUnavailable
 from eventsvc.log import EventLog
 from eventsvc.settings import Settings
-from projections.api.auth import Access, access_guard
+from projections.api.auth import PUBLIC, Access, access_guard
 from projections.api.context import ApiContext, provide_context
+from projections.api.docs import fix_allow, openapi_config, static_router
 from projections.api.duplicates import DuplicatesController
 from projections.api.errors import EXCEPTION_HANDLERS
 from projections.api.health import HealthController
@@ -108,16 +108,13 @@ def create_app(
             PeopleController,
             FacesController,
             VideosController,
+            static_router(PUBLIC),
         ],
+        before_send=[fix_allow],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         guards=[access_guard(access)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[_lifespan(ctx, nats_connect_wait)],
         state=State({"ctx": ctx, "access": access}),
-        openapi_config=OpenAPIConfig(
-            title="eventsvc",
-            version="0.1.0",
-            description="Read side of the eventsvc photo and video index.",
-            path="/schema",
-        ),
+        openapi_config=openapi_config(),
     )

@@ -21,10 +21,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, Parameter
+from litestar.params import Parameter
 
 from eventsvc.errors import LogError
 from eventsvc.events import NotDuplicate
@@ -32,8 +32,15 @@ from eventsvc.ids import HASH_RE
 from projections import near, readmodel
 from projections.api import db, rows
 from projections.api.context import ApiContext, Ctx
-from projections.api.errors import bad_parameter, error_responses
+from projections.api.errors import WRITES, bad_parameter, error_responses
 from projections.api.paging import decode_cursor, encode_cursor
+from projections.api.params import (
+    CURSOR_PATTERN,
+    HASH_PATTERN,
+    AnyOfOperation,
+    body_operation,
+    decode_body,
+)
 from projections.api.photos import check_hash
 from projections.api.schemas import (
     DuplicateGroup,
@@ -153,7 +160,7 @@ def _candidates(
     hashes, phashes = [], []
     for r in found:
         ph = str(r["phash"]).lower()
-        if _PHASH.match(ph):  # 64-bit hashes only; anything else cannot be compared
+        if _PHASH.fullmatch(ph):  # 64-bit hashes only; anything else cannot be compared
             hashes.append(r["content_hash"])
             phashes.append(ph)
     pairs = near.near_pairs(phashes, max_distance)
@@ -340,7 +347,7 @@ async def _record(ctx: ApiContext, a: str, b: str, undo: bool) -> NotDuplicateAc
 
 
 _RECORD_RESPONSES = {
-    **error_responses(400, 404),
+    **error_responses(400, 404, *WRITES),
     503: ResponseSpec(
         ErrorDetail, description="No NATS connection (or the publish failed), or no read model."
     ),
@@ -364,6 +371,7 @@ class DuplicatesController(Controller):
         "seconds: also bursts). Near groups are ordered by member count descending, then "
         "first member hash; with `library`, only contents with a location there take part.",
         responses=error_responses(400),
+        operation_class=AnyOfOperation,
     )
     async def list_duplicates(
         self,
@@ -376,6 +384,7 @@ class DuplicatesController(Controller):
             int | None,
             Parameter(
                 ge=0,
+                schema_extra={"minimum": 0},  # Litestar drops a 0 bound
                 le=MAX_MAX_DISTANCE,
                 description=f"kind=near: largest Hamming distance between two pHashes "
                 f"(0-{MAX_MAX_DISTANCE}, default {DEFAULT_MAX_DISTANCE}).",
@@ -385,6 +394,7 @@ class DuplicatesController(Controller):
             float | None,
             Parameter(
                 ge=0,
+                schema_extra={"minimum": 0},  # Litestar drops a 0 bound
                 description="kind=near: only pairs whose dates taken are at most this many "
                 "seconds apart (wall-clock); pairs without both dates are left out.",
             ),
@@ -392,7 +402,12 @@ class DuplicatesController(Controller):
         library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Groups per page.")] = 100,
         cursor: Annotated[
-            str | None, Parameter(description="The `next` of the previous page.")
+            str | None,
+            Parameter(
+                description="The `next` of the previous page (made with the same kind, "
+                "max_distance and window).",
+                pattern=CURSOR_PATTERN,
+            ),
         ] = None,
     ) -> DuplicatePage | NearDuplicatePage:
         if kind == "near":
@@ -444,12 +459,14 @@ class DuplicatesController(Controller):
         "never writes the read model: once the projector has applied the event (seq), "
         "the pair no longer links near-duplicate groups.",
         responses=_RECORD_RESPONSES,
+        operation_class=body_operation("NotDuplicateRequest"),
     )
     async def not_duplicate(
         self,
         ctx: Ctx,
-        data: Annotated[NotDuplicateRequest, Body(description="The pair, and undo.")],
+        request: Request[Any, Any, Any],
     ) -> NotDuplicateAccepted:
+        data = await decode_body(request, NotDuplicateRequest)
         return await _record(ctx, data.a, data.b, data.undo)
 
     @delete(
@@ -462,7 +479,12 @@ class DuplicatesController(Controller):
     async def undo_not_duplicate(
         self,
         ctx: Ctx,
-        a: Annotated[str, Parameter(description="Content hash of one of the pair.")],
-        b: Annotated[str, Parameter(description="Content hash of the other.")],
+        a: Annotated[
+            str, Parameter(description="Content hash of one of the pair.", pattern=HASH_PATTERN)
+        ],
+        b: Annotated[
+            str,
+            Parameter(description="Content hash of the other (not a).", pattern=HASH_PATTERN),
+        ],
     ) -> NotDuplicateAccepted:
         return await _record(ctx, a, b, True)

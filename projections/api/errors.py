@@ -14,7 +14,14 @@ from eventsvc.errors import ReadModelError
 from projections.api.redact import redactor_for
 from projections.api.schemas import ErrorDetail
 
-__all__ = ["EXCEPTION_HANDLERS", "bad_parameter", "error_responses"]
+__all__ = [
+    "ALWAYS",
+    "ERROR_DESCRIPTIONS",
+    "EXCEPTION_HANDLERS",
+    "WRITES",
+    "bad_parameter",
+    "error_responses",
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +31,29 @@ def bad_parameter(name: str, why: str) -> ClientException:
     return ClientException(detail=f"invalid parameter {name!r}: {why}")
 
 
-_DESCRIPTIONS = {
+ERROR_DESCRIPTIONS = {
     400: "A bad parameter; the detail names it.",
     401: "Missing or wrong bearer token or session (only when the API has a token).",
-    403: "A 'read' token or session on a write, or a cross-origin write.",
-    415: "A write whose body is not 'application/json'.",
+    403: (
+        "A 'read' token or session on a write, a cross-origin write, or (API without a "
+        "token) a Host header that is not a loopback name."
+    ),
     404: "Not found; the detail says what.",
+    415: "A write whose body is not JSON (Content-Type: application/json).",
     503: "The read model exists but cannot be read.",
 }
+"""The one place error statuses are described; every route's ``responses`` come from it."""
+ALWAYS = (401, 403, 503)
+"""Statuses any route may answer (``error_responses`` adds them)."""
+WRITES = (403, 415)
+"""Statuses a write (POST, PATCH, DELETE) may answer besides its own."""
 
 
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the ``{"detail"}`` errors a route can answer."""
-    return {c: ResponseSpec(ErrorDetail, description=_DESCRIPTIONS[c]) for c in (*codes, 401, 503)}
+    return {
+        c: ResponseSpec(ErrorDetail, description=ERROR_DESCRIPTIONS[c]) for c in (*codes, *ALWAYS)
+    }
 
 
 def _body(detail: str) -> dict[str, str]:

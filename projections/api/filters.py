@@ -25,13 +25,22 @@ from litestar.params import Parameter
 
 from projections.api import geo
 from projections.api.errors import bad_parameter
+from projections.api.params import (
+    BBOX_PATTERN,
+    NAMES_SOMETHING,
+    NEAR_PATTERN,
+    NOT_BLANK,
+    WHEN_PATTERN,
+    strict,
+)
 
 __all__ = [
     "Filters", "Query", "build_query", "filter_dependencies", "photo_filters", "taken_bound",
 ]  # fmt: skip
 
 _WHEN = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2})(?::(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?)?)?$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[T ]([0-9]{2})(?::([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,6}))?)?)?)?$"
 )
 
 
@@ -64,7 +73,7 @@ def taken_bound(name: str, value: str, *, upper: bool) -> str:
     Offsets are refused: date_taken is wall-clock text (camera time, or UTC for
     container and filesystem dates), so they could not be applied honestly.
     """
-    m = _WHEN.match(value.strip())
+    m = _WHEN.fullmatch(value)
     if m is None:
         raise bad_parameter(
             name,
@@ -189,6 +198,7 @@ def build_query(
         q.add("m.orientation = ?", orientation)
     if bbox is not None:
         shape = "min_lat,min_lon,max_lat,max_lon"
+        strict("bbox", bbox, BBOX_PATTERN, f"expected {shape}, decimal degrees")
         min_lat, min_lon, max_lat, max_lon = _floats("bbox", bbox, 4, shape)
         for lat in (min_lat, max_lat):
             _check_lat("bbox", lat)
@@ -200,6 +210,7 @@ def build_query(
     if radius_km is not None and near is None:
         raise bad_parameter("radius_km", "only applies with near=lat,lon")
     if near is not None:
+        strict("near", near, NEAR_PATTERN, "expected lat,lon, decimal degrees")
         lat, lon = _floats("near", near, 2, "lat,lon")
         _check_lat("near", lat)
         _check_lon("near", lon)
@@ -268,6 +279,7 @@ def photo_filters(
         Parameter(
             description="Only files taken at or after this ISO date or date-time "
             "(no offset; compared with date_taken as wall-clock text).",
+            pattern=WHEN_PATTERN,
             examples=[Example(value="2023-06-01")],
         ),
     ] = None,
@@ -276,45 +288,63 @@ def photo_filters(
         Parameter(
             description="Only files taken at or before this ISO date or date-time (no "
             "offset). It includes the whole unit given: a bare date that whole day, "
-            "'2023-06-01T12:30' that whole minute.",
+            "'2023-06-01T12:30' that whole minute. Not before taken_from (400).",
+            pattern=WHEN_PATTERN,
             examples=[Example(value="2023-06-30")],
         ),
     ] = None,
     make: Annotated[
         str | None,
         Parameter(
-            description="Camera maker, case-insensitive exact; '*' matches any run of characters."
+            description="Camera maker, case-insensitive exact; '*' matches any run of "
+            "characters (not only '*').",
+            pattern=NAMES_SOMETHING,
         ),
     ] = None,
     model: Annotated[
         str | None,
         Parameter(
             description="Camera model, case-insensitive exact; '*' matches any run of "
-            "characters ('*EOS*' for a substring).",
+            "characters ('*EOS*' for a substring; not only '*').",
+            pattern=NAMES_SOMETHING,
         ),
     ] = None,
     lens: Annotated[
         str | None,
-        Parameter(description="Lens, case-insensitive exact; '*' matches any run of characters."),
+        Parameter(
+            description="Lens, case-insensitive exact; '*' matches any run of characters "
+            "(not only '*').",
+            pattern=NAMES_SOMETHING,
+        ),
     ] = None,
     bbox: Annotated[
         str | None,
         Parameter(
             description="Only positions in min_lat,min_lon,max_lat,max_lon (degrees). "
-            "min_lon > max_lon is a box across the antimeridian.",
+            "min_lon > max_lon is a box across the antimeridian; min_lat above max_lat "
+            "answers 400.",
+            pattern=BBOX_PATTERN,
             examples=[Example(value="45.8,5.9,47.8,10.5")],
         ),
     ] = None,
     near: Annotated[
         str | None,
         Parameter(
-            description="Only positions within radius_km (great circle) of lat,lon.",
+            description="Only positions within radius_km (great circle) of lat,lon "
+            "(degrees). Needs radius_km: without it, 400.",
+            pattern=NEAR_PATTERN,
             examples=[Example(value="48.8584,2.2945")],
         ),
     ] = None,
     radius_km: Annotated[
         float | None,
-        Parameter(description="Radius in km for `near` (required with it, > 0)."),
+        Parameter(
+            description="Radius in km for `near`: required with it, and only with it (400 "
+            "otherwise).",
+            gt=0,
+            schema_extra={"exclusiveMinimum": 0},  # Litestar drops a 0 bound
+            le=geo.MAX_RADIUS_KM,
+        ),
     ] = None,
     has_gps: Annotated[
         bool | None, Parameter(description="Only files whose metadata has (no) position.")
@@ -326,7 +356,8 @@ def photo_filters(
         str | None,
         Parameter(
             description="Only contents showing this person: a person id, or a name "
-            "(case-insensitive exact)."
+            "(case-insensitive exact).",
+            pattern=NOT_BLANK,
         ),
     ] = None,
     tag: Annotated[
@@ -335,7 +366,8 @@ def photo_filters(
             description="Only contents tagged with this name (case-insensitive exact): "
             "the items whose `tags` hold it (a face, not rejected, of a person so named). "
             "An alias of `person=NAME`, except that a hidden person, or the old name of "
-            "one merged into another, is no tag."
+            "one merged into another, is no tag.",
+            pattern=NOT_BLANK,
         ),
     ] = None,
 ) -> Query:

@@ -12,19 +12,19 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.exceptions import ClientException, NotAuthorizedException
-from litestar.params import Body
-from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
+from litestar.exceptions import NotAuthorizedException
+from litestar.status_codes import HTTP_200_OK
 from msgspec import Meta
 
 from projections.api.auth import PUBLIC, Access
 from projections.api.errors import error_responses
+from projections.api.params import body_operation, decode_body
 from projections.api.session import COOKIE
 
-__all__ = ["AuthController", "AuthInfo", "Login"]
+__all__ = ["AuthController", "AuthInfo", "LoggedOut", "Login"]
 
 
-class Login(msgspec.Struct):
+class Login(msgspec.Struct, forbid_unknown_fields=True):
     """A token to open a browser session with."""
 
     token: Annotated[str, Meta(min_length=1, max_length=4096, description="An API token.")]
@@ -43,6 +43,12 @@ class AuthInfo(msgspec.Struct):
     expires_at: Annotated[
         float | None, Meta(description="Unix time the session ends (sessions only).")
     ] = None
+
+
+class LoggedOut(msgspec.Struct):
+    """The session is over (or there was none)."""
+
+    logged_out: Annotated[bool, Meta(description="Always true.")] = True
 
 
 def _access(request: Request[Any, Any, Any]) -> Access:
@@ -110,19 +116,16 @@ class AuthController(Controller):
         summary="Open a browser session",
         description="Checks the token and sets an HttpOnly, SameSite=Strict session cookie "
         "with its scope, for media elements and pages that cannot send a bearer header. "
-        "400 when the API has no tokens (nothing to log in to).",
+        "When the API has no tokens there is nothing to log in to: the answer says "
+        "`via: open` and sets no cookie.",
         responses=error_responses(400),
+        operation_class=body_operation("Login"),
     )
-    async def login(
-        self,
-        request: Request[Any, Any, Any],
-        data: Annotated[Login, Body(description="The token.")],
-    ) -> Response[AuthInfo]:
+    async def login(self, request: Request[Any, Any, Any]) -> Response[AuthInfo]:
+        data = await decode_body(request, Login)
         access = _access(request)
         if access.open:
-            raise ClientException(
-                detail="this API has no tokens: every caller may read and write, no login needed"
-            )
+            return Response(AuthInfo(scope="write", via="open"))
         token = access.tokens.match(data.token)
         if token is None:
             raise NotAuthorizedException(detail="invalid token")
@@ -135,19 +138,17 @@ class AuthController(Controller):
     @post(
         "/logout",
         opt=PUBLIC,
-        status_code=HTTP_204_NO_CONTENT,
+        status_code=HTTP_200_OK,
         summary="End the browser session",
         description="Forgets the session of the cookie (if any) and clears the cookie.",
         responses=error_responses(),
     )
-    async def logout(self, request: Request[Any, Any, Any]) -> Response[None]:
+    async def logout(self, request: Request[Any, Any, Any]) -> Response[LoggedOut]:
         access = _access(request)
         sid = request.cookies.get(COOKIE)
         if sid:
             access.sessions.drop(sid)
-        return Response(
-            None, status_code=HTTP_204_NO_CONTENT, cookies=[_cookie(request, access, "", 0)]
-        )
+        return Response(LoggedOut(), cookies=[_cookie(request, access, "", 0)])
 
     @get(
         "/me",

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from projections.api.errors import bad_parameter
+from projections.api.params import CURSOR_PATTERN, strict
 
 __all__ = ["decode_cursor", "encode_cursor"]
 
@@ -19,6 +20,7 @@ def encode_cursor(payload: dict[str, Any]) -> str:
 
 def decode_cursor(cursor: str) -> dict[str, Any]:
     """The payload of a cursor this API handed out; 400 naming ``cursor`` otherwise."""
+    strict("cursor", cursor, CURSOR_PATTERN, "not a cursor handed out by this API")
     try:
         raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4))
         data = json.loads(raw)

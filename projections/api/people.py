@@ -12,7 +12,6 @@ import asyncio
 import io
 import json
 import os
-import re
 import secrets
 import sqlite3
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Body, Parameter
+from litestar.params import Parameter
 from PIL import Image
 
 from eventsvc.errors import LogError
@@ -36,8 +35,18 @@ from eventsvc.events import (
 from eventsvc.media import thumbs
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
-from projections.api.errors import bad_parameter, error_responses
+from projections.api.errors import WRITES, bad_parameter, error_responses
 from projections.api.paging import decode_cursor, encode_cursor
+from projections.api.params import (
+    CURSOR_PATTERN,
+    FACE_PATTERN,
+    HASH_PATTERN,
+    PERSON_PATTERN,
+    binary_operation,
+    body_operation,
+    decode_body,
+    full,
+)
 from projections.api.people_schemas import (
     DecisionAccepted,
     Face,
@@ -50,26 +59,30 @@ from projections.api.people_schemas import (
     PersonPhotoPage,
     ReassignRequest,
 )
-from projections.api.photos import _rel_bytes, check_hash
+from projections.api.photos import _BYTES_RESPONSES, _rel_bytes, check_hash
 from projections.api.schemas import ErrorDetail
 from projections.api.sendfile import send_file
 
 __all__ = ["FacesController", "PeopleController"]
 
-PERSON_RE = re.compile(r"^p-[0-9a-f]{16}$")
-FACE_RE = re.compile(r"^[0-9a-f]{64}-[0-9a-f]{6}-\d{1,4}$")
+PERSON_RE = full(PERSON_PATTERN)
+FACE_RE = full(FACE_PATTERN)
+PersonId = Annotated[str, Parameter(description="A person id.", pattern=PERSON_PATTERN)]
+FaceId = Annotated[
+    str, Parameter(description="A face id: <content_hash>-<6 hex>-<index>.", pattern=FACE_PATTERN)
+]
 CROP_EDGE = 256
 _FACE_COLS = "face_id, content_hash, model, box, score, landmarks, person_id, assigned_by, rejected"
 
 
 def _check_person(person_id: str, name: str = "person_id") -> str:
-    if not PERSON_RE.match(person_id):
+    if not PERSON_RE.fullmatch(person_id):
         raise bad_parameter(name, "must be a person id (p- and 16 hex characters)")
     return person_id
 
 
 def _check_face(face_id: str) -> str:
-    if not FACE_RE.match(face_id):
+    if not FACE_RE.fullmatch(face_id):
         raise bad_parameter("face_id", "must be a face id (<content_hash>-<6 hex>-<index>)")
     return face_id
 
@@ -322,7 +335,7 @@ async def _require_face(ctx: ApiContext, face_id: str) -> Face:
 
 
 _DECISION_RESPONSES = {
-    **error_responses(400, 404),
+    **error_responses(400, 404, *WRITES),
     503: ResponseSpec(
         ErrorDetail, description="No NATS connection (or the publish failed), or no read model."
     ),
@@ -350,7 +363,8 @@ class PeopleController(Controller):
         ] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 100,
         cursor: Annotated[
-            str | None, Parameter(description="The `next` of the previous page.")
+            str | None,
+            Parameter(description="The `next` of the previous page.", pattern=CURSOR_PATTERN),
         ] = None,
     ) -> PersonPage:
         after = None
@@ -376,9 +390,7 @@ class PeopleController(Controller):
         description="A merged person's id answers the person it was merged into.",
         responses=error_responses(400, 404),
     )
-    async def get_person(
-        self, ctx: Ctx, person_id: Annotated[str, Parameter(description="A person id.")]
-    ) -> Person:
+    async def get_person(self, ctx: Ctx, person_id: PersonId) -> Person:
         _check_person(person_id)
         found = await db.read(ctx.settings.readmodel_dir, lambda c: _get_person(c, person_id), None)
         if found is None:
@@ -395,10 +407,11 @@ class PeopleController(Controller):
     async def person_photos(
         self,
         ctx: Ctx,
-        person_id: Annotated[str, Parameter(description="A person id.")],
+        person_id: PersonId,
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 100,
         cursor: Annotated[
-            str | None, Parameter(description="The `next` of the previous page.")
+            str | None,
+            Parameter(description="The `next` of the previous page.", pattern=CURSOR_PATTERN),
         ] = None,
     ) -> PersonPhotoPage:
         _check_person(person_id)
@@ -425,15 +438,17 @@ class PeopleController(Controller):
         description="Publishes PersonNamed and/or PersonHidden. A named person's photos "
         "match GET /photos?person=<name>.",
         responses=_DECISION_RESPONSES,
+        operation_class=body_operation("PersonPatch"),
     )
     async def patch_person(
         self,
         ctx: Ctx,
-        person_id: Annotated[str, Parameter(description="A person id.")],
-        data: Annotated[PersonPatch, Body(description="name and/or hidden.")],
+        person_id: PersonId,
+        request: Request[Any, Any, Any],
     ) -> DecisionAccepted:
         import msgspec
 
+        data = await decode_body(request, PersonPatch)
         target = await _require_person(ctx, person_id)
         events: list[Event] = []
         if data.name is not msgspec.UNSET:
@@ -455,13 +470,15 @@ class PeopleController(Controller):
         description="Publishes one PeopleMerged per person given: their faces, and any "
         "later automatic assignment to them, go to this person.",
         responses=_DECISION_RESPONSES,
+        operation_class=body_operation("MergeRequest"),
     )
     async def merge(
         self,
         ctx: Ctx,
-        person_id: Annotated[str, Parameter(description="A person id.")],
-        data: Annotated[MergeRequest, Body(description="The people to merge into this one.")],
+        person_id: PersonId,
+        request: Request[Any, Any, Any],
     ) -> DecisionAccepted:
+        data = await decode_body(request, MergeRequest)
         target = await _require_person(ctx, person_id)
         sources = []
         for other in data.people:
@@ -489,15 +506,21 @@ class FacesController(Controller):
     async def list_faces(
         self,
         ctx: Ctx,
-        person: Annotated[str | None, Parameter(description="Only this person's faces.")] = None,
-        content_hash: Annotated[str | None, Parameter(description="Only this photo's.")] = None,
+        person: Annotated[
+            str | None,
+            Parameter(description="Only this person's faces (an id).", pattern=PERSON_PATTERN),
+        ] = None,
+        content_hash: Annotated[
+            str | None, Parameter(description="Only this photo's.", pattern=HASH_PATTERN)
+        ] = None,
         unassigned: Annotated[
             bool | None,
             Parameter(description="Only faces without (true) or with (false) a person."),
         ] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 100,
         cursor: Annotated[
-            str | None, Parameter(description="The `next` of the previous page.")
+            str | None,
+            Parameter(description="The `next` of the previous page.", pattern=CURSOR_PATTERN),
         ] = None,
     ) -> FacePage:
         if person is not None:
@@ -520,9 +543,7 @@ class FacesController(Controller):
         return FacePage(items=found[:limit], next=nxt)
 
     @get("/{face_id:str}", summary="One face", responses=error_responses(400, 404))
-    async def get_face(
-        self, ctx: Ctx, face_id: Annotated[str, Parameter(description="A face id.")]
-    ) -> Face:
+    async def get_face(self, ctx: Ctx, face_id: FaceId) -> Face:
         return await _require_face(ctx, face_id)
 
     @get(
@@ -531,13 +552,15 @@ class FacesController(Controller):
         description="A JPEG crop around the face (at most 256 px), from the photo's largest "
         "thumbnail, else its original; cached under the thumbnail store.",
         media_type="image/jpeg",
-        responses=error_responses(400, 404),
+        response_description="The crop (image/jpeg).",
+        responses={**error_responses(400, 404), **_BYTES_RESPONSES},
+        operation_class=binary_operation(["image/jpeg"]),
     )
     async def face_thumbnail(
         self,
         ctx: Ctx,
         request: Request[Any, Any, Any],
-        face_id: Annotated[str, Parameter(description="A face id.")],
+        face_id: FaceId,
     ) -> Response[Any]:
         _check_face(face_id)
         src = await db.read(ctx.settings.readmodel_dir, lambda c: _sources(c, face_id), None)
@@ -559,13 +582,15 @@ class FacesController(Controller):
         description="Publishes FaceReassigned: the face belongs to person_id (or, with "
         "new_person, to a new person whose id is answered) whatever the clusterer says.",
         responses=_DECISION_RESPONSES,
+        operation_class=body_operation("ReassignRequest"),
     )
     async def reassign(
         self,
         ctx: Ctx,
-        face_id: Annotated[str, Parameter(description="A face id.")],
-        data: Annotated[ReassignRequest, Body(description="person_id or new_person.")],
+        face_id: FaceId,
+        request: Request[Any, Any, Any],
     ) -> DecisionAccepted:
+        data = await decode_body(request, ReassignRequest)
         await _require_face(ctx, face_id)
         if data.new_person == (data.person_id is not None):
             raise bad_parameter("body", "give either person_id or new_person=true")
@@ -585,9 +610,7 @@ class FacesController(Controller):
         "assigned again (a later reassign takes it back).",
         responses=_DECISION_RESPONSES,
     )
-    async def reject(
-        self, ctx: Ctx, face_id: Annotated[str, Parameter(description="A face id.")]
-    ) -> DecisionAccepted:
+    async def reject(self, ctx: Ctx, face_id: FaceId) -> DecisionAccepted:
         face = await _require_face(ctx, face_id)
         seqs, dup = await _publish(ctx, [FaceRejected(face_id=face_id)])
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=face.person_id, face_id=face_id)

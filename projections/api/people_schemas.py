@@ -80,7 +80,8 @@ class PersonPatch(msgspec.Struct, forbid_unknown_fields=True):
     """What to change; fields left out stay as they are."""
 
     name: Annotated[
-        str | msgspec.UnsetType | None, Meta(description="A name (null or '' clears it).")
+        Annotated[str, Meta(max_length=200)] | msgspec.UnsetType | None,
+        Meta(description="A name, at most 200 characters (null or '' clears it)."),
     ] = msgspec.UNSET
     hidden: Annotated[bool | msgspec.UnsetType, Meta(description="Hide or show.")] = msgspec.UNSET
 

@@ -25,6 +25,7 @@ from projections.api.context import ApiContext, Ctx
 from projections.api.errors import bad_parameter, error_responses
 from projections.api.filters import Filters, Query, filter_dependencies
 from projections.api.paging import decode_cursor, encode_cursor
+from projections.api.params import CURSOR_PATTERN, HASH_PATTERN, binary_operation
 from projections.api.redact import redacted
 from projections.api.schemas import ErrorDetail, PhotoDetail, PhotoPage, PhotoPerson
 from projections.api.sendfile import content_disposition, guess_media_type, send_file
@@ -320,7 +321,8 @@ class PhotosController(Controller):
         ] = "path",
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 100,
         cursor: Annotated[
-            str | None, Parameter(description="The `next` of the previous page.")
+            str | None,
+            Parameter(description="The `next` of the previous page.", pattern=CURSOR_PATTERN),
         ] = None,
     ) -> PhotoPage:
         q = filters
@@ -355,6 +357,7 @@ class PhotosController(Controller):
             str,
             Parameter(
                 description="BLAKE3 hex of the content.",
+                pattern=HASH_PATTERN,
                 examples=[Example(value="0" * 64)],
             ),
         ],
@@ -378,12 +381,15 @@ class PhotosController(Controller):
         media_type="image/jpeg",
         response_description="The thumbnail (image/jpeg).",
         responses={**error_responses(400, 404), **_BYTES_RESPONSES},
+        operation_class=binary_operation(["image/jpeg"]),
     )
     async def get_thumbnail(
         self,
         ctx: Ctx,
         request: Request[Any, Any, Any],
-        content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
+        content_hash: Annotated[
+            str, Parameter(description="BLAKE3 hex of the content.", pattern=HASH_PATTERN)
+        ],
         size: Annotated[
             Literal["small", "large"],
             Parameter(description="'small' (256 px edge) or 'large' (1440 px edge)."),
@@ -411,14 +417,18 @@ class PhotosController(Controller):
         "exists inside its library root, symlinks resolved, with the size and mtime it "
         "was hashed at). Supports single byte ranges (206, 416), If-None-Match and "
         "If-Range; the ETag is the content hash.",
-        response_description="The file, with a content type guessed from its name.",
+        response_description="The file, with a content type guessed from its name "
+        "(image/..., video/..., else application/octet-stream).",
         responses={**error_responses(400, 404), **_BYTES_RESPONSES},
+        operation_class=binary_operation(["image/*", "video/*", "application/octet-stream"]),
     )
     async def get_original(
         self,
         ctx: Ctx,
         request: Request[Any, Any, Any],
-        content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
+        content_hash: Annotated[
+            str, Parameter(description="BLAKE3 hex of the content.", pattern=HASH_PATTERN)
+        ],
     ) -> Response[Any]:
         check_hash(content_hash)
         found = await db.read(

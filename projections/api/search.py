@@ -34,6 +34,7 @@ from projections.api.context import Ctx
 from projections.api.errors import bad_parameter, error_responses
 from projections.api.filters import Filters, Query, filter_dependencies
 from projections.api.paging import decode_cursor, encode_cursor
+from projections.api.params import CURSOR_PATTERN, HASH_PATTERN, NOT_BLANK
 from projections.api.photos import check_hash
 from projections.api.schemas import TAGS
 from projections.vectors import ModelMatrix, VectorIndex
@@ -338,15 +339,26 @@ class SearchController(Controller):
         ctx: Ctx,
         state: State,
         filters: Filters,
-        q: Annotated[str, Parameter(min_length=1, max_length=1000, description="The words.")],
+        q: Annotated[
+            str,
+            Parameter(
+                min_length=1,
+                max_length=1000,
+                pattern=NOT_BLANK,
+                description="The words (not only white space).",
+            ),
+        ],
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 50,
         threshold: Annotated[
             float, Parameter(ge=-1.0, le=1.0, description="Lowest cosine score returned.")
         ] = 0.2,
         model_version: Annotated[
-            str | None, Parameter(description="Rank with this model's vectors.")
+            str | None,
+            Parameter(description="Rank with this model's vectors (400 if it has none)."),
         ] = None,
-        cursor: Annotated[str | None, Parameter(description=_CURSOR)] = None,
+        cursor: Annotated[
+            str | None, Parameter(description=_CURSOR, pattern=CURSOR_PATTERN)
+        ] = None,
     ) -> SearchPage:
         text = q.strip()
         if not text:
@@ -377,16 +389,21 @@ class SearchController(Controller):
         ctx: Ctx,
         state: State,
         filters: Filters,
-        content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
+        content_hash: Annotated[
+            str, Parameter(description="BLAKE3 hex of the content.", pattern=HASH_PATTERN)
+        ],
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Page size.")] = 50,
         threshold: Annotated[
             float | None,
             Parameter(ge=-1.0, le=1.0, description="Lowest cosine score returned (none: all)."),
         ] = None,
         model_version: Annotated[
-            str | None, Parameter(description="Rank with this model's vectors.")
+            str | None,
+            Parameter(description="Rank with this model's vectors (400 if it has none)."),
         ] = None,
-        cursor: Annotated[str | None, Parameter(description=_CURSOR)] = None,
+        cursor: Annotated[
+            str | None, Parameter(description=_CURSOR, pattern=CURSOR_PATTERN)
+        ] = None,
     ) -> SearchPage:
         check_hash(content_hash)
         search = clip_search(state, ctx.settings)

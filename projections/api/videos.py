@@ -20,8 +20,10 @@ from eventsvc.video.layout import PLAYLIST, POSTER, PREVIEW, SERVABLE_RE, playli
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import bad_parameter, error_responses
+from projections.api.params import HASH_PATTERN, SERVABLE_PATTERN, binary_operation
 from projections.api.photos import check_hash
 from projections.api.redact import redacted
+from projections.api.schemas import ErrorDetail
 from projections.api.sendfile import send_file
 from projections.api.video_schemas import VideoInfo, VideoNotReady
 
@@ -110,6 +112,9 @@ _RESPONSES = {
     404: ResponseSpec(VideoNotReady, description="Nothing to serve; `state` says why."),
     206: ResponseSpec(None, description="The requested byte range."),
     304: ResponseSpec(None, description="If-None-Match matched the ETag."),
+    416: ResponseSpec(
+        ErrorDetail, description="The range is beyond the end; Content-Range: bytes */size."
+    ),
 }
 
 
@@ -128,7 +133,9 @@ class VideosController(Controller):
     async def get_video(
         self,
         ctx: Ctx,
-        content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
+        content_hash: Annotated[
+            str, Parameter(description="BLAKE3 hex of the content.", pattern=HASH_PATTERN)
+        ],
     ) -> VideoInfo:
         check_hash(content_hash)
         return await _state(ctx, content_hash)
@@ -140,14 +147,24 @@ class VideosController(Controller):
         "`seg_NNNNN.m4s` fMP4 segments (video/iso.segment), `poster.jpg` and "
         "`preview.mp4`. Byte ranges, ETag and If-None-Match are honoured. 404 carries "
         "the pipeline state: pending, failed (reason), removed, not_video, unknown.",
+        response_description="The file; its content type follows from its name.",
         responses={**error_responses(400), **_RESPONSES},
+        operation_class=binary_operation(sorted(set(CONTENT_TYPES.values()))),
     )
     async def get_file(
         self,
         ctx: Ctx,
         request: Request[Any, Any, Any],
-        content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
-        name: Annotated[str, Parameter(description="index.m3u8, a segment, poster or preview.")],
+        content_hash: Annotated[
+            str, Parameter(description="BLAKE3 hex of the content.", pattern=HASH_PATTERN)
+        ],
+        name: Annotated[
+            str,
+            Parameter(
+                description="index.m3u8, init.mp4, a segment, poster.jpg or preview.mp4.",
+                pattern=SERVABLE_PATTERN,
+            ),
+        ],
     ) -> Response[Any]:
         check_hash(content_hash)
         if not SERVABLE_RE.fullmatch(name):
