@@ -311,7 +311,7 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)
     async with open_log(settings) as event_log:
-        roots = LibraryRoots(libraries)
+        roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
         last: dict[str, Any] = {}
 
