@@ -93,6 +93,7 @@ class UnsafePath(PermanentError):
         super().__init__(f"{library_id}:{rel}: {why}")
         self.library_id = library_id
         self.rel = rel
+        self.why = why
         self.kind = kind
         """escape, loop, symlink (following disabled), not_regular, absolute"""
 
