@@ -7,6 +7,7 @@ import fnmatch
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -83,6 +84,8 @@ _KINDS: dict[bytes, str] = {
 }
 
 
+_KINDS_STR: dict[str, str] = {k.decode(): v for k, v in _KINDS.items()}
+
 Report = Callable[[str], None]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -121,10 +124,10 @@ def walk(
     """
     follow = excludes.follow_symlinks
     use_path_rules = excludes._path is not None
-    excludes_name = excludes.name_bytes
-    kinds = _KINDS
-    fsencode = os.fsencode
-    S_ISREG = stat.S_ISREG
+    name_match = excludes._name.match if excludes._name is not None else None
+    kinds = _KINDS_STR
+    enc, errs = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    S_ISREG, S_ISDIR, S_ISLNK = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
     try:
         top = open_dir_in_root(root, start, follow_symlinks=follow)
     except UnsafePath as exc:
@@ -153,39 +156,44 @@ def walk(
                 else:
                     with it:
                         for entry in it:
-                            name = fsencode(entry.name)
-                            if excludes_name(name):
+                            sname = entry.name  # str: scandir of a descriptor
+                            if name_match is not None and name_match(sname):
                                 continue
+                            name = sname.encode(enc, errs)
                             rel = prefix + name
                             if use_path_rules and excludes.path(
                                 rel.decode("utf-8", "surrogateescape")
                             ):
                                 continue
+                            dot = sname.rfind(".")
+                            kind = kinds.get(sname[dot:].lower()) if dot >= 0 else None
                             try:
-                                if entry.is_symlink():
-                                    found = _link(root, rel, name, follow, kinds, report)
-                                    if found is None:
-                                        continue
-                                    if isinstance(found, WalkEntry):
-                                        yield found
-                                    else:
-                                        subdirs.append((name, True))
-                                    continue
-                                if entry.is_dir(follow_symlinks=False):
-                                    subdirs.append((name, False))
-                                    continue
-                                dot = name.rfind(b".")
-                                kind = kinds.get(name[dot:].lower()) if dot >= 0 else None
-                                if kind is None:
+                                if kind is None:  # no media name: only directories matter
+                                    if entry.is_dir(follow_symlinks=False):
+                                        subdirs.append((name, False))
+                                    elif entry.is_symlink():
+                                        if _link(root, rel, None, follow, report):
+                                            subdirs.append((name, True))
                                     continue
                                 fst = entry.stat(follow_symlinks=False)
+                                mode = fst.st_mode
+                                if not S_ISREG(mode):
+                                    if S_ISDIR(mode):
+                                        subdirs.append((name, False))
+                                        continue
+                                    if not S_ISLNK(mode):
+                                        continue
+                                    found = _link(root, rel, kind, follow, report)
+                                    if isinstance(found, WalkEntry):
+                                        yield found
+                                    elif found:
+                                        subdirs.append((name, True))
+                                    continue
                             except FileNotFoundError:
                                 report(f"vanished during scan: {display(rel)}")
                                 continue
                             except OSError as exc:
                                 report(f"cannot stat {display(rel)}: {exc.strerror}")
-                                continue
-                            if not S_ISREG(fst.st_mode):
                                 continue
                             yield WalkEntry(rel, fst.st_size, fst.st_mtime_ns, kind)
                 frames.append((fd, rel_dir, iter(subdirs)))
@@ -244,12 +252,11 @@ def walk(
 
 
 def _link(
-    root: bytes, rel: bytes, name: bytes, follow: bool, kinds: dict[bytes, str], report: Report,
-) -> WalkEntry | bool | None:  # fmt: skip
-    """A symlink met in a listing: a WalkEntry (a media file inside the root), True (a
-    directory inside the root, to walk), or None (skipped; refusals reported)."""
-    dot = name.rfind(b".")
-    kind = kinds.get(name[dot:].lower()) if dot >= 0 else None
+    root: bytes, rel: bytes, kind: str | None, follow: bool, report: Report
+) -> WalkEntry | bool | None:
+    """A symlink met in a listing (``kind``: its name's media kind): a WalkEntry (a media
+    file inside the root), True (a directory inside the root, to walk), or None/False
+    (skipped; refusals reported)."""
     try:
         pfd, st = resolve_in_root(root, rel, follow_symlinks=follow)
     except UnsafePath as exc:
