@@ -131,7 +131,10 @@ class _Walk:
                     os.close(fd)
                     raise
                 if stat.S_ISLNK(st.st_mode):
-                    os.close(fd)
+                    try:  # the link that was stat'ed, whatever the name holds now
+                        target = os.readlink(b"", dir_fd=fd)
+                    finally:
+                        os.close(fd)
                     if not self.follow:
                         raise self.refuse(
                             rel, "it goes through a symlink and following symlinks is "
@@ -140,7 +143,6 @@ class _Walk:
                     hops += 1
                     if hops > FOLLOW_LIMIT:
                         raise self.refuse(rel, "too many symlinks (a loop); refused", "loop")
-                    target = os.readlink(name, dir_fd=dirs[-1])
                     if target.startswith(b"/"):
                         rest = _strip_root(target, self.prefixes)
                         if rest is None:
