@@ -20,7 +20,7 @@ import pytest
 from litestar import Litestar
 
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import LibraryNotConfigured, UnsafePath
+from eventsvc.errors import LibraryNotConfigured, PermanentError, UnsafePath
 from eventsvc.events import FileSeen, HashComputed, LibraryOnline
 from eventsvc.ids import file_id
 from eventsvc.log import EventLog
@@ -367,3 +367,6 @@ async def test_roots_never_come_from_the_log(
     with pytest.raises(LibraryNotConfigured, match="library evil is not configured on this host"):
         roots.open_fd(fs)
     assert roots.unconfigured == {"evil": 2}
+    bad = fs.model_copy(update={"library_id": "lib", "raw_path": "!!not base64!!"})
+    with pytest.raises(PermanentError, match="unusable path"):
+        roots.open_fd(bad)

@@ -15,7 +15,7 @@ import blake3
 from eventsvc.derive.roots import LibraryRoots
 from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import Event, FileSeen, HashComputed
-from eventsvc.safe_open import display, fd_path
+from eventsvc.safe_open import fd_path
 
 __all__ = ["HashResult", "Hasher", "hash_fd", "hash_file"]
 
@@ -120,7 +120,7 @@ class Hasher:
     def derive(self, event: FileSeen, seq: int) -> HashComputed:
         """Content identity only: decoding (perceptual hashes, thumbnails, EXIF) is the
         media deriver's, once per content, from one decode."""
-        label = f"{event.library_id}:{display(event.path_bytes())}"
+        label = f"{event.library_id}:{event.path}"
         try:
             fd = self.roots.open_fd(event)
         except OSError as exc:

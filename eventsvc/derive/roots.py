@@ -21,7 +21,7 @@ from typing import Protocol
 from eventsvc.errors import LibraryNotConfigured, PermanentError, TransientError
 from eventsvc.events import HashComputed, LibraryOnline, LibraryStale, decode
 from eventsvc.log import EventLog
-from eventsvc.safe_open import display, open_in_root
+from eventsvc.safe_open import open_in_root
 from eventsvc.settings import Library
 
 __all__ = ["LibraryRoots", "Location"]
@@ -108,7 +108,7 @@ class LibraryRoots:
         """:meth:`open_fd` of the location a HashComputed names, still holding the bytes that
         were hashed (size and mtime, from fstat of the descriptor); the caller closes it.
         A vanished or changed file is a PermanentError (a newer event covers it)."""
-        label = f"{event.library_id}:{display(event.path_bytes() or b'?')}"
+        label = f"{event.library_id}:{event.path or '?'}"
         try:
             fd = self.open_fd(event)
         except FileNotFoundError as exc:
