@@ -109,7 +109,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
                 "projector": vars(projector.status) | {"path": str(projector.status.path)},
             }
 
-        app = create_app(settings, event_log=event_log, extra_status=extra_status)
+        app = create_app(
+            settings, event_log=event_log, extra_status=extra_status, libraries=libraries
+        )
         api = ApiServer(app, settings.api_host, settings.api_port)
         log.info(
             "eventsvc up: %d libraries, API on http://%s:%d, data in %s",
@@ -190,8 +192,9 @@ async def cmd_api(args: argparse.Namespace) -> int:
     from projections.api import create_app
 
     settings = _settings(args)
+    libraries, _ = _libraries(args, settings)  # originals are served from these roots only
     async with open_log(settings) as event_log:
-        app = create_app(settings, event_log=event_log)
+        app = create_app(settings, event_log=event_log, libraries=libraries)
         await _until_signalled([ApiServer(app, settings.api_host, settings.api_port).run])
     return 0
 
@@ -315,7 +318,7 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)
     async with open_log(settings) as event_log:
-        roots = LibraryRoots(libraries)
+        roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
         last: dict[str, Any] = {}
 
@@ -434,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     project.set_defaults(func=cmd_project)
 
     api = sub.add_parser("api", help="serve the HTTP API")
+    _libs(api)
     _common(api)
     api.add_argument("--port", type=int)
     api.add_argument("--host")

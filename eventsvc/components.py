@@ -16,7 +16,7 @@ from eventsvc.derive.media import MediaDeriver
 from eventsvc.derive.roots import LibraryRoots
 from eventsvc.derive.worker import Worker
 from eventsvc.errors import ConfigError, LogUnavailable
-from eventsvc.events import Event, FileSeen, HashComputed
+from eventsvc.events import FileSeen, HashComputed
 from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.server import EmbeddedNats
 from eventsvc.settings import Library, Settings
@@ -86,18 +86,11 @@ async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryR
 
 
 async def _hasher_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
-    hasher = Hasher(roots)
-
-    async def handle(event: Event, seq: int) -> list[Event]:
-        if isinstance(event, FileSeen) and roots(event.library_id) is None:
-            await roots.refresh(event_log)
-        return await hasher(event, seq)
-
     return Worker(
         "hasher",
         event_log,
         hasher_spec(settings),
-        handle,
+        Hasher(roots),
         concurrency=settings.hash_concurrency,
         batch=max(settings.hash_concurrency * 4, 8),
         accepts=(FileSeen,),
@@ -199,7 +192,13 @@ async def make_worker(
     factory = FACTORIES.get(name)
     if factory is None:
         raise ConfigError(f"unknown worker {name!r}; known: {', '.join(WORKERS)}")
-    roots = LibraryRoots(libraries)
+    roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
+    if not libraries and name != "people":
+        log.warning(
+            "worker %s: no libraries configured on this host: every file it is asked to read "
+            "fails with 'library X is not configured on this host' (give --config FILE or "
+            "EVENTSVC_LIBRARIES_FILE; roots are never taken from the log)", name,
+        )  # fmt: skip
     await roots.refresh(event_log)
     return await factory(event_log, settings, roots)
 

@@ -9,7 +9,11 @@ EventsvcError
  ├── DecodeError          bytes on a subject are not an event we know
  ├── DerivationError      a deriver could not derive
  │    ├── PermanentError  record a DerivationFailed and move on
+ │    │    └── UnsafePath  refused: outside its configured root, a symlink where
+ │    │                    none may be followed, a loop, not a regular file
  │    └── TransientError  retry with back-off, up to max_deliver
+ │         └── LibraryNotConfigured  an event names a library this host has no
+ │                                   configured root for
  ├── InferenceError       an inference back-end (CLIP, faces) failed
  │    ├── ModelUnavailable  no model to load (offline, no local files): the stage
  │    │                     pauses and says why; nothing else stops
@@ -28,6 +32,7 @@ __all__ = [
     "DerivationError",
     "EventsvcError",
     "InferenceError",
+    "LibraryNotConfigured",
     "LogError",
     "LogUnavailable",
     "ModelUnavailable",
@@ -36,6 +41,7 @@ __all__ = [
     "ReadModelError",
     "ServerError",
     "TransientError",
+    "UnsafePath",
 ]
 
 
@@ -77,6 +83,28 @@ class PermanentError(DerivationError):
 
 class TransientError(DerivationError):
     pass
+
+
+class UnsafePath(PermanentError):
+    """A file access refused by the trust boundary. The message names the library and the
+    library-relative path, never where a symlink pointed."""
+
+    def __init__(self, library_id: str, rel: str, why: str, kind: str) -> None:
+        super().__init__(f"{library_id}:{rel}: {why}")
+        self.library_id = library_id
+        self.rel = rel
+        self.why = why
+        self.kind = kind
+        """escape, loop, symlink (following disabled), not_regular, absolute"""
+
+
+class LibraryNotConfigured(TransientError):
+    """An event names a library without a configured root on this host (its root in the
+    log is never used)."""
+
+    def __init__(self, library_id: str) -> None:
+        super().__init__(f"library {library_id} is not configured on this host")
+        self.library_id = library_id
 
 
 class ReadModelError(EventsvcError):

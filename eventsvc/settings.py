@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     playlist_cleanup_max: int = 500
     """At most this many directories removed per clean-up tick."""
     log_level: str = "INFO"
+    # ---- file access (trust boundary): only configured library roots are ever read
+    follow_symlinks: bool = True
+    """Follow symlinks inside a library while they stay inside its root (scanner, workers,
+    API). False: no symlink is followed at all (a path through one is refused)."""
     # ---- CLIP semantic search
     clip_model: str = "immich-app/ViT-B-32__openai"
     """A hub id fetched into <data_dir>/models on first use, or a local directory."""

@@ -32,6 +32,7 @@ from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import ClipBackend, ModelInfo
 from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.media import thumbs
+from eventsvc.safe_open import fd_path
 
 __all__ = [
     "Batcher",
@@ -49,9 +50,10 @@ DECODE_EDGE = 448
 """Images are decoded with their longest edge at least this (2x ViT-B/32's 224)."""
 
 
-def load_image(path: str, max_edge: int = DECODE_EDGE) -> Image.Image:
-    """Upright RGB, decoded small; RAW through its embedded preview."""
-    if os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:
+def load_image(path: str, max_edge: int = DECODE_EDGE, name: str | None = None) -> Image.Image:
+    """Upright RGB, decoded small; RAW through its embedded preview (``name``: the file's
+    name, for its extension, when ``path`` is a /proc/self/fd one)."""
+    if os.path.splitext(name or path)[1].lower() in RAW_EXTENSIONS:
         preview = thumbs.embedded_preview(path)
         if preview is not None:
             return preview
@@ -196,8 +198,8 @@ class ClipDeriver:
                 del self._inflight[h]
 
     async def _encode(self, event: HashComputed, seq: int, model: ModelInfo) -> list[Event]:
-        path = await self.roots.locate(event, self.log)
-        img = await asyncio.to_thread(self._decode, event, path)
+        self.roots.root(event.library_id)  # not configured here: fail before a thread hop
+        img = await asyncio.to_thread(self._decode, event)
         try:
             vec = await self.batcher.encode(img)
         except BadInput as exc:
@@ -213,20 +215,16 @@ class ClipDeriver:
             )
         ]
 
-    @staticmethod
-    def _decode(event: HashComputed, path: str) -> Image.Image:
+    def _decode(self, event: HashComputed) -> Image.Image:
+        fd = self.roots.open_hashed(event, "CLIP encoding")  # under its configured root only
         try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise PermanentError(f"location vanished before CLIP encoding: {path}") from exc
-        if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
-            raise PermanentError(f"changed since it was hashed: {path}")
-        try:
-            return load_image(path)
+            return load_image(fd_path(fd), name=event.path)
         except Exception as exc:  # undecodable: recorded, never retried forever
             raise PermanentError(
                 f"cannot decode for CLIP: {type(exc).__name__}: {exc}"[:500]
             ) from exc
+        finally:
+            os.close(fd)
 
 
 class ClipWorker(InferenceWorker):

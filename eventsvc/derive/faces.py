@@ -28,16 +28,18 @@ from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.media import thumbs
+from eventsvc.safe_open import fd_path
 
 __all__ = ["FacesDeriver", "FacesStats", "FacesWorker", "load_image", "to_event"]
 
 log = logging.getLogger(__name__)
 
 
-def load_image(path: str, max_edge: int) -> Image.Image:
-    """Upright RGB, long edge at most ``max_edge``; RAW via its preview when it has one."""
+def load_image(path: str, max_edge: int, name: str | None = None) -> Image.Image:
+    """Upright RGB, long edge at most ``max_edge``; RAW via its preview when it has one
+    (``name``: the file's name, for its extension, when ``path`` is a /proc/self/fd one)."""
     img: Image.Image | None = None
-    if os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:
+    if os.path.splitext(name or path)[1].lower() in RAW_EXTENSIONS:
         img = thumbs.embedded_preview(path)
     if img is None:
         img = thumbs.decode_for_thumbs(path, max_edge=max_edge)
@@ -97,8 +99,8 @@ class FacesDeriver:
         )
         if await self.log.has_subject(subject):
             return []  # this content was analysed from another location
-        path = await self.roots.locate(event, self.log)
-        img = await asyncio.to_thread(self._load, event, path)
+        self.roots.root(event.library_id)  # not configured here: fail before a thread hop
+        img = await asyncio.to_thread(self._load, event)
         try:
             found = (await self.backend.detect([img]))[0]
         except BadInput as exc:
@@ -108,19 +110,16 @@ class FacesDeriver:
         self.stats.no_faces += not found
         return [to_event(event.content_hash, model.version, found, seq)]
 
-    def _load(self, event: HashComputed, path: str) -> Image.Image:
+    def _load(self, event: HashComputed) -> Image.Image:
+        fd = self.roots.open_hashed(event, "analysis")  # under its configured root only
         try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise PermanentError(f"location vanished before analysis: {path}") from exc
-        if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
-            raise PermanentError(f"changed since it was hashed: {path}")
-        try:
-            return load_image(path, self.max_edge)
+            return load_image(fd_path(fd), self.max_edge, event.path)
         except Exception as exc:  # undecodable: recorded, never retried forever
             raise PermanentError(
                 f"cannot decode for faces: {type(exc).__name__}: {exc}"[:500]
             ) from exc
+        finally:
+            os.close(fd)
 
 
 class FacesWorker(InferenceWorker):

@@ -9,14 +9,15 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import blake3
 
+from eventsvc.derive.roots import LibraryRoots
 from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import Event, FileSeen, HashComputed
+from eventsvc.safe_open import fd_path
 
-__all__ = ["HashResult", "Hasher", "hash_file"]
+__all__ = ["HashResult", "Hasher", "hash_fd", "hash_file"]
 
 log = logging.getLogger(__name__)
 
@@ -54,56 +55,80 @@ def _digest(path: bytes, size: int) -> str:
 Digest = Callable[[bytes, int], str]
 
 
-def hash_file(path: bytes | str, digest_fn: Digest = _digest) -> HashResult:
-    """blake3 of a file with bounded memory; re-read if it changes while being hashed.
+def hash_fd(fd: int, digest_fn: Digest = _digest, name: str = "") -> HashResult:
+    """blake3 of an open file with bounded memory; re-read if it changes while hashed.
 
-    The file is "the same" before and after when its inode, size and mtime agree.
+    The file is "the same" before and after when its size and mtime agree (fstat of the
+    descriptor: the bytes read are always those of the inode that was opened).
     """
+    where = os.fsencode(fd_path(fd))
+    label = name or f"fd {fd}"
     for _ in range(RETRIES):
         try:
-            st0 = os.stat(path)
+            st0 = os.fstat(fd)
             if not stat.S_ISREG(st0.st_mode):
-                raise PermanentError(f"not a regular file: {os.fsdecode(path)}")
-            digest = digest_fn(os.fsencode(path), st0.st_size)
-            st1 = os.stat(path)
-        except FileNotFoundError as exc:
-            raise PermanentError(f"file vanished before hashing: {os.fsdecode(path)}") from exc
-        except IsADirectoryError as exc:
-            raise PermanentError(f"not a regular file: {os.fsdecode(path)}") from exc
-        except PermissionError as exc:
-            raise PermanentError(f"permission denied: {os.fsdecode(path)}") from exc
+                raise PermanentError(f"not a regular file: {label}")
+            digest = digest_fn(where, st0.st_size)
+            st1 = os.fstat(fd)
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN):
-                raise TransientError(f"I/O error reading {os.fsdecode(path)}: {exc}") from exc
-            raise PermanentError(f"cannot read {os.fsdecode(path)}: {exc}") from exc
-        if (st0.st_ino, st0.st_size, st0.st_mtime_ns) == (st1.st_ino, st1.st_size, st1.st_mtime_ns):
+                raise TransientError(f"I/O error reading {label}: {exc.strerror}") from exc
+            raise PermanentError(f"cannot read {label}: {exc.strerror or exc}") from exc
+        if (st0.st_size, st0.st_mtime_ns) == (st1.st_size, st1.st_mtime_ns):
             return HashResult(digest, st1.st_size, st1.st_mtime_ns)
-    raise TransientError(f"file kept changing while being hashed: {os.fsdecode(path)}")
+    raise TransientError(f"file kept changing while being hashed: {label}")
 
 
-RootResolver = Callable[[str], Path | None]
+def _open_error(exc: OSError, label: str) -> Exception:
+    if isinstance(exc, FileNotFoundError):
+        return PermanentError(f"file vanished before hashing: {label}")
+    if isinstance(exc, (IsADirectoryError, NotADirectoryError)):
+        return PermanentError(f"not a regular file: {label}")
+    if isinstance(exc, PermissionError):
+        return PermanentError(f"permission denied: {label}")
+    if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN):
+        return TransientError(f"I/O error reading {label}: {exc.strerror}")
+    return PermanentError(f"cannot read {label}: {exc.strerror or exc}")
+
+
+def hash_file(path: bytes | str, digest_fn: Digest = _digest) -> HashResult:
+    """:func:`hash_fd` of a path (benchmarks, tests; workers open through their roots)."""
+    label = os.fsdecode(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise _open_error(exc, label) from exc
+    try:
+        os.set_blocking(fd, True)
+        return hash_fd(fd, digest_fn, label)
+    finally:
+        os.close(fd)
 
 
 class Hasher:
     """The handler for the hasher worker."""
 
-    def __init__(self, roots: RootResolver) -> None:
+    def __init__(self, roots: LibraryRoots) -> None:
         self.roots = roots
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, FileSeen):
             return []
-        root = self.roots(event.library_id)
-        if root is None:
-            raise TransientError(f"unknown library {event.library_id}")
-        path = os.path.join(os.fsencode(root), event.path_bytes())
-        return [await asyncio.to_thread(self.derive, event, path, seq)]
+        self.roots.root(event.library_id)  # LibraryNotConfigured before any thread hop
+        return [await asyncio.to_thread(self.derive, event, seq)]
 
-    @staticmethod
-    def derive(event: FileSeen, path: bytes, seq: int) -> HashComputed:
+    def derive(self, event: FileSeen, seq: int) -> HashComputed:
         """Content identity only: decoding (perceptual hashes, thumbnails, EXIF) is the
         media deriver's, once per content, from one decode."""
-        res = hash_file(path)
+        label = f"{event.library_id}:{event.path}"
+        try:
+            fd = self.roots.open_fd(event)
+        except OSError as exc:
+            raise _open_error(exc, label) from exc
+        try:
+            res = hash_fd(fd, name=label)
+        finally:
+            os.close(fd)
         return HashComputed(
             content_hash=res.content_hash,
             library_id=event.library_id,

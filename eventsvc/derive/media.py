@@ -17,21 +17,21 @@ import imagehash
 from PIL import Image
 
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import PermanentError
 from eventsvc.events import DerivationFailed, Event, ExifExtracted, HashComputed, ThumbnailReady
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.log import EventLog
 from eventsvc.media import exif as exif_mod
 from eventsvc.media import thumbs
 from eventsvc.media.dates import resolve_date_taken
+from eventsvc.safe_open import fd_path
 
 __all__ = ["MediaDeriver", "analyse_image"]
 
 log = logging.getLogger(__name__)
 
 
-def _image(path: str, max_edge: int) -> Image.Image:
-    if os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:
+def _image(path: str, max_edge: int, name: str | None = None) -> Image.Image:
+    if os.path.splitext(name or path)[1].lower() in RAW_EXTENSIONS:
         preview = thumbs.embedded_preview(path)
         if preview is not None:
             return preview
@@ -39,10 +39,11 @@ def _image(path: str, max_edge: int) -> Image.Image:
 
 
 def analyse_image(
-    path: str, thumb_root: Path, content_hash: str
+    path: str, thumb_root: Path, content_hash: str, name: str | None = None
 ) -> tuple[dict[str, str], tuple[int, int], str, str]:
-    """Thumbnails written atomically, upright size, pHash and dHash, from one decode."""
-    img = _image(path, max(thumbs.SIZES.values()))
+    """Thumbnails written atomically, upright size, pHash and dHash, from one decode
+    (``name``: the file's name, for its extension, when ``path`` is a /proc/self/fd one)."""
+    img = _image(path, max(thumbs.SIZES.values()), name)
     return _store(img, thumb_root, content_hash)
 
 
@@ -76,19 +77,22 @@ class MediaDeriver:
         need_thumb = not await self.log.has_subject(f"{p}.content.{h}.ThumbnailReady")
         if not (need_exif or need_thumb):
             return []  # this content was derived from another location
-        path = await self.roots.locate(event, self.log)
-        return await asyncio.to_thread(self.derive, event, path, seq, need_exif, need_thumb)
+        self.roots.root(event.library_id)  # not configured here: fail before a thread hop
+        return await asyncio.to_thread(self.derive, event, seq, need_exif, need_thumb)
 
     def derive(
+        self, event: HashComputed, seq: int, need_exif: bool, need_thumb: bool
+    ) -> list[Event]:
+        # Opened under the configured root; the decoders read the opened file (fd_path).
+        fd = self.roots.open_hashed(event, "analysis")
+        try:
+            return self._derive(event, fd_path(fd), seq, need_exif, need_thumb)
+        finally:
+            os.close(fd)
+
+    def _derive(
         self, event: HashComputed, path: str, seq: int, need_exif: bool, need_thumb: bool
     ) -> list[Event]:
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise PermanentError(f"location vanished before analysis: {path}") from exc
-        if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
-            # Not the bytes that were hashed: a newer HashComputed will come for them.
-            raise PermanentError(f"changed since it was hashed: {path}")
         out: list[Event] = []
         video = event.media_kind == "video"
         if need_exif:
@@ -126,7 +130,9 @@ class MediaDeriver:
                     img = thumbs.video_frame(path, 0.1)
                     sizes, (w, h), ph, dh = _store(img, self.thumb_root, event.content_hash)
                 else:
-                    sizes, (w, h), ph, dh = analyse_image(path, self.thumb_root, event.content_hash)
+                    sizes, (w, h), ph, dh = analyse_image(
+                        path, self.thumb_root, event.content_hash, event.path
+                    )
             except Exception as exc:  # undecodable: recorded, never retried forever
                 reason = f"cannot decode for thumbnails: {type(exc).__name__}: {exc}"[:500]
                 out.append(self._failed(event, seq, "thumbnail", reason))

@@ -31,6 +31,7 @@ from eventsvc.derive.worker import Worker, WorkerStats
 from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import DerivationFailed, Event, HashComputed, PlaylistReady
 from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.safe_open import fd_path
 from eventsvc.settings import Settings
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
@@ -157,10 +158,12 @@ async def generate(
     extras: bool = True,
     preview_seconds: float = 3.0,
     preview_height: int = 240,
+    pass_fds: tuple[int, ...] = (),
 ) -> Generated:
     """Probe, plan, run ffmpeg into a temp dir, validate, add poster + preview, rename.
 
     ``extras=False`` skips the poster and preview (the benchmark times the playlist alone).
+    ``pass_fds``: descriptors ffmpeg inherits (``src`` may be ``/proc/self/fd/N``).
     """
     deadline = time.monotonic() + timeout
     target = playlist_dir(video_root, content_hash)
@@ -172,7 +175,7 @@ async def generate(
     try:
         while True:
             args = ff.hls_args(ffmpeg, src, work, pl, opts)
-            await ff.run_ffmpeg(args, deadline - time.monotonic())
+            await ff.run_ffmpeg(args, deadline - time.monotonic(), pass_fds=pass_fds)
             parsed, again, (codecs, w, h) = await asyncio.to_thread(_check, work, pl, opts, p)
             if again is None:
                 break
@@ -187,7 +190,7 @@ async def generate(
                 ffmpeg, src, work / PREVIEW, preview_seconds, preview_height, start
             )
             try:
-                await ff.run_ffmpeg(args, deadline - time.monotonic())
+                await ff.run_ffmpeg(args, deadline - time.monotonic(), pass_fds=pass_fds)
                 preview = (work / PREVIEW).is_file() and (work / PREVIEW).stat().st_size > 0
             except ff.FfmpegTimeout:
                 raise
@@ -243,18 +246,15 @@ class PlaylistDeriver:
         target = playlist_dir(self.video_root, h)
         if done and await asyncio.to_thread(_valid, target):
             return []  # derived before (maybe from another location)
-        path = await self.roots.locate(event, self.log)
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise PermanentError(f"location vanished before the playlist job: {path}") from exc
-        if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
-            raise PermanentError(f"changed since it was hashed: {path}")
+        self.roots.root(event.library_id)  # not configured here: fail before a thread hop
+        # Opened under the configured root; PyAV reads /proc/self/fd/N, ffmpeg inherits N.
+        fd = await asyncio.to_thread(self.roots.open_hashed, event, "the playlist job")
         try:
             g = await generate(
-                path, self.video_root, h, opts=self.opts, timeout=self.settings.playlist_timeout,
-                ffmpeg=self.ffmpeg, preview_seconds=self.settings.preview_seconds,
-                preview_height=self.settings.preview_height,
+                fd_path(fd), self.video_root, h, opts=self.opts,
+                timeout=self.settings.playlist_timeout, ffmpeg=self.ffmpeg,
+                preview_seconds=self.settings.preview_seconds,
+                preview_height=self.settings.preview_height, pass_fds=(fd,),
             )  # fmt: skip
         except ff.FfmpegTimeout as exc:
             log.warning("playlist for %s: %s", h[:12], exc)
@@ -265,6 +265,8 @@ class PlaylistDeriver:
                     content_hash=h, file_id=event.file_id, library_id=event.library_id,
                 )
             ]  # fmt: skip
+        finally:
+            os.close(fd)
         if self.stats is not None and not g.reused:
             if g.mode == "remux":
                 self.stats.remuxed += 1

@@ -8,7 +8,6 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -18,11 +17,10 @@ from datetime import UTC, datetime
 
 from eventsvc.events import Event, FileMissing, FileSeen, LibraryOnline, LibraryStale
 from eventsvc.ids import file_id as make_file_id
-from eventsvc.ids import media_kind
 from eventsvc.log import EventLog
 from eventsvc.scanner.probe import probe
 from eventsvc.scanner.state import LibraryState, ScanState
-from eventsvc.scanner.walk import Excludes, WalkEntry, walk
+from eventsvc.scanner.walk import Excludes, WalkEntry, stat_one, walk
 from eventsvc.scanner.watch import WHOLE_LIBRARY, Watcher, WatchStatus
 from eventsvc.settings import Library, Settings
 
@@ -73,7 +71,10 @@ class Scanner:
         self.settings = settings
         self.progress = progress
         glob = list(settings.exclude) + list(extra_excludes or [])
-        self.excludes = {lib.id: Excludes(glob + list(lib.exclude)) for lib in self.libraries}
+        self.excludes = {
+            lib.id: Excludes(glob + list(lib.exclude), follow_symlinks=settings.follow_symlinks)
+            for lib in self.libraries
+        }
         self.state = ScanState()
         self.pending_missing: dict[str, deque[bytes]] = {}
         self.published = 0
@@ -366,7 +367,7 @@ class Scanner:
                 if os.path.isdir(absp):
                     found.extend(walk(root, excludes, lambda m: None, start=rel))
                 elif os.path.lexists(absp):
-                    _one(root, rel, found)
+                    _one(root, rel, found, excludes)
                 else:
                     prefix = rel + b"/"
                     gone.extend(k for k in known if k == rel or k.startswith(prefix))
@@ -391,14 +392,9 @@ class Scanner:
                 await self._drain_missing(lib)
 
 
-def _one(root: bytes, rel: bytes, out: list[WalkEntry]) -> None:
-    """Append the file at ``rel`` if it is a regular media file."""
-    kind = media_kind(rel.rsplit(b"/", 1)[-1])
-    if kind is None:
-        return
-    try:
-        st = os.stat(os.path.join(root, rel))
-    except OSError:
-        return
-    if stat.S_ISREG(st.st_mode):
-        out.append(WalkEntry(rel, st.st_size, st.st_mtime_ns, kind))
+def _one(root: bytes, rel: bytes, out: list[WalkEntry], excludes: Excludes) -> None:
+    """Append the file at ``rel`` if it is a regular media file inside the root (symlinks
+    as the walk follows them)."""
+    entry = stat_one(root, rel, excludes)
+    if entry is not None:
+        out.append(entry)

@@ -1,4 +1,5 @@
-"""Walking a library root: bytes paths, excludes, symlink loops, vanishing files."""
+"""Walking a library root: bytes paths, excludes, symlinks kept inside the root, loops,
+vanishing files."""
 
 from __future__ import annotations
 
@@ -6,19 +7,26 @@ import fnmatch
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from eventsvc.errors import UnsafePath
 from eventsvc.ids import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from eventsvc.safe_open import display, open_dir_in_root, resolve_in_root
 
-__all__ = ["Excludes", "WalkEntry", "walk"]
+__all__ = ["Excludes", "WalkEntry", "stat_one", "walk"]
 
 
 class Excludes:
     """Glob excludes. A pattern without '/' matches any path component's name;
     one with '/' matches the whole relative path ('**' crosses directories)."""
 
-    def __init__(self, patterns: list[str] | tuple[str, ...]) -> None:
+    def __init__(
+        self, patterns: list[str] | tuple[str, ...], *, follow_symlinks: bool = True
+    ) -> None:
+        self.follow_symlinks = follow_symlinks
+        """Symlinks are followed while they stay inside the root; False: never."""
         names = [p for p in patterns if "/" not in p]
         paths = [p.strip("/") for p in patterns if "/" in p]
         self._name = re.compile("|".join(fnmatch.translate(p) for p in names)) if names else None
@@ -76,7 +84,27 @@ _KINDS: dict[bytes, str] = {
 }
 
 
+_KINDS_STR: dict[str, str] = {k.decode(): v for k, v in _KINDS.items()}
+
 Report = Callable[[str], None]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _refusal(exc: UnsafePath, rel: bytes) -> str:
+    """A scan issue for a refused symlink, library-relative, never naming its target."""
+    where = display(rel) or "."
+    if exc.kind == "escape":
+        return f"symlink leads outside the library, not followed: {where}"
+    if exc.kind == "loop":
+        return f"symlink loop, not followed: {where}"
+    if exc.kind == "symlink":
+        return f"symlink not followed (following symlinks is disabled): {where}"
+    return f"{exc.why}: {where}"
+
+
+def _join(rel_dir: bytes, name: bytes) -> bytes:
+    return rel_dir + b"/" + name if rel_dir else name
 
 
 def walk(
@@ -84,65 +112,184 @@ def walk(
 ) -> Iterator[WalkEntry]:
     """Yield media files under ``root`` (or under ``root/start``) with their stat.
 
-    Follows symlinked directories once (loops reported and cut), reports unreadable
-    directories and files that vanish mid-scan, never raises for them.
+    The walk never leaves the root: directories are read through descriptors (each opened
+    relative to its parent's, never following a link), and a symlink, to a directory or
+    to a file, is followed only when it resolves inside the root (the rules of
+    :mod:`eventsvc.safe_open`), or not at all when ``excludes.follow_symlinks`` is off. A
+    directory is never entered below itself (a loop, cut), and through links at most once
+    (a link inside the root to a directory also walked directly is followed: its files
+    are indexed under the link's path too). Escapes,
+    loops, refused links, unreadable directories and files that vanish mid-scan are
+    reported with library-relative paths; the walk never raises for them.
     """
+    follow = excludes.follow_symlinks
     use_path_rules = excludes._path is not None
-    excludes_name = excludes.name_bytes
-    kinds = _KINDS
-    S_ISREG = stat.S_ISREG
-    top = os.path.join(root, start) if start else root
+    name_match = excludes._name.match if excludes._name is not None else None
+    kinds = _KINDS_STR
+    enc, errs = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    S_ISREG, S_ISDIR, S_ISLNK = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
     try:
-        st = os.stat(top)
-    except OSError as exc:
-        report(f"cannot stat {os.fsdecode(top)}: {exc.strerror}")
+        top = open_dir_in_root(root, start, follow_symlinks=follow)
+    except UnsafePath as exc:
+        report(_refusal(exc, start))
         return
-    visited = {(st.st_dev, st.st_ino)}
-    stack: list[bytes] = [start]
-    prefix_len = len(root) + 1
-    while stack:
-        rel_dir = stack.pop()
-        abs_dir = os.path.join(root, rel_dir) if rel_dir else root
-        try:
-            it = os.scandir(abs_dir)
-        except OSError as exc:
-            report(f"cannot list {os.fsdecode(abs_dir)}: {exc.strerror}")
-            continue
-        with it:
-            for entry in it:
-                name = entry.name
-                if excludes_name(name):
-                    continue
-                path = entry.path
-                if use_path_rules and excludes.path(
-                    path[prefix_len:].decode("utf-8", "surrogateescape")
-                ):
-                    continue
+    except OSError as exc:
+        report(f"cannot open {display(start) or 'the library root'}: {exc.strerror}")
+        return
+    st = os.fstat(top)
+    key = (st.st_dev, st.st_ino)
+    ancestors: list[tuple[int, int]] = []  # of the directory being entered
+    linked: set[tuple[int, int]] = set()  # directories already entered through a link
+    # Depth-first, holding one descriptor per level: (dir fd, its rel path, subdirs left).
+    frames: list[tuple[int, bytes, Iterator[tuple[bytes, bool]]]] = []
+    subdirs: list[tuple[bytes, bool]] = []
+    fd, rel_dir = top, start.strip(b"/")
+    try:
+        while True:
+            if fd >= 0:
+                subdirs = []
+                prefix = rel_dir + b"/" if rel_dir else b""
                 try:
-                    if entry.is_dir():
-                        if entry.is_symlink():
-                            dst = os.stat(path)
-                            key = (dst.st_dev, dst.st_ino)
-                            if key in visited:
-                                report(f"symlink loop cut at {os.fsdecode(path)}")
-                                continue
-                            visited.add(key)
-                        else:
-                            dst = entry.stat(follow_symlinks=False)
-                            visited.add((dst.st_dev, dst.st_ino))
-                        stack.append(path[prefix_len:])
-                        continue
-                    dot = name.rfind(b".")
-                    kind = kinds.get(name[dot:].lower()) if dot >= 0 else None
-                    if kind is None:
-                        continue
-                    fst = entry.stat()
-                except FileNotFoundError:
-                    report(f"vanished during scan: {os.fsdecode(path)}")
-                    continue
+                    it = os.scandir(fd)
                 except OSError as exc:
-                    report(f"cannot stat {os.fsdecode(path)}: {exc.strerror}")
-                    continue
-                if not S_ISREG(fst.st_mode):
-                    continue
-                yield WalkEntry(path[prefix_len:], fst.st_size, fst.st_mtime_ns, kind)
+                    report(f"cannot list {display(rel_dir) or 'the library root'}: {exc.strerror}")
+                else:
+                    with it:
+                        for entry in it:
+                            sname = entry.name  # str: scandir of a descriptor
+                            if name_match is not None and name_match(sname):
+                                continue
+                            name = sname.encode(enc, errs)
+                            rel = prefix + name
+                            if use_path_rules and excludes.path(
+                                rel.decode("utf-8", "surrogateescape")
+                            ):
+                                continue
+                            dot = sname.rfind(".")
+                            kind = kinds.get(sname[dot:].lower()) if dot >= 0 else None
+                            try:
+                                if kind is None:  # no media name: only directories matter
+                                    if entry.is_dir(follow_symlinks=False):
+                                        subdirs.append((name, False))
+                                    elif entry.is_symlink():
+                                        if _link(root, rel, None, follow, report):
+                                            subdirs.append((name, True))
+                                    continue
+                                fst = entry.stat(follow_symlinks=False)
+                                mode = fst.st_mode
+                                if not S_ISREG(mode):
+                                    if S_ISDIR(mode):
+                                        subdirs.append((name, False))
+                                        continue
+                                    if not S_ISLNK(mode):
+                                        continue
+                                    found = _link(root, rel, kind, follow, report)
+                                    if isinstance(found, WalkEntry):
+                                        yield found
+                                    elif found:
+                                        subdirs.append((name, True))
+                                    continue
+                            except FileNotFoundError:
+                                report(f"vanished during scan: {display(rel)}")
+                                continue
+                            except OSError as exc:
+                                report(f"cannot stat {display(rel)}: {exc.strerror}")
+                                continue
+                            yield WalkEntry(rel, fst.st_size, fst.st_mtime_ns, kind)
+                frames.append((fd, rel_dir, iter(subdirs)))
+                ancestors.append(key)
+                fd = -1
+            if not frames:
+                return
+            parent, parent_rel, pending = frames[-1]
+            nxt = next(pending, None)
+            if nxt is None:
+                os.close(parent)
+                frames.pop()
+                ancestors.pop()
+                continue
+            name, via_link = nxt
+            rel_dir = _join(parent_rel, name)
+            try:
+                if via_link:  # resolved from the root again: the link may have changed
+                    fd = open_dir_in_root(root, rel_dir, follow_symlinks=follow)
+                else:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                dst = os.fstat(fd)
+            except UnsafePath as exc:
+                report(_refusal(exc, rel_dir))
+                fd = -1
+                continue
+            except FileNotFoundError:
+                report(f"vanished during scan: {display(rel_dir)}")
+                fd = -1
+                continue
+            except OSError as exc:  # unreadable, or replaced by a link meanwhile (ELOOP)
+                report(f"cannot list {display(rel_dir)}: {exc.strerror}")
+                fd = -1
+                continue
+            key = (dst.st_dev, dst.st_ino)
+            why = None
+            if key in ancestors:  # a link (or a bind mount) back up the tree
+                why = f"loop cut (it leads back to a directory above it): {display(rel_dir)}"
+            elif via_link and key in linked:
+                why = (
+                    "symlink not followed (directory already walked through another "
+                    f"link): {display(rel_dir)}"
+                )
+            if why is not None:
+                report(why)
+                os.close(fd)
+                fd = -1
+                continue
+            if via_link:
+                linked.add(key)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        for f, _, _ in frames:
+            os.close(f)
+
+
+def _link(
+    root: bytes, rel: bytes, kind: str | None, follow: bool, report: Report
+) -> WalkEntry | bool | None:
+    """A symlink met in a listing (``kind``: its name's media kind): a WalkEntry (a media
+    file inside the root), True (a directory inside the root, to walk), or None/False
+    (skipped; refusals reported)."""
+    try:
+        pfd, st = resolve_in_root(root, rel, follow_symlinks=follow)
+    except UnsafePath as exc:
+        report(_refusal(exc, rel))
+        return None
+    except FileNotFoundError:
+        if kind is not None:
+            report(f"dangling symlink, skipped: {display(rel)}")
+        return None
+    except OSError as exc:
+        report(f"cannot stat {display(rel)}: {exc.strerror}")
+        return None
+    os.close(pfd)
+    if stat.S_ISDIR(st.st_mode):
+        return True
+    if kind is None or not stat.S_ISREG(st.st_mode):
+        return None
+    return WalkEntry(rel, st.st_size, st.st_mtime_ns, kind)
+
+
+def stat_one(root: bytes, rel: bytes, excludes: Excludes) -> WalkEntry | None:
+    """The entry for one path (a notification): a regular media file inside the root,
+    through symlinks only as the walk would follow them; else None."""
+    name = rel.rsplit(b"/", 1)[-1]
+    dot = name.rfind(b".")
+    kind = _KINDS.get(name[dot:].lower()) if dot >= 0 else None
+    if kind is None:
+        return None
+    try:
+        pfd, st = resolve_in_root(root, rel, follow_symlinks=excludes.follow_symlinks)
+    except (UnsafePath, OSError):
+        return None
+    os.close(pfd)
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return WalkEntry(rel, st.st_size, st.st_mtime_ns, kind)

@@ -136,11 +136,15 @@ def preview_args(
     ]  # fmt: skip
 
 
-def _run(args: list[str], timeout: float, started: list[subprocess.Popen[bytes]]) -> int:
+def _run(
+    args: list[str], timeout: float, started: list[subprocess.Popen[bytes]],
+    pass_fds: tuple[int, ...] = (),
+) -> int:  # fmt: skip
     """Blocking: start ffmpeg in its own session, wait; killpg on timeout."""
     try:
         proc = subprocess.Popen(
             args,
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -165,14 +169,15 @@ def _run(args: list[str], timeout: float, started: list[subprocess.Popen[bytes]]
     raise PermanentError(f"ffmpeg failed (exit {proc.returncode}): {tail or 'no message'}")
 
 
-async def run_ffmpeg(args: list[str], timeout: float) -> None:
+async def run_ffmpeg(args: list[str], timeout: float, pass_fds: tuple[int, ...] = ()) -> None:
     """Run to completion; FfmpegTimeout after ``timeout`` s (the process group is killed),
     PermanentError when ffmpeg rejects the input, TransientError for resource trouble.
     Cancellation kills the process group too. (A thread waits on a plain Popen: cheaper
-    than asyncio's subprocess transport, which the benchmark notices on short remuxes.)"""
+    than asyncio's subprocess transport, which the benchmark notices on short remuxes.)
+    ``pass_fds``: descriptors ffmpeg inherits (an input given as ``/proc/self/fd/N``)."""
     started: list[subprocess.Popen[bytes]] = []
     try:
-        await asyncio.to_thread(_run, args, timeout, started)
+        await asyncio.to_thread(_run, args, timeout, started, pass_fds)
     except asyncio.CancelledError:
         for proc in started:
             _kill(proc)

@@ -12,9 +12,10 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from eventsvc.derive.roots import LibraryRoots
 from eventsvc.errors import LogUnavailable
 from eventsvc.log import EventLog
-from eventsvc.settings import Settings
+from eventsvc.settings import Library, Settings, load_libraries
 from projections.api.auth import PUBLIC, Access, access_guard
 from projections.api.context import ApiContext, provide_context
 from projections.api.docs import fix_allow, openapi_config, static_router
@@ -82,19 +83,27 @@ def create_app(
     event_log: EventLog | None = None,
     extra_status: Callable[[], dict[str, Any]] | None = None,
     nats_connect_wait: float = 2.0,
+    libraries: list[Library] | None = None,
 ) -> Litestar:
     """The read API. Pass ``event_log`` to share a connection (it is then not closed
     here); otherwise ``settings.nats_url`` is connected on startup when set. Startup
     waits at most ``nats_connect_wait`` seconds for NATS, then keeps trying behind.
+    Originals and face crops are read only under ``libraries`` (default: those of
+    ``settings.libraries_file``), never under a root the log names.
     """
     tokens = load_tokens(settings)  # a bad tokens file or an open API off loopback: ConfigError
     check_bind(settings, tokens)
     access = Access(settings, tokens)
+    if libraries is None:
+        libraries = (
+            load_libraries([], settings.libraries_file)[0] if settings.libraries_file else []
+        )
     ctx = ApiContext(
         settings=settings,
         event_log=event_log,
         extra_status=extra_status,
         nats_error=None if event_log or settings.nats_url else "no NATS URL configured",
+        roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks),
     )
     return Litestar(
         route_handlers=[

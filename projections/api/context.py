@@ -13,6 +13,7 @@ try:  # litestar >= 2.23: say explicitly that ``ctx`` is injected by name
 except ImportError:  # pragma: no cover - older litestar infers it
     NamedDependency = None  # type: ignore[assignment,misc]
 
+from eventsvc.derive.roots import LibraryRoots
 from eventsvc.log import EventLog
 from eventsvc.settings import Settings
 
@@ -28,6 +29,8 @@ class ApiContext:
     extra_status: Callable[[], dict[str, Any]] | None = None
     owns_log: bool = False
     """True when the app connected the log itself and so closes it on shutdown."""
+    roots: LibraryRoots | None = None
+    """The libraries configured on this host: the only roots originals are read from."""
 
 
 def provide_context(state: State) -> ApiContext:

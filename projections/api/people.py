@@ -23,6 +23,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from PIL import Image
 
+from eventsvc.derive.roots import LibraryRoots
 from eventsvc.errors import LogError
 from eventsvc.events import (
     Event,
@@ -33,6 +34,7 @@ from eventsvc.events import (
     PersonNamed,
 )
 from eventsvc.media import thumbs
+from eventsvc.safe_open import fd_path
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import WRITES, bad_parameter, error_responses
@@ -61,7 +63,7 @@ from projections.api.people_schemas import (
 )
 from projections.api.photos import _BYTES_RESPONSES, _rel_bytes, check_hash
 from projections.api.schemas import ErrorDetail
-from projections.api.sendfile import send_file
+from projections.api.sendfile import open_location, send_file
 
 __all__ = ["FacesController", "PeopleController"]
 
@@ -236,7 +238,7 @@ def _sources(conn: sqlite3.Connection, face_id: str) -> dict[str, Any] | None:
         "SELECT sizes FROM thumbnails WHERE content_hash = ?", (r["content_hash"],)
     ).fetchone()
     locs = conn.execute(
-        "SELECT f.path, f.raw_path, f.size, f.mtime_ns, l.root FROM files AS f"
+        "SELECT f.library_id, f.path, f.raw_path, f.size, f.mtime_ns, l.root FROM files AS f"
         " LEFT JOIN libraries AS l USING (library_id) WHERE f.content_hash = ?"
         " ORDER BY f.library_id, f.path",
         (r["content_hash"],),
@@ -248,7 +250,9 @@ def _sources(conn: sqlite3.Connection, face_id: str) -> dict[str, Any] | None:
     }
 
 
-def _source_image(thumbs_dir: Path, src: dict[str, Any]) -> Image.Image:
+def _source_image(
+    thumbs_dir: Path, src: dict[str, Any], roots: LibraryRoots | None = None
+) -> Image.Image:
     """The largest thumbnail, else the original (first live location)."""
     sizes = src["sizes"] if isinstance(src["sizes"], dict) else {}
     for name in sorted(sizes, key=lambda n: -thumbs.SIZES.get(n, 0)):
@@ -258,28 +262,23 @@ def _source_image(thumbs_dir: Path, src: dict[str, Any]) -> Image.Image:
                 return img.convert("RGB")
     from eventsvc.derive.faces import load_image
 
-    for loc in src["locations"]:
-        if loc["root"] is None:
+    for loc in src["locations"]:  # opened under its configured root only
+        opened = open_location(roots, loc["library_id"], loc["rel"], loc["size"], loc["mtime_ns"])
+        if isinstance(opened, str):
             continue
-        root = os.path.realpath(os.fsencode(loc["root"]))
-        target = os.path.realpath(os.path.join(root, loc["rel"]))
-        if os.path.commonpath([root, target]) != root:
-            continue
-        try:
-            st = os.stat(target)
-        except OSError:
-            continue
-        if (st.st_size, st.st_mtime_ns) == (loc["size"], loc["mtime_ns"]):
-            return load_image(os.fsdecode(target), 1440)
+        with opened:
+            return load_image(fd_path(opened.fileno()), 1440, loc["path"])
     raise NotFoundException(detail="no thumbnail and no live location to crop the face from")
 
 
-def make_crop(thumbs_dir: Path, face_id: str, src: dict[str, Any]) -> Path:
+def make_crop(
+    thumbs_dir: Path, face_id: str, src: dict[str, Any], roots: LibraryRoots | None = None
+) -> Path:
     """Crop the face (with a margin), at most CROP_EDGE px, cached under thumbs_dir/faces."""
     target = crop_path(thumbs_dir, face_id)
     if target.is_file():
         return target
-    img = _source_image(thumbs_dir, src)
+    img = _source_image(thumbs_dir, src, roots)
     w, h = img.size
     left, top, right, bottom = src["box"]
     cx, cy = (left + right) / 2 * w, (top + bottom) / 2 * h
@@ -566,7 +565,7 @@ class FacesController(Controller):
         src = await db.read(ctx.settings.readmodel_dir, lambda c: _sources(c, face_id), None)
         if src is None:
             raise NotFoundException(detail=f"unknown face {face_id}")
-        path = await asyncio.to_thread(make_crop, ctx.settings.thumbs_dir, face_id, src)
+        path = await asyncio.to_thread(make_crop, ctx.settings.thumbs_dir, face_id, src, ctx.roots)
         f = open(path, "rb", buffering=0)  # closed by the response
         st = os.fstat(f.fileno())
         return send_file(

@@ -19,6 +19,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
+from eventsvc.derive.roots import LibraryRoots
 from eventsvc.ids import HASH_RE
 from projections.api import db, geo, rows
 from projections.api.context import ApiContext, Ctx
@@ -28,7 +29,12 @@ from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import CURSOR_PATTERN, HASH_PATTERN, binary_operation
 from projections.api.redact import redacted
 from projections.api.schemas import ErrorDetail, PhotoDetail, PhotoPage, PhotoPerson
-from projections.api.sendfile import content_disposition, guess_media_type, send_file
+from projections.api.sendfile import (
+    content_disposition,
+    guess_media_type,
+    open_location,
+    send_file,
+)
 
 __all__ = ["PhotosController", "check_hash"]
 
@@ -37,7 +43,6 @@ _COLUMN = {"path": "path", "mtime": "mtime_ns", "taken": "date_taken"}
 _KEY_TYPES: dict[str, tuple[type, ...]] = {
     "path": (str,), "mtime": (int,), "taken": (str, type(None)),
 }  # fmt: skip
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _IMMUTABLE = "max-age=31536000, immutable"
 
 
@@ -228,39 +233,22 @@ def _rel_bytes(row: sqlite3.Row) -> bytes:
     return str(row["path"]).encode("utf-8")
 
 
-def _open_location(row: sqlite3.Row) -> BinaryIO | str:
-    """The opened file of a location, or why it cannot be served."""
-    if row["root"] is None:
-        return "its library is unknown"
+def _open_location(row: sqlite3.Row, roots: LibraryRoots | None) -> BinaryIO | str:
+    """The opened file of a location, or why it cannot be served (its configured root
+    only: see ``sendfile.open_location``)."""
     try:
-        root = os.path.realpath(os.fsencode(row["root"]))
-        target = os.path.realpath(os.path.join(root, _rel_bytes(row)))
-    except (OSError, ValueError) as exc:  # a NUL byte, undecodable base64, a loop
+        rel = _rel_bytes(row)
+    except ValueError as exc:  # undecodable base64
         return f"its path is unusable ({exc})"
-    if target == root or os.path.commonpath([root, target]) != root:
-        return "it resolves outside its library root; refused"
-    try:
-        # realpath resolved every link: one appearing now at the last step is refused.
-        fd = os.open(target, os.O_RDONLY | _NOFOLLOW)
-    except OSError as exc:
-        return f"cannot open it ({exc.strerror or type(exc).__name__})"
-    f = os.fdopen(fd, "rb", buffering=0)
-    st = os.fstat(fd)
-    why = None
-    if not stat.S_ISREG(st.st_mode):
-        why = "it is not a regular file"
-    elif (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
-        why = "it changed since it was hashed (size or mtime differ)"
-    if why is not None:
-        f.close()
-        return why
-    return f
+    return open_location(roots, row["library_id"], rel, row["size"], row["mtime_ns"])
 
 
-def _find_live(found: list[sqlite3.Row], content_hash: str) -> _Live:
+def _find_live(
+    found: list[sqlite3.Row], content_hash: str, roots: LibraryRoots | None = None
+) -> _Live:
     reasons = []
     for row in found:
-        opened = _open_location(row)
+        opened = _open_location(row, roots)
         if not isinstance(opened, str):
             return _Live(opened, row["size"], str(row["path"]).rsplit("/", 1)[-1])
         reasons.append(f"{row['library_id']}:{row['path']}: {opened}")
@@ -436,7 +424,7 @@ class PhotosController(Controller):
         )
         if found is None:
             raise NotFoundException(detail=f"unknown content_hash {content_hash}")
-        live = await asyncio.to_thread(_find_live, found, content_hash)
+        live = await asyncio.to_thread(_find_live, found, content_hash, ctx.roots)
         return send_file(
             request, live.file, size=live.size, media_type=guess_media_type(live.name),
             etag=f'"{content_hash}"',

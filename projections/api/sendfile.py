@@ -5,8 +5,9 @@ this is a small range-aware streaming response: one ``bytes=`` range (first-last
 first-, or -suffix) answers 206 with ``Content-Range``; an unsatisfiable one 416 with
 ``Content-Range: bytes */size``; several ranges, or a syntactically invalid header, are
 ignored and the whole file is sent (RFC 9110 allows both). ``If-None-Match`` answers
-304, ``If-Range`` with another ETag sends the whole file. The file is opened (and
-checked) by the caller and read with ``os.pread`` in a worker thread, chunk by chunk.
+304, ``If-Range`` with another ETag sends the whole file. The file is opened by
+:func:`open_location` (under its *configured* library root only, through
+:mod:`eventsvc.safe_open`) and read with ``os.pread`` in a worker thread, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ from urllib.parse import quote
 from litestar import Request, Response
 from litestar.response import Stream
 
-__all__ = ["CHUNK", "content_disposition", "guess_media_type", "parse_range", "send_file"]
+from eventsvc.derive.roots import LibraryRoots
+from eventsvc.errors import UnsafePath
+from eventsvc.safe_open import open_in_root
+
+__all__ = [
+    "CHUNK",
+    "content_disposition",
+    "guess_media_type",
+    "open_location",
+    "parse_range",
+    "send_file",
+]
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -92,6 +104,31 @@ def content_disposition(filename: str, kind: str = "inline") -> str:
     if fallback != filename:
         value += f"; filename*=UTF-8''{quote(filename, safe='')}"
     return value
+
+
+def open_location(
+    roots: LibraryRoots | None, library_id: str, rel: bytes, size: int, mtime_ns: int
+) -> BinaryIO | str:
+    """The opened file of a location (blocking I/O: call it in a thread), or why it cannot
+    be served. Only the root *configured* for the library on this host is used, never the
+    one the log names; the file must still have the size and mtime it was hashed at."""
+    root = roots(library_id) if roots is not None else None
+    if root is None:
+        return f"library {library_id} is not configured on this host"
+    try:
+        fd = open_in_root(root, rel, library_id=library_id, follow_symlinks=roots.follow_symlinks)
+    except UnsafePath as exc:
+        if exc.kind in ("escape", "absolute"):
+            return "it resolves outside its library root; refused"
+        return exc.why
+    except (OSError, ValueError) as exc:  # a NUL byte, a vanished file, no permission
+        return f"cannot open it ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+    f = os.fdopen(fd, "rb", buffering=0)
+    st = os.fstat(fd)
+    if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        f.close()
+        return "it changed since it was hashed (size or mtime differ)"
+    return f
 
 
 def _etag_matches(header: str, etag: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from eventsvc.events import (
 from eventsvc.ids import file_id
 from eventsvc.log import RawEvent
 from eventsvc.server import EmbeddedNats
-from eventsvc.settings import Settings
+from eventsvc.settings import Library, Settings
 from projections import readmodel
 from projections.api import create_app
 from projections.projector import apply_batch
@@ -169,4 +170,13 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient[Any]]:
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+        yield c
+
+
+@contextlib.contextmanager
+def client_for(settings: Settings, **roots: Path) -> Iterator[TestClient[Any]]:
+    """A client of an API with these libraries configured (id=root): the only roots it reads
+    originals from (a root named by a LibraryOnline in the log is never used)."""
+    libs = [Library(id=lib_id, name=lib_id, root=root) for lib_id, root in roots.items()]
+    with TestClient(create_app(settings, libraries=libs)) as c:
         yield c

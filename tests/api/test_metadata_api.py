@@ -18,7 +18,7 @@ from projections.api import create_app
 from projections.api.geo import haversine_km
 from projections.api.sendfile import CHUNK
 
-from .conftest import ReadModel, online, seen
+from .conftest import ReadModel, client_for, online, seen
 from .http import bad, ok
 from .shots import Shot, from_file, scene, shoot
 
@@ -382,127 +382,130 @@ def test_thumbnail_behind_a_token_is_privately_cached(cam: Cam, settings: Settin
 # ------------------------------------------------------------------ originals
 
 
-def test_original_full_and_ranges(cam: Cam, client: TestClient[Any]) -> None:
-    shot = cam.shots["paris"]
-    data = shot.path.read_bytes()
-    size = len(data)
-    url = f"/photos/{shot.content_hash}/original"
-    r = client.get(url)
-    assert r.status_code == 200 and r.content == data
-    assert r.headers["content-type"] == "image/jpeg"
-    assert r.headers["content-disposition"] == 'inline; filename="paris.jpg"'
-    assert r.headers["accept-ranges"] == "bytes"
-    assert r.headers["content-length"] == str(size)
-    assert r.headers["etag"] == f'"{shot.content_hash}"'
-    assert "immutable" in r.headers["cache-control"]
+def test_original_full_and_ranges(cam: Cam, settings: Settings) -> None:
+    with client_for(settings, cam=cam.root) as client:
+        shot = cam.shots["paris"]
+        data = shot.path.read_bytes()
+        size = len(data)
+        url = f"/photos/{shot.content_hash}/original"
+        r = client.get(url)
+        assert r.status_code == 200 and r.content == data
+        assert r.headers["content-type"] == "image/jpeg"
+        assert r.headers["content-disposition"] == 'inline; filename="paris.jpg"'
+        assert r.headers["accept-ranges"] == "bytes"
+        assert r.headers["content-length"] == str(size)
+        assert r.headers["etag"] == f'"{shot.content_hash}"'
+        assert "immutable" in r.headers["cache-control"]
 
-    def ranged(spec: str, **headers: str) -> Any:
-        return client.get(url, headers={"Range": spec, **headers})
+        def ranged(spec: str, **headers: str) -> Any:
+            return client.get(url, headers={"Range": spec, **headers})
 
-    r = ranged("bytes=10-99")
-    assert r.status_code == 206 and r.content == data[10:100]
-    assert r.headers["content-range"] == f"bytes 10-99/{size}"
-    assert r.headers["content-length"] == "90"
-    r = ranged("bytes=100-")
-    assert r.status_code == 206 and r.content == data[100:]
-    r = ranged("bytes=-50")  # suffix: the last 50 bytes
-    assert r.status_code == 206 and r.content == data[-50:]
-    assert r.headers["content-range"] == f"bytes {size - 50}-{size - 1}/{size}"
-    r = ranged("bytes=-999999")
-    assert r.status_code == 206 and r.content == data
-    r = ranged(f"bytes={size - 1}-{size + 1000}")  # clamped to the end
-    assert r.status_code == 206 and r.content == data[-1:]
-    for unsatisfiable in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=-0"):
-        r = ranged(unsatisfiable)
-        assert r.status_code == 416, unsatisfiable
-        assert r.headers["content-range"] == f"bytes */{size}"
-        assert "not satisfiable" in r.json()["detail"]
-        assert r.headers["content-type"] == "application/json"
-    for ignored in ("bytes=0-1,5-6", "bytes=9-2", "items=0-1", "bytes=x-y"):
-        r = ranged(ignored)
-        assert r.status_code == 200 and r.content == data, ignored
-    etag = f'"{shot.content_hash}"'
-    assert ranged("bytes=0-3", **{"If-Range": etag}).content == data[:4]
-    r = ranged("bytes=0-3", **{"If-Range": '"something-else"'})
-    assert r.status_code == 200 and r.content == data
-    r = client.get(url, headers={"If-None-Match": f'W/"x", {etag}'})
-    assert r.status_code == 304 and r.content == b""
+        r = ranged("bytes=10-99")
+        assert r.status_code == 206 and r.content == data[10:100]
+        assert r.headers["content-range"] == f"bytes 10-99/{size}"
+        assert r.headers["content-length"] == "90"
+        r = ranged("bytes=100-")
+        assert r.status_code == 206 and r.content == data[100:]
+        r = ranged("bytes=-50")  # suffix: the last 50 bytes
+        assert r.status_code == 206 and r.content == data[-50:]
+        assert r.headers["content-range"] == f"bytes {size - 50}-{size - 1}/{size}"
+        r = ranged("bytes=-999999")
+        assert r.status_code == 206 and r.content == data
+        r = ranged(f"bytes={size - 1}-{size + 1000}")  # clamped to the end
+        assert r.status_code == 206 and r.content == data[-1:]
+        for unsatisfiable in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=-0"):
+            r = ranged(unsatisfiable)
+            assert r.status_code == 416, unsatisfiable
+            assert r.headers["content-range"] == f"bytes */{size}"
+            assert "not satisfiable" in r.json()["detail"]
+            assert r.headers["content-type"] == "application/json"
+        for ignored in ("bytes=0-1,5-6", "bytes=9-2", "items=0-1", "bytes=x-y"):
+            r = ranged(ignored)
+            assert r.status_code == 200 and r.content == data, ignored
+        etag = f'"{shot.content_hash}"'
+        assert ranged("bytes=0-3", **{"If-Range": etag}).content == data[:4]
+        r = ranged("bytes=0-3", **{"If-Range": '"something-else"'})
+        assert r.status_code == 200 and r.content == data
+        r = client.get(url, headers={"If-None-Match": f'W/"x", {etag}'})
+        assert r.status_code == 304 and r.content == b""
 
 
-def test_original_streams_in_chunks(model: ReadModel, client: TestClient[Any],
+def test_original_streams_in_chunks(model: ReadModel, settings: Settings,
                                     tmp_path: Path) -> None:  # fmt: skip
-    root = tmp_path / "vids"
-    root.mkdir()
-    data = os.urandom(CHUNK * 2 + 12345)
-    (root / "clip.mp4").write_bytes(data)
-    shot = from_file(root, "vids", "clip.mp4")
-    model.add(online("vids").model_copy(update={"root": str(root)}), *shot.events).publish()
-    url = f"/photos/{shot.content_hash}/original"
-    r = client.get(url)
-    assert r.status_code == 200 and r.content == data
-    assert r.headers["content-type"] == "video/mp4"
-    r = client.get(url, headers={"Range": f"bytes={CHUNK - 10}-{2 * CHUNK + 9}"})
-    assert r.status_code == 206 and r.content == data[CHUNK - 10 : 2 * CHUNK + 10]
+    with client_for(settings, vids=tmp_path / "vids") as client:
+        root = tmp_path / "vids"
+        root.mkdir()
+        data = os.urandom(CHUNK * 2 + 12345)
+        (root / "clip.mp4").write_bytes(data)
+        shot = from_file(root, "vids", "clip.mp4")
+        model.add(online("vids").model_copy(update={"root": str(root)}), *shot.events).publish()
+        url = f"/photos/{shot.content_hash}/original"
+        r = client.get(url)
+        assert r.status_code == 200 and r.content == data
+        assert r.headers["content-type"] == "video/mp4"
+        r = client.get(url, headers={"Range": f"bytes={CHUNK - 10}-{2 * CHUNK + 9}"})
+        assert r.status_code == 206 and r.content == data[CHUNK - 10 : 2 * CHUNK + 10]
 
 
 def test_original_live_location_and_root_checks(
-    model: ReadModel, client: TestClient[Any], tmp_path: Path
+    model: ReadModel, settings: Settings, tmp_path: Path
 ) -> None:
-    root = tmp_path / "lib"
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    a = shoot(root, "lib", "a/first.jpg", scene(400, (40, 30)))
-    (outside / "secret.jpg").write_bytes(a.path.read_bytes())  # the same bytes, outside
-    (root / "b").mkdir()
-    (root / "b" / "second.jpg").write_bytes(a.path.read_bytes())
-    b = from_file(root, "lib", "b/second.jpg")
-    assert b.content_hash == a.content_hash
-    # A symlink leading out of the root, a recorded path with '..', a symlink inside.
-    os.symlink(outside / "secret.jpg", root / "evil.jpg")
-    evil = from_file(root, "lib", "evil.jpg")
-    dotdot = from_file(root, "lib", "../outside/secret.jpg")
-    os.symlink(root / "a" / "first.jpg", root / "inner.jpg")
-    inner = from_file(root, "lib", "inner.jpg")
-    assert evil.content_hash == dotdot.content_hash == inner.content_hash == a.content_hash
-    uni = shoot(root, "lib", "caf\u00e9 \u2615.jpg", scene(401, (8, 8)))
-    lib = online("lib").model_copy(update={"root": str(root)})
-    model.add(lib, *a.events, *b.events, *uni.events).publish()
-    url = f"/photos/{a.content_hash}/original"
-    r = client.get(url)
-    assert r.status_code == 200 and r.content == a.path.read_bytes()
-    assert r.headers["content-disposition"] == 'inline; filename="first.jpg"'
-    # The first location changed since it was hashed: the next live one answers.
-    st = a.path.stat()
-    os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    r = client.get(url)
-    assert r.status_code == 200 and r.headers["content-disposition"].endswith('"second.jpg"')
-    (root / "b" / "second.jpg").unlink()
-    detail = bad(client, url, 404)
-    assert "no live location" in detail and "changed since it was hashed" in detail
-    assert "lib:b/second.jpg: cannot open it" in detail
-    # Only locations outside the root are left: refused, though the bytes would match.
-    model.events = [lib, *evil.events, *dotdot.events, *uni.events]
-    model.publish()
-    detail = bad(client, url, 404)
-    assert detail.count("outside its library root") == 2, detail
-    # A symlink that stays inside the root is fine.
-    os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    model.events = [lib, *inner.events, *uni.events]
-    model.publish()
-    assert client.get(url).content == a.path.read_bytes()
-    # Non-ASCII names get an RFC 5987 filename* and an ASCII fallback.
-    r = client.get(f"/photos/{uni.content_hash}/original")
-    assert r.status_code == 200
-    assert r.headers["content-disposition"] == (
-        "inline; filename=\"caf_ _.jpg\"; filename*=UTF-8''caf%C3%A9%20%E2%98%95.jpg"
-    )
-    assert "unknown content_hash" in bad(client, f"/photos/{'d' * 64}/original", 404)
-    model.events = [lib, *uni.events, FileMissing(library_id="lib", file_id=uni.seen.file_id,
-                                                  path=uni.seen.path)]  # fmt: skip
-    model.publish()
-    assert bad(client, f"/photos/{uni.content_hash}/original", 404) == (
-        f"no live location for {uni.content_hash}"
-    )
+    with client_for(settings, lib=tmp_path / "lib") as client:
+        root = tmp_path / "lib"
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        a = shoot(root, "lib", "a/first.jpg", scene(400, (40, 30)))
+        (outside / "secret.jpg").write_bytes(a.path.read_bytes())  # the same bytes, outside
+        (root / "b").mkdir()
+        (root / "b" / "second.jpg").write_bytes(a.path.read_bytes())
+        b = from_file(root, "lib", "b/second.jpg")
+        assert b.content_hash == a.content_hash
+        # A symlink leading out of the root, a recorded path with '..', a symlink inside.
+        os.symlink(outside / "secret.jpg", root / "evil.jpg")
+        evil = from_file(root, "lib", "evil.jpg")
+        dotdot = from_file(root, "lib", "../outside/secret.jpg")
+        os.symlink(root / "a" / "first.jpg", root / "inner.jpg")
+        inner = from_file(root, "lib", "inner.jpg")
+        assert evil.content_hash == dotdot.content_hash == inner.content_hash == a.content_hash
+        uni = shoot(root, "lib", "caf\u00e9 \u2615.jpg", scene(401, (8, 8)))
+        lib = online("lib").model_copy(update={"root": str(root)})
+        model.add(lib, *a.events, *b.events, *uni.events).publish()
+        url = f"/photos/{a.content_hash}/original"
+        r = client.get(url)
+        assert r.status_code == 200 and r.content == a.path.read_bytes()
+        assert r.headers["content-disposition"] == 'inline; filename="first.jpg"'
+        # The first location changed since it was hashed: the next live one answers.
+        st = a.path.stat()
+        os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["content-disposition"].endswith('"second.jpg"')
+        (root / "b" / "second.jpg").unlink()
+        detail = bad(client, url, 404)
+        assert "no live location" in detail and "changed since it was hashed" in detail
+        assert "lib:b/second.jpg: cannot open it" in detail
+        # Only locations outside the root are left: refused, though the bytes would match.
+        model.events = [lib, *evil.events, *dotdot.events, *uni.events]
+        model.publish()
+        detail = bad(client, url, 404)
+        assert detail.count("outside its library root") == 2, detail
+        # A symlink that stays inside the root is fine.
+        os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        model.events = [lib, *inner.events, *uni.events]
+        model.publish()
+        assert client.get(url).content == a.path.read_bytes()
+        # Non-ASCII names get an RFC 5987 filename* and an ASCII fallback.
+        r = client.get(f"/photos/{uni.content_hash}/original")
+        assert r.status_code == 200
+        assert r.headers["content-disposition"] == (
+            "inline; filename=\"caf_ _.jpg\"; filename*=UTF-8''caf%C3%A9%20%E2%98%95.jpg"
+        )
+        assert "unknown content_hash" in bad(client, f"/photos/{'d' * 64}/original", 404)
+        model.events = [lib, *uni.events, FileMissing(library_id="lib", file_id=uni.seen.file_id,
+                                                      path=uni.seen.path)]  # fmt: skip
+        model.publish()
+        assert bad(client, f"/photos/{uni.content_hash}/original", 404) == (
+            f"no live location for {uni.content_hash}"
+        )
 
 
 # ------------------------------------------------------------------ schema

@@ -28,7 +28,7 @@ from eventsvc.events import (
 )
 from eventsvc.settings import Settings
 
-from .conftest import ReadModel, h, hashed, online, seen
+from .conftest import ReadModel, client_for, h, hashed, online, seen
 from .http import bad, ok
 
 MODEL = "dlib-hog-resnet-v1-test"
@@ -130,32 +130,31 @@ def test_merges_chain_and_decisions_win(model: ReadModel, client: TestClient[Any
     assert {p["content_hash"] for p in photos["items"] + rest} == {h(3), h(4), h(5), h(6)}
 
 
-def test_face_crop_from_the_original(
-    tmp_path: Path, model: ReadModel, client: TestClient[Any], settings: Settings
-) -> None:
-    root = tmp_path / "lib"
-    root.mkdir()
-    path = root / "astro.jpg"
-    Image.fromarray(skimage.data.astronaut()).save(path, quality=90)
-    st = path.stat()
-    fs = seen("alpha", "astro.jpg", size=st.st_size)
-    fs = fs.model_copy(update={"mtime_ns": st.st_mtime_ns})
-    box = (0.3418, 0.1484, 0.5195, 0.3262)  # what dlib finds
-    model.add(
-        online("alpha").model_copy(update={"root": str(root)}), fs, hashed(fs, h(7)),
-        FacesDetected(content_hash=h(7), model=MODEL, faces=[
-            FaceBox(box=box, score=1.2, landmarks=[(0.4, 0.2)] * 5, embedding=[0.0] * 128)]),
-    ).publish()  # fmt: skip
-    r = client.get(f"/faces/{face_id(h(7), MODEL, 0)}/thumbnail")
-    assert r.status_code == 200, r.text
-    crop = np.asarray(Image.open(io.BytesIO(r.content)))
-    assert crop.shape[0] == crop.shape[1] and crop.shape[0] <= 256
-    cached = list((settings.thumbs_dir / "faces").rglob("*.jpg"))
-    assert len(cached) == 1
-    path.unlink()  # the cache answers without the original
-    assert client.get(f"/faces/{face_id(h(7), MODEL, 0)}/thumbnail").status_code == 200
-    other = face_id(h(8), MODEL, 0)
-    assert "unknown face" in bad(client, f"/faces/{other}/thumbnail", 404)
+def test_face_crop_from_the_original(tmp_path: Path, model: ReadModel, settings: Settings) -> None:
+    with client_for(settings, alpha=tmp_path / "lib") as client:
+        root = tmp_path / "lib"
+        root.mkdir()
+        path = root / "astro.jpg"
+        Image.fromarray(skimage.data.astronaut()).save(path, quality=90)
+        st = path.stat()
+        fs = seen("alpha", "astro.jpg", size=st.st_size)
+        fs = fs.model_copy(update={"mtime_ns": st.st_mtime_ns})
+        box = (0.3418, 0.1484, 0.5195, 0.3262)  # what dlib finds
+        model.add(
+            online("alpha").model_copy(update={"root": str(root)}), fs, hashed(fs, h(7)),
+            FacesDetected(content_hash=h(7), model=MODEL, faces=[
+                FaceBox(box=box, score=1.2, landmarks=[(0.4, 0.2)] * 5, embedding=[0.0] * 128)]),
+        ).publish()  # fmt: skip
+        r = client.get(f"/faces/{face_id(h(7), MODEL, 0)}/thumbnail")
+        assert r.status_code == 200, r.text
+        crop = np.asarray(Image.open(io.BytesIO(r.content)))
+        assert crop.shape[0] == crop.shape[1] and crop.shape[0] <= 256
+        cached = list((settings.thumbs_dir / "faces").rglob("*.jpg"))
+        assert len(cached) == 1
+        path.unlink()  # the cache answers without the original
+        assert client.get(f"/faces/{face_id(h(7), MODEL, 0)}/thumbnail").status_code == 200
+        other = face_id(h(8), MODEL, 0)
+        assert "unknown face" in bad(client, f"/faces/{other}/thumbnail", 404)
 
 
 def test_openapi_documents_people(model: ReadModel, client: TestClient[Any]) -> None:
