@@ -38,7 +38,7 @@ async def serve_here(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """The app on this event loop (it shares the test's NATS connection)."""
     async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 

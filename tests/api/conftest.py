@@ -178,5 +178,5 @@ def client_for(settings: Settings, **roots: Path) -> Iterator[TestClient[Any]]:
     """A client of an API with these libraries configured (id=root): the only roots it reads
     originals from (a root named by a LibraryOnline in the log is never used)."""
     libs = [Library(id=lib_id, name=lib_id, root=root) for lib_id, root in roots.items()]
-    with TestClient(create_app(settings, libraries=libs)) as c:
+    with TestClient(create_app(settings, libraries=libs), base_url="http://127.0.0.1") as c:
         yield c

@@ -26,7 +26,7 @@ from eventsvc.events import FileSeen, LibraryOnline
 from eventsvc.ids import file_id
 from eventsvc.log import EventLog
 from eventsvc.server import EmbeddedNats
-from eventsvc.settings import Settings
+from eventsvc.settings import Library, Settings
 from projections.api import create_app
 from projections.api.docs import STATIC_DIR
 
@@ -81,7 +81,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ReadModel(cfg.readmodel_dir).add(*_events(root)).publish()
         port = _free_port()
         server = uvicorn.Server(
-            uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(
+                create_app(cfg, libraries=[Library(id="real", name="Real", root=root)]),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+            )  # fmt: skip
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
