@@ -86,7 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 host="127.0.0.1",
                 port=port,
                 log_level="warning",
-            )  # fmt: skip
+            )
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
