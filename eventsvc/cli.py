@@ -385,7 +385,7 @@ async def cmd_setup(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     async with nats_access(settings) as nats:
-        await nats.setup()
+        await nats.setup(force=True)
         event_log = await nats.connect("admin")
         print(json.dumps({"stream": settings.stream, "last_seq": await event_log.last_seq()}))
     return 0

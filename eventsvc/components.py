@@ -253,7 +253,9 @@ class NatsAccess:
     def _may_manage(self) -> bool:
         """Whether setup can run as a user allowed to manage streams (or try to)."""
         s = self.settings
-        if s.nats_user or not self.authenticated:
+        if s.nats_user:
+            return False  # one user for everything: a component's, unless `eventsvc setup`
+        if not self.authenticated:
             return True
         if s.nats_creds_dir is not None:
             return (s.nats_creds_dir / "admin.json").exists()
@@ -285,10 +287,11 @@ class NatsAccess:
             self.logs.remove(event_log)
         await event_log.close()
 
-    async def setup(self) -> None:
+    async def setup(self, *, force: bool = False) -> None:
         """As the admin: create or update the stream and the status bucket (components
-        may write their status keys but not create buckets)."""
-        if not self._may_manage():
+        may write their status keys but not create buckets). Skipped where no admin
+        credentials are known, unless ``force`` (`eventsvc setup`)."""
+        if not (force or self._may_manage()):
             return  # components check that the stream is there
         admin = await self.connect("admin")
         try:

@@ -160,7 +160,7 @@ class EventLog:
 
         async def _quiet(exc: Exception) -> None:
             errors.append(exc)
-            del errors[:-1]
+            del errors[:-20]
             log.warning("nats: %s", exc)
 
         reconnects = [0]

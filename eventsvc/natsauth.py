@@ -273,17 +273,34 @@ def server_users(
     ]
 
 
+def _wrap(items: list[str], indent: str, width: int = 92) -> str:
+    """A JSON list of strings, wrapped under ``indent``."""
+    lines, line = [], ""
+    for q in (json.dumps(i) for i in items):
+        if line and len(indent) + len(line) + len(q) + 2 > width:
+            lines.append(line + ",")
+            line = ""
+        line = f"{line}, {q}" if line else q
+    lines.append(line)
+    return "[\n" + "\n".join(indent + ln for ln in lines) + "\n" + indent[:-2] + "]"
+
+
 def cluster_authorization(stream: str = "PHOTOS", prefix: str = "photos") -> str:
     """The ``authorization`` block of ``nats.conf``: every role's user, its password from
     ``$EVENTSVC_NATS_<ROLE>_PASSWORD`` (a node refuses to start while one is unset)."""
     lines = ["authorization {", "  users: ["]
     for role in ROLES:
-        perms = json.dumps(permissions(role, stream=stream, prefix=prefix), indent=2)
-        body = "\n".join("    " + ln for ln in perms.splitlines()).lstrip()
-        lines.append(
-            f"    {{user: {role}, password: $EVENTSVC_NATS_{role.upper()}_PASSWORD,\n"
-            f"     permissions: {body}}}"
-        )
+        perms = permissions(role, stream=stream, prefix=prefix)
+        pub = perms["publish"]
+        lines.append(f"    {{user: {role}, password: $EVENTSVC_NATS_{role.upper()}_PASSWORD")
+        lines.append("      permissions: {")
+        lines.append("        publish: {")
+        lines.append(f"          allow: {_wrap(pub['allow'], ' ' * 12)}")
+        if "deny" in pub:
+            lines.append(f"          deny: {_wrap(pub['deny'], ' ' * 12)}")
+        lines.append("        }")
+        lines.append(f"        subscribe: {{allow: {json.dumps(perms['subscribe']['allow'])}}}")
+        lines.append("      }}")
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
 
