@@ -156,6 +156,18 @@ def permissions(
         deny += [s for d in DERIVERS for s in _durable(stream, d)]
     elif role == "scanner":
         allow.append(f"{kv}.scan.*")
+    elif role == "inspect":
+        # the `nats` CLI: stream lists, and ordered consumers the way nats.go makes them
+        # (named, pulled); never on a worker's durable (a pull there would steal its
+        # messages, a create would retarget it)
+        allow += [
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.LIST",
+            f"$JS.API.CONSUMER.CREATE.{stream}.*",
+            f"$JS.API.CONSUMER.CREATE.{stream}.*.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
+        ]
+        deny += [s for d in DERIVERS for s in _durable(stream, d)]
     # nobody but the components above writes events (deny wins over any allow)
     if role in ("admin", "projector", "inspect"):
         deny.append(f"{prefix}.>")

@@ -210,6 +210,25 @@ async def test_inspect_reads_everything_and_changes_nothing(
         assert await _denied(inspect.js.delete_stream("PHOTOS"))
         assert await _denied(inspect.js.purge_stream("PHOTOS"))
         assert await _denied(inspect.js.add_consumer("PHOTOS", durable_name="sneaky"))
+        # the nats CLI's way of reading: a named ordered consumer, pulled; not on a
+        # worker's durable name
+        for name, ok in (("view1", True), ("hasher", False)):
+            cfg = {"name": name, "ack_policy": "none", "mem_storage": True,
+                   "inactive_threshold": 5_000_000_000}  # fmt: skip
+            req = json.dumps({"stream_name": "PHOTOS", "config": cfg}).encode()
+            create = inspect.nc.request(f"$JS.API.CONSUMER.CREATE.PHOTOS.{name}", req, 2)
+            if not ok:
+                assert await _denied(create)
+                continue
+            assert "error" not in json.loads((await create).data)
+            inbox = inspect.nc.new_inbox()  # a pull delivers under the message's subject
+            sub = await inspect.nc.subscribe(inbox)
+            await inspect.nc.publish(
+                "$JS.API.CONSUMER.MSG.NEXT.PHOTOS.view1", b'{"batch": 1}', reply=inbox
+            )
+            nxt = await sub.next_msg(timeout=5)
+            assert nxt.data == encode(EVENTS["FileSeen"])
+            await sub.unsubscribe()
         with contextlib.suppress(TimeoutError):  # (it logs its own errors)
             await asyncio.wait_for(inspect.put_status("scan.lib", {"files": 0}), 1.5)
     finally:
@@ -256,8 +275,22 @@ async def test_a_worker_consumes_its_own_consumer_only(
         assert await _denied(hasher.js.delete_consumer("PHOTOS", "media"))
     finally:
         await hasher.close()
+    # inspect may pull from consumers of its own, never from a worker's
+    scanner = await _as(server, "scanner")
+    await scanner.publish(_file_seen(1))
+    await scanner.close()
+    inspect = await _as(server, "inspect")
+    try:
+        inbox = inspect.nc.new_inbox()
+        sub = await inspect.nc.subscribe(inbox)
+        await inspect.nc.publish("$JS.API.CONSUMER.MSG.NEXT.PHOTOS.hasher", b"{}", reply=inbox)
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.next_msg(timeout=1.5)
+    finally:
+        await inspect.close()
     info = await admin.js.consumer_info("PHOTOS", "hasher")
     assert info.num_ack_pending == 0 and info.delivered.stream_seq == 1
+    assert info.num_pending == 1
     names = [c.name for c in await admin.js.consumers_info("PHOTOS")]
     assert names == ["hasher"]
 
