@@ -403,7 +403,11 @@ async def cmd_nats_context(args: argparse.Namespace) -> int:
             raise EventsvcError("this NATS has no users (no authorization): nothing to write")
         await nats.connect("inspect")  # the credentials work
         url = nats.url
-    if settings.nats_url is None:
+        started = nats.started_server
+    if started:
+        print(f"note: no eventsvc runs on {settings.data_dir}: {url} answers only while "
+              "one does (start `eventsvc up`, then run this again)", file=sys.stderr)  # fmt: skip
+    elif settings.nats_url is None:
         print("note: the embedded server's port changes with each start: run this again "
               "after restarting `eventsvc up`", file=sys.stderr)  # fmt: skip
     ctx = nats_context(url, creds)

@@ -221,6 +221,8 @@ class NatsAccess:
         self.url = url
         self.store = store
         self.logs: list[EventLog] = []
+        self.started_server = False
+        """Whether this access started the embedded server (it stops with it)."""
 
     @property
     def authenticated(self) -> bool:
@@ -339,6 +341,7 @@ async def nats_access(
             url = server.start()  # on this thread: the server's life is tied to it
             log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
         access = NatsAccess(settings, url, AuthStore(settings.nats_store_dir / "auth"))
+        access.started_server = server is not None
     try:
         yield access
     finally:

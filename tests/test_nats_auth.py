@@ -25,7 +25,7 @@ import nats.errors
 import pytest
 
 from eventsvc.components import nats_access
-from eventsvc.errors import DecodeError, LogUnavailable, PublishError
+from eventsvc.errors import DecodeError, LogError, LogUnavailable, PublishError
 from eventsvc.events import (
     DerivationFailed,
     Event,
@@ -506,6 +506,15 @@ async def test_the_cluster_users_behave_like_the_embedded_ones(tmp_path: Path) -
         creds_dir.mkdir()
         for r in ROLES:
             (creds_dir / f"{r}.json").write_text(json.dumps({"user": r, "password": f"pw-{r}"}))
+        # without the admin's credentials nobody creates the stream: a clear error
+        no_admin = tmp_path / "no-admin"
+        shutil.copytree(creds_dir, no_admin)
+        (no_admin / "admin.json").unlink()
+        lone = Settings(data_dir=tmp_path / "d", nats_url=url, nats_creds_dir=no_admin)
+        async with nats_access(lone) as access:
+            await access.setup()  # skipped: no admin
+            with pytest.raises(LogError, match="does not exist; create it with the admin"):
+                await access.connect("scanner")
         settings = Settings(data_dir=tmp_path / "d", nats_url=url, nats_creds_dir=creds_dir)
         async with nats_access(settings) as access:
             await access.setup()
@@ -544,3 +553,10 @@ def test_permissions_of_every_role_are_disjoint_for_event_subjects() -> None:
         allow = permissions(role)["publish"]["allow"]
         assert not [s for s in allow if s.startswith("photos.")]
         assert "photos.>" in permissions(role)["publish"]["deny"]
+
+
+def test_nats_context_of_a_server_without_users_is_a_clear_error(nats_server: EmbeddedNats) -> None:
+    out = _eventsvc("nats-context", "--nats-url", nats_server.url, "--dir", "/nonexistent")
+    assert out.returncode == 1
+    assert "no users" in out.stderr
+    assert not Path("/nonexistent").exists()
