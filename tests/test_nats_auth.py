@@ -44,7 +44,7 @@ from eventsvc.log import EventLog
 from eventsvc.natsauth import ROLES, cluster_authorization, load_credentials, permissions
 from eventsvc.server import EmbeddedNats, find_nats_server, free_port
 from eventsvc.settings import Settings
-from tests.harness import cli, make_jpeg, wait_until
+from tests.harness import cli, make_jpeg, make_video, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 H = "ab" * 32
@@ -401,6 +401,13 @@ def _node(conf: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _post(url: str, payload: Any) -> Any:
+    body = json.dumps(payload).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
@@ -409,24 +416,40 @@ def _get(url: str) -> Any:
 async def test_up_with_auth_indexes_end_to_end_without_a_single_violation(
     tmp_path: Path,
 ) -> None:
+    """Every worker (clip without a model pauses and says so in the status bucket), a
+    video, a decision through the API: each as its own user, none ever refused."""
     lib = tmp_path / "lib"
     for i in range(3):
         make_jpeg(lib / f"p{i}.jpg", seed=i, exif=True)
+    make_video(lib / "v.mp4")
     data = tmp_path / "data"
     port = free_port()
-    env = {"EVENTSVC_WORKERS": '["hasher","media","people"]', "EVENTSVC_LOG_LEVEL": "WARNING"}
+    env = {"EVENTSVC_LOG_LEVEL": "WARNING", "EVENTSVC_VIDEO_PRESET": "ultrafast"}
     proc = cli("up", str(lib), "--data-dir", str(data), "--port", str(port), "--no-watch", env=env)
     api = f"http://127.0.0.1:{port}"
     try:
 
-        def indexed() -> bool:
+        def indexed() -> list[dict[str, Any]] | None:
             try:
                 items = _get(f"{api}/photos?limit=50")["items"]
             except OSError:
-                return False
-            return len(items) == 3 and all(i["content_hash"] and i["make"] for i in items)
+                return None
+            ok = len(items) == 4 and all(i["content_hash"] for i in items)
+            return items if ok else None
 
-        await wait_until(indexed, 90, 0.3)
+        items = await wait_until(indexed, 120, 0.3)
+
+        def settled() -> bool:
+            consumers = _get(f"{api}/pipeline")["consumers"]
+            busy = [c for c in consumers if c["pending"] or c["ack_pending"]]
+            return len(consumers) == 6 and [c["name"] for c in busy] in ([], ["clip"])
+
+        await wait_until(settled, 180, 0.5)
+        video = next(i["content_hash"] for i in items if i["media_kind"] == "video")
+        assert _get(f"{api}/videos/{video}")["state"] == "ready"
+        photos = sorted(i["content_hash"] for i in items if i["media_kind"] == "image")
+        made_by_api = _post(f"{api}/duplicates/not-duplicate", {"a": photos[0], "b": photos[1]})
+        assert made_by_api["seq"] > 0  # the api user's decision
         pipeline = _get(f"{api}/pipeline")
         assert pipeline["failures"]["total"] == 0, pipeline["failures"]
         # read-only commands use the inspect user on the running embedded server
