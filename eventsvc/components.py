@@ -317,17 +317,18 @@ async def nats_access(
     """``settings.nats_url``; else the embedded server of the data dir, started here
     unless another eventsvc runs it (``embedded=True``: always start it)."""
     server: EmbeddedNats | None = None
+    try:
+        private_dir(settings.data_dir)  # 0700: read model, derived files, NATS store
+        if settings.nats_url is None:
+            private_dir(settings.nats_store_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use the data dir {settings.data_dir}: {exc.strerror} (its NATS "
+            "server and credentials belong to the data dir's owner)"
+        ) from exc
     if settings.nats_url is not None:
         access = NatsAccess(settings, settings.nats_url, None)
     else:
-        try:
-            private_dir(settings.data_dir)
-            private_dir(settings.nats_store_dir)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot use the data dir {settings.data_dir}: {exc.strerror} (its NATS "
-                "server and credentials belong to the data dir's owner)"
-            ) from exc
         server = EmbeddedNats(
             settings.nats_store_dir,
             auth=True,

@@ -583,3 +583,53 @@ def test_nats_context_of_a_server_without_users_is_a_clear_error(nats_server: Em
     assert out.returncode == 1
     assert "no users" in out.stderr
     assert not Path("/nonexistent").exists()
+
+
+async def test_clip_and_reencode_under_auth(tmp_path: Path) -> None:
+    """The clip worker encodes as `clip`; `eventsvc reencode` backfills a second model as
+    `reencode` (a consumer of its own) while `up` runs; `events` reads as `inspect`."""
+    from tests.clip.tiny import colour_image, make_tiny_clip
+
+    model_a = make_tiny_clip(tmp_path / "tiny-a")
+    model_b = make_tiny_clip(tmp_path / "tiny-b", variant=1)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("red", "green", "blue"):
+        colour_image(name).save(lib / f"{name}.jpg")
+    data = tmp_path / "data"
+    port = free_port()
+    env = {
+        "EVENTSVC_LOG_LEVEL": "WARNING",
+        "EVENTSVC_WORKERS": '["hasher","clip"]',
+        "EVENTSVC_CLIP_MODEL_DIR": str(model_a),
+    }
+    proc = cli("up", str(lib), "--data-dir", str(data), "--port", str(port), "--no-watch", env=env)
+    api = f"http://127.0.0.1:{port}"
+    try:
+
+        def encoded() -> bool:
+            try:
+                consumers = _get(f"{api}/pipeline")["consumers"]
+            except OSError:
+                return False
+            clip = [c for c in consumers if c["name"] == "clip"]
+            return bool(clip) and clip[0]["last_delivered"] >= 3 and not clip[0]["ack_pending"]
+
+        await wait_until(encoded, 120, 0.5)
+        out = await asyncio.to_thread(
+            _eventsvc, "reencode", "--model", str(model_b), "--data-dir", str(data)
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["encoded"] == 3 and result["failed"] == 0, result
+        events = await asyncio.to_thread(
+            _eventsvc, "events", "--type", "ClipEncoded", "--data-dir", str(data)
+        )
+        assert events.returncode == 0, events.stderr
+        assert len(events.stdout.strip().splitlines()) == 6  # 3 images x 2 models
+    finally:
+        proc.terminate()
+        out_up, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out_up.decode(errors="replace")[-3000:]
+    log = (data / "nats" / "nats-server.log").read_text()
+    assert "Violation" not in log, [ln for ln in log.splitlines() if "Violation" in ln]
