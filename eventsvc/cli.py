@@ -95,6 +95,12 @@ async def cmd_up(args: argparse.Namespace) -> int:
     unknown = [n for n in settings.workers if n not in FACTORIES]
     if unknown:
         raise EventsvcError(f"unknown workers {unknown}; known: {', '.join(FACTORIES)}")
+    if settings.nats_user:
+        log.warning(
+            "every component connects as NATS user %r: it needs every component's "
+            "permissions; EVENTSVC_NATS_CREDS_DIR gives each its own user",
+            settings.nats_user,
+        )
     async with nats_access(settings, embedded=settings.nats_url is None) as nats:
         await nats.setup()
         # one connection (and NATS user) per component: each may publish its own facts only
