@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -96,13 +97,32 @@ def bind_type(subject: str, headers: dict[str, str] | None, at: int = 3) -> dict
 
 
 class _TypedPull:
-    """A pull subscription whose fetched messages carry ``bind_type`` headers."""
+    """A worker's pull subscription: fetched messages carry ``bind_type`` headers, and
+    every ``check_every`` seconds the consumer on the server is compared with the spec
+    (any user that reads can change a consumer by name through JetStream's ephemeral
+    create call, which permissions cannot tell apart): a changed one is restored."""
 
-    def __init__(self, sub: JetStreamContext.PullSubscription, at: int) -> None:
+    def __init__(
+        self,
+        sub: JetStreamContext.PullSubscription,
+        event_log: EventLog,
+        spec: ConsumerSpec,
+        check_every: float,
+    ) -> None:
         self._sub = sub
-        self._at = at
+        self._log = event_log
+        self._spec = spec
+        self._at = event_log._type_token
+        self._check_every = check_every
+        self._next_check = time.monotonic() + check_every
 
     async def fetch(self, *args: object, **kwargs: object) -> list[Msg]:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self._check_every
+            try:
+                await self._log.guard_consumer(self._spec)
+            except Exception as exc:  # never in the way of consuming
+                log.warning("cannot check consumer %s: %r", self._spec.durable, exc)
         msgs = await self._sub.fetch(*args, **kwargs)  # type: ignore[arg-type]
         for msg in msgs:
             msg.headers = bind_type(msg.subject, msg.headers, self._at)
@@ -398,12 +418,37 @@ class EventLog:
     def _type_token(self) -> int:
         return self.prefix.count(".") + 3
 
+    CONSUMER_CHECK = 30.0
+    """Seconds between checks that a worker's consumer is still as configured."""
+
     async def pull(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
         await self.ensure_consumer(spec)
         sub = await self.js.pull_subscribe_bind(
             spec.durable, stream=self.stream, pending_msgs_limit=spec.max_ack_pending * 4
         )
-        return _TypedPull(sub, self._type_token)  # type: ignore[return-value]
+        return _TypedPull(sub, self, spec, self.CONSUMER_CHECK)  # type: ignore[return-value]
+
+    async def guard_consumer(self, spec: ConsumerSpec) -> bool:
+        """Restore ``spec``'s consumer when the server's differs (durable name, filters,
+        deliveries) or is gone; True when it had to."""
+        try:
+            info = await self.js.consumer_info(self.stream, spec.durable)
+        except nats.js.errors.NotFoundError:
+            why = "is gone"
+        else:
+            have = info.config
+            filters = sorted(have.filter_subjects or [have.filter_subject or ">"])
+            if (
+                have.durable_name == spec.durable
+                and filters == sorted(spec.filter_subjects)
+                and have.max_deliver == spec.max_deliver
+                and have.max_ack_pending == spec.max_ack_pending
+            ):
+                return False
+            why = f"was changed (durable {have.durable_name!r}, filters {filters})"
+        log.warning("consumer %s %s on the server; restoring it", spec.durable, why)
+        await self.ensure_consumer(spec)
+        return True
 
     async def read(
         self,

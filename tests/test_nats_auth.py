@@ -633,3 +633,45 @@ async def test_clip_and_reencode_under_auth(tmp_path: Path) -> None:
     assert proc.returncode == 0, out_up.decode(errors="replace")[-3000:]
     log = (data / "nats" / "nats-server.log").read_text()
     assert "Violation" not in log, [ln for ln in log.splitlines() if "Violation" in ln]
+
+
+async def test_a_worker_restores_its_consumer_when_a_reader_retargets_it(
+    server: EmbeddedNats, admin: EventLog
+) -> None:
+    """JetStream lets any user allowed to create ephemeral consumers (every reader) name
+    an existing consumer and change it; permissions cannot see that. The worker's pull
+    subscription notices and restores its consumer within CONSUMER_CHECK seconds."""
+    from eventsvc.components import hasher_spec
+
+    spec = hasher_spec(Settings(data_dir=server.store_dir.parent))
+    hasher = await _as(server, "hasher")
+    hasher.CONSUMER_CHECK = 0.3  # type: ignore[misc]
+    inspect = await _as(server, "inspect")
+    try:
+        sub = await hasher.pull(spec)
+        cfg = {"name": "hasher", "filter_subject": "photos.nothing", "ack_policy": "explicit",
+               "max_deliver": spec.max_deliver, "deliver_policy": "all"}  # fmt: skip
+        req = json.dumps({"stream_name": "PHOTOS", "config": cfg}).encode()
+        reply = await inspect.nc.request("$JS.API.CONSUMER.CREATE.PHOTOS", req, 2)
+        assert "error" not in json.loads(reply.data)  # the server took it
+        info = await admin.js.consumer_info("PHOTOS", "hasher")
+        assert info.config.filter_subject == "photos.nothing"
+
+        async def restored() -> bool:  # the worker keeps fetching meanwhile
+            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+                await sub.fetch(1, timeout=0.2)
+            cfg = (await admin.js.consumer_info("PHOTOS", "hasher")).config
+            return cfg.durable_name == "hasher" and cfg.filter_subjects == [*spec.filter_subjects]
+
+        await wait_until(restored, 10, 0.05)
+        assert await hasher.guard_consumer(spec) is False  # as configured again
+        scanner = await _as(server, "scanner")
+        await scanner.publish(_file_seen(7))
+        await scanner.close()
+        got = await sub.fetch(1, timeout=5)
+        assert decode(got[0].data, got[0].headers).file_id == _file_seen(7).file_id
+        await got[0].ack()
+        await sub.unsubscribe()
+    finally:
+        await inspect.close()
+        await hasher.close()
