@@ -87,7 +87,7 @@ async def _until_signalled(
 
 
 async def cmd_up(args: argparse.Namespace) -> int:
-    from eventsvc.components import ApiServer, make_worker, open_log
+    from eventsvc.components import FACTORIES, ApiServer, make_worker, nats_access
     from eventsvc.scanner import Scanner
     from projections.api import create_app
     from projections.projector import Projector
@@ -96,11 +96,26 @@ async def cmd_up(args: argparse.Namespace) -> int:
     libraries, extra = _libraries(args, settings)
     if not libraries:
         raise EventsvcError("no libraries: give PATH arguments or --config FILE")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    async with open_log(settings, embedded=settings.nats_url is None) as event_log:
-        scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
-        workers = [await make_worker(n, event_log, settings, libraries) for n in settings.workers]
-        projector = Projector(event_log, settings.readmodel_dir, batch=settings.projector_batch)
+    unknown = [n for n in settings.workers if n not in FACTORIES]
+    if unknown:
+        raise EventsvcError(f"unknown workers {unknown}; known: {', '.join(FACTORIES)}")
+    if settings.nats_user:
+        log.warning(
+            "every component connects as NATS user %r: it needs every component's "
+            "permissions; EVENTSVC_NATS_CREDS_DIR gives each its own user",
+            settings.nats_user,
+        )
+    async with nats_access(settings, embedded=settings.nats_url is None) as nats:
+        await nats.setup()
+        # one connection (and NATS user) per component: each may publish its own facts only
+        scanner = Scanner(await nats.connect("scanner"), libraries, settings, extra_excludes=extra)
+        workers = [
+            await make_worker(n, await nats.connect(n), settings, libraries)
+            for n in settings.workers
+        ]
+        projector = Projector(
+            await nats.connect("projector"), settings.readmodel_dir, batch=settings.projector_batch
+        )
 
         def extra_status() -> dict[str, Any]:
             return {
@@ -110,7 +125,10 @@ async def cmd_up(args: argparse.Namespace) -> int:
             }
 
         app = create_app(
-            settings, event_log=event_log, extra_status=extra_status, libraries=libraries
+            settings,
+            event_log=await nats.connect("api"),
+            extra_status=extra_status,
+            libraries=libraries,
         )
         api = ApiServer(app, settings.api_host, settings.api_port)
         log.info(
@@ -135,11 +153,11 @@ async def cmd_scan(args: argparse.Namespace) -> int:
     if not libraries:
         raise EventsvcError("no libraries: give PATH arguments or --config FILE")
     if args.loop:
-        async with open_log(settings) as event_log:
+        async with open_log(settings, role="scanner") as event_log:
             scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
             await _until_signalled([scanner.run])
         return 0
-    async with open_log(settings) as event_log:
+    async with open_log(settings, role="scanner") as event_log:
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -166,11 +184,13 @@ async def cmd_scan(args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from eventsvc.components import make_worker, open_log
+    from eventsvc.components import FACTORIES, make_worker, open_log
 
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)
-    async with open_log(settings) as event_log:
+    if args.name not in FACTORIES:
+        raise EventsvcError(f"unknown worker {args.name!r}; known: {', '.join(FACTORIES)}")
+    async with open_log(settings, role=args.name) as event_log:
         worker = await make_worker(args.name, event_log, settings, libraries)
         await _until_signalled([worker.run])
     return 0
@@ -181,7 +201,7 @@ async def cmd_project(args: argparse.Namespace) -> int:
     from projections.projector import Projector
 
     settings = _settings(args)
-    async with open_log(settings) as event_log:
+    async with open_log(settings, role="projector") as event_log:
         projector = Projector(event_log, settings.readmodel_dir, batch=settings.projector_batch)
         await _until_signalled([projector.run])
     return 0
@@ -193,7 +213,7 @@ async def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)  # originals are served from these roots only
-    async with open_log(settings) as event_log:
+    async with open_log(settings, role="api") as event_log:
         app = create_app(settings, event_log=event_log, libraries=libraries)
         await _until_signalled([ApiServer(app, settings.api_host, settings.api_port).run])
     return 0
@@ -206,7 +226,7 @@ async def cmd_rebuild(args: argparse.Namespace) -> int:
     from projections.projector import rebuild
 
     settings = _settings(args)
-    async with open_log(settings) as event_log:
+    async with open_log(settings, role="projector") as event_log:
         with Progress(disable=not sys.stderr.isatty(), transient=True) as bar:
             task = bar.add_task("replaying", total=None)
             path, seq = await rebuild(
@@ -225,7 +245,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     out: dict[str, Any] = {}
-    async with open_log(settings) as event_log:
+    async with open_log(settings, role="inspect") as event_log:
         last = await event_log.last_seq()
         out["stream"] = {"name": settings.stream, "last_seq": last}
         out["consumers"] = [
@@ -317,7 +337,7 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)
-    async with open_log(settings) as event_log:
+    async with open_log(settings, role="reencode") as event_log:
         roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
         last: dict[str, Any] = {}
@@ -363,7 +383,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
         if args.type
         else [f"{p}.>"]
     )
-    async with open_log(settings) as event_log:
+    async with open_log(settings, role="inspect") as event_log:
         async for batch in event_log.read(filters, start_seq=args.since, follow=args.follow):
             for raw in batch:
                 try:
@@ -373,6 +393,50 @@ async def cmd_events(args: argparse.Namespace) -> int:
                 if args.library and body.get("library_id") not in args.library:
                     continue
                 print(json.dumps({"seq": raw.seq, "subject": raw.subject, **body}), flush=True)
+    return 0
+
+
+async def cmd_setup(args: argparse.Namespace) -> int:
+    from eventsvc.components import nats_access
+
+    settings = _settings(args)
+    async with nats_access(settings) as nats:
+        await nats.setup(force=True)
+        event_log = await nats.connect("admin")
+        print(json.dumps({"stream": settings.stream, "last_seq": await event_log.last_seq()}))
+    return 0
+
+
+async def cmd_nats_context(args: argparse.Namespace) -> int:
+    from eventsvc.components import nats_access
+    from eventsvc.natsauth import nats_context, private_dir, write_private
+
+    settings = _settings(args)
+    async with nats_access(settings) as nats:
+        await nats.setup()
+        creds = nats.credentials("inspect")
+        if creds is None:
+            raise EventsvcError("this NATS has no users (no authorization): nothing to write")
+        await nats.connect("inspect")  # the credentials work
+        url = nats.url
+        started = nats.started_server
+    if started:
+        print(f"note: no eventsvc runs on {settings.data_dir}: {url} answers only while "
+              "one does (start `eventsvc up`, then run this again)", file=sys.stderr)  # fmt: skip
+    elif settings.nats_url is None:
+        print("note: the embedded server's port changes with each start: run this again "
+              "after restarting `eventsvc up`", file=sys.stderr)  # fmt: skip
+    ctx = nats_context(url, creds)
+    directory = args.dir or Path.home() / ".config" / "nats" / "context"
+    path = private_dir(Path(directory)) / f"{args.name}.json"
+    write_private(path, json.dumps(ctx, indent=2) + "\n")
+    print(f"wrote {path} (mode 0600): user {creds.user!r}, read-only")
+    print(f"  nats --context {args.name} stream info {settings.stream}")
+    print(f"  nats --context {args.name} stream view {settings.stream}")
+    print(f"  nats --context {args.name} consumer ls {settings.stream}")
+    print(f"or without a context: nats -s {url} --user {creds.user} "
+          f"--password '{creds.password}' --inbox-prefix {creds.inbox_prefix} "
+          f"stream view {settings.stream}")  # fmt: skip
     return 0
 
 
@@ -484,6 +548,18 @@ def build_parser() -> argparse.ArgumentParser:
     inference.add_argument("--port", type=int, default=8471)
     inference.add_argument("--model", help="hub id or model directory (default: clip_model)")
     inference.set_defaults(func=cmd_inference)
+
+    setup = sub.add_parser("setup", help="create or update the stream (NATS admin user)")
+    _common(setup)
+    setup.set_defaults(func=cmd_setup)
+
+    ctx = sub.add_parser(
+        "nats-context", help="write a `nats` CLI context for the read-only inspect user"
+    )
+    _common(ctx)
+    ctx.add_argument("--name", default="eventsvc", help="context name (default eventsvc)")
+    ctx.add_argument("--dir", type=Path, help="context directory (default ~/.config/nats/context)")
+    ctx.set_defaults(func=cmd_nats_context)
 
     events = sub.add_parser("events", help="print events as JSON lines")
     _common(events)

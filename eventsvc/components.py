@@ -15,22 +15,25 @@ from eventsvc.derive.hashing import Hasher
 from eventsvc.derive.media import MediaDeriver
 from eventsvc.derive.roots import LibraryRoots
 from eventsvc.derive.worker import Worker
-from eventsvc.errors import ConfigError, LogUnavailable
+from eventsvc.errors import ConfigError, LogError
 from eventsvc.events import FileSeen, HashComputed
 from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.server import EmbeddedNats
+from eventsvc.natsauth import ROLES, AuthStore, Credentials, load_credentials, private_dir
+from eventsvc.server import EmbeddedNats, wait_for_port
 from eventsvc.settings import Library, Settings
 
 __all__ = [
     "FACTORIES",
     "WORKERS",
     "ApiServer",
+    "NatsAccess",
     "clip_spec",
     "face_backend",
     "faces_spec",
     "hasher_spec",
     "make_worker",
     "media_spec",
+    "nats_access",
     "open_log",
     "playlist_spec",
 ]
@@ -203,45 +206,169 @@ async def make_worker(
     return await factory(event_log, settings, roots)
 
 
-@asynccontextmanager
-async def open_log(settings: Settings, *, embedded: bool | None = None) -> AsyncIterator[EventLog]:
-    """Connect to ``settings.nats_url``; else to the embedded server of the data dir,
-    starting it when no other eventsvc runs one there."""
-    server: EmbeddedNats | None = None
-    url = settings.nats_url
-    if url is None:
-        server = EmbeddedNats(settings.nats_store_dir)
-        if embedded is not True and server.url_file.exists():
-            url = server.url_file.read_text().strip()
-            try:
-                event_log = await EventLog.connect(
-                    url, stream=settings.stream, prefix=settings.subject_prefix, connect_timeout=2
-                )
-            except LogUnavailable:
-                url = None
-            else:
-                server = None
+class NatsAccess:
+    """Where NATS is and how each component logs in: one user (and connection) per
+    component, so a bug or a compromise in one cannot publish another's facts.
+
+    Credentials, first found: ``nats_user``/``nats_password`` (every connection of the
+    process as that user), ``nats_creds_dir/<role>.json`` (a user per role), the
+    embedded server's generated ``<data_dir>/nats/auth/<role>.json``; else none (a
+    server without authorization)."""
+
+    def __init__(self, settings: Settings, url: str, store: AuthStore | None) -> None:
+        self.settings = settings
+        self.url = url
+        self.store = store
+        self.logs: list[EventLog] = []
+        self.started_server = False
+        """Whether this access started the embedded server (it stops with it)."""
+
+    @property
+    def authenticated(self) -> bool:
+        s = self.settings
+        return bool(s.nats_user or s.nats_creds_dir or self.store)
+
+    def credentials(self, role: str) -> Credentials | None:
+        s = self.settings
+        if role not in ROLES:
+            raise ConfigError(f"unknown NATS role {role!r}; known: {', '.join(ROLES)}")
+        if s.nats_user:
+            if s.nats_password_file is not None:
                 try:
-                    await event_log.ensure_stream()
-                    yield event_log
-                finally:
-                    await event_log.close()
-                return
-        url = server.start()  # on this thread: the server's life is tied to it (PDEATHSIG)
-        log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
-    try:
+                    password = s.nats_password_file.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot read nats_password_file {s.nats_password_file}: {exc}"
+                    ) from exc
+            elif s.nats_password is not None:
+                password = s.nats_password.get_secret_value()
+            else:
+                raise ConfigError("nats_user is set without nats_password(_file)")
+            return Credentials(s.nats_user, password)
+        if s.nats_creds_dir is not None:
+            return load_credentials(s.nats_creds_dir / f"{role}.json")
+        if self.store is not None:
+            return self.store.load(role)
+        return None
+
+    def _may_manage(self) -> bool:
+        """Whether setup can run as a user allowed to manage streams (or try to)."""
+        s = self.settings
+        if s.nats_user:
+            return False  # one user for everything: a component's, unless `eventsvc setup`
+        if not self.authenticated:
+            return True
+        if s.nats_creds_dir is not None:
+            return (s.nats_creds_dir / "admin.json").exists()
+        return True
+
+    async def connect(self, role: str, *, connect_timeout: float = 5.0) -> EventLog:
+        """A connection as ``role``'s user; closed with this access."""
+        creds = self.credentials(role)
+        s = self.settings
         event_log = await EventLog.connect(
-            url, stream=settings.stream, prefix=settings.subject_prefix
+            self.url,
+            stream=s.stream,
+            prefix=s.subject_prefix,
+            name=f"eventsvc-{role}",
+            credentials=creds,
+            connect_timeout=connect_timeout,
         )
-        event_log.replicas = settings.stream_replicas
+        self.logs.append(event_log)
+        event_log.replicas = s.stream_replicas
         try:
-            await event_log.ensure_stream()
-            yield event_log
+            await event_log.ensure_stream(manage=creds is None or role == "admin")
+        except BaseException:
+            await self.release(event_log)
+            raise
+        return event_log
+
+    async def release(self, event_log: EventLog) -> None:
+        with contextlib.suppress(ValueError):
+            self.logs.remove(event_log)
+        await event_log.close()
+
+    async def setup(self, *, force: bool = False) -> None:
+        """As the admin: create or update the stream and the status bucket (components
+        may write their status keys but not create buckets). Skipped where no admin
+        credentials are known, unless ``force`` (`eventsvc setup`)."""
+        if not (force or self._may_manage()):
+            return  # components check that the stream is there
+        admin = await self.connect("admin")
+        try:
+            if self.authenticated:
+                try:
+                    await admin.ensure_status_bucket()
+                except LogError as exc:
+                    log.warning("%s; scan and worker status will not be kept", exc)
         finally:
-            await event_log.close()
+            await self.release(admin)
+
+    async def close(self) -> None:
+        for event_log in list(self.logs):
+            await self.release(event_log)
+
+
+@asynccontextmanager
+async def nats_access(
+    settings: Settings, *, embedded: bool | None = None
+) -> AsyncIterator[NatsAccess]:
+    """``settings.nats_url``; else the embedded server of the data dir, started here
+    unless another eventsvc runs it (``embedded=True``: always start it)."""
+    server: EmbeddedNats | None = None
+    try:
+        private_dir(settings.data_dir)  # 0700: read model, derived files, NATS store
+        if settings.nats_url is None:
+            private_dir(settings.nats_store_dir)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use the data dir {settings.data_dir}: {exc.strerror} (its NATS "
+            "server and credentials belong to the data dir's owner)"
+        ) from exc
+    if settings.nats_url is not None:
+        access = NatsAccess(settings, settings.nats_url, None)
+    else:
+        server = EmbeddedNats(
+            settings.nats_store_dir,
+            auth=True,
+            stream=settings.stream,
+            prefix=settings.subject_prefix,
+        )
+        url = _running_url(server) if embedded is not True else None
+        if url is not None:
+            server = None
+        else:
+            url = server.start()  # on this thread: the server's life is tied to it
+            log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
+        access = NatsAccess(settings, url, AuthStore(settings.nats_store_dir / "auth"))
+        access.started_server = server is not None
+    try:
+        yield access
     finally:
+        await access.close()
         if server is not None:
             await asyncio.to_thread(server.stop)
+
+
+def _running_url(server: EmbeddedNats) -> str | None:
+    """The URL of the embedded server another eventsvc runs on this store, if it listens."""
+    try:
+        url = server.url_file.read_text().strip()
+        host, port = url.rsplit("//", 1)[-1].rsplit(":", 1)
+        return url if wait_for_port(host, int(port), 1.0) else None
+    except (OSError, ValueError):
+        return None
+
+
+@asynccontextmanager
+async def open_log(
+    settings: Settings, *, role: str = "admin", embedded: bool | None = None
+) -> AsyncIterator[EventLog]:
+    """One connection as ``role``'s user (see ``NatsAccess``), after the admin made sure
+    the stream exists; the embedded server is started when nobody runs it."""
+    async with nats_access(settings, embedded=embedded) as access:
+        await access.setup()
+        yield await access.connect(role)
 
 
 class _Server(uvicorn.Server):

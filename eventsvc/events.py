@@ -575,6 +575,9 @@ def decode(data: bytes, headers: dict[str, str] | None = None) -> Event:
     if not isinstance(body, dict):
         raise DecodeError("body is not a JSON object")
     etype = body.get("type")
+    named = headers.get(HDR_TYPE) if headers else None
+    if named is not None and etype != named:  # the log binds it to the subject's type
+        raise DecodeError(f"a {etype!r} body where the subject says {named!r}")
     cls = EVENT_TYPES.get(etype) if isinstance(etype, str) else None
     if cls is None:
         raise DecodeError(f"unknown event type {etype!r}")

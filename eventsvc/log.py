@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from nats.js.api import (
 )
 
 from eventsvc.errors import LogError, LogUnavailable, PublishError
-from eventsvc.events import Event, encode, headers_for
+from eventsvc.events import HDR_TYPE, Event, encode, headers_for
+from eventsvc.natsauth import Credentials
 
-__all__ = ["ConsumerSpec", "EventLog", "Published", "RawEvent"]
+__all__ = ["ConsumerSpec", "EventLog", "Published", "RawEvent", "bind_type"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,56 @@ def _position(msg: Msg) -> tuple[int, int]:
     return md.sequence.stream, md.num_pending
 
 
+def bind_type(subject: str, headers: dict[str, str] | None, at: int = 3) -> dict[str, str]:
+    """Headers whose event type is the one the subject names (token ``at``).
+
+    NATS grants publishing per subject, and subjects end in the event type: a user
+    allowed ``photos.file.*.FileSeen`` must not get a ``PersonNamed`` body accepted from
+    there. ``decode`` refuses a body whose type differs from this header, so every
+    event read through the log is of the type its (permitted) subject says."""
+    parts = subject.split(".", at + 1)
+    etype = parts[at] if len(parts) > at else ""
+    if headers is not None and headers.get(HDR_TYPE) == etype:
+        return headers
+    return {**(headers or {}), HDR_TYPE: etype}
+
+
+class _TypedPull:
+    """A worker's pull subscription: fetched messages carry ``bind_type`` headers, and
+    every ``check_every`` seconds the consumer on the server is compared with the spec
+    (any user that reads can change a consumer by name through JetStream's ephemeral
+    create call, which permissions cannot tell apart): a changed one is restored."""
+
+    def __init__(
+        self,
+        sub: JetStreamContext.PullSubscription,
+        event_log: EventLog,
+        spec: ConsumerSpec,
+        check_every: float,
+    ) -> None:
+        self._sub = sub
+        self._log = event_log
+        self._spec = spec
+        self._at = event_log._type_token
+        self._check_every = check_every
+        self._next_check = time.monotonic() + check_every
+
+    async def fetch(self, *args: object, **kwargs: object) -> list[Msg]:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self._check_every
+            try:
+                await self._log.guard_consumer(self._spec)
+            except Exception as exc:  # never in the way of consuming
+                log.warning("cannot check consumer %s: %r", self._spec.durable, exc)
+        msgs = await self._sub.fetch(*args, **kwargs)  # type: ignore[arg-type]
+        for msg in msgs:
+            msg.headers = bind_type(msg.subject, msg.headers, self._at)
+        return msgs
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sub, name)
+
+
 @dataclass(frozen=True, slots=True)
 class RawEvent:
     """A message read back from the stream, not yet decoded."""
@@ -121,8 +173,14 @@ class EventLog:
         prefix: str = "photos",
         name: str = "eventsvc",
         connect_timeout: float = 5.0,
+        credentials: Credentials | None = None,
     ) -> EventLog:
+        """Connect (with ``credentials``: as that user, replies on its own inbox prefix)."""
+        errors: list[Exception] = []
+
         async def _quiet(exc: Exception) -> None:
+            errors.append(exc)
+            del errors[:-20]
             log.warning("nats: %s", exc)
 
         reconnects = [0]
@@ -131,12 +189,20 @@ class EventLog:
             reconnects[0] += 1
             log.warning("nats: reconnected to %s", url)
 
+        auth: dict[str, str] = {}
+        if credentials is not None:
+            auth = {
+                "user": credentials.user,
+                "password": credentials.password,
+                "inbox_prefix": credentials.inbox_prefix,
+            }
         try:
             # nats-py applies max_reconnect_attempts to the first connect too: a few tries
             # there (and a deadline), then reconnect forever once connected.
             nc = await asyncio.wait_for(
                 nats.connect(
                     [u.strip() for u in url.split(",") if u.strip()],
+                    **auth,  # type: ignore[arg-type]
                     name=name,
                     connect_timeout=connect_timeout,
                     max_reconnect_attempts=3,
@@ -149,7 +215,13 @@ class EventLog:
                 timeout=connect_timeout * 2,
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise LogUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
+            who = f" as {credentials.user}" if credentials else " without credentials"
+            denied = [e for e in (exc, *errors) if "authorization" in str(e).lower()]
+            if denied:
+                raise LogUnavailable(
+                    f"NATS at {url} refused the connection{who}: {denied[0]}"
+                ) from exc
+            raise LogUnavailable(f"cannot connect to NATS at {url}{who}: {exc!r}") from exc
         nc.options["max_reconnect_attempts"] = -1
         js = nc.jetstream(timeout=10.0)
         try:
@@ -184,11 +256,18 @@ class EventLog:
             num_replicas=self.replicas,
         )
 
-    async def ensure_stream(self) -> None:
+    async def ensure_stream(self, *, manage: bool = True) -> None:
+        """Create the stream, or bring its configuration up to date. Without ``manage``
+        (a component's user, which may not change streams) only check that it exists."""
         cfg = self.stream_config()
         try:
-            await self.js.stream_info(self.stream)
+            info = await self.js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
+            if not manage:
+                raise LogError(
+                    f"stream {self.stream} does not exist; create it with the admin user "
+                    "(`eventsvc setup`, or any command run with admin credentials)"
+                ) from None
             try:
                 await self.js.add_stream(cfg)
             except nats.js.errors.BadRequestError:
@@ -196,6 +275,13 @@ class EventLog:
             return
         except (TimeoutError, nats.errors.Error) as exc:
             raise LogError(f"cannot read stream {self.stream}: {exc!r}") from exc
+        have = info.config.as_dict()
+        if all(have.get(k) == v for k, v in cfg.as_dict().items()):
+            return  # up to date: nothing to change (and no admin right needed)
+        if not manage:
+            log.warning("stream %s differs from this version's config; an admin may "
+                        "update it (`eventsvc setup`)", self.stream)  # fmt: skip
+            return
         try:
             await self.js.update_stream(cfg)
         except nats.js.errors.Error as exc:
@@ -280,6 +366,14 @@ class EventLog:
                 KeyValueConfig(bucket=self.STATUS_BUCKET, history=1, description="scan status")
             )
 
+    async def ensure_status_bucket(self) -> None:
+        """Create the status bucket up front (an admin's job: components may only write
+        their own keys)."""
+        try:
+            await self._status_kv(create=True)
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise LogError(f"cannot create the status bucket: {exc!r}") from exc
+
     async def put_status(self, key: str, value: dict) -> None:
         """Operational status (last scan per library): a KV bucket, not the event log."""
         import json
@@ -320,11 +414,41 @@ class EventLog:
         info = await self.js.stream_info(self.stream)
         return int(info.state.last_seq)
 
+    @property
+    def _type_token(self) -> int:
+        return self.prefix.count(".") + 3
+
+    CONSUMER_CHECK = 30.0
+    """Seconds between checks that a worker's consumer is still as configured."""
+
     async def pull(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
         await self.ensure_consumer(spec)
-        return await self.js.pull_subscribe_bind(
+        sub = await self.js.pull_subscribe_bind(
             spec.durable, stream=self.stream, pending_msgs_limit=spec.max_ack_pending * 4
         )
+        return _TypedPull(sub, self, spec, self.CONSUMER_CHECK)  # type: ignore[return-value]
+
+    async def guard_consumer(self, spec: ConsumerSpec) -> bool:
+        """Restore ``spec``'s consumer when the server's differs (durable name, filters,
+        deliveries) or is gone; True when it had to."""
+        try:
+            info = await self.js.consumer_info(self.stream, spec.durable)
+        except nats.js.errors.NotFoundError:
+            why = "is gone"
+        else:
+            have = info.config
+            filters = sorted(have.filter_subjects or [have.filter_subject or ">"])
+            if (
+                have.durable_name == spec.durable
+                and filters == sorted(spec.filter_subjects)
+                and have.max_deliver == spec.max_deliver
+                and have.max_ack_pending == spec.max_ack_pending
+            ):
+                return False
+            why = f"was changed (durable {have.durable_name!r}, filters {filters})"
+        log.warning("consumer %s %s on the server; restoring it", spec.durable, why)
+        await self.ensure_consumer(spec)
+        return True
 
     async def read(
         self,
@@ -379,6 +503,7 @@ class EventLog:
             pending_bytes_limit=1 << 31,
         )
         reconnects_at_start = self.reconnects
+        at = self._type_token
         try:
             done = False
             if not follow:
@@ -409,7 +534,8 @@ class EventLog:
                     if seq > stop_at:
                         done = True
                         break
-                    out.append(RawEvent(seq, msg.subject, msg.data, msg.headers))
+                    hdrs = bind_type(msg.subject, msg.headers, at)
+                    out.append(RawEvent(seq, msg.subject, msg.data, hdrs))
                     if seq >= stop_at or (pending == 0 and not follow):
                         done = True
                         break

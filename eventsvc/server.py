@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from eventsvc.errors import ServerError
+from eventsvc.natsauth import AuthStore, Credentials, private_dir, server_users, write_private
 
 __all__ = ["EmbeddedNats", "find_nats_server", "free_port", "wait_for_port"]
 
@@ -54,14 +56,56 @@ class EmbeddedNats:
 
     One server per store: a lock file keeps a second ``eventsvc`` from starting
     another server on the same store; ``url_file`` tells other commands where it is.
+
+    With ``auth`` (what ``eventsvc`` runs; tests may go without) the server requires a
+    user: one per component (``eventsvc.natsauth``), passwords generated once into
+    ``store_dir/auth/`` (0600 files, 0700 directory) and a generated configuration file
+    (0600); the store directory itself is 0700. Knowing the port is not enough.
     """
 
-    def __init__(self, store_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        auth: bool = False,
+        stream: str = "PHOTOS",
+        prefix: str = "photos",
+    ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
+        self.auth = auth
+        self.stream = stream
+        self.prefix = prefix
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None
+
+    @property
+    def auth_store(self) -> AuthStore:
+        return AuthStore(self.store_dir / "auth")
+
+    @property
+    def config_file(self) -> Path:
+        return self.store_dir / "nats-server.conf"
+
+    def credentials(self, role: str) -> Credentials:
+        """``role``'s generated credentials (readable by the store's owner only)."""
+        return self.auth_store.load(role)
+
+    def _config(self) -> str:
+        """The server configuration with every role's user and permissions (JSON, which
+        nats-server reads as its configuration format)."""
+        users = server_users(self.auth_store.ensure(), stream=self.stream, prefix=self.prefix)
+        conf = {
+            "server_name": "eventsvc-embedded",
+            "host": self.host,
+            "port": self.port,
+            "jetstream": {"store_dir": str(self.store_dir / "jetstream")},
+            "authorization": {"users": users},
+        }
+        return json.dumps(conf, indent=2)
 
     @property
     def url(self) -> str:
@@ -72,7 +116,10 @@ class EmbeddedNats:
         return self.store_dir / "nats.url"
 
     def start(self, timeout: float = 10.0) -> str:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.auth:
+            private_dir(self.store_dir)
+        else:
+            self.store_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.store_dir / "nats.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,20 +132,26 @@ class EmbeddedNats:
                 "point at it with --nats-url"
             ) from exc
         log_path = self.store_dir / "nats-server.log"
-        cmd = [
-            find_nats_server(),
-            "-js",
-            "-a",
-            self.host,
-            "-p",
-            str(self.port),
-            "-sd",
-            str(self.store_dir / "jetstream"),
-            "-l",
-            str(log_path),
-            "--server_name",
-            "eventsvc-embedded",
-        ]
+        if self.auth:
+            write_private(self.config_file, self._config())
+            if not log_path.exists():  # the server appends; it never gets looser than this
+                os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT, 0o600))
+            cmd = [find_nats_server(), "-c", str(self.config_file), "-js", "-l", str(log_path)]
+        else:
+            cmd = [
+                find_nats_server(),
+                "-js",
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store_dir / "jetstream"),
+                "-l",
+                str(log_path),
+                "--server_name",
+                "eventsvc-embedded",
+            ]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -113,7 +166,7 @@ class EmbeddedNats:
             self.stop()
             tail = err.decode(errors="replace").strip() or _tail(log_path)
             raise ServerError(f"nats-server did not listen on {self.url} in {timeout}s: {tail}")
-        self.url_file.write_text(self.url)
+        write_private(self.url_file, self.url)
         return self.url
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventsvc.errors import ConfigError
@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     # ---- end API access
     nats_url: str | None = None
     """An existing NATS server; None starts the embedded one in the data dir."""
+    # ---- NATS credentials (issue 11: authenticated NATS, least privilege)
+    nats_user: str | None = None
+    """User on an external NATS (``nats_url``) for every connection of this process."""
+    nats_password: SecretStr | None = None
+    nats_password_file: Path | None = None
+    """A file holding ``nats_password`` (e.g. a Docker secret); wins over nats_password."""
+    nats_creds_dir: Path | None = None
+    """A directory of ``<role>.json`` files (``{"user", "password"}``), one per component
+    (scanner, hasher, …, api, admin, inspect): ``eventsvc up`` against an external NATS
+    then connects each component as its own user. The embedded server needs none of
+    these: its generated credentials are read from ``<data_dir>/nats/auth/``."""
     stream: str = "PHOTOS"
     stream_replicas: int = 1
     """JetStream replicas of the stream (3 on the compose cluster)."""

@@ -14,10 +14,18 @@ from eventsvc.server import find_nats_server
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _passwords() -> dict[str, str]:
+    """nats.conf takes every user's password from the environment (it refuses to start
+    without them: tests/test_nats_auth.py)."""
+    from eventsvc.natsauth import ROLES
+
+    return {f"EVENTSVC_NATS_{r.upper()}_PASSWORD": f"test-{r}" for r in ROLES}
+
+
 def test_nats_conf_passes_nats_server_t() -> None:
     out = subprocess.run(
         [find_nats_server(), "-t", "-c", str(ROOT / "nats.conf")],
-        env={**os.environ, "NATS_SERVER_NAME": "nats-1"},
+        env={**os.environ, "NATS_SERVER_NAME": "nats-1", **_passwords()},
         capture_output=True,
         text=True,
         timeout=30,
