@@ -42,8 +42,45 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+UP_LIBRARIES = "libraries.toml"
+"""What ``up`` was given, kept (0600) in its data dir for the other commands on that dir."""
+
+
 def _libraries(args: argparse.Namespace, settings: Settings) -> tuple[list[Library], list[str]]:
-    return load_libraries(getattr(args, "paths", None) or [], settings.libraries_file)
+    """PATH arguments and/or ``--config``; else the libraries the last ``eventsvc up`` on
+    this data dir was given (configuration its owner wrote, never roots from the log)."""
+    paths = getattr(args, "paths", None) or []
+    if not paths and settings.libraries_file is None:
+        kept = settings.data_dir / UP_LIBRARIES
+        if kept.is_file():
+            return load_libraries([], kept)
+    return load_libraries(paths, settings.libraries_file)
+
+
+def _keep_libraries(settings: Settings, libraries: list[Library], excludes: list[str]) -> None:
+    """Write what ``up`` serves to ``<data dir>/libraries.toml`` (TOML strings as JSON's)."""
+    lines = [f"exclude = {json.dumps(excludes)}", ""]
+    for lib in libraries:
+        lines += [
+            "[[library]]",
+            f"id = {json.dumps(lib.id)}",
+            f"name = {json.dumps(lib.name)}",
+            f"root = {json.dumps(str(lib.root))}",
+            f"enabled = {'true' if lib.enabled else 'false'}",
+            f"exclude = {json.dumps(list(lib.exclude))}",
+            "",
+        ]
+    target = settings.data_dir / UP_LIBRARIES
+    try:
+        text = "\n".join(lines)
+        text.encode()  # a root that is not valid UTF-8 cannot be written: keep none
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        tmp.replace(target)
+    except (OSError, UnicodeError) as exc:
+        log.warning("cannot keep the libraries in %s: %s", target, exc)
 
 
 def _setup_logging(level: str) -> None:
@@ -96,6 +133,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     libraries, extra = _libraries(args, settings)
     if not libraries:
         raise EventsvcError("no libraries: give PATH arguments or --config FILE")
+    _keep_libraries(settings, libraries, extra)
     unknown = [n for n in settings.workers if n not in FACTORIES]
     if unknown:
         raise EventsvcError(f"unknown workers {unknown}; known: {', '.join(FACTORIES)}")
