@@ -73,7 +73,9 @@ WorkerFactory = Callable[[EventLog, Settings, LibraryRoots], Awaitable[Worker]]
 
 
 async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
-    deriver = MediaDeriver(roots, settings.thumbs_dir, event_log)
+    from eventsvc.media.sandbox import shared_sandbox
+
+    deriver = MediaDeriver(roots, settings.thumbs_dir, event_log, shared_sandbox(settings))
     return Worker(
         "media",
         event_log,
@@ -134,7 +136,11 @@ async def _faces_worker(event_log: EventLog, settings: Settings, roots: LibraryR
     from eventsvc.derive.faces import FacesDeriver, FacesWorker
 
     spec = faces_spec(settings)
-    deriver = FacesDeriver(roots, event_log, face_backend(settings), settings.faces_max_edge)
+    from eventsvc.media.sandbox import shared_sandbox
+
+    deriver = FacesDeriver(
+        roots, event_log, face_backend(settings), settings.faces_max_edge, shared_sandbox(settings)
+    )
     return FacesWorker(
         event_log,
         spec,

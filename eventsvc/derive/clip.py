@@ -26,12 +26,13 @@ from PIL import Image
 
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import BadInput, ModelUnavailable, PermanentError
+from eventsvc.errors import BadInput, ModelUnavailable, PermanentError, TransientError
 from eventsvc.events import ClipEncoded, Event, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import ClipBackend, ModelInfo
 from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.media import thumbs
+from eventsvc.media import decode, thumbs
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = [
     "Batcher",
@@ -49,16 +50,29 @@ DECODE_EDGE = 448
 """Images are decoded with their longest edge at least this (2x ViT-B/32's 224)."""
 
 
-def load_image(path: str, max_edge: int = DECODE_EDGE) -> Image.Image:
-    """Upright RGB, decoded small; RAW through its embedded preview."""
-    if os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:
-        preview = thumbs.embedded_preview(path)
-        if preview is not None:
-            return preview
-    img = thumbs.decode_for_thumbs(path, max_edge=max_edge)
-    if max(img.size) > max_edge * 2:
-        img.thumbnail((max_edge * 2, max_edge * 2), Image.Resampling.BILINEAR)
-    return img
+def load_image(
+    source: thumbs.Source,
+    max_edge: int = DECODE_EDGE,
+    *,
+    raw: bool | None = None,
+    sandbox: DecodeSandbox | None = None,
+) -> Image.Image:
+    """Upright RGB, decoded small; RAW through its embedded preview (``raw`` None: judged
+    from a path's extension). With a ``sandbox``, decoded in its child process within its
+    pixel, memory and time limits (:class:`DecodeFailed`)."""
+    if raw is None:
+        raw = isinstance(source, str | os.PathLike) and (
+            os.path.splitext(os.fspath(source))[1].lower() in RAW_EXTENSIONS
+        )
+    if sandbox is None:
+        return decode.clip_image(source, max_edge, raw=raw, max_pixels=None)
+    if isinstance(source, str | os.PathLike):
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return Image.fromarray(sandbox.clip_image(fd, max_edge, raw=raw))
+        finally:
+            os.close(fd)
+    return Image.fromarray(sandbox.clip_image(source, max_edge, raw=raw))
 
 
 @dataclass
@@ -160,6 +174,8 @@ class ClipDeriver:
         self.batcher = batcher
         self.stats = stats
         self.model: ModelInfo | None = None
+        self.sandbox: DecodeSandbox | None = None
+        """Where images are decoded (None: in this process, unbounded: tests only)."""
         self._inflight: dict[str, asyncio.Future[None]] = {}
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
@@ -197,7 +213,7 @@ class ClipDeriver:
 
     async def _encode(self, event: HashComputed, seq: int, model: ModelInfo) -> list[Event]:
         path = await self.roots.locate(event, self.log)
-        img = await asyncio.to_thread(self._decode, event, path)
+        img = await asyncio.to_thread(self._decode, event, path, self.sandbox)
         try:
             vec = await self.batcher.encode(img)
         except BadInput as exc:
@@ -214,15 +230,24 @@ class ClipDeriver:
         ]
 
     @staticmethod
-    def _decode(event: HashComputed, path: str) -> Image.Image:
+    def _decode(event: HashComputed, path: str, sandbox: DecodeSandbox | None) -> Image.Image:
         try:
             st = os.stat(path)
         except OSError as exc:
             raise PermanentError(f"location vanished before CLIP encoding: {path}") from exc
         if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
             raise PermanentError(f"changed since it was hashed: {path}")
+        raw = os.path.splitext(path)[1].lower() in RAW_EXTENSIONS
         try:
-            return load_image(path)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # "files": safe open here
+            try:
+                return load_image(fd, raw=raw, sandbox=sandbox)
+            finally:
+                os.close(fd)
+        except TransientError:
+            raise  # no decoder process to be had right now: retried later
+        except DecodeFailed as exc:  # over a limit: recorded with the sandbox's reason
+            raise DecodeFailed(exc.kind, f"cannot decode for CLIP: {exc}"[:500]) from exc
         except Exception as exc:  # undecodable: recorded, never retried forever
             raise PermanentError(
                 f"cannot decode for CLIP: {type(exc).__name__}: {exc}"[:500]
@@ -256,6 +281,7 @@ def make_clip_worker(
     """The clip worker for the configured model (``model=None``) or another one, on the
     configured back-end or ``backend``."""
     from eventsvc.inference.models import clip_backend
+    from eventsvc.media.sandbox import shared_sandbox
     from eventsvc.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -266,6 +292,7 @@ def make_clip_worker(
         concurrency=settings.clip_concurrency, stats=stats,
     )  # fmt: skip
     deriver = ClipDeriver(roots, event_log, backend, batcher, stats)
+    deriver.sandbox = shared_sandbox(settings)
     in_flight = max(1, settings.clip_batch) * max(1, settings.clip_concurrency)
     return ClipWorker(
         spec.durable, event_log, spec, deriver, concurrency=in_flight,

@@ -13,60 +13,72 @@ import logging
 import os
 from pathlib import Path
 
-import imagehash
 from PIL import Image
 
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import PermanentError
+from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import DerivationFailed, Event, ExifExtracted, HashComputed, ThumbnailReady
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.log import EventLog
+from eventsvc.media import decode, thumbs
 from eventsvc.media import exif as exif_mod
-from eventsvc.media import thumbs
 from eventsvc.media.dates import resolve_date_taken
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = ["MediaDeriver", "analyse_image"]
 
 log = logging.getLogger(__name__)
 
 
-def _image(path: str, max_edge: int) -> Image.Image:
-    if os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:
-        preview = thumbs.embedded_preview(path)
-        if preview is not None:
-            return preview
-    return thumbs.decode_for_thumbs(path, max_edge=max_edge)
-
-
 def analyse_image(
-    path: str, thumb_root: Path, content_hash: str
+    source: thumbs.Source,
+    thumb_root: Path,
+    content_hash: str,
+    *,
+    raw: bool = False,
+    sandbox: DecodeSandbox | None = None,
 ) -> tuple[dict[str, str], tuple[int, int], str, str]:
-    """Thumbnails written atomically, upright size, pHash and dHash, from one decode."""
-    img = _image(path, max(thumbs.SIZES.values()))
-    return _store(img, thumb_root, content_hash)
+    """Thumbnails written atomically, upright size, pHash and dHash, from one decode
+    (in the sandbox's child process when given one: the pixels never come here)."""
+    if sandbox is not None:
+        ts = sandbox.thumbnails(source, raw=raw)
+    else:
+        ts = decode.thumbnail_set(decode.thumb_image(source, raw=raw, max_pixels=None))
+    return _write(ts, thumb_root, content_hash)
+
+
+def _write(
+    ts: decode.ThumbSet, thumb_root: Path, content_hash: str
+) -> tuple[dict[str, str], tuple[int, int], str, str]:
+    rel: dict[str, str] = {}
+    for name, data in ts.jpegs.items():
+        target = thumbs.thumb_path(thumb_root, content_hash, name)
+        thumbs.write_atomic(target, data)
+        rel[name] = str(target.relative_to(thumb_root))
+    return rel, (ts.width, ts.height), ts.phash, ts.dhash
 
 
 def _store(
     img: Image.Image, thumb_root: Path, content_hash: str
 ) -> tuple[dict[str, str], tuple[int, int], str, str]:
-    size = img.size
-    rendered = thumbs.render_thumbnails(img)
-    rel: dict[str, str] = {}
-    for name, data in rendered.items():
-        target = thumbs.thumb_path(thumb_root, content_hash, name)
-        thumbs.write_atomic(target, data)
-        rel[name] = str(target.relative_to(thumb_root))
-    gray = img.convert("L")
-    return rel, size, str(imagehash.phash(gray)), str(imagehash.dhash(gray))
+    return _write(decode.thumbnail_set(img), thumb_root, content_hash)
 
 
 class MediaDeriver:
     """The handler of the ``media`` worker."""
 
-    def __init__(self, roots: LibraryRoots, thumb_root: Path, event_log: EventLog) -> None:
+    def __init__(
+        self,
+        roots: LibraryRoots,
+        thumb_root: Path,
+        event_log: EventLog,
+        sandbox: DecodeSandbox | None = None,
+    ) -> None:
         self.roots = roots
         self.thumb_root = Path(thumb_root)
         self.log = event_log
+        self.sandbox = sandbox
+        """Where images are decoded (None: in this process, unbounded: tests only)."""
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, HashComputed):
@@ -126,7 +138,18 @@ class MediaDeriver:
                     img = thumbs.video_frame(path, 0.1)
                     sizes, (w, h), ph, dh = _store(img, self.thumb_root, event.content_hash)
                 else:
-                    sizes, (w, h), ph, dh = analyse_image(path, self.thumb_root, event.content_hash)
+                    raw = os.path.splitext(path)[1].lower() in RAW_EXTENSIONS
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # "files": safe open here
+                    try:
+                        sizes, (w, h), ph, dh = analyse_image(
+                            fd, self.thumb_root, event.content_hash, raw=raw, sandbox=self.sandbox
+                        )
+                    finally:
+                        os.close(fd)
+            except TransientError:
+                raise  # no decoder process to be had right now: retried later
+            except DecodeFailed as exc:  # over a limit, or undecodable: recorded
+                out.append(self._failed(event, seq, "thumbnail", f"cannot decode: {exc}"[:500]))
             except Exception as exc:  # undecodable: recorded, never retried forever
                 reason = f"cannot decode for thumbnails: {type(exc).__name__}: {exc}"[:500]
                 out.append(self._failed(event, seq, "thumbnail", reason))

@@ -1,0 +1,419 @@
+"""Bounded decoding: every decode of untrusted image bytes runs in a child process with a
+pixel budget (checked from the header first), an address-space limit and a time limit.
+
+:class:`DecodeSandbox` keeps a small pool of long-lived children (``python -c``, started
+through ``subprocess`` from one dedicated thread: no fork of our threaded asyncio
+process, and ``PR_SET_PDEATHSIG`` stays tied to a thread that lives as long as the
+process). A job hands the child an open file descriptor over the UNIX socket
+(``SCM_RIGHTS``: no copy of the file through the parent, and the child reads it with
+``pread``, so the caller's offset is untouched) or, for uploads, the bytes themselves.
+
+A child over the limits is handled so the parent never holds the pixels:
+
+* header over ``decode_max_pixels``: refused before decoding (``kind='budget'``);
+* allocation over ``decode_max_memory_mb``: ``MemoryError`` in the child, which replies
+  and exits (``kind='memory'``); a child that dies instead is reported likewise;
+* slower than ``decode_timeout``: the child is killed (SIGKILL) and replaced
+  (``kind='timeout'``).
+
+Those are :class:`DecodeFailed` (a :class:`~eventsvc.errors.PermanentError` and a
+:class:`~eventsvc.media.exif.MediaError`): the derivers record them as DerivationFailed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from eventsvc.errors import ConfigError, PermanentError, TransientError
+from eventsvc.media.decode import ThumbSet
+from eventsvc.media.exif import MediaError
+from eventsvc.media.sandbox_child import EXIT_MEMORY, recv_frame, send_frame
+
+__all__ = ["DecodeFailed", "DecodeLimits", "DecodeSandbox", "shared_sandbox"]
+
+log = logging.getLogger(__name__)
+
+_START_TIMEOUT = 60.0
+"""Seconds a new child may take to import its libraries and say hello (busy machines)."""
+
+
+class DecodeFailed(PermanentError, MediaError):
+    """A decode refused or stopped by the sandbox: ``kind`` is 'budget', 'memory',
+    'timeout', 'crashed' or 'undecodable'."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_pixels: int = 64_000_000
+    memory_mb: int = 1024
+    timeout: float = 60.0
+    processes: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DecodeLimits:
+        return cls(
+            max_pixels=int(settings.decode_max_pixels),
+            memory_mb=int(settings.decode_max_memory_mb),
+            timeout=float(settings.decode_timeout),
+            processes=max(1, int(settings.decode_processes or os.cpu_count() or 1)),
+        )
+
+
+# ------------------------------------------------------------------ spawning thread
+
+
+class _Spawner:
+    """One long-lived daemon thread that starts every child: PR_SET_PDEATHSIG fires when
+    the *thread* that forked dies, so it must not be a short-lived pool thread."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[[], Any], timeout: float) -> Any:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="decode-spawner", daemon=True
+                )
+                self._thread.start()
+        answer: queue.Queue[Any] = queue.Queue(1)
+        self._jobs.put((fn, answer))
+        try:
+            ok, value = answer.get(timeout=timeout)
+        except queue.Empty:
+            raise TransientError(f"could not start a decoder process in {timeout:g}s") from None
+        if not ok:
+            raise value
+        return value
+
+    def _loop(self) -> None:
+        while True:
+            fn, answer = self._jobs.get()
+            try:
+                answer.put((True, fn()))
+            except BaseException as exc:
+                answer.put((False, exc))
+
+
+_spawner = _Spawner()
+
+
+def _package_root() -> str:
+    import eventsvc
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(eventsvc.__file__)))
+
+
+_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from eventsvc.media.sandbox_child import main; main(sys.argv[2:])"
+)
+
+
+class _Child:
+    """One decoder process and our end of its socket."""
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        alarm_s = math.ceil(limits.timeout) + 10
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1", MALLOC_ARENA_MAX="2")  # fmt: skip
+        args = [sys.executable, "-c", _BOOT, _package_root(), str(theirs.fileno()),
+                str(os.getpid()), str(limits.memory_mb), str(alarm_s)]  # fmt: skip
+        try:
+            self.proc = _spawner.run(
+                lambda: subprocess.Popen(
+                    args, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, env=env, close_fds=True,
+                ),
+                _START_TIMEOUT,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.used = 0
+        try:
+            ours.settimeout(_START_TIMEOUT)
+            hello, _, _ = recv_frame(ours)
+        except (OSError, EOFError, ValueError) as exc:
+            self.kill()
+            raise TransientError(f"the decoder process did not start: {exc}") from exc
+        self.pid = int(hello["pid"])
+        self.baseline_mb = int(hello.get("vm_kb", 0)) / 1024
+        if limits.memory_mb and self.baseline_mb > limits.memory_mb * 0.75:
+            self.kill()
+            raise ConfigError(
+                f"decode_max_memory_mb={limits.memory_mb} is too small: a decoder process "
+                f"takes {self.baseline_mb:.0f} MB of address space before decoding anything"
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> int | None:
+        with contextlib.suppress(OSError):
+            self.proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # unkillable (D state): leave it to the kernel
+            return None
+
+    def close(self) -> None:
+        """Polite end: EOF makes an idle child exit; a busy or stuck one is killed."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _memory_message(limits: DecodeLimits, detail: object = None) -> str:
+    text = f"over the decode memory limit of {limits.memory_mb} MB (EVENTSVC_DECODE_MAX_MEMORY_MB)"
+    detail = str(detail or "").strip()
+    return f"{text}: {detail}" if detail and detail != "MemoryError:" else text
+
+
+def _death(code: int | None, limits: DecodeLimits) -> tuple[str, str]:
+    if code == EXIT_MEMORY:
+        return "memory", _memory_message(limits)
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return "crashed", (
+            f"the decoder process died ({name}), possibly at the memory limit of "
+            f"{limits.memory_mb} MB (EVENTSVC_DECODE_MAX_MEMORY_MB)"
+        )
+    return "crashed", f"the decoder process exited (status {code})"
+
+
+# ------------------------------------------------------------------ the pool
+
+
+class DecodeSandbox:
+    """A pool of up to ``limits.processes`` decoder children; thread-safe, blocking calls
+    (run them in a worker thread from asyncio)."""
+
+    def __init__(self, limits: DecodeLimits | None = None) -> None:
+        self.limits = limits or DecodeLimits()
+        self._idle: list[_Child] = []
+        self._busy: set[_Child] = set()
+        self._slots = threading.BoundedSemaphore(max(1, self.limits.processes))
+        self._lock = threading.Lock()
+        self._closed = False
+        self.started = 0
+        self.killed = 0
+        _live.add(self)
+
+    # ---- jobs
+
+    def thumbnails(self, source: int | bytes | BinaryIO, *, raw: bool = False) -> ThumbSet:
+        head, blobs = self._call("thumbs", source, {"raw": raw})
+        names = [str(n) for n in head["names"]]
+        return ThumbSet(dict(zip(names, blobs, strict=True)), int(head["width"]),
+                        int(head["height"]), str(head["phash"]), str(head["dhash"]))  # fmt: skip
+
+    def faces_image(
+        self, source: int | bytes | BinaryIO, max_edge: int, *, raw: bool = False
+    ) -> np.ndarray:
+        return self._array("faces", source, {"max_edge": int(max_edge), "raw": raw})
+
+    def clip_image(
+        self, source: int | bytes | BinaryIO, max_edge: int, *, raw: bool = False
+    ) -> np.ndarray:
+        return self._array("clip", source, {"max_edge": int(max_edge), "raw": raw})
+
+    def wire_image(self, data: bytes) -> np.ndarray:
+        return self._array("wire", data, {})
+
+    def ping(self) -> dict[str, Any]:
+        head, _ = self._call("ping", b"", {})
+        return head
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [c.pid for c in (*self._idle, *self._busy)]
+
+    def _array(self, op: str, source: int | bytes | BinaryIO, args: dict[str, Any]) -> np.ndarray:
+        head, blobs = self._call(op, source, args)
+        shape = tuple(int(v) for v in head["shape"])
+        arr = np.frombuffer(blobs[0], dtype=np.uint8)
+        if arr.size != math.prod(shape) or len(shape) != 3 or shape[2] != 3:
+            raise DecodeFailed("crashed", f"the decoder process sent a malformed image {shape}")
+        return arr.reshape(shape)
+
+    # ---- plumbing
+
+    def _call(
+        self, op: str, source: int | bytes | BinaryIO, args: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        fd: int | None = None
+        payload = b""
+        if isinstance(source, int):
+            fd = source
+        elif isinstance(source, bytes | bytearray | memoryview):
+            payload = bytes(source)
+        else:
+            try:
+                fd = source.fileno()
+            except (AttributeError, OSError):
+                source.seek(0)
+                payload = source.read()
+        args = {**args, "max_pixels": self.limits.max_pixels}
+        wait = self.limits.timeout * 4 + _START_TIMEOUT
+        if not self._slots.acquire(timeout=wait):
+            raise TransientError(f"no decoder process free for {wait:g}s (all busy)")
+        try:
+            child = self._checkout()
+            return self._run(child, op, args, fd, payload)
+        finally:
+            self._slots.release()
+
+    def _checkout(self) -> _Child:
+        with self._lock:
+            if self._closed:
+                raise TransientError("the decode sandbox is closed")
+            while self._idle:
+                child = self._idle.pop()
+                if child.alive():
+                    self._busy.add(child)
+                    return child
+                child.kill()
+        child = _Child(self.limits)  # outside the lock: it takes a while
+        with self._lock:
+            self.started += 1
+            self._busy.add(child)
+            if self._closed:
+                self._busy.discard(child)
+                child.close()
+                raise TransientError("the decode sandbox is closed")
+        return child
+
+    def _checkin(self, child: _Child, keep: bool) -> None:
+        with self._lock:
+            self._busy.discard(child)
+            if keep and not self._closed:
+                self._idle.append(child)
+                return
+        if keep:
+            child.close()
+        else:  # it exits by itself (out of memory): reap it
+            child.kill()
+
+    def _run(self, child: _Child, op: str, args: dict[str, Any], fd: int | None,
+             payload: bytes) -> tuple[dict[str, Any], list[bytes]]:  # fmt: skip
+        limits = self.limits
+        deadline = time.monotonic() + limits.timeout
+        try:
+            child.sock.settimeout(limits.timeout)
+            send_frame(child.sock, {"op": op, "args": args}, [payload] if payload else [], fd)
+            child.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            head, blob, _ = recv_frame(child.sock)
+        except TimeoutError:
+            self._discard(child)
+            raise DecodeFailed(
+                "timeout", f"decode timeout: still decoding after {limits.timeout:g}s "
+                f"(EVENTSVC_DECODE_TIMEOUT); the decoder process was killed",
+            ) from None  # fmt: skip
+        except (OSError, EOFError, ValueError) as exc:
+            code = self._discard(child)
+            kind, why = _death(code, limits)
+            raise DecodeFailed(kind, why) from exc
+        child.used += 1
+        if not head.get("ok"):
+            kind = str(head.get("kind", "undecodable"))
+            self._checkin(child, keep=kind != "memory")
+            if kind == "memory":
+                raise DecodeFailed(kind, _memory_message(limits, head.get("error")))
+            raise DecodeFailed(kind, str(head.get("error") or "cannot decode"))
+        self._checkin(child, keep=True)
+        blobs = _split(blob, head)
+        return head, blobs
+
+    def _discard(self, child: _Child) -> int | None:
+        with self._lock:
+            self._busy.discard(child)
+            self.killed += 1
+        code = child.kill()
+        log.warning("decoder process %d ended (status %s); a new one replaces it", child.pid, code)
+        return code
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            children = [*self._idle, *self._busy]
+            self._idle.clear()
+        for child in children:
+            child.close()
+
+    def __enter__(self) -> DecodeSandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _split(blob: bytes, head: dict[str, Any]) -> list[bytes]:
+    out, pos = [], 0
+    for n in head.get("lengths") or []:
+        out.append(blob[pos : pos + int(n)])
+        pos += int(n)
+    if pos != len(blob):
+        raise DecodeFailed("crashed", "the decoder process sent a malformed reply")
+    return out
+
+
+_live: weakref.WeakSet[DecodeSandbox] = weakref.WeakSet()
+_shared: dict[DecodeLimits, DecodeSandbox] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_sandbox(settings: Any) -> DecodeSandbox:
+    """The process's sandbox for these settings' limits (one pool shared by the media,
+    faces and clip workers and the API: decoding is CPU-bound, more children than
+    ``decode_processes`` would not go faster)."""
+    limits = DecodeLimits.from_settings(settings)
+    with _shared_lock:
+        box = _shared.get(limits)
+        if box is None or box._closed:
+            box = _shared[limits] = DecodeSandbox(limits)
+        return box
+
+
+def _close_all() -> None:
+    for box in list(_live):
+        with contextlib.suppress(Exception):
+            box.close()
+
+
+import atexit  # noqa: E402
+
+atexit.register(_close_all)
