@@ -277,6 +277,8 @@ class DecodeSandbox:
     ) -> tuple[dict[str, Any], list[bytes]]:
         fd: int | None = None
         payload = b""
+        if isinstance(source, str | os.PathLike):
+            raise TypeError("the sandbox takes an open file descriptor, not a path")
         if isinstance(source, int):
             fd = source
         elif isinstance(source, bytes | bytearray | memoryview):
