@@ -178,10 +178,8 @@ def _serve(sock: socket.socket, alarm_s: int) -> None:
         except BaseException as exc:  # everything becomes a reply: the parent decides
             kind = classify(exc)
             out_of_memory = kind == "memory"
-            head, blobs = (
-                {"ok": False, "kind": kind, "error": f"{type(exc).__name__}: {exc}"[:500]},
-                [],
-            )
+            text = str(exc) if kind == "budget" else f"{type(exc).__name__}: {exc}"
+            head, blobs = {"ok": False, "kind": kind, "error": text[:500]}, []
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
