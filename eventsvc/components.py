@@ -75,7 +75,8 @@ WorkerFactory = Callable[[EventLog, Settings, LibraryRoots], Awaitable[Worker]]
 async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
     from eventsvc.media.sandbox import shared_sandbox
 
-    deriver = MediaDeriver(roots, settings.thumbs_dir, event_log, shared_sandbox(settings))
+    box = shared_sandbox(settings, prestart=settings.media_concurrency)
+    deriver = MediaDeriver(roots, settings.thumbs_dir, event_log, box)
     return Worker(
         "media",
         event_log,
@@ -138,9 +139,8 @@ async def _faces_worker(event_log: EventLog, settings: Settings, roots: LibraryR
     spec = faces_spec(settings)
     from eventsvc.media.sandbox import shared_sandbox
 
-    deriver = FacesDeriver(
-        roots, event_log, face_backend(settings), settings.faces_max_edge, shared_sandbox(settings)
-    )
+    box = shared_sandbox(settings, prestart=settings.faces_concurrency)
+    deriver = FacesDeriver(roots, event_log, face_backend(settings), settings.faces_max_edge, box)
     return FacesWorker(
         event_log,
         spec,

@@ -292,7 +292,7 @@ def make_clip_worker(
         concurrency=settings.clip_concurrency, stats=stats,
     )  # fmt: skip
     deriver = ClipDeriver(roots, event_log, backend, batcher, stats)
-    deriver.sandbox = shared_sandbox(settings)
+    deriver.sandbox = shared_sandbox(settings, prestart=os.cpu_count() or 1)
     in_flight = max(1, settings.clip_batch) * max(1, settings.clip_concurrency)
     return ClipWorker(
         spec.durable, event_log, spec, deriver, concurrency=in_flight,

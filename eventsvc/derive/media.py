@@ -3,6 +3,9 @@
 One decode serves the thumbnails and the perceptual hashes; EXIF is read without
 decoding pixels. A file that cannot be decoded still gets its EXIF facts (and its
 content hash, from the hasher): the thumbnail failure is recorded as DerivationFailed.
+The decode (image, RAW preview or video poster frame) runs in the decode sandbox
+(:mod:`eventsvc.media.sandbox`): over the pixel budget, the memory or the time limit it
+is such a failure too, with the limit named; the worker process never holds the pixels.
 """
 
 from __future__ import annotations
@@ -134,18 +137,21 @@ class MediaDeriver:
                 )
         if need_thumb:
             try:
-                if video:
-                    img = thumbs.video_frame(path, 0.1)
-                    sizes, (w, h), ph, dh = _store(img, self.thumb_root, event.content_hash)
-                else:
-                    raw = os.path.splitext(path)[1].lower() in RAW_EXTENSIONS
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # "files": safe open here
-                    try:
+                raw = os.path.splitext(path)[1].lower() in RAW_EXTENSIONS
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # "files": safe open here
+                try:
+                    if video and self.sandbox is None:
+                        img = thumbs.video_frame(fd, 0.1)
+                        sizes, (w, h), ph, dh = _store(img, self.thumb_root, event.content_hash)
+                    elif video:
+                        ts = self.sandbox.thumbnails(fd, video=True)
+                        sizes, (w, h), ph, dh = _write(ts, self.thumb_root, event.content_hash)
+                    else:
                         sizes, (w, h), ph, dh = analyse_image(
                             fd, self.thumb_root, event.content_hash, raw=raw, sandbox=self.sandbox
                         )
-                    finally:
-                        os.close(fd)
+                finally:
+                    os.close(fd)
             except TransientError:
                 raise  # no decoder process to be had right now: retried later
             except DecodeFailed as exc:  # over a limit, or undecodable: recorded

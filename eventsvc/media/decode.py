@@ -7,6 +7,7 @@ Pillow, numpy and, when a file needs them, pillow-heif, rawpy and imagehash.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from PIL import Image
@@ -14,7 +15,15 @@ from PIL import Image
 from eventsvc.media import thumbs
 from eventsvc.media.thumbs import Source
 
-__all__ = ["ThumbSet", "clip_image", "faces_image", "thumb_image", "thumbnail_set", "wire_image"]
+__all__ = [
+    "ThumbSet",
+    "clip_image",
+    "faces_image",
+    "thumb_image",
+    "thumbnail_set",
+    "video_thumb_image",
+    "wire_image",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,13 @@ def clip_image(source: Source, max_edge: int, *, raw: bool, max_pixels: int | No
     if max(img.size) > max_edge * 2:
         img.thumbnail((max_edge * 2, max_edge * 2), Image.Resampling.BILINEAR)
     return img
+
+
+def video_thumb_image(source: Source, *, max_pixels: int | None) -> Image.Image:
+    """A video's poster frame (10 % in), with at most 4 decoding threads (each costs
+    address space, which the sandbox limits)."""
+    threads = max(1, min(4, os.cpu_count() or 1))
+    return thumbs.video_frame(source, 0.1, max_pixels=max_pixels, threads=threads)
 
 
 def wire_image(source: Source, *, max_pixels: int | None) -> Image.Image:

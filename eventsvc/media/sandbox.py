@@ -229,14 +229,19 @@ class DecodeSandbox:
         self._slots = threading.BoundedSemaphore(max(1, self.limits.processes))
         self._lock = threading.Lock()
         self._closed = False
+        self._starting = 0
         self.started = 0
         self.killed = 0
         _live.add(self)
 
     # ---- jobs
 
-    def thumbnails(self, source: int | bytes | BinaryIO, *, raw: bool = False) -> ThumbSet:
-        head, blobs = self._call("thumbs", source, {"raw": raw})
+    def thumbnails(
+        self, source: int | bytes | BinaryIO, *, raw: bool = False, video: bool = False
+    ) -> ThumbSet:
+        """Thumbnails (JPEG bytes), upright size and perceptual hashes of an image, a
+        RAW's embedded preview (``raw``) or a video's poster frame (``video``)."""
+        head, blobs = self._call("video" if video else "thumbs", source, {"raw": raw})
         names = [str(n) for n in head["names"]]
         return ThumbSet(dict(zip(names, blobs, strict=True)), int(head["width"]),
                         int(head["height"]), str(head["phash"]), str(head["dhash"]))  # fmt: skip
@@ -257,6 +262,37 @@ class DecodeSandbox:
     def ping(self) -> dict[str, Any]:
         head, _ = self._call("ping", b"", {})
         return head
+
+    def prestart(self, n: int = 1) -> None:
+        """Start up to ``n`` children in the background (not waiting), so the first jobs
+        do not pay for a child's start (imports: ~0.3 s, more on a busy machine)."""
+        with self._lock:
+            missing = min(n, self.limits.processes) - len(self._idle) - len(self._busy)
+            missing -= self._starting
+            if missing <= 0 or self._closed:
+                return
+            self._starting += missing
+        threading.Thread(target=self._start_idle, args=(missing,), daemon=True).start()
+
+    def _start_idle(self, n: int) -> None:
+        for _ in range(n):
+            try:
+                child = _Child(self.limits)
+            except Exception as exc:  # the first job will start one and say why
+                log.warning("could not prestart a decoder process: %s", exc)
+                with self._lock:
+                    self._starting -= 1
+                continue
+            with self._lock:
+                self._starting -= 1
+                self.started += 1
+                if self._closed:
+                    closing = True
+                else:
+                    closing = False
+                    self._idle.append(child)
+            if closing:
+                child.close()
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -322,7 +358,8 @@ class DecodeSandbox:
     def _checkin(self, child: _Child, keep: bool) -> None:
         with self._lock:
             self._busy.discard(child)
-            if keep and not self._closed:
+            room = len(self._idle) + len(self._busy) < self.limits.processes
+            if keep and room and not self._closed:
                 self._idle.append(child)
                 return
         if keep:
@@ -398,16 +435,19 @@ _shared: dict[DecodeLimits, DecodeSandbox] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_sandbox(settings: Any) -> DecodeSandbox:
+def shared_sandbox(settings: Any, *, prestart: int = 0) -> DecodeSandbox:
     """The process's sandbox for these settings' limits (one pool shared by the media,
     faces and clip workers and the API: decoding is CPU-bound, more children than
-    ``decode_processes`` would not go faster)."""
+    ``decode_processes`` would not go faster). ``prestart``: children to start now, in
+    the background (a worker's concurrency)."""
     limits = DecodeLimits.from_settings(settings)
     with _shared_lock:
         box = _shared.get(limits)
         if box is None or box._closed:
             box = _shared[limits] = DecodeSandbox(limits)
-        return box
+    if prestart:
+        box.prestart(prestart)
+    return box
 
 
 def _close_all() -> None:

@@ -143,8 +143,11 @@ def _handle(op: str, args: dict[str, Any], source: Any) -> tuple[dict[str, Any],
 
     max_pixels = args.get("max_pixels")
     raw = bool(args.get("raw"))
-    if op == "thumbs":
-        img = decode.thumb_image(source, raw=raw, max_pixels=max_pixels)
+    if op in ("thumbs", "video"):
+        if op == "video":
+            img = decode.video_thumb_image(source, max_pixels=max_pixels)
+        else:
+            img = decode.thumb_image(source, raw=raw, max_pixels=max_pixels)
         ts = decode.thumbnail_set(img)
         del img
         names = list(ts.jpegs)

@@ -350,36 +350,71 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
-def video_frame(path: str | os.PathLike[str], at_fraction: float = 0.1) -> Image.Image:
+def video_frame(
+    source: Source,
+    at_fraction: float = 0.1,
+    *,
+    max_pixels: int | None = None,
+    threads: int | None = None,
+) -> Image.Image:
     """An upright RGB frame at ~``at_fraction`` of the video's duration (via PyAV).
 
     Seeks to the key frame before the target and decodes forward; if that yields nothing
     (e.g. MPEG-TS with sparse key frames) it decodes from the start instead. Raises
-    :class:`MediaError` (chained to PyAV's error) when no frame can be had.
+    :class:`MediaError` (chained to PyAV's error) when no frame can be had, and
+    :class:`BudgetExceeded` when the stream's frame size is over ``max_pixels``.
+    ``threads`` caps FFmpeg's decoding threads (default: its own choice).
     """
-    name = os.fspath(path)
+    name = _name(source)
     try:
         for use_seek in (True, False):
-            image = _video_image(name, at_fraction, use_seek)
+            with _av_input(source) as target:
+                image = _video_image(target, name, at_fraction, use_seek, max_pixels, threads)
             if image is not None:
                 return image
-    except MediaError:
+    except (MediaError, MemoryError):
         raise
     except Exception as exc:  # PyAV maps FFmpeg failures to many exception types
         raise MediaError(f"cannot extract a frame from {name}: {exc}") from exc
     raise MediaError(f"{name}: no decodable video frame")
 
 
-def _video_image(name: str, at_fraction: float, use_seek: bool) -> Image.Image | None:
+@contextlib.contextmanager
+def _av_input(source: Source) -> Iterator[Any]:
+    """A path for FFmpeg's own I/O, else a file object (an fd is read with pread)."""
+    if isinstance(source, str | os.PathLike):
+        yield os.fspath(source)
+    else:
+        with open_source(source) as fh:
+            yield fh
+
+
+def _video_image(
+    target: Any,
+    name: str,
+    at_fraction: float,
+    use_seek: bool,
+    max_pixels: int | None,
+    threads: int | None,
+) -> Image.Image | None:
     import av
 
-    with av.open(name, metadata_errors="ignore") as container:
+    with av.open(target, metadata_errors="ignore") as container:
         if not container.streams.video:
             raise MediaError(f"{name}: no video stream")
         stream = container.streams.video[0]
         if stream.codec_context is None:
             raise MediaError(f"{name}: no decoder for the video stream")
+        if max_pixels is not None:
+            w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+            if w * h > max_pixels:
+                raise BudgetExceeded(
+                    f"video frames are {w}x{h} = {megapixels(w * h)} MP, over the "
+                    f"{megapixels(max_pixels)} MP decode budget (EVENTSVC_DECODE_MAX_PIXELS)"
+                )
         stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
         frame = _frame_near(container, stream, at_fraction, use_seek)
         if frame is None:
             return None
