@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     failure naming the size."""
     decode_max_memory_mb: int = Field(default=1024, ge=0)
     """Address space (RLIMIT_AS) of each decoder process; a decode over it fails
-    permanently ('memory'). 0: no limit."""
+    permanently ('memory'). At least 256; 0: no limit."""
     decode_timeout: float = Field(default=60.0, gt=0)
     """Seconds one decode may take; then its process is killed (SIGKILL) and replaced and
     the file fails permanently ('timeout')."""

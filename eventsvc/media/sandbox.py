@@ -45,9 +45,12 @@ from eventsvc.media.decode import ThumbSet
 from eventsvc.media.exif import MediaError
 from eventsvc.media.sandbox_child import EXIT_MEMORY, recv_frame, send_frame
 
-__all__ = ["DecodeFailed", "DecodeLimits", "DecodeSandbox", "shared_sandbox"]
+__all__ = ["MIN_MEMORY_MB", "DecodeFailed", "DecodeLimits", "DecodeSandbox", "shared_sandbox"]
 
 log = logging.getLogger(__name__)
+
+MIN_MEMORY_MB = 256
+"""The smallest decode_max_memory_mb accepted (0 aside: no limit)."""
 
 _START_TIMEOUT = 60.0
 """Seconds a new child may take to import its libraries and say hello (busy machines)."""
@@ -71,6 +74,12 @@ class DecodeLimits:
 
     @classmethod
     def from_settings(cls, settings: Any) -> DecodeLimits:
+        """The limits of ``settings``; ConfigError for a memory limit no decoder fits in."""
+        if 0 < int(settings.decode_max_memory_mb) < MIN_MEMORY_MB:
+            raise ConfigError(
+                f"decode_max_memory_mb={settings.decode_max_memory_mb} is too small: at least "
+                f"{MIN_MEMORY_MB} (a decoder process takes ~130 MB before decoding), or 0"
+            )
         return cls(
             max_pixels=int(settings.decode_max_pixels),
             memory_mb=int(settings.decode_max_memory_mb),
@@ -375,7 +384,7 @@ class DecodeSandbox:
             child.sock.settimeout(limits.timeout)
             send_frame(child.sock, {"op": op, "args": args}, [payload] if payload else [], fd)
             child.sock.settimeout(max(0.001, deadline - time.monotonic()))
-            head, blob, _ = recv_frame(child.sock)
+            head, blob, _ = recv_frame(child.sock, max_blob=limits.max_pixels * 3 + (64 << 20))
         except TimeoutError:
             self._discard(child)
             raise DecodeFailed(

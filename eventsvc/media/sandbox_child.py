@@ -62,9 +62,11 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def recv_frame(
-    sock: socket.socket, *, with_fds: bool = False
+    sock: socket.socket, *, with_fds: bool = False, max_blob: int | None = None
 ) -> tuple[dict[str, Any], bytes, list[int]]:
-    """(header, blob bytes, received fds). Raises EOFError on a closed connection."""
+    """(header, blob bytes, received fds). Raises EOFError on a closed connection and
+    ValueError on a frame over the limits (a peer we do not trust cannot make us
+    allocate more than ``max_blob`` bytes)."""
     fds: list[int] = []
     if with_fds:
         data, fds, _flags, _addr = socket.recv_fds(sock, _HEAD.size, 4)
@@ -79,6 +81,8 @@ def recv_frame(
     jlen, blen = _HEAD.unpack(data)
     if jlen > _MAX_JSON:
         raise ValueError(f"frame header of {jlen} bytes")
+    if max_blob is not None and blen > max_blob:
+        raise ValueError(f"frame of {blen} bytes, over {max_blob}")
     header = json.loads(_recv_exact(sock, jlen))
     blob = _recv_exact(sock, blen) if blen else b""
     return header, blob, fds

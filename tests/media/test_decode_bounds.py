@@ -24,7 +24,7 @@ from eventsvc.events import DerivationFailed
 from eventsvc.log import EventLog
 from eventsvc.media.sandbox import DecodeFailed, DecodeLimits, DecodeSandbox
 from eventsvc.settings import Settings, load_libraries
-from tests.harness import Pipeline, b3, make_jpeg, running, wait_until
+from tests.harness import Pipeline, b3, make_jpeg, make_video, running, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BOMB_EDGE = 13000  # 169 MP: just under Pillow's own bomb error (2 x 89.5 MP)
@@ -336,3 +336,65 @@ async def test_pipeline_memory_limit_and_the_pool_recovers(
     assert f.permanent and "over the decode memory limit of 400 MB" in f.reason
     assert reason is not None and "memory limit" in reason
     assert ready == photos
+
+
+# ------------------------------------------------------------------ videos and face crops
+
+
+def test_video_poster_frames_are_decoded_in_the_sandbox_within_the_budget(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("av")
+    video = make_video(tmp_path / "clip.mp4")
+    with DecodeSandbox(DecodeLimits(processes=1)) as box:
+        fd = _open(video)
+        try:
+            ts = box.thumbnails(fd, video=True)
+        finally:
+            os.close(fd)
+        assert (ts.width, ts.height) == (160, 120) and set(ts.jpegs) == {"small", "large"}
+    with DecodeSandbox(DecodeLimits(max_pixels=10_000, processes=1)) as box:
+        fd = _open(video)
+        try:
+            with pytest.raises(DecodeFailed, match=r"video frames are 160x120 = 0.0 MP, over"):
+                box.thumbnails(fd, video=True)
+        finally:
+            os.close(fd)
+
+
+def test_face_crops_come_from_our_thumbnail_else_a_bounded_decode(
+    tmp_path: Path, bomb: Path
+) -> None:
+    from litestar.exceptions import NotFoundException
+
+    from eventsvc.media.thumbs import thumb_path, write_atomic
+    from projections.api.people import make_crop
+
+    lib, thumbs_dir = tmp_path / "lib", tmp_path / "thumbs"
+    lib.mkdir()
+    shutil.copyfile(bomb, lib / "bomb.png")
+    photo = make_jpeg(lib / "photo.jpg", 7, size=(800, 600))
+
+    def src(path: Path, sizes: dict[str, str]) -> dict[str, object]:
+        st = path.stat()
+        loc = {"root": str(lib), "rel": path.name.encode(), "size": st.st_size,
+               "mtime_ns": st.st_mtime_ns}  # fmt: skip
+        return {"box": [0.4, 0.4, 0.6, 0.6], "sizes": sizes, "locations": [loc]}
+
+    with DecodeSandbox(DecodeLimits(processes=1)) as box:
+        # No thumbnail yet: the original, decoded in the sandbox.
+        crop = make_crop(thumbs_dir, "a" * 64 + "-000000-0", src(photo, {}), box)
+        with Image.open(crop) as im:
+            assert max(im.size) <= 256
+        # The bomb is refused by its header: a 404 saying why, no decode in this process.
+        with pytest.raises(NotFoundException, match="over the 64 MP decode budget"):
+            make_crop(thumbs_dir, "b" * 64 + "-000000-0", src(lib / "bomb.png", {}), box)
+        # With our large thumbnail, the original is not touched at all (even a bomb's).
+        large = thumb_path(thumbs_dir, "c" * 64, "large")
+        buf = io.BytesIO()
+        Image.new("RGB", (1440, 1080), (9, 99, 199)).save(buf, "JPEG")
+        write_atomic(large, buf.getvalue())
+        rel = str(large.relative_to(thumbs_dir))
+        crop = make_crop(thumbs_dir, "c" * 64 + "-000000-0", src(lib / "bomb.png", {"large": rel}))
+        with Image.open(crop) as im:
+            assert im.size == (256, 256)
