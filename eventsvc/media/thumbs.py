@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from eventsvc.media.exif import MediaError, frame_rotation, is_heif
+from eventsvc.media.source import FdReader, Source, open_source, source_name
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -130,10 +131,6 @@ class BudgetExceeded(MediaError):
     """The image header says decoding it would exceed the pixel budget (nothing decoded)."""
 
 
-Source = str | os.PathLike[str] | int | BinaryIO
-"""A path, an open file descriptor (the caller's: read with ``pread``, never moved or
-closed), or a binary file object."""
-
 IMAGE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP", "DIB", "HEIF", "AVIF")
 """The formats we decode (Image.open is told so: no exotic plugin parses our input).
 JPEG includes MPO; HEIF needs pillow-heif's opener registered."""
@@ -143,68 +140,6 @@ def open_formats(allowed: tuple[str, ...] = IMAGE_FORMATS) -> list[str]:
     """``allowed`` less those Pillow cannot open here (for ``Image.open(formats=...)``)."""
     Image.init()
     return [f for f in allowed if f in Image.OPEN]
-
-
-class FdReader(io.RawIOBase):
-    """A read-only, seekable view of a file descriptor through ``os.pread``: the caller's
-    file offset is never moved and the descriptor is never closed by us."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = os.pread(self._fd, len(view), self._pos)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = os.fstat(self._fd).st_size + offset
-        else:
-            raise ValueError(f"bad whence {whence}")
-        if pos < 0:
-            raise OSError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
-@contextlib.contextmanager
-def open_source(source: Source) -> Iterator[BinaryIO]:
-    """A binary file for ``source``; closes only what it opened itself."""
-    if isinstance(source, int):
-        with io.BufferedReader(FdReader(source), 1 << 16) as fh:
-            yield fh  # type: ignore[misc]
-    elif isinstance(source, str | os.PathLike):
-        with open(source, "rb") as fh:
-            yield fh
-    else:
-        source.seek(0)
-        yield source
-
-
-def _name(source: Source) -> str:
-    if isinstance(source, int):
-        return f"fd {source}"
-    if isinstance(source, str | os.PathLike):
-        return str(os.fspath(source))
-    return str(getattr(source, "name", "image"))
 
 
 def megapixels(pixels: int) -> str:
@@ -247,7 +182,7 @@ def decode_for_thumbs(
     except (MediaError, MemoryError):
         raise
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, bomb errors...
-        raise MediaError(f"cannot decode {_name(source)}: {exc}") from exc
+        raise MediaError(f"cannot decode {source_name(source)}: {exc}") from exc
 
 
 def _reduce(img: Image.Image, max_edge: int) -> Image.Image:
@@ -365,7 +300,7 @@ def video_frame(
     :class:`BudgetExceeded` when the stream's frame size is over ``max_pixels``.
     ``threads`` caps FFmpeg's decoding threads (default: its own choice).
     """
-    name = _name(source)
+    name = source_name(source)
     try:
         for use_seek in (True, False):
             with _av_input(source) as target:
