@@ -151,16 +151,21 @@ class _Child:
                    MKL_NUM_THREADS="1", MALLOC_ARENA_MAX="2")  # fmt: skip
         args = [sys.executable, "-c", _BOOT, _package_root(), str(theirs.fileno()),
                 str(os.getpid()), str(limits.memory_mb), str(alarm_s)]  # fmt: skip
-        try:
-            self.proc = _spawner.run(
-                lambda: subprocess.Popen(
+
+        def spawn() -> subprocess.Popen[bytes]:
+            try:  # their end is closed here, after the fork: never reused too early
+                return subprocess.Popen(
                     args, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, env=env, close_fds=True,
-                ),
-                _START_TIMEOUT,
-            )  # fmt: skip
-        finally:
-            theirs.close()
+                )  # fmt: skip
+            finally:
+                theirs.close()
+
+        try:
+            self.proc = _spawner.run(spawn, _START_TIMEOUT)
+        except BaseException:
+            ours.close()  # a child started late reads EOF and exits
+            raise
         self.sock = ours
         self.used = 0
         try:
