@@ -398,3 +398,38 @@ def test_face_crops_come_from_our_thumbnail_else_a_bounded_decode(
         crop = make_crop(thumbs_dir, "c" * 64 + "-000000-0", src(lib / "bomb.png", {"large": rel}))
         with Image.open(crop) as im:
             assert im.size == (256, 256)
+
+
+def test_a_decoder_that_dies_is_reported_and_replaced(bomb: Path, tmp_path: Path) -> None:
+    """A decoder killed mid-decode (as the kernel would, or a crash in a codec): the job
+    fails with the signal named, the next one gets a new process."""
+    import threading
+
+    photo = make_jpeg(tmp_path / "next.jpg", 6, size=(320, 240))
+    limits = DecodeLimits(max_pixels=200_000_000, memory_mb=2048, timeout=60, processes=1)
+    with DecodeSandbox(limits) as box:
+        box.ping()
+        [pid] = box.pids()
+        killer = threading.Timer(0.2, os.kill, (pid, signal.SIGSEGV))
+        killer.start()
+        fd = _open(bomb)
+        try:
+            with pytest.raises(DecodeFailed, match=r"died \(SIGSEGV\), possibly at the memory"):
+                box.thumbnails(fd)
+        finally:
+            killer.join()
+            os.close(fd)
+        fd = _open(photo)
+        try:
+            assert box.thumbnails(fd).width == 320
+        finally:
+            os.close(fd)
+        assert box.killed == 1 and box.started == 2 and box.pids() != [pid]
+
+
+def test_a_memory_limit_no_decoder_fits_in_is_a_config_error(tmp_path: Path) -> None:
+    from eventsvc.errors import ConfigError
+    from eventsvc.media.sandbox import shared_sandbox
+
+    with pytest.raises(ConfigError, match="decode_max_memory_mb=100 is too small"):
+        shared_sandbox(Settings(data_dir=tmp_path, decode_max_memory_mb=100))
