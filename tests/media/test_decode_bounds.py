@@ -433,3 +433,21 @@ def test_a_memory_limit_no_decoder_fits_in_is_a_config_error(tmp_path: Path) -> 
 
     with pytest.raises(ConfigError, match="decode_max_memory_mb=100 is too small"):
         shared_sandbox(Settings(data_dir=tmp_path, decode_max_memory_mb=100))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP"])
+def test_full_size_formats_are_box_reduced_and_still_upright(tmp_path: Path, fmt: str) -> None:
+    """No DCT scaling outside JPEG: the decode is reduced by an integer factor at once
+    (to >= 2 x the edge needed), and the EXIF orientation still applies."""
+    from eventsvc.media.thumbs import decode_for_thumbs
+
+    img = Image.new("RGB", (4000, 3000), (220, 20, 20))
+    img.paste((20, 20, 220), (2000, 0, 4000, 3000))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # 90 degrees clockwise: the red left half ends up on top
+    path = tmp_path / f"big.{fmt.lower()}"
+    img.save(path, fmt, exif=exif)
+    out = decode_for_thumbs(path, max_edge=256)
+    assert out.size == (429, 572)  # 3000 // 7, 4000 // 7: reduce(7) >= 512
+    top, bottom = out.getpixel((214, 5)), out.getpixel((214, 566))
+    assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]
