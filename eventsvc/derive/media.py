@@ -108,7 +108,9 @@ class MediaDeriver:
         video = event.media_kind == "video"
         if need_exif:
             try:
-                facts = exif_mod.extract_video(path) if video else exif_mod.extract_image(path)
+                facts = self._facts(path, video)
+            except TransientError:
+                raise  # no decoder process to be had right now: retried later
             except exif_mod.MediaError as exc:
                 out.append(self._failed(event, seq, "exif", str(exc)))
             else:
@@ -172,6 +174,15 @@ class MediaDeriver:
                     )
                 )
         return out
+
+    def _facts(self, path: str, video: bool) -> exif_mod.ExifFacts:
+        if self.sandbox is None:
+            return exif_mod.extract_video(path) if video else exif_mod.extract_image(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # "files": safe open here
+        try:
+            return self.sandbox.exif(fd, video=video)
+        finally:
+            os.close(fd)
 
     def _failed(self, event: HashComputed, seq: int, stage: str, reason: str) -> DerivationFailed:
         log.warning("%s failed for %s: %s", stage, event.content_hash[:12], reason)

@@ -23,6 +23,7 @@ Those are :class:`DecodeFailed` (a :class:`~eventsvc.errors.PermanentError` and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -42,7 +43,7 @@ import numpy as np
 
 from eventsvc.errors import ConfigError, PermanentError, TransientError
 from eventsvc.media.decode import ThumbSet
-from eventsvc.media.exif import MediaError
+from eventsvc.media.exif import ExifFacts, MediaError
 from eventsvc.media.sandbox_child import EXIT_MEMORY, recv_frame, send_frame
 
 __all__ = ["MIN_MEMORY_MB", "DecodeFailed", "DecodeLimits", "DecodeSandbox", "shared_sandbox"]
@@ -259,6 +260,16 @@ class DecodeSandbox:
         names = [str(n) for n in head["names"]]
         return ThumbSet(dict(zip(names, blobs, strict=True)), int(head["width"]),
                         int(head["height"]), str(head["phash"]), str(head["dhash"]))  # fmt: skip
+
+    def exif(self, fd: int, *, video: bool = False) -> ExifFacts:
+        """EXIF / container facts (exifread, Pillow and pillow-heif headers, PyAV probe)
+        read in a child: no parser of an untrusted file runs in the caller's process."""
+        head, _ = self._call("exif", fd, {"video": video})
+        facts = dict(head["facts"])
+        known = {f.name for f in dataclasses.fields(ExifFacts)}
+        facts = {k: v for k, v in facts.items() if k in known}
+        facts["warnings"] = tuple(str(w) for w in facts.get("warnings") or ())
+        return ExifFacts(**facts)
 
     def faces_image(
         self, source: int | bytes | BinaryIO, max_edge: int, *, raw: bool = False

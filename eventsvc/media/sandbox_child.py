@@ -166,6 +166,17 @@ def _handle(op: str, args: dict[str, Any], source: Any) -> tuple[dict[str, Any],
                                               max_pixels=max_pixels))  # fmt: skip
     if op == "wire":
         return _array_reply(decode.wire_image(source, max_pixels=max_pixels))
+    if op == "exif":
+        import dataclasses
+
+        from eventsvc.media import exif
+
+        # Re-opened through /proc: a new open file (own offset) of the very same inode.
+        path = f"/proc/self/fd/{source}" if isinstance(source, int) else None
+        if path is None or not os.path.exists(path):
+            raise ValueError("EXIF extraction needs a file descriptor (and /proc)")
+        facts = exif.extract_video(path) if args.get("video") else exif.extract_image(path)
+        return {"ok": True, "facts": dataclasses.asdict(facts)}, []
     if op == "ping":
         return {"ok": True, "pid": os.getpid(), "vm_hwm_kb": _vm_kb("VmHWM")}, []
     raise ValueError(f"unknown decode job {op!r}")

@@ -451,3 +451,24 @@ def test_full_size_formats_are_box_reduced_and_still_upright(tmp_path: Path, fmt
     assert out.size == (429, 572)  # 3000 // 7, 4000 // 7: reduce(7) >= 512
     top, bottom = out.getpixel((214, 5)), out.getpixel((214, 566))
     assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]
+
+
+def test_exif_is_read_in_the_sandbox_with_the_same_facts(tmp_path: Path, bomb: Path) -> None:
+    from eventsvc.media import exif
+
+    photo = make_jpeg(tmp_path / "exif.jpg", 2, size=(320, 240), exif=True)
+    with DecodeSandbox(DecodeLimits(processes=1)) as box:
+        fd = _open(photo)
+        try:
+            facts = box.exif(fd)
+        finally:
+            os.close(fd)
+        assert facts == exif.extract_image(photo)
+        assert facts.make == "TestCam" and facts.date_original == "2023-01-02T12:34:56"
+        fd = _open(bomb)  # headers only: no pixel is decoded, whatever the size
+        try:
+            facts = box.exif(fd)
+        finally:
+            os.close(fd)
+        assert (facts.width, facts.height) == (BOMB_EDGE, BOMB_EDGE)
+        assert box.ping()["vm_hwm_kb"] < 200 * 1024
