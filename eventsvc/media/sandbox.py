@@ -396,21 +396,15 @@ class DecodeSandbox:
              payload: bytes) -> tuple[dict[str, Any], list[bytes]]:  # fmt: skip
         limits = self.limits
         deadline = time.monotonic() + limits.timeout
+        child = self._send(child, {"op": op, "args": args}, payload, fd)
         try:
-            child.sock.settimeout(limits.timeout)
-            send_frame(child.sock, {"op": op, "args": args}, [payload] if payload else [], fd)
             child.sock.settimeout(max(0.001, deadline - time.monotonic()))
             head, blob, _ = recv_frame(child.sock, max_blob=limits.max_pixels * 3 + (64 << 20))
         except TimeoutError:
             self._discard(child)
-            raise DecodeFailed(
-                "timeout", f"decode timeout: still decoding after {limits.timeout:g}s "
-                f"(EVENTSVC_DECODE_TIMEOUT); the decoder process was killed",
-            ) from None  # fmt: skip
+            raise self._timeout() from None
         except (OSError, EOFError, ValueError) as exc:
-            code = self._discard(child)
-            kind, why = _death(code, limits)
-            raise DecodeFailed(kind, why) from exc
+            raise DecodeFailed(*_death(self._discard(child), limits)) from exc
         child.used += 1
         if not head.get("ok"):
             kind = str(head.get("kind", "undecodable"))
@@ -421,6 +415,33 @@ class DecodeSandbox:
         self._checkin(child, keep=True)
         blobs = _split(blob, head)
         return head, blobs
+
+    def _timeout(self) -> DecodeFailed:
+        return DecodeFailed(
+            "timeout",
+            f"decode timeout: still decoding after {self.limits.timeout:g}s "
+            "(EVENTSVC_DECODE_TIMEOUT); the decoder process was killed",
+        )
+
+    def _send(
+        self, child: _Child, header: dict[str, Any], payload: bytes, fd: int | None
+    ) -> _Child:
+        """Send a job (to the child returned). A child found dead before it got the job
+        (killed while idle) is replaced once: that is no fault of this file."""
+        for attempt in (0, 1):
+            child.sock.settimeout(self.limits.timeout)
+            try:
+                send_frame(child.sock, header, [payload] if payload else [], fd)
+                return child
+            except TimeoutError:
+                self._discard(child)
+                raise self._timeout() from None
+            except OSError as exc:
+                code = self._discard(child)
+                if attempt:
+                    raise DecodeFailed(*_death(code, self.limits)) from exc
+                child = self._checkout()
+        raise AssertionError("unreachable")
 
     def _discard(self, child: _Child) -> int | None:
         with self._lock:

@@ -472,3 +472,20 @@ def test_exif_is_read_in_the_sandbox_with_the_same_facts(tmp_path: Path, bomb: P
             os.close(fd)
         assert (facts.width, facts.height) == (BOMB_EDGE, BOMB_EDGE)
         assert box.ping()["vm_hwm_kb"] < 200 * 1024
+
+
+def test_an_idle_decoder_killed_from_outside_costs_no_file_a_failure(tmp_path: Path) -> None:
+    photo = make_jpeg(tmp_path / "p.jpg", 8, size=(200, 100))
+    with DecodeSandbox(DecodeLimits(processes=1)) as box:
+        box.ping()
+        [pid] = box.pids()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fd = _open(photo)
+        try:
+            assert box.thumbnails(fd).width == 200
+        finally:
+            os.close(fd)
+        assert box.started == 2 and box.pids() != [pid]
