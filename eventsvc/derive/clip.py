@@ -186,18 +186,20 @@ class ClipDeriver:
             raise ModelUnavailable("the CLIP model is not loaded yet")
         p, h = self.log.prefix, event.content_hash
         subject = f"{p}.content.{h}.ClipEncoded.{subject_token(model.version)}"
-        other = self._inflight.get(h)
-        if other is not None:  # the same content at another location, right now
+        while (other := self._inflight.get(h)) is not None:  # same content elsewhere, now
             await asyncio.wait({other})
             if other.exception() is None:
                 self.stats.skipped += 1
                 return []
-        if await self.log.has_subject(subject):
-            self.stats.skipped += 1
-            return []  # this content was encoded from another location, or before
+        # Registered before any await: a copy of this content fetched in the same batch
+        # waits for this one instead of encoding it twice.
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[h] = mine
         try:
+            if await self.log.has_subject(subject):
+                self.stats.skipped += 1
+                mine.set_result(None)
+                return []  # this content was encoded from another location, or before
             out = await self._encode(event, seq, model)
         except BaseException as exc:
             mine.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
