@@ -14,7 +14,7 @@ from PIL import Image
 from eventsvc.errors import BackendUnavailable, BadInput, ModelUnavailable, TransientError
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox, shared_sandbox
 
-__all__ = ["MAX_ITEMS", "decode_images", "encode_image", "error_response"]
+__all__ = ["MAX_ITEMS", "decode_images", "encode_image", "error_response", "prestart_decoder"]
 
 MAX_ITEMS = 256
 """Images or texts per request."""
@@ -58,6 +58,12 @@ def _default_sandbox() -> DecodeSandbox:
     from eventsvc.settings import Settings
 
     return shared_sandbox(Settings())
+
+
+def prestart_decoder() -> None:
+    """Start the default sandbox's decoder process now, in the background (a service
+    calls it at startup, so the first upload does not wait for one)."""
+    _default_sandbox().prestart(1)
 
 
 def error_response(exc: Exception) -> Response[Any]:
