@@ -243,6 +243,8 @@ class DecodeSandbox:
         self._busy: set[_Child] = set()
         self._slots = threading.BoundedSemaphore(max(1, self.limits.processes))
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        """Notified when a prestarted child becomes idle (or fails to start)."""
         self._closed = False
         self._starting = 0
         self.started = 0
@@ -307,6 +309,7 @@ class DecodeSandbox:
                 log.warning("could not prestart a decoder process: %s", exc)
                 with self._lock:
                     self._starting -= 1
+                    self._ready.notify_all()
                 continue
             with self._lock:
                 self._starting -= 1
@@ -316,6 +319,7 @@ class DecodeSandbox:
                 else:
                     closing = False
                     self._idle.append(child)
+                self._ready.notify()
             if closing:
                 child.close()
 
@@ -364,6 +368,8 @@ class DecodeSandbox:
         with self._lock:
             if self._closed:
                 raise TransientError("the decode sandbox is closed")
+            if not self._idle and self._starting:  # one is on its way: no second start
+                self._ready.wait_for(lambda: self._idle or not self._starting, _START_TIMEOUT)
             while self._idle:
                 child = self._idle.pop()
                 if child.alive():
