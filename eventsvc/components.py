@@ -76,7 +76,10 @@ WorkerFactory = Callable[[EventLog, Settings, LibraryRoots], Awaitable[Worker]]
 
 
 async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
-    deriver = MediaDeriver(roots, settings.thumbs_dir, event_log)
+    from eventsvc.media.sandbox import shared_sandbox
+
+    box = shared_sandbox(settings, prestart=settings.media_concurrency)
+    deriver = MediaDeriver(roots, settings.thumbs_dir, event_log, box)
     return Worker(
         "media",
         event_log,
@@ -130,7 +133,10 @@ async def _faces_worker(event_log: EventLog, settings: Settings, roots: LibraryR
     from eventsvc.derive.faces import FacesDeriver, FacesWorker
 
     spec = faces_spec(settings)
-    deriver = FacesDeriver(roots, event_log, face_backend(settings), settings.faces_max_edge)
+    from eventsvc.media.sandbox import shared_sandbox
+
+    box = shared_sandbox(settings, prestart=settings.faces_concurrency)
+    deriver = FacesDeriver(roots, event_log, face_backend(settings), settings.faces_max_edge, box)
     return FacesWorker(
         event_log,
         spec,

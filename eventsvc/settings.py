@@ -187,6 +187,21 @@ class Settings(BaseSettings):
     """ONNX Runtime intra-op threads (0: its default)."""
     clip_text_cache: int = 1024
     """Query embeddings kept per API process."""
+    # ---- bounded decoding (issue 11: decodes of untrusted images run in child processes)
+    decode_max_pixels: int = Field(default=64_000_000, ge=1)
+    """Largest image decoded, in pixels held by the decoder, judged from the header before
+    any decode: width x height, or for a baseline JPEG the size at the DCT scale it is
+    decoded at (1/2..1/8), so 100+ MP camera JPEGs still pass. Above it: a permanent
+    failure naming the size."""
+    decode_max_memory_mb: int = Field(default=1024, ge=0)
+    """Address space (RLIMIT_AS) of each decoder process; a decode over it fails
+    permanently ('memory'). At least 256; 0: no limit."""
+    decode_timeout: float = Field(default=60.0, gt=0)
+    """Seconds one decode may take; then its process is killed (SIGKILL) and replaced and
+    the file fails permanently ('timeout')."""
+    decode_processes: int = Field(default=0, ge=0)
+    """Decoder processes shared by the media, faces and clip workers of one process
+    (0: one per CPU). They start on first use."""
 
     @property
     def api_has_tokens(self) -> bool:

@@ -26,13 +26,13 @@ from PIL import Image
 
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import BadInput, ModelUnavailable, PermanentError
+from eventsvc.errors import BadInput, ModelUnavailable, PermanentError, TransientError
 from eventsvc.events import ClipEncoded, Event, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import ClipBackend, ModelInfo
 from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.media import thumbs
-from eventsvc.safe_open import fd_path
+from eventsvc.media import decode, thumbs
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = [
     "Batcher",
@@ -50,17 +50,29 @@ DECODE_EDGE = 448
 """Images are decoded with their longest edge at least this (2x ViT-B/32's 224)."""
 
 
-def load_image(path: str, max_edge: int = DECODE_EDGE, name: str | None = None) -> Image.Image:
-    """Upright RGB, decoded small; RAW through its embedded preview (``name``: the file's
-    name, for its extension, when ``path`` is a /proc/self/fd one)."""
-    if os.path.splitext(name or path)[1].lower() in RAW_EXTENSIONS:
-        preview = thumbs.embedded_preview(path)
-        if preview is not None:
-            return preview
-    img = thumbs.decode_for_thumbs(path, max_edge=max_edge)
-    if max(img.size) > max_edge * 2:
-        img.thumbnail((max_edge * 2, max_edge * 2), Image.Resampling.BILINEAR)
-    return img
+def load_image(
+    source: thumbs.Source,
+    max_edge: int = DECODE_EDGE,
+    *,
+    raw: bool | None = None,
+    sandbox: DecodeSandbox | None = None,
+) -> Image.Image:
+    """Upright RGB, decoded small; RAW through its embedded preview (``raw`` None: judged
+    from a path's extension). With a ``sandbox``, decoded in its child process within its
+    pixel, memory and time limits (:class:`DecodeFailed`)."""
+    if raw is None:
+        raw = isinstance(source, str | os.PathLike) and (
+            os.path.splitext(os.fspath(source))[1].lower() in RAW_EXTENSIONS
+        )
+    if sandbox is None:
+        return decode.clip_image(source, max_edge, raw=raw, max_pixels=None)
+    if isinstance(source, str | os.PathLike):
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return Image.fromarray(sandbox.clip_image(fd, max_edge, raw=raw))
+        finally:
+            os.close(fd)
+    return Image.fromarray(sandbox.clip_image(source, max_edge, raw=raw))
 
 
 @dataclass
@@ -162,6 +174,8 @@ class ClipDeriver:
         self.batcher = batcher
         self.stats = stats
         self.model: ModelInfo | None = None
+        self.sandbox: DecodeSandbox | None = None
+        """Where images are decoded (None: in this process, unbounded: tests only)."""
         self._inflight: dict[str, asyncio.Future[None]] = {}
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
@@ -172,18 +186,20 @@ class ClipDeriver:
             raise ModelUnavailable("the CLIP model is not loaded yet")
         p, h = self.log.prefix, event.content_hash
         subject = f"{p}.content.{h}.ClipEncoded.{subject_token(model.version)}"
-        other = self._inflight.get(h)
-        if other is not None:  # the same content at another location, right now
+        while (other := self._inflight.get(h)) is not None:  # same content elsewhere, now
             await asyncio.wait({other})
             if other.exception() is None:
                 self.stats.skipped += 1
                 return []
-        if await self.log.has_subject(subject):
-            self.stats.skipped += 1
-            return []  # this content was encoded from another location, or before
+        # Registered before any await: a copy of this content fetched in the same batch
+        # waits for this one instead of encoding it twice.
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[h] = mine
         try:
+            if await self.log.has_subject(subject):
+                self.stats.skipped += 1
+                mine.set_result(None)
+                return []  # this content was encoded from another location, or before
             out = await self._encode(event, seq, model)
         except BaseException as exc:
             mine.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
@@ -217,8 +233,13 @@ class ClipDeriver:
 
     def _decode(self, event: HashComputed) -> Image.Image:
         fd = self.roots.open_hashed(event, "CLIP encoding")  # under its configured root only
+        raw = os.path.splitext(event.path or "")[1].lower() in RAW_EXTENSIONS
         try:
-            return load_image(fd_path(fd), name=event.path)
+            return load_image(fd, raw=raw, sandbox=self.sandbox)
+        except TransientError:
+            raise  # no decoder process to be had right now: retried later
+        except DecodeFailed as exc:  # over a limit: recorded with the sandbox's reason
+            raise DecodeFailed(exc.kind, f"cannot decode for CLIP: {exc}"[:500]) from exc
         except Exception as exc:  # undecodable: recorded, never retried forever
             raise PermanentError(
                 f"cannot decode for CLIP: {type(exc).__name__}: {exc}"[:500]
@@ -254,6 +275,7 @@ def make_clip_worker(
     """The clip worker for the configured model (``model=None``) or another one, on the
     configured back-end or ``backend``."""
     from eventsvc.inference.models import clip_backend
+    from eventsvc.media.sandbox import shared_sandbox
     from eventsvc.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -264,6 +286,7 @@ def make_clip_worker(
         concurrency=settings.clip_concurrency, stats=stats,
     )  # fmt: skip
     deriver = ClipDeriver(roots, event_log, backend, batcher, stats)
+    deriver.sandbox = shared_sandbox(settings, prestart=os.cpu_count() or 1)
     in_flight = max(1, settings.clip_batch) * max(1, settings.clip_concurrency)
     return ClipWorker(
         spec.durable, event_log, spec, deriver, concurrency=in_flight,

@@ -22,32 +22,42 @@ from PIL import Image
 
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import BadInput, ModelUnavailable, PermanentError
+from eventsvc.errors import BadInput, ModelUnavailable, PermanentError, TransientError
 from eventsvc.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.media import thumbs
-from eventsvc.safe_open import fd_path
+from eventsvc.media import decode, thumbs
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = ["FacesDeriver", "FacesStats", "FacesWorker", "load_image", "to_event"]
 
 log = logging.getLogger(__name__)
 
 
-def load_image(path: str, max_edge: int, name: str | None = None) -> Image.Image:
+def load_image(
+    source: thumbs.Source,
+    max_edge: int,
+    *,
+    raw: bool | None = None,
+    sandbox: DecodeSandbox | None = None,
+) -> Image.Image:
     """Upright RGB, long edge at most ``max_edge``; RAW via its preview when it has one
-    (``name``: the file's name, for its extension, when ``path`` is a /proc/self/fd one)."""
-    img: Image.Image | None = None
-    if os.path.splitext(name or path)[1].lower() in RAW_EXTENSIONS:
-        img = thumbs.embedded_preview(path)
-    if img is None:
-        img = thumbs.decode_for_thumbs(path, max_edge=max_edge)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    if max(img.size) > max_edge:
-        img.thumbnail((max_edge, max_edge), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return img
+    (``raw`` None: judged from a path's extension). With a ``sandbox``, decoded in its
+    child process within its pixel, memory and time limits (:class:`DecodeFailed`)."""
+    if raw is None:
+        raw = isinstance(source, str | os.PathLike) and (
+            os.path.splitext(os.fspath(source))[1].lower() in RAW_EXTENSIONS
+        )
+    if sandbox is None:
+        return decode.faces_image(source, max_edge, raw=raw, max_pixels=None)
+    if isinstance(source, str | os.PathLike):
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return Image.fromarray(sandbox.faces_image(fd, max_edge, raw=raw))
+        finally:
+            os.close(fd)
+    return Image.fromarray(sandbox.faces_image(source, max_edge, raw=raw))
 
 
 def to_event(content_hash: str, model: str, faces: list[DetectedFace], seq: int | None):
@@ -78,12 +88,19 @@ class FacesDeriver:
     """The handler of the ``faces`` worker."""
 
     def __init__(
-        self, roots: LibraryRoots, event_log: EventLog, backend: FaceBackend, max_edge: int
+        self,
+        roots: LibraryRoots,
+        event_log: EventLog,
+        backend: FaceBackend,
+        max_edge: int,
+        sandbox: DecodeSandbox | None = None,
     ) -> None:
         self.roots = roots
         self.log = event_log
         self.backend = backend
         self.max_edge = max_edge
+        self.sandbox = sandbox
+        """Where images are decoded (None: in this process, unbounded: tests only)."""
         self.model: ModelInfo | None = None
         self.stats = FacesStats()
 
@@ -112,8 +129,13 @@ class FacesDeriver:
 
     def _load(self, event: HashComputed) -> Image.Image:
         fd = self.roots.open_hashed(event, "analysis")  # under its configured root only
+        raw = os.path.splitext(event.path or "")[1].lower() in RAW_EXTENSIONS
         try:
-            return load_image(fd_path(fd), self.max_edge, event.path)
+            return load_image(fd, self.max_edge, raw=raw, sandbox=self.sandbox)
+        except TransientError:
+            raise  # no decoder process to be had right now: retried later
+        except DecodeFailed as exc:  # over a limit: recorded with the sandbox's reason
+            raise DecodeFailed(exc.kind, f"cannot decode for faces: {exc}"[:500]) from exc
         except Exception as exc:  # undecodable: recorded, never retried forever
             raise PermanentError(
                 f"cannot decode for faces: {type(exc).__name__}: {exc}"[:500]

@@ -3,6 +3,9 @@
 One decode serves the thumbnails and the perceptual hashes; EXIF is read without
 decoding pixels. A file that cannot be decoded still gets its EXIF facts (and its
 content hash, from the hasher): the thumbnail failure is recorded as DerivationFailed.
+The decode (image, RAW preview or video poster frame) runs in the decode sandbox
+(:mod:`eventsvc.media.sandbox`): over the pixel budget, the memory or the time limit it
+is such a failure too, with the limit named; the worker process never holds the pixels.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import logging
 import os
 from pathlib import Path
 
-import imagehash
 from PIL import Image
 
 from eventsvc.derive.roots import LibraryRoots
+from eventsvc.errors import TransientError
 from eventsvc.events import DerivationFailed, Event, ExifExtracted, HashComputed, ThumbnailReady
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.log import EventLog
+from eventsvc.media import decode, thumbs
 from eventsvc.media import exif as exif_mod
-from eventsvc.media import thumbs
 from eventsvc.media.dates import resolve_date_taken
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 from eventsvc.safe_open import fd_path
 
 __all__ = ["MediaDeriver", "analyse_image"]
@@ -30,44 +34,55 @@ __all__ = ["MediaDeriver", "analyse_image"]
 log = logging.getLogger(__name__)
 
 
-def _image(path: str, max_edge: int, name: str | None = None) -> Image.Image:
-    if os.path.splitext(name or path)[1].lower() in RAW_EXTENSIONS:
-        preview = thumbs.embedded_preview(path)
-        if preview is not None:
-            return preview
-    return thumbs.decode_for_thumbs(path, max_edge=max_edge)
-
-
 def analyse_image(
-    path: str, thumb_root: Path, content_hash: str, name: str | None = None
+    source: thumbs.Source,
+    thumb_root: Path,
+    content_hash: str,
+    *,
+    raw: bool = False,
+    sandbox: DecodeSandbox | None = None,
 ) -> tuple[dict[str, str], tuple[int, int], str, str]:
     """Thumbnails written atomically, upright size, pHash and dHash, from one decode
-    (``name``: the file's name, for its extension, when ``path`` is a /proc/self/fd one)."""
-    img = _image(path, max(thumbs.SIZES.values()), name)
-    return _store(img, thumb_root, content_hash)
+    (in the sandbox's child process when given one: the pixels never come here)."""
+    if sandbox is not None:
+        ts = sandbox.thumbnails(source, raw=raw)
+    else:
+        ts = decode.thumbnail_set(decode.thumb_image(source, raw=raw, max_pixels=None))
+    return _write(ts, thumb_root, content_hash)
+
+
+def _write(
+    ts: decode.ThumbSet, thumb_root: Path, content_hash: str
+) -> tuple[dict[str, str], tuple[int, int], str, str]:
+    rel: dict[str, str] = {}
+    for name, data in ts.jpegs.items():
+        target = thumbs.thumb_path(thumb_root, content_hash, name)
+        thumbs.write_atomic(target, data)
+        rel[name] = str(target.relative_to(thumb_root))
+    return rel, (ts.width, ts.height), ts.phash, ts.dhash
 
 
 def _store(
     img: Image.Image, thumb_root: Path, content_hash: str
 ) -> tuple[dict[str, str], tuple[int, int], str, str]:
-    size = img.size
-    rendered = thumbs.render_thumbnails(img)
-    rel: dict[str, str] = {}
-    for name, data in rendered.items():
-        target = thumbs.thumb_path(thumb_root, content_hash, name)
-        thumbs.write_atomic(target, data)
-        rel[name] = str(target.relative_to(thumb_root))
-    gray = img.convert("L")
-    return rel, size, str(imagehash.phash(gray)), str(imagehash.dhash(gray))
+    return _write(decode.thumbnail_set(img), thumb_root, content_hash)
 
 
 class MediaDeriver:
     """The handler of the ``media`` worker."""
 
-    def __init__(self, roots: LibraryRoots, thumb_root: Path, event_log: EventLog) -> None:
+    def __init__(
+        self,
+        roots: LibraryRoots,
+        thumb_root: Path,
+        event_log: EventLog,
+        sandbox: DecodeSandbox | None = None,
+    ) -> None:
         self.roots = roots
         self.thumb_root = Path(thumb_root)
         self.log = event_log
+        self.sandbox = sandbox
+        """Where images are decoded (None: in this process, unbounded: tests only)."""
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, HashComputed):
@@ -83,21 +98,24 @@ class MediaDeriver:
     def derive(
         self, event: HashComputed, seq: int, need_exif: bool, need_thumb: bool
     ) -> list[Event]:
-        # Opened under the configured root; the decoders read the opened file (fd_path).
+        # Opened under the configured root, still the bytes that were hashed (fstat); the
+        # decoder process reads this very descriptor.
         fd = self.roots.open_hashed(event, "analysis")
         try:
-            return self._derive(event, fd_path(fd), seq, need_exif, need_thumb)
+            return self._derive(event, fd, seq, need_exif, need_thumb)
         finally:
             os.close(fd)
 
     def _derive(
-        self, event: HashComputed, path: str, seq: int, need_exif: bool, need_thumb: bool
+        self, event: HashComputed, fd: int, seq: int, need_exif: bool, need_thumb: bool
     ) -> list[Event]:
         out: list[Event] = []
         video = event.media_kind == "video"
         if need_exif:
             try:
-                facts = exif_mod.extract_video(path) if video else exif_mod.extract_image(path)
+                facts = self._facts(fd, video)
+            except TransientError:
+                raise  # no decoder process to be had right now: retried later
             except exif_mod.MediaError as exc:
                 out.append(self._failed(event, seq, "exif", str(exc)))
             else:
@@ -126,13 +144,21 @@ class MediaDeriver:
                 )
         if need_thumb:
             try:
-                if video:
-                    img = thumbs.video_frame(path, 0.1)
+                raw = os.path.splitext(event.path or "")[1].lower() in RAW_EXTENSIONS
+                if video and self.sandbox is None:
+                    img = thumbs.video_frame(fd, 0.1)
                     sizes, (w, h), ph, dh = _store(img, self.thumb_root, event.content_hash)
+                elif video:
+                    ts = self.sandbox.thumbnails(fd, video=True)
+                    sizes, (w, h), ph, dh = _write(ts, self.thumb_root, event.content_hash)
                 else:
                     sizes, (w, h), ph, dh = analyse_image(
-                        path, self.thumb_root, event.content_hash, event.path
+                        fd, self.thumb_root, event.content_hash, raw=raw, sandbox=self.sandbox
                     )
+            except TransientError:
+                raise  # no decoder process to be had right now: retried later
+            except DecodeFailed as exc:  # over a limit, or undecodable: recorded
+                out.append(self._failed(event, seq, "thumbnail", f"cannot decode: {exc}"[:500]))
             except Exception as exc:  # undecodable: recorded, never retried forever
                 reason = f"cannot decode for thumbnails: {type(exc).__name__}: {exc}"[:500]
                 out.append(self._failed(event, seq, "thumbnail", reason))
@@ -149,6 +175,12 @@ class MediaDeriver:
                     )
                 )
         return out
+
+    def _facts(self, fd: int, video: bool) -> exif_mod.ExifFacts:
+        if self.sandbox is None:  # tests only: parsed in this process
+            path = fd_path(fd)
+            return exif_mod.extract_video(path) if video else exif_mod.extract_image(path)
+        return self.sandbox.exif(fd, video=video)
 
     def _failed(self, event: HashComputed, seq: int, stage: str, reason: str) -> DerivationFailed:
         log.warning("%s failed for %s: %s", stage, event.content_hash[:12], reason)

@@ -15,7 +15,7 @@ from litestar.params import Body
 from eventsvc.errors import BadInput, InferenceError, ModelUnavailable
 from eventsvc.inference.faces_http import FacesInferenceController
 from eventsvc.inference.protocol import ClipBackend, FaceBackend
-from eventsvc.inference.wire import MAX_ITEMS, decode_images, error_response
+from eventsvc.inference.wire import MAX_ITEMS, decode_images, error_response, prestart_decoder
 from eventsvc.settings import Settings
 
 try:  # litestar >= 2.23: say explicitly that back-ends are injected by name
@@ -105,6 +105,7 @@ def create_inference_app(
             "faces_backend": Provide(provide_faces, sync_to_thread=False),
         },
         exception_handlers={InferenceError: _handler},  # type: ignore[dict-item]
+        on_startup=[lambda _app: prestart_decoder()],
         on_shutdown=[close],
         state=state,
         request_max_body_size=256 * 1024 * 1024,

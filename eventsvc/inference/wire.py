@@ -9,11 +9,12 @@ import io
 from typing import Any
 
 from litestar import Response
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from eventsvc.errors import BadInput, ModelUnavailable
+from eventsvc.errors import BackendUnavailable, BadInput, ModelUnavailable, TransientError
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox, shared_sandbox
 
-__all__ = ["MAX_ITEMS", "decode_images", "encode_image", "error_response"]
+__all__ = ["MAX_ITEMS", "decode_images", "encode_image", "error_response", "prestart_decoder"]
 
 MAX_ITEMS = 256
 """Images or texts per request."""
@@ -26,23 +27,43 @@ def encode_image(img: Image.Image, quality: int = 95) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def decode_images(items: Any) -> list[Image.Image]:
-    """Base64 JPEG/PNG strings -> RGB images; BadInput names the first bad one."""
+def decode_images(items: Any, sandbox: DecodeSandbox | None = None) -> list[Image.Image]:
+    """Base64 JPEG/PNG strings -> RGB images; BadInput names the first bad one.
+
+    Decoded in ``sandbox`` (default: the process's shared one, from the EVENTSVC_DECODE_*
+    settings): within the pixel budget, memory and time limits, as for library files."""
     if not isinstance(items, list) or not items:
         raise BadInput("'images' must be a non-empty list of base64 strings")
     if len(items) > MAX_ITEMS:
         raise BadInput(f"at most {MAX_ITEMS} images per request")
+    box = sandbox if sandbox is not None else _default_sandbox()
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise BadInput(f"image {i} is not a base64 string", index=i)
         try:
             data = base64.b64decode(item, validate=True)
-            with Image.open(io.BytesIO(data)) as im:
-                out.append(im.convert("RGB"))
-        except (binascii.Error, ValueError, OSError, UnidentifiedImageError) as exc:
-            raise BadInput(f"image {i} is not a base64 JPEG/PNG: {exc}", index=i) from exc
+        except (binascii.Error, ValueError) as exc:
+            raise BadInput(f"image {i} is not base64: {exc}", index=i) from exc
+        try:
+            out.append(Image.fromarray(box.wire_image(data)))
+        except DecodeFailed as exc:
+            raise BadInput(f"image {i} cannot be decoded: {exc}", index=i) from exc
+        except TransientError as exc:
+            raise BackendUnavailable(f"no image decoder available: {exc}") from exc
     return out
+
+
+def _default_sandbox() -> DecodeSandbox:
+    from eventsvc.settings import Settings
+
+    return shared_sandbox(Settings())
+
+
+def prestart_decoder() -> None:
+    """Start the default sandbox's decoder process now, in the background (a service
+    calls it at startup, so the first upload does not wait for one)."""
+    _default_sandbox().prestart(1)
 
 
 def error_response(exc: Exception) -> Response[Any]:

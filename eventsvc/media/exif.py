@@ -591,6 +591,16 @@ class _Scratch:
     xmp: str | None = None
 
 
+def _header_formats() -> list[str]:
+    """Pillow plugins allowed to parse headers here: those of our image types, none that
+    reads pixels when opening (no ``load()`` is ever called on these images)."""
+    from PIL import Image
+
+    Image.init()
+    allowed = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP", "DIB", "HEIF", "AVIF")
+    return [f for f in allowed if f in Image.OPEN]
+
+
 def _ensure_heif() -> None:
     try:
         import pillow_heif
@@ -611,7 +621,7 @@ def _read_image(bf: _GuardedReader, scratch: _Scratch) -> None:
     if scratch.heif:
         _ensure_heif()
         try:
-            with Image.open(bf) as im:
+            with Image.open(bf, formats=_header_formats()) as im:
                 original = im.info.get("original_orientation")
                 scratch.orientation = original if isinstance(original, int) else None
                 width, height = im.size
@@ -662,7 +672,7 @@ def _read_header(bf: _GuardedReader, scratch: _Scratch) -> bytes | None:
 
     try:
         bf.seek(0)
-        with Image.open(bf) as im:
+        with Image.open(bf, formats=_header_formats()) as im:
             scratch.size = im.size
             tiff_tags = getattr(im, "tag_v2", None) if im.format == "TIFF" else None
             if tiff_tags is not None:  # Pillow >= 11 reports TIFF size post-orientation

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from eventsvc.media.exif import MediaError, frame_rotation, is_heif
+from eventsvc.media.source import FdReader, Source, open_source, source_name
 
 __all__ = [
+    "IMAGE_FORMATS",
     "JPEG_QUALITY",
     "SIZES",
+    "BudgetExceeded",
+    "FdReader",
+    "Source",
+    "check_budget",
     "decode_for_thumbs",
     "embedded_preview",
+    "megapixels",
+    "open_formats",
+    "open_source",
     "preview_image",
     "render_thumbnails",
     "thumb_path",
@@ -117,35 +127,100 @@ def _draft_size(size: tuple[int, int], max_edge: int) -> tuple[int, int]:
     return (max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale)))
 
 
-def decode_for_thumbs(path: str | os.PathLike[str], *, max_edge: int) -> Image.Image:
-    """Decode an image upright in RGB, at the smallest JPEG DCT scale >= ``max_edge``.
+class BudgetExceeded(MediaError):
+    """The image header says decoding it would exceed the pixel budget (nothing decoded)."""
+
+
+IMAGE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP", "DIB", "HEIF", "AVIF")
+"""The formats we decode (Image.open is told so: no exotic plugin parses our input).
+JPEG includes MPO; HEIF needs pillow-heif's opener registered."""
+
+
+def open_formats(allowed: tuple[str, ...] = IMAGE_FORMATS) -> list[str]:
+    """``allowed`` less those Pillow cannot open here (for ``Image.open(formats=...)``)."""
+    Image.init()
+    return [f for f in allowed if f in Image.OPEN]
+
+
+def megapixels(pixels: int) -> str:
+    mp = pixels / 1e6
+    return f"{mp:.0f}" if mp >= 10 else f"{mp:.1f}"
+
+
+def check_budget(im: Image.Image, stored: tuple[int, int], max_pixels: int | None) -> None:
+    """Refuse, from the header only, an image whose decode would hold more than
+    ``max_pixels`` pixels: the size it decodes at (a JPEG after ``draft``), or its full
+    stored size for a progressive JPEG (libjpeg buffers every coefficient)."""
+    if max_pixels is None:
+        return
+    w, h = stored
+    held = im.size[0] * im.size[1]
+    if im.format in ("JPEG", "MPO") and (im.info.get("progressive") or im.info.get("progression")):
+        held = w * h
+    if held <= max_pixels:
+        return
+    scaled = "" if held == w * h else f" ({megapixels(held)} MP even at reduced scale)"
+    raise BudgetExceeded(
+        f"image is {w}x{h} = {megapixels(w * h)} MP{scaled}, over the "
+        f"{megapixels(max_pixels)} MP decode budget (EVENTSVC_DECODE_MAX_PIXELS)"
+    )
+
+
+def decode_for_thumbs(
+    source: Source, *, max_edge: int, max_pixels: int | None = None
+) -> Image.Image:
+    """Decode an image upright in RGB, at the smallest JPEG DCT scale >= ``max_edge``
+    (other formats: box-reduced right after decoding to >= 2 x ``max_edge``).
 
     EXIF orientation is applied (except for HEIF, whose decoder already rotates).
+    With ``max_pixels``, the header is checked first (:class:`BudgetExceeded`).
     Raises :class:`MediaError` (chained to Pillow's error) for unreadable/undecodable files.
     """
     try:
-        return _decode(path, max_edge)
+        with open_source(source) as fh:
+            return _decode(fh, max_edge, max_pixels)
+    except (MediaError, MemoryError):
+        raise
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, bomb errors...
-        raise MediaError(f"cannot decode {os.fspath(path)}: {exc}") from exc
+        raise MediaError(f"cannot decode {source_name(source)}: {exc}") from exc
 
 
-def _decode(path: str | os.PathLike[str], max_edge: int) -> Image.Image:
-    with open(path, "rb") as fh:
-        head = fh.read(512)
+def _reduce(img: Image.Image, max_edge: int) -> Image.Image:
+    """A box-filtered copy at an integer factor, still >= 2 x ``max_edge``: the big
+    decode can be freed before any colour conversion copies it."""
+    factor = max(img.size) // (2 * max_edge)
+    if factor < 2:
+        return img
+    try:
+        return img.reduce(factor)
+    except (ValueError, NotImplementedError):  # modes without reduce (P, 1, I;16...)
+        return img
+
+
+def _decode(fh: BinaryIO, max_edge: int, max_pixels: int | None) -> Image.Image:
+    head = fh.read(512)
+    fh.seek(0)
     heif = is_heif(head)
     if heif:
         _register_heif()
-    with Image.open(path) as im:
+    with Image.open(fh, formats=open_formats()) as im:
+        stored = im.size
         if im.format in ("JPEG", "MPO") and max(im.size) > max_edge:
             im.draft("RGB", _draft_size(im.size, max_edge))
+        check_budget(im, stored, max_pixels)
         im.load()
-        img: Image.Image = im
+        icc = im.info.get("icc_profile")
+        exif = None if heif else im.getexif()
+        img: Image.Image = _reduce(im, max_edge)
+        if img is not im:
+            img.info.update(im.info)
+            if exif is not None:
+                img.info["exif"] = exif.tobytes()
         if not heif:
             try:
-                img = ImageOps.exif_transpose(im)
+                img = ImageOps.exif_transpose(img)
             except Exception:  # hostile orientation tag: keep the stored orientation
-                img = im
-        icc = im.info.get("icc_profile")
+                pass
         if icc and "icc_profile" not in img.info:
             img.info["icc_profile"] = icc
         return to_rgb(img)
@@ -210,36 +285,71 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
-def video_frame(path: str | os.PathLike[str], at_fraction: float = 0.1) -> Image.Image:
+def video_frame(
+    source: Source,
+    at_fraction: float = 0.1,
+    *,
+    max_pixels: int | None = None,
+    threads: int | None = None,
+) -> Image.Image:
     """An upright RGB frame at ~``at_fraction`` of the video's duration (via PyAV).
 
     Seeks to the key frame before the target and decodes forward; if that yields nothing
     (e.g. MPEG-TS with sparse key frames) it decodes from the start instead. Raises
-    :class:`MediaError` (chained to PyAV's error) when no frame can be had.
+    :class:`MediaError` (chained to PyAV's error) when no frame can be had, and
+    :class:`BudgetExceeded` when the stream's frame size is over ``max_pixels``.
+    ``threads`` caps FFmpeg's decoding threads (default: its own choice).
     """
-    name = os.fspath(path)
+    name = source_name(source)
     try:
         for use_seek in (True, False):
-            image = _video_image(name, at_fraction, use_seek)
+            with _av_input(source) as target:
+                image = _video_image(target, name, at_fraction, use_seek, max_pixels, threads)
             if image is not None:
                 return image
-    except MediaError:
+    except (MediaError, MemoryError):
         raise
     except Exception as exc:  # PyAV maps FFmpeg failures to many exception types
         raise MediaError(f"cannot extract a frame from {name}: {exc}") from exc
     raise MediaError(f"{name}: no decodable video frame")
 
 
-def _video_image(name: str, at_fraction: float, use_seek: bool) -> Image.Image | None:
+@contextlib.contextmanager
+def _av_input(source: Source) -> Iterator[Any]:
+    """A path for FFmpeg's own I/O, else a file object (an fd is read with pread)."""
+    if isinstance(source, str | os.PathLike):
+        yield os.fspath(source)
+    else:
+        with open_source(source) as fh:
+            yield fh
+
+
+def _video_image(
+    target: Any,
+    name: str,
+    at_fraction: float,
+    use_seek: bool,
+    max_pixels: int | None,
+    threads: int | None,
+) -> Image.Image | None:
     import av
 
-    with av.open(name, metadata_errors="ignore") as container:
+    with av.open(target, metadata_errors="ignore") as container:
         if not container.streams.video:
             raise MediaError(f"{name}: no video stream")
         stream = container.streams.video[0]
         if stream.codec_context is None:
             raise MediaError(f"{name}: no decoder for the video stream")
+        if max_pixels is not None:
+            w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+            if w * h > max_pixels:
+                raise BudgetExceeded(
+                    f"video frames are {w}x{h} = {megapixels(w * h)} MP, over the "
+                    f"{megapixels(max_pixels)} MP decode budget (EVENTSVC_DECODE_MAX_PIXELS)"
+                )
         stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
         frame = _frame_near(container, stream, at_fraction, use_seek)
         if frame is None:
             return None
@@ -280,33 +390,44 @@ def _duration_s(container: Any, stream: Any) -> float | None:
     return None
 
 
-def embedded_preview(path: str | os.PathLike[str]) -> Image.Image | None:
-    """The camera's embedded preview of a RAW file, upright RGB; None without rawpy."""
+def embedded_preview(
+    source: Source, *, max_edge: int | None = None, max_pixels: int | None = None
+) -> Image.Image | None:
+    """The camera's embedded preview of a RAW file, upright RGB; None without rawpy, or
+    when the file has no usable preview. A JPEG preview is decoded at the smallest DCT
+    scale >= ``max_edge``; ``max_pixels`` bounds it like any image
+    (:class:`BudgetExceeded`)."""
     try:
         import rawpy
     except ImportError:
         return None
     try:
-        with rawpy.imread(os.fspath(path)) as raw:
+        with open_source(source) as fh, rawpy.imread(fh) as raw:
             thumb = raw.extract_thumb()
             flip = int(getattr(raw.sizes, "flip", 0) or 0)
     except (rawpy.LibRawError, OSError, ValueError):
         return None
     if thumb.format == rawpy.ThumbFormat.JPEG:
-        return preview_image("jpeg", thumb.data, flip)
+        return preview_image("jpeg", thumb.data, flip, max_edge=max_edge, max_pixels=max_pixels)
     if thumb.format == rawpy.ThumbFormat.BITMAP:
         return preview_image("bitmap", thumb.data, flip)
     return None
 
 
-def preview_image(kind: str, data: Any, flip: int) -> Image.Image | None:
+def preview_image(
+    kind: str, data: Any, flip: int, *, max_edge: int | None = None, max_pixels: int | None = None
+) -> Image.Image | None:
     """An embedded preview (JPEG bytes or an RGB array) upright, given LibRaw's flip.
 
     The preview's own EXIF orientation wins over the flip when it has one.
     """
     if kind == "jpeg":
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
+                stored = im.size
+                if max_edge is not None and max(im.size) > max_edge:
+                    im.draft("RGB", _draft_size(im.size, max_edge))
+                check_budget(im, stored, max_pixels)
                 im.load()
                 if im.getexif().get(0x0112, 1) in range(2, 9):
                     return to_rgb(ImageOps.exif_transpose(im))

@@ -24,7 +24,7 @@ from litestar.params import Parameter
 from PIL import Image
 
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import LogError
+from eventsvc.errors import LogError, TransientError
 from eventsvc.events import (
     Event,
     FaceReassigned,
@@ -33,8 +33,9 @@ from eventsvc.events import (
     PersonHidden,
     PersonNamed,
 )
+from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.media import thumbs
-from eventsvc.safe_open import fd_path
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox, shared_sandbox
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import WRITES, bad_parameter, error_responses
@@ -250,15 +251,24 @@ def _sources(conn: sqlite3.Connection, face_id: str) -> dict[str, Any] | None:
     }
 
 
+def _is_raw(loc: dict[str, Any]) -> bool:
+    return os.path.splitext(str(loc.get("path") or ""))[1].lower() in RAW_EXTENSIONS
+
+
 def _source_image(
-    thumbs_dir: Path, src: dict[str, Any], roots: LibraryRoots | None = None
+    thumbs_dir: Path,
+    src: dict[str, Any],
+    roots: LibraryRoots | None = None,
+    sandbox: DecodeSandbox | None = None,
 ) -> Image.Image:
-    """The largest thumbnail, else the original (first live location)."""
+    """The largest thumbnail (our own JPEG, 1440 px: more than the faces worker saw),
+    else the original (first live location, opened under its configured root only),
+    decoded in the decode sandbox: the API process never decodes an original itself."""
     sizes = src["sizes"] if isinstance(src["sizes"], dict) else {}
     for name in sorted(sizes, key=lambda n: -thumbs.SIZES.get(n, 0)):
         path = (Path(thumbs_dir) / sizes[name]).resolve()
         if path.is_relative_to(Path(thumbs_dir).resolve()) and path.is_file():
-            with Image.open(path) as img:
+            with Image.open(path, formats=["JPEG"]) as img:
                 return img.convert("RGB")
     from eventsvc.derive.faces import load_image
 
@@ -267,18 +277,27 @@ def _source_image(
         if isinstance(opened, str):
             continue
         with opened:
-            return load_image(fd_path(opened.fileno()), 1440, loc["path"])
+            if sandbox is None:
+                raise NotFoundException(detail="no thumbnail to crop the face from yet")
+            try:
+                return load_image(opened.fileno(), 1440, raw=_is_raw(loc), sandbox=sandbox)
+            except (DecodeFailed, TransientError) as exc:
+                raise NotFoundException(detail=f"the photo cannot be decoded: {exc}") from exc
     raise NotFoundException(detail="no thumbnail and no live location to crop the face from")
 
 
 def make_crop(
-    thumbs_dir: Path, face_id: str, src: dict[str, Any], roots: LibraryRoots | None = None
+    thumbs_dir: Path,
+    face_id: str,
+    src: dict[str, Any],
+    roots: LibraryRoots | None = None,
+    sandbox: DecodeSandbox | None = None,
 ) -> Path:
     """Crop the face (with a margin), at most CROP_EDGE px, cached under thumbs_dir/faces."""
     target = crop_path(thumbs_dir, face_id)
     if target.is_file():
         return target
-    img = _source_image(thumbs_dir, src, roots)
+    img = _source_image(thumbs_dir, src, roots, sandbox)
     w, h = img.size
     left, top, right, bottom = src["box"]
     cx, cy = (left + right) / 2 * w, (top + bottom) / 2 * h
@@ -565,7 +584,10 @@ class FacesController(Controller):
         src = await db.read(ctx.settings.readmodel_dir, lambda c: _sources(c, face_id), None)
         if src is None:
             raise NotFoundException(detail=f"unknown face {face_id}")
-        path = await asyncio.to_thread(make_crop, ctx.settings.thumbs_dir, face_id, src, ctx.roots)
+        box = shared_sandbox(ctx.settings)
+        path = await asyncio.to_thread(
+            make_crop, ctx.settings.thumbs_dir, face_id, src, ctx.roots, box
+        )
         f = open(path, "rb", buffering=0)  # closed by the response
         st = os.fstat(f.fileno())
         return send_file(
