@@ -97,11 +97,13 @@ async def test_up_writes_private_files_and_serves_no_server_path(base: Path) -> 
         out = _stop(proc)
     assert proc.returncode == 0, out
 
-    # The worker's reason names the file by its absolute path; the API never does.
+    # The worker's reason names the file as library:relative path, never by its absolute
+    # path (and the API redacts any path that still comes through).
     conn = readmodel.open_reader(readmodel.current_path(data / "readmodel"))
     reasons = [r["reason"] for r in conn.execute("SELECT reason FROM failures")]
     conn.close()
-    assert any(str(bad) in r for r in reasons), reasons
+    assert any(":broken file.jpg: " in r for r in reasons), reasons
+    assert not any(str(base) in r for r in reasons), reasons
     pipeline = json.loads(served[0])
     [failure] = [f for f in pipeline["failures"]["recent"] if f["stage"] == "thumbnail"]
     assert "broken file.jpg" in failure["reason"]

@@ -183,6 +183,7 @@ class MediaDeriver:
         return self.sandbox.exif(fd, video=video)
 
     def _failed(self, event: HashComputed, seq: int, stage: str, reason: str) -> DerivationFailed:
+        reason = f"{event.library_id}:{event.path or '?'}: {reason}"[:500]  # never a server path
         log.warning("%s failed for %s: %s", stage, event.content_hash[:12], reason)
         return DerivationFailed(
             stage=stage,

@@ -71,7 +71,7 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
 
 def source_name(source: Source) -> str:
     if isinstance(source, int):
-        return f"fd {source}"
+        return "the file"  # the caller names the location (library:path), never an fd
     if isinstance(source, str | os.PathLike):
         return str(os.fspath(source))
     return str(getattr(source, "name", "image"))

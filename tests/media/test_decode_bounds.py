@@ -367,7 +367,9 @@ def test_face_crops_come_from_our_thumbnail_else_a_bounded_decode(
 ) -> None:
     from litestar.exceptions import NotFoundException
 
+    from eventsvc.derive.roots import LibraryRoots
     from eventsvc.media.thumbs import thumb_path, write_atomic
+    from eventsvc.settings import Library
     from projections.api.people import make_crop
 
     lib, thumbs_dir = tmp_path / "lib", tmp_path / "thumbs"
@@ -377,18 +379,19 @@ def test_face_crops_come_from_our_thumbnail_else_a_bounded_decode(
 
     def src(path: Path, sizes: dict[str, str]) -> dict[str, object]:
         st = path.stat()
-        loc = {"root": str(lib), "rel": path.name.encode(), "size": st.st_size,
-               "mtime_ns": st.st_mtime_ns}  # fmt: skip
+        loc = {"library_id": "lib", "root": str(lib), "rel": path.name.encode(),
+               "path": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}  # fmt: skip
         return {"box": [0.4, 0.4, 0.6, 0.6], "sizes": sizes, "locations": [loc]}
 
+    roots = LibraryRoots([Library(id="lib", name="lib", root=lib)])
     with DecodeSandbox(DecodeLimits(processes=1)) as box:
-        # No thumbnail yet: the original, decoded in the sandbox.
-        crop = make_crop(thumbs_dir, "a" * 64 + "-000000-0", src(photo, {}), box)
+        # No thumbnail yet: the original (opened under its root), decoded in the sandbox.
+        crop = make_crop(thumbs_dir, "a" * 64 + "-000000-0", src(photo, {}), roots, box)
         with Image.open(crop) as im:
             assert max(im.size) <= 256
         # The bomb is refused by its header: a 404 saying why, no decode in this process.
         with pytest.raises(NotFoundException, match="over the 64 MP decode budget"):
-            make_crop(thumbs_dir, "b" * 64 + "-000000-0", src(lib / "bomb.png", {}), box)
+            make_crop(thumbs_dir, "b" * 64 + "-000000-0", src(lib / "bomb.png", {}), roots, box)
         # With our large thumbnail, the original is not touched at all (even a bomb's).
         large = thumb_path(thumbs_dir, "c" * 64, "large")
         buf = io.BytesIO()
