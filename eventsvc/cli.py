@@ -13,13 +13,16 @@ import stat
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventsvc.errors import ConfigError, EventsvcError
+from eventsvc.library_ids import (
+    event_types,
+    library_filter,
+    log_library_ids,
+    read_model_library_ids,
+)
 from eventsvc.settings import Library, Settings, load_libraries
-
-if TYPE_CHECKING:
-    from eventsvc.log import EventLog
 
 __all__ = ["main"]
 
@@ -63,71 +66,13 @@ def _libraries(
     if not paths and settings.libraries_file is None:
         if kept.is_file():
             return load_libraries([], kept)
-    known = {**_read_model_library_ids(settings), **(log_ids or {})}
+    known = {**read_model_library_ids(settings), **(log_ids or {})}
     if kept.is_file():
         try:
             known.update({str(lib.root): lib.id for lib in load_libraries([], kept)[0]})
         except ConfigError as exc:
             log.warning("ignoring the kept libraries: %s", exc)
     return load_libraries(paths, settings.libraries_file, known=known)
-
-
-def _read_model_library_ids(settings: Settings) -> dict[str, str]:
-    """root -> library id, as the read model (the log's LibraryOnline/LibraryStale) has
-    them; empty when there is no read model."""
-    import sqlite3
-
-    from projections import readmodel
-
-    try:
-        path = readmodel.current_path(settings.readmodel_dir)
-        if path is None or not path.exists():
-            return {}
-        conn = readmodel.open_reader(path)
-        try:
-            rows = conn.execute(
-                "SELECT root, library_id FROM libraries ORDER BY state_seq"
-            ).fetchall()
-        finally:
-            conn.close()
-    except (EventsvcError, sqlite3.Error, OSError) as exc:
-        log.warning("cannot read the library ids of the read model: %s", exc)
-        return {}
-    return {str(root): str(lib_id) for root, lib_id in rows}
-
-
-async def _log_libraries(event_log: EventLog) -> list[tuple[str, str, str]]:
-    """(id, name, root) of every library the log has a LibraryOnline/LibraryStale of
-    (the latest of each), in stream order."""
-    from eventsvc.events import LibraryOnline, LibraryStale, decode
-
-    found: dict[str, tuple[int, str, str]] = {}
-    async for batch in event_log.read(
-        [
-            f"{event_log.prefix}.library.*.LibraryOnline",
-            f"{event_log.prefix}.library.*.LibraryStale",
-        ],
-        last_per_subject=True,
-    ):
-        for raw in batch:
-            try:
-                e = decode(raw.data, raw.headers)
-            except EventsvcError:
-                continue
-            if isinstance(e, LibraryOnline | LibraryStale):
-                if e.library_id not in found or found[e.library_id][0] < raw.seq:
-                    found[e.library_id] = (raw.seq, e.name, e.root)
-    ordered = sorted(found.items(), key=lambda kv: kv[1][0])
-    return [(lib_id, name, root) for lib_id, (_, name, root) in ordered]
-
-
-async def _log_library_ids(event_log: EventLog) -> dict[str, str]:
-    """root -> library id from the log (the latest library for a root wins)."""
-    try:
-        return {root: lib_id for lib_id, _, root in await _log_libraries(event_log)}
-    except EventsvcError as exc:
-        log.warning("cannot read the libraries of the log: %s", exc)
-        return {}
 
 
 def _keep_libraries(settings: Settings, libraries: list[Library], excludes: list[str]) -> None:
@@ -220,7 +165,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
         # one connection (and NATS user) per component: each may publish its own facts only
         scanner_log = await nats.connect("scanner")
         # a root the log already knows keeps its id (the read model may lag or be gone)
-        libraries, extra = _libraries(args, settings, await _log_library_ids(scanner_log))
+        libraries, extra = _libraries(args, settings, await log_library_ids(scanner_log))
         _keep_libraries(settings, libraries, extra)
         scanner = Scanner(scanner_log, libraries, settings, extra_excludes=extra)
         workers = [
@@ -268,12 +213,12 @@ async def cmd_scan(args: argparse.Namespace) -> int:
         raise EventsvcError("no libraries: give PATH arguments or --config FILE")
     if args.loop:
         async with open_log(settings, role="scanner") as event_log:
-            libraries, extra = _libraries(args, settings, await _log_library_ids(event_log))
+            libraries, extra = _libraries(args, settings, await log_library_ids(event_log))
             scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
             await _until_signalled([scanner.run])
         return 0
     async with open_log(settings, role="scanner") as event_log:
-        libraries, extra = _libraries(args, settings, await _log_library_ids(event_log))
+        libraries, extra = _libraries(args, settings, await log_library_ids(event_log))
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -487,52 +432,13 @@ async def cmd_inference(args: argparse.Namespace) -> int:
     return 0
 
 
-def _event_types(given: list[str]) -> list[str] | str:
-    """The event types named (exact, else case-insensitive), or why one is unknown."""
-    from eventsvc.events import EVENT_TYPES
-
-    out = []
-    for t in given:
-        match = (
-            t
-            if t in EVENT_TYPES
-            else next((k for k in EVENT_TYPES if k.casefold() == t.casefold()), None)
-        )
-        if match is None:
-            return f"unknown event type {t!r}; known: {', '.join(sorted(EVENT_TYPES))}"
-        out.append(match)
-    return out
-
-
-async def _library_filter(
-    args: argparse.Namespace, settings: Settings, event_log: EventLog
-) -> set[str] | str:
-    """The library ids ``--library`` names (ids or names of the configured libraries and
-    of those in the log), or why one is unknown."""
-    from eventsvc.settings import library_ids_named
-
-    known = {lib_id: name for lib_id, name, _ in await _log_libraries(event_log)}
-    try:
-        known.update({lib.id: lib.name for lib in _libraries(args, settings)[0]})
-    except ConfigError as exc:
-        log.warning("the configured libraries are left out: %s", exc)
-    wanted: set[str] = set()
-    for token in args.library:
-        ids = library_ids_named(token, known)
-        if not ids:
-            names = ", ".join(f"{i} ({n})" for i, n in sorted(known.items())) or "none"
-            return f"unknown library {token!r} (an id or a name); known: {names}"
-        wanted.update(ids)
-    return wanted
-
-
 async def cmd_events(args: argparse.Namespace) -> int:
     from eventsvc.components import open_log
     from eventsvc.errors import DecodeError
     from eventsvc.events import decode
 
     settings = _settings(args)
-    types = _event_types(args.type or [])
+    types = event_types(args.type or [])
     if isinstance(types, str):
         print(f"eventsvc events: {types}", file=sys.stderr)
         return 2
@@ -543,7 +449,12 @@ async def cmd_events(args: argparse.Namespace) -> int:
     async with open_log(settings, role="inspect") as event_log:
         libraries: set[str] | None = None
         if args.library:
-            found = await _library_filter(args, settings, event_log)
+            try:
+                configured = _libraries(args, settings)[0]
+            except ConfigError as exc:
+                log.warning("the configured libraries are left out: %s", exc)
+                configured = []
+            found = await library_filter(args.library, configured, event_log)
             if isinstance(found, str):
                 print(f"eventsvc events: {found}", file=sys.stderr)
                 return 2

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from eventsvc.cli import UP_LIBRARIES, _keep_libraries, _libraries, _log_library_ids, main
+from eventsvc.cli import UP_LIBRARIES, _keep_libraries, _libraries, main
 from eventsvc.errors import ConfigError
 from eventsvc.events import FileSeen, LibraryOnline
 from eventsvc.ids import LIBRARY_ID_RE, file_id, library_id_for_root
+from eventsvc.library_ids import log_library_ids
 from eventsvc.log import EventLog
 from eventsvc.scanner import Scanner
 from eventsvc.server import EmbeddedNats
@@ -161,7 +162,7 @@ async def test_the_log_tells_which_id_a_root_had(tmp_path: Path, event_log: Even
     root = tmp_path / "Photos"
     await event_log.publish(LibraryOnline(library_id="lib-0123456789ab", name="P", root=str(root)))
     await event_log.publish(LibraryOnline(library_id="other", name="O", root="/elsewhere"))
-    known = await _log_library_ids(event_log)
+    known = await log_library_ids(event_log)
     assert known == {str(root): "lib-0123456789ab", "/elsewhere": "other"}
     settings = Settings(data_dir=tmp_path / "data")
     libs, _ = _libraries(argparse.Namespace(paths=[str(root)]), settings, known)

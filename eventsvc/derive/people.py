@@ -318,6 +318,8 @@ class Clusterer:
         order, each after the previous one's result was applied, gives the nearer of two
         faces close to one person to that person."""
         best_fid, best_d = pending[0], None
+        if len(pending) == 1:
+            return best_fid
         for fid in pending:
             f = self.faces.get(fid)
             if f is None or f.person is not None or f.rejected:
