@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - older litestar infers it
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
+from eventsvc.settings import library_ids_named
 from projections.api import db, geo
 from projections.api.context import Ctx
 from projections.api.errors import bad_parameter
@@ -238,18 +239,13 @@ def build_query(
 
 
 def resolve_library(conn: sqlite3.Connection, library: str) -> list[str]:
-    """The library ids ``library`` names: itself when a library has that id; else every
-    library whose name it is (case-insensitive exact, in id order); else itself (an
-    unknown library, which then matches nothing)."""
+    """The library ids ``library`` names (``eventsvc.settings.library_ids_named``: an id
+    wins; else every library whose name it is, case-insensitive exact, in id order);
+    else itself: an unknown library, which then matches nothing."""
     if not library.strip():
         raise bad_parameter("library", "must be a library id or name")
-    if conn.execute("SELECT 1 FROM libraries WHERE library_id = ?", (library,)).fetchone():
-        return [library]
-    found = conn.execute(
-        "SELECT library_id FROM libraries WHERE name = ? COLLATE NOCASE ORDER BY library_id",
-        (library.strip(),),
-    ).fetchall()
-    return [r[0] for r in found] or [library]
+    known = dict(conn.execute("SELECT library_id, name FROM libraries").fetchall())
+    return library_ids_named(library, known) or [library]
 
 
 def library_clause(column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
