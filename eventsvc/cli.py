@@ -252,6 +252,8 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     if args.name not in FACTORIES:
         raise EventsvcError(f"unknown worker {args.name!r}; known: {', '.join(FACTORIES)}")
     async with open_log(settings, role=args.name) as event_log:
+        # the ids the scanner uses: a root the log knows keeps its id there too
+        libraries, _ = _libraries(args, settings, await log_library_ids(event_log))
         worker = await make_worker(args.name, event_log, settings, libraries)
         await _until_signalled([worker.run])
     return 0
@@ -275,6 +277,7 @@ async def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)  # originals are served from these roots only
     async with open_log(settings, role="api") as event_log:
+        libraries, _ = _libraries(args, settings, await log_library_ids(event_log))
         app = create_app(settings, event_log=event_log, libraries=libraries)
         await _until_signalled([ApiServer(app, settings.api_host, settings.api_port).run])
     return 0
@@ -399,6 +402,7 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)
     async with open_log(settings, role="reencode") as event_log:
+        libraries, _ = _libraries(args, settings, await log_library_ids(event_log))
         roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
         last: dict[str, Any] = {}
