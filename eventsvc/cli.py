@@ -454,7 +454,8 @@ async def cmd_events(args: argparse.Namespace) -> int:
         libraries: set[str] | None = None
         if args.library:
             try:
-                configured = _libraries(args, settings)[0]
+                log_ids = await log_library_ids(event_log)
+                configured = _libraries(args, settings, log_ids)[0]
             except ConfigError as exc:
                 log.warning("the configured libraries are left out: %s", exc)
                 configured = []
