@@ -11,11 +11,17 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from eventsvc.errors import EventsvcError
+from eventsvc.errors import ConfigError, EventsvcError
+from eventsvc.library_ids import (
+    event_types,
+    library_filter,
+    log_library_ids,
+    read_model_library_ids,
+)
 from eventsvc.settings import Library, Settings, load_libraries
 
 __all__ = ["main"]
@@ -46,15 +52,27 @@ UP_LIBRARIES = "libraries.toml"
 """What ``up`` was given, kept (0600) in its data dir for the other commands on that dir."""
 
 
-def _libraries(args: argparse.Namespace, settings: Settings) -> tuple[list[Library], list[str]]:
+def _libraries(
+    args: argparse.Namespace, settings: Settings, log_ids: Mapping[str, str] | None = None
+) -> tuple[list[Library], list[str]]:
     """PATH arguments and/or ``--config``; else the libraries the last ``eventsvc up`` on
-    this data dir was given (configuration its owner wrote, never roots from the log)."""
+    this data dir was given (configuration its owner wrote, never roots from the log).
+
+    A library given without an id keeps the one this data dir knows for its root (the
+    kept libraries, then ``log_ids``: root -> id from the log, then the read model), so
+    ids never change under an existing log; only a new root gets an id from its name."""
     paths = getattr(args, "paths", None) or []
+    kept = settings.data_dir / UP_LIBRARIES
     if not paths and settings.libraries_file is None:
-        kept = settings.data_dir / UP_LIBRARIES
         if kept.is_file():
             return load_libraries([], kept)
-    return load_libraries(paths, settings.libraries_file)
+    known = {**read_model_library_ids(settings), **(log_ids or {})}
+    if kept.is_file():
+        try:
+            known.update({str(lib.root): lib.id for lib in load_libraries([], kept)[0]})
+        except ConfigError as exc:
+            log.warning("ignoring the kept libraries: %s", exc)
+    return load_libraries(paths, settings.libraries_file, known=known)
 
 
 def _keep_libraries(settings: Settings, libraries: list[Library], excludes: list[str]) -> None:
@@ -133,7 +151,6 @@ async def cmd_up(args: argparse.Namespace) -> int:
     libraries, extra = _libraries(args, settings)
     if not libraries:
         raise EventsvcError("no libraries: give PATH arguments or --config FILE")
-    _keep_libraries(settings, libraries, extra)
     unknown = [n for n in settings.workers if n not in FACTORIES]
     if unknown:
         raise EventsvcError(f"unknown workers {unknown}; known: {', '.join(FACTORIES)}")
@@ -146,7 +163,11 @@ async def cmd_up(args: argparse.Namespace) -> int:
     async with nats_access(settings, embedded=settings.nats_url is None) as nats:
         await nats.setup()
         # one connection (and NATS user) per component: each may publish its own facts only
-        scanner = Scanner(await nats.connect("scanner"), libraries, settings, extra_excludes=extra)
+        scanner_log = await nats.connect("scanner")
+        # a root the log already knows keeps its id (the read model may lag or be gone)
+        libraries, extra = _libraries(args, settings, await log_library_ids(scanner_log))
+        _keep_libraries(settings, libraries, extra)
+        scanner = Scanner(scanner_log, libraries, settings, extra_excludes=extra)
         workers = [
             await make_worker(n, await nats.connect(n), settings, libraries)
             for n in settings.workers
@@ -192,10 +213,12 @@ async def cmd_scan(args: argparse.Namespace) -> int:
         raise EventsvcError("no libraries: give PATH arguments or --config FILE")
     if args.loop:
         async with open_log(settings, role="scanner") as event_log:
+            libraries, extra = _libraries(args, settings, await log_library_ids(event_log))
             scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
             await _until_signalled([scanner.run])
         return 0
     async with open_log(settings, role="scanner") as event_log:
+        libraries, extra = _libraries(args, settings, await log_library_ids(event_log))
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -229,6 +252,8 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     if args.name not in FACTORIES:
         raise EventsvcError(f"unknown worker {args.name!r}; known: {', '.join(FACTORIES)}")
     async with open_log(settings, role=args.name) as event_log:
+        # the ids the scanner uses: a root the log knows keeps its id there too
+        libraries, _ = _libraries(args, settings, await log_library_ids(event_log))
         worker = await make_worker(args.name, event_log, settings, libraries)
         await _until_signalled([worker.run])
     return 0
@@ -252,6 +277,7 @@ async def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)  # originals are served from these roots only
     async with open_log(settings, role="api") as event_log:
+        libraries, _ = _libraries(args, settings, await log_library_ids(event_log))
         app = create_app(settings, event_log=event_log, libraries=libraries)
         await _until_signalled([ApiServer(app, settings.api_host, settings.api_port).run])
     return 0
@@ -376,6 +402,7 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
     settings = _settings(args)
     libraries, _ = _libraries(args, settings)
     async with open_log(settings, role="reencode") as event_log:
+        libraries, _ = _libraries(args, settings, await log_library_ids(event_log))
         roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
         last: dict[str, Any] = {}
@@ -415,20 +442,35 @@ async def cmd_events(args: argparse.Namespace) -> int:
     from eventsvc.events import decode
 
     settings = _settings(args)
+    types = event_types(args.type or [])
+    if isinstance(types, str):
+        print(f"eventsvc events: {types}", file=sys.stderr)
+        return 2
     p = settings.subject_prefix
     filters = (
-        [f for t in args.type for f in (f"{p}.*.*.{t}", f"{p}.*.*.{t}.*")]
-        if args.type
-        else [f"{p}.>"]
+        [f for t in types for f in (f"{p}.*.*.{t}", f"{p}.*.*.{t}.*")] if types else [f"{p}.>"]
     )
     async with open_log(settings, role="inspect") as event_log:
+        libraries: set[str] | None = None
+        if args.library:
+            try:
+                log_ids = await log_library_ids(event_log)
+                configured = _libraries(args, settings, log_ids)[0]
+            except ConfigError as exc:
+                log.warning("the configured libraries are left out: %s", exc)
+                configured = []
+            found = await library_filter(args.library, configured, event_log)
+            if isinstance(found, str):
+                print(f"eventsvc events: {found}", file=sys.stderr)
+                return 2
+            libraries = found
         async for batch in event_log.read(filters, start_seq=args.since, follow=args.follow):
             for raw in batch:
                 try:
                     body = json.loads(decode(raw.data, raw.headers).model_dump_json())
                 except DecodeError as exc:
                     body = {"error": str(exc), "raw": raw.data[:200].decode(errors="replace")}
-                if args.library and body.get("library_id") not in args.library:
+                if libraries is not None and body.get("library_id") not in libraries:
                     continue
                 print(json.dumps({"seq": raw.seq, "subject": raw.subject, **body}), flush=True)
     return 0
@@ -601,8 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     events = sub.add_parser("events", help="print events as JSON lines")
     _common(events)
-    events.add_argument("--type", action="append", help="event type (repeatable)")
-    events.add_argument("--library", action="append", help="library id (repeatable)")
+    events.add_argument(
+        "--type", action="append", help="event type, e.g. FileSeen (repeatable; unknown: exit 2)"
+    )
+    events.add_argument(
+        "--library",
+        action="append",
+        help="library id or name (repeatable; case-insensitive name; unknown: exit 2)",
+    )
     events.add_argument("--since", type=int, default=1, help="first stream sequence")
     events.add_argument("--follow", "-f", action="store_true")
     events.set_defaults(func=cmd_events)

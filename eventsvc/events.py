@@ -377,8 +377,10 @@ class PersonNamed(_Decision):
     type: Literal["PersonNamed"] = "PersonNamed"
     v: Literal[1] = 1
     person_id: str
-    name: str | None
-    """None clears the name."""
+    name: str | None = None
+    """None (or a blank string) clears the name. The default keeps bodies that carry no
+    ``name`` (a clear: ``encode`` leaves None out) decodable, also those an older build
+    appended while the field had no default."""
 
     @property
     def key(self) -> str:

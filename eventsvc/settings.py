@@ -8,16 +8,27 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventsvc.errors import ConfigError
 from eventsvc.ids import LIBRARY_ID_RE, library_id_for_root
 
-__all__ = ["DEFAULT_EXCLUDES", "Library", "Settings", "load_libraries"]
+__all__ = [
+    "DEFAULT_EXCLUDES",
+    "Library",
+    "Settings",
+    "derive_library_id",
+    "library_ids_named",
+    "load_libraries",
+    "merge_excludes",
+    "slug",
+]
 
 DEFAULT_EXCLUDES: tuple[str, ...] = (
     "@eaDir",
@@ -35,6 +46,23 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "*.tmp",
     "*.crdownload",
 )
+
+
+def merge_excludes(given: list[str] | tuple[str, ...]) -> list[str]:
+    """``DEFAULT_EXCLUDES`` plus ``given``; ``!PATTERN`` in ``given`` drops that default."""
+    drop = {p[1:] for p in given if p.startswith("!")}
+    unknown = sorted(drop - set(DEFAULT_EXCLUDES))
+    if unknown:
+        raise ValueError(
+            f"{', '.join('!' + u for u in unknown)}: '!' drops a default exclude, and "
+            f"{'these are' if len(unknown) > 1 else 'this is'} none "
+            f"(defaults: {', '.join(DEFAULT_EXCLUDES)})"
+        )
+    out = [p for p in DEFAULT_EXCLUDES if p not in drop]
+    for p in given:
+        if not p.startswith("!") and p not in out:
+            out.append(p)
+    return out
 
 
 def _default_data_dir() -> Path:
@@ -82,7 +110,12 @@ class Settings(BaseSettings):
     """JetStream replicas of the stream (3 on the compose cluster)."""
     subject_prefix: str = "photos"
     libraries_file: Path | None = None
+    # ---- excludes (issue 13: added to the defaults)
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDES))
+    """Global glob excludes. A value given (``EVENTSVC_EXCLUDE='["*.xmp"]'``) is *added
+    to* ``DEFAULT_EXCLUDES``; ``"!@eaDir"`` drops that default. After validation the
+    list is the whole global set (defaults first)."""
+    # ---- end excludes
     quick_interval: float = 60.0
     """Quick scans (no deletions) between full ones; inotify covers the gaps."""
     full_interval: float = 3600.0
@@ -203,6 +236,11 @@ class Settings(BaseSettings):
     """Decoder processes shared by the media, faces and clip workers of one process
     (0: one per CPU). They start on first use."""
 
+    @field_validator("exclude", mode="after")
+    @classmethod
+    def _add_to_default_excludes(cls, value: list[str]) -> list[str]:
+        return merge_excludes(value)
+
     @property
     def api_has_tokens(self) -> bool:
         """Any API token configured (responses are then private to their caller)."""
@@ -246,8 +284,54 @@ def _check_id(lib_id: str) -> str:
     return lib_id
 
 
+def _excludes(values: object, where: str) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(x, str) for x in values):
+        raise ConfigError(f"{where}: exclude must be a list of strings")
+    dropped = [x for x in values if x.startswith("!")]
+    if dropped:
+        raise ConfigError(
+            f"{where}: {dropped[0]!r}: a default exclude is dropped with EVENTSVC_EXCLUDE "
+            f"(e.g. EVENTSVC_EXCLUDE='[\"{dropped[0]}\"]'), not in a libraries file"
+        )
+    return list(values)
+
+
+# ---- library ids (issue 13: from the root's name, unique, stable)
+def slug(text: str) -> str:
+    """``text`` as a library id: lower case ASCII letters, digits, ``-`` and ``_``
+    (accents dropped, other runs become one ``-``), at most 48 characters; "lib" when
+    nothing is left."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    out = re.sub(r"[^a-z0-9_-]+", "-", ascii_text.lower())
+    out = re.sub(r"-{2,}", "-", out).strip("-_")[:48].strip("-_")
+    return out or "lib"
+
+
+def derive_library_id(name: str, root: Path, taken: set[str]) -> str:
+    """A new library's id: the slug of its name; when another library has it already,
+    the slug plus 6 hex digits of a hash of the root (the same for the same root)."""
+    base = slug(name)
+    if base not in taken:
+        return base
+    return f"{base}-{library_id_for_root(str(root))[4:10]}"
+
+
+def library_ids_named(token: str, known: Mapping[str, str]) -> list[str]:
+    """Ids of the libraries ``token`` names, given ``known`` (id -> name): ``[token]`` when
+    it is an id; else every library whose name it is, compared case-insensitively
+    (``casefold``, surrounding blanks ignored), in id order; else ``[]``."""
+    if token in known:
+        return [token]
+    want = token.strip().casefold()
+    return sorted(i for i, name in known.items() if name.strip().casefold() == want)
+
+
 def load_libraries(
-    paths: list[str] | None = None, libraries_file: Path | None = None
+    paths: list[str] | None = None,
+    libraries_file: Path | None = None,
+    *,
+    known: Mapping[str, str] | None = None,
+    legacy_ids: bool = False,
 ) -> tuple[list[Library], list[str]]:
     """Libraries from command-line roots and/or a TOML file; returns (libraries, excludes).
 
@@ -260,40 +344,70 @@ def load_libraries(
         root = "/mnt/nas/photos"
         enabled = true
         exclude = ["Private", "**/cache/*"]
+
+    A library without ``id`` (every PATH argument) gets, in this order: the id ``known``
+    (root -> id: what this data dir recorded before) has for its root; with
+    ``legacy_ids``, the old opaque ``lib-<hash of root>``; else one derived from its name
+    (``derive_library_id``), unique among the libraries given, in their order.
     """
-    libs: list[Library] = []
+    entries: list[tuple[str | None, str, Path, bool, tuple[str, ...]]] = []
     extra_excludes: list[str] = []
     if libraries_file is not None:
         try:
             data = tomllib.loads(Path(libraries_file).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read libraries file {libraries_file}: {exc}") from exc
-        extra_excludes = [str(x) for x in data.get("exclude", [])]
+        extra_excludes = _excludes(data.get("exclude", []), str(libraries_file))
         for entry in data.get("library", []):
             if "root" not in entry:
                 raise ConfigError(f"library entry without root in {libraries_file}: {entry}")
             root = Path(os.path.expanduser(entry["root"])).absolute()
-            libs.append(
-                Library(
-                    id=_check_id(str(entry.get("id") or library_id_for_root(str(root)))),
-                    name=str(entry.get("name") or root.name or str(root)),
-                    root=root,
-                    enabled=bool(entry.get("enabled", True)),
-                    exclude=tuple(str(x) for x in entry.get("exclude", [])),
+            lib_id = str(entry["id"]) if entry.get("id") else None
+            entries.append(
+                (
+                    _check_id(lib_id) if lib_id is not None else None,
+                    str(entry.get("name") or root.name or str(root)),
+                    root,
+                    bool(entry.get("enabled", True)),
+                    tuple(_excludes(entry.get("exclude", []), f"{libraries_file}: {root}")),
                 )
             )
     for p in paths or []:
         root = Path(os.path.expanduser(p)).absolute()
-        libs.append(
-            Library(id=library_id_for_root(str(root)), name=root.name or str(root), root=root)
-        )
+        entries.append((None, root.name or str(root), root, True, ()))
     seen: set[str] = set()
-    for lib in libs:
-        if lib.id in seen:
-            raise ConfigError(f"library id {lib.id!r} given twice")
-        seen.add(lib.id)
+    for lib_id, *_ in entries:
+        if lib_id is not None:
+            if lib_id in seen:
+                raise ConfigError(f"library id {lib_id!r} given twice")
+            seen.add(lib_id)
+    derived_roots: set[str] = set()
+    for lib_id, _, root, *_ in entries:
+        if lib_id is None:
+            if str(root) in derived_roots:
+                raise ConfigError(f"library root {root} given twice")
+            derived_roots.add(str(root))
+    ids: list[str | None] = [e[0] for e in entries]
+    for k, (lib_id, _, root, *_) in enumerate(entries):  # what this data dir knows first
+        if lib_id is None:
+            old = (known or {}).get(str(root))
+            if old is None and legacy_ids:
+                old = library_id_for_root(str(root))
+            if old is not None and LIBRARY_ID_RE.fullmatch(old) and old not in seen:
+                ids[k] = old
+                seen.add(old)
+    for k, (_, name, root, *_) in enumerate(entries):  # then new ones, in order
+        if ids[k] is None:
+            new_id = derive_library_id(name, root, seen)
+            if new_id in seen:
+                raise ConfigError(f"cannot make a unique id for library {root}: give it one")
+            ids[k] = new_id
+            seen.add(new_id)
+    libs = [
+        Library(id=str(ids[k]), name=name, root=root, enabled=enabled, exclude=exclude)
+        for k, (_, name, root, enabled, exclude) in enumerate(entries)
+    ]
     return libs, extra_excludes
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "lib"
+# ---- end library ids

@@ -4,7 +4,9 @@ Rules of the clusterer (``Clusterer.place``), for each new face in stream order:
 
 1. It joins the person whose centroid (mean descriptor of its faces) is nearest, if that
    distance is at most ``threshold`` and the person holds no other face of the same
-   photo (two faces of one photo are two people).
+   photo (two faces of one photo are two people). The faces of one photo are placed
+   nearest-first (``next_to_place``): when two of them are near one person, the nearer
+   joins and the other goes to its next-nearest person, or waits.
 2. Otherwise it waits, unassigned. When it has at least ``min_samples - 1`` unassigned
    neighbours within ``threshold`` from other photos (the core-point rule of DBSCAN), a
    person is founded: the face and its neighbours (the nearest one per photo). The
@@ -302,17 +304,37 @@ class Clusterer:
 
     # ---------------------------------------------------------------- the rules
 
+    def _joinable(self, f: _Face) -> tuple[_Person | None, float | None]:
+        """The nearest person ``f`` may join now, and its distance; (None, None) if none."""
+        for d, part in self._centroids.within(f.emb, self.threshold):  # nearest first
+            p = self.people.get(part.owner)
+            if p is not None and p.faces and f.content not in p.contents:
+                return p, d
+        return None, None
+
+    def next_to_place(self, pending: list[str]) -> str:
+        """Of a photo's faces still to place, the one nearest to a person it may join
+        (ties: the first given); the first given when none may join any. Placing in this
+        order, each after the previous one's result was applied, gives the nearer of two
+        faces close to one person to that person."""
+        best_fid, best_d = pending[0], None
+        if len(pending) == 1:
+            return best_fid
+        for fid in pending:
+            f = self.faces.get(fid)
+            if f is None or f.person is not None or f.rejected:
+                continue
+            _, d = self._joinable(f)
+            if d is not None and (best_d is None or d < best_d):
+                best_fid, best_d = fid, d
+        return best_fid
+
     def place(self, fid: str) -> list[Event]:
         """What the clusterer decides for one face (not yet applied to the state)."""
         f = self.faces.get(fid)
         if f is None or f.person is not None or f.rejected:
             return []
-        best, best_d = None, None
-        for d, part in self._centroids.within(f.emb, self.threshold):  # nearest first
-            p = self.people.get(part.owner)
-            if p is not None and p.faces and f.content not in p.contents:
-                best, best_d = p, d
-                break
+        best, best_d = self._joinable(f)
         if best is not None:
             return [
                 FaceAssigned(
@@ -342,7 +364,10 @@ class Clusterer:
     def add(self, e: FacesDetected) -> list[Event]:
         """Fold a FacesDetected and place its faces; returns (and applies) the results."""
         out: list[Event] = []
-        for fid in self.faces_of(e):
+        pending = self.faces_of(e)
+        while pending:
+            fid = self.next_to_place(pending)
+            pending.remove(fid)
             decided = self.place(fid)
             for ev in decided:
                 self.apply(ev)
@@ -426,8 +451,10 @@ class PeopleWorker(Worker):
     async def _handle(self, event: Event, seq: int) -> list[Event]:
         c = self.clusterer
         if isinstance(event, FacesDetected):
-            ids = c.faces_of(event)  # already known when folded: then only re-placed
-            for fid in ids:
+            pending = c.faces_of(event)  # already known when folded: then only re-placed
+            while pending:
+                fid = c.next_to_place(pending)  # nearest first, see Clusterer.add
+                pending.remove(fid)
                 decided = c.place(fid)
                 for ev in decided:  # published before applied: a failed publish retries
                     await self.log.publish(ev.model_copy(update={"causation": seq}))

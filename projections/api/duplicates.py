@@ -33,10 +33,12 @@ from projections import near, readmodel
 from projections.api import db, rows
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import WRITES, bad_parameter, error_responses
+from projections.api.filters import LIBRARY_DESCRIPTION, library_clause, resolve_library
 from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import (
     CURSOR_PATTERN,
     HASH_PATTERN,
+    NOT_BLANK,
     AnyOfOperation,
     body_operation,
     decode_body,
@@ -65,6 +67,16 @@ _CHUNK = 500  # SQLite parameters per IN (...)
 # ------------------------------------------------------------------ exact
 
 
+def _library_sql(
+    conn: sqlite3.Connection, column: str, library: str | None
+) -> tuple[str, list[Any]]:
+    """`` AND <the library filter>`` (an id or a name), or nothing without one."""
+    if library is None:
+        return "", []
+    sql, params = library_clause(column, resolve_library(conn, library))
+    return " AND " + sql, params
+
+
 def _after(cursor: str) -> tuple[int, str]:
     data = decode_cursor(cursor)
     wasted, content_hash = data.get("w"), data.get("h")
@@ -80,8 +92,7 @@ def _after(cursor: str) -> tuple[int, str]:
 def _groups(
     conn: sqlite3.Connection, library: str | None, after: tuple[int, str] | None, limit: int
 ) -> list[DuplicateGroup]:
-    lib_sql = " AND library_id = ?" if library is not None else ""
-    lib_params: list[Any] = [library] if library is not None else []
+    lib_sql, lib_params = _library_sql(conn, "library_id", library)
     page_sql, page_params = "", []
     if after is not None:
         page_sql = " WHERE wasted < ? OR (wasted = ? AND content_hash > ?)"
@@ -116,8 +127,7 @@ def _groups(
 def _locations(
     conn: sqlite3.Connection, hashes: list[str], library: str | None
 ) -> dict[str, list[Any]]:
-    lib_sql = " AND library_id = ?" if library is not None else ""
-    lib_params: list[Any] = [library] if library is not None else []
+    lib_sql, lib_params = _library_sql(conn, "library_id", library)
     by_hash: dict[str, list[Any]] = {h: [] for h in hashes}
     for start in range(0, len(hashes), _CHUNK):
         part = hashes[start : start + _CHUNK]
@@ -150,12 +160,12 @@ def _candidates(
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    lib_sql = " AND f.library_id = ?" if library is not None else ""
+    lib_sql, lib_params = _library_sql(conn, "f.library_id", library)
     found = conn.execute(
         "SELECT c.content_hash, c.phash FROM content AS c WHERE c.phash IS NOT NULL"
         f" AND EXISTS (SELECT 1 FROM files AS f WHERE f.content_hash = c.content_hash{lib_sql})"
         " ORDER BY c.content_hash",
-        [library] if library is not None else [],
+        lib_params,
     ).fetchall()
     hashes, phashes = [], []
     for r in found:
@@ -185,7 +195,7 @@ def _dates(
     conn: sqlite3.Connection, hashes: list[str], library: str | None
 ) -> dict[str, str | None]:
     """Earliest date_taken among each content's live locations (in the library)."""
-    lib_sql = " AND library_id = ?" if library is not None else ""
+    lib_sql, lib_params = _library_sql(conn, "library_id", library)
     out: dict[str, str | None] = dict.fromkeys(hashes)
     for start in range(0, len(hashes), _CHUNK):
         part = hashes[start : start + _CHUNK]
@@ -193,7 +203,7 @@ def _dates(
         for r in conn.execute(
             f"SELECT content_hash, min(date_taken) AS taken FROM files"
             f" WHERE content_hash IN ({marks}){lib_sql} GROUP BY content_hash",
-            [*part, *([library] if library is not None else [])],
+            [*part, *lib_params],
         ):
             out[r["content_hash"]] = r["taken"]
     return out
@@ -399,7 +409,9 @@ class DuplicatesController(Controller):
                 "seconds apart (wall-clock); pairs without both dates are left out.",
             ),
         ] = None,
-        library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
+        library: Annotated[
+            str | None, Parameter(description=LIBRARY_DESCRIPTION, pattern=NOT_BLANK)
+        ] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000, description="Groups per page.")] = 100,
         cursor: Annotated[
             str | None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -23,7 +25,9 @@ except ImportError:  # pragma: no cover - older litestar infers it
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
-from projections.api import geo
+from eventsvc.settings import library_ids_named
+from projections.api import db, geo
+from projections.api.context import Ctx
 from projections.api.errors import bad_parameter
 from projections.api.params import (
     BBOX_PATTERN,
@@ -35,8 +39,14 @@ from projections.api.params import (
 )
 
 __all__ = [
-    "Filters", "Query", "build_query", "filter_dependencies", "photo_filters", "taken_bound",
+    "LIBRARY_DESCRIPTION", "Filters", "Query", "build_query", "filter_dependencies",
+    "library_clause", "photo_filters", "resolve_library", "taken_bound",
 ]  # fmt: skip
+
+LIBRARY_DESCRIPTION = (
+    "Only this library: its id, or its name (case-insensitive exact; every library so "
+    "named). An id wins over a name."
+)
 
 _WHEN = re.compile(
     r"^([0-9]{4})-([0-9]{2})-([0-9]{2})"
@@ -152,7 +162,7 @@ class Query:
 
 
 def build_query(
-    *, library: str | None = None, media_kind: str | None = None,
+    *, library: str | Sequence[str] | None = None, media_kind: str | None = None,
     path_prefix: str | None = None,
     taken_from: str | None = None, taken_to: str | None = None,
     make: str | None = None, model: str | None = None, lens: str | None = None,
@@ -165,8 +175,12 @@ def build_query(
         _add_person(q, person)
     if tag is not None:
         _add_tag(q, tag)
-    if library is not None:
-        q.add("f.library_id = ?", library)
+    if library is not None:  # an id, or the ids resolve_library found
+        ids = [library] if isinstance(library, str) else list(library)
+        if not ids or not all(i.strip() for i in ids):
+            raise bad_parameter("library", "must be a library id or name")
+        sql, params = library_clause("f.library_id", ids)
+        q.add(sql, *params)
     if media_kind is not None:
         q.add("f.media_kind = ?", media_kind)
     if path_prefix:
@@ -224,6 +238,24 @@ def build_query(
     return q
 
 
+def resolve_library(conn: sqlite3.Connection, library: str) -> list[str]:
+    """The library ids ``library`` names (``eventsvc.settings.library_ids_named``: an id
+    wins; else every library whose name it is, case-insensitive exact, in id order);
+    else itself: an unknown library, which then matches nothing."""
+    if not library.strip():
+        raise bad_parameter("library", "must be a library id or name")
+    known = dict(conn.execute("SELECT library_id, name FROM libraries").fetchall())
+    return library_ids_named(library, known) or [library]
+
+
+def library_clause(column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
+    """SQL (and its parameters) keeping rows whose ``column`` is one of ``ids`` (one id:
+    an equality, so an index on (library_id, path) still gives the path order)."""
+    if len(ids) == 1:
+        return f"{column} = ?", [ids[0]]
+    return f"{column} IN ({','.join('?' * len(ids))})", list(ids)
+
+
 def _add_person(q: Query, person: str) -> None:
     """Contents with a face of that person (an id, merges followed, or a name: the
     "auto-bind" of names as tags), rejected faces left out."""
@@ -266,8 +298,11 @@ Filters = NamedDependency[Query] if NamedDependency is not None else Query
 """How handlers declare the ``filters`` dependency (with ``filter_dependencies()``)."""
 
 
-def photo_filters(
-    library: Annotated[str | None, Parameter(description="Only this library id.")] = None,
+async def photo_filters(
+    ctx: Ctx,
+    library: Annotated[
+        str | None, Parameter(description=LIBRARY_DESCRIPTION, pattern=NOT_BLANK)
+    ] = None,
     media_kind: Annotated[
         Literal["image", "video"] | None, Parameter(description="Only images or videos.")
     ] = None,
@@ -371,9 +406,17 @@ def photo_filters(
         ),
     ] = None,
 ) -> Query:
-    """The filters as a dependency (``Provide(photo_filters, sync_to_thread=False)``)."""
+    """The filters as a dependency (``Provide(photo_filters)``); a library name is
+    resolved to its ids on the read model."""
+    ids: list[str] | None = None
+    if library is not None:
+        if not library.strip():
+            raise bad_parameter("library", "must be a library id or name")
+        ids = await db.read(
+            ctx.settings.readmodel_dir, lambda c: resolve_library(c, library), [library]
+        )
     return build_query(
-        library=library, media_kind=media_kind, path_prefix=path_prefix,
+        library=ids, media_kind=media_kind, path_prefix=path_prefix,
         taken_from=taken_from, taken_to=taken_to, make=make, model=model, lens=lens,
         bbox=bbox, near=near, radius_km=radius_km, has_gps=has_gps, orientation=orientation,
         person=person, tag=tag,
@@ -382,4 +425,4 @@ def photo_filters(
 
 def filter_dependencies() -> dict[str, Provide]:
     """``dependencies=`` for a handler that takes ``filters: Query``."""
-    return {"filters": Provide(photo_filters, sync_to_thread=False)}
+    return {"filters": Provide(photo_filters)}

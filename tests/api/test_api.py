@@ -122,6 +122,30 @@ def test_photos_filters(small: ReadModel, client: TestClient[Any]) -> None:
     assert ok(client, "/photos", library="nope") == {"items": [], "next": None}
 
 
+def test_library_filters_take_an_id_or_a_name(model: ReadModel, client: TestClient[Any]) -> None:
+    """``library=`` is an id, or a library's name (case-insensitive exact; every library
+    so named); an id wins over a name; unknown: nothing; blank: 400."""
+    fam1, fam2, odd = seen("fam", "a.jpg"), seen("fam-2", "b.jpg"), seen("misc", "c.jpg")
+    model.add(
+        online("fam", "Family Photos"), online("fam-2", "family photos"), online("misc", "fam"),
+        fam1, fam2, odd, hashed(fam1, h(1)), hashed(fam2, h(1)), hashed(odd, h(1)),
+    ).publish()  # fmt: skip
+    assert paths(ok(client, "/photos", library="FAMILY PHOTOS")) == ["fam:a.jpg", "fam-2:b.jpg"]
+    assert paths(ok(client, "/photos", library="family photos")) == ["fam:a.jpg", "fam-2:b.jpg"]
+    assert paths(ok(client, "/photos", library="fam")) == ["fam:a.jpg"]  # the id, not misc's name
+    assert paths(ok(client, "/photos", library="Fam")) == ["misc:c.jpg"]  # no such id: a name
+    assert paths(ok(client, "/photos", library="fam-2")) == ["fam-2:b.jpg"]
+    assert paths(ok(client, "/photos", library="Family")) == []
+    assert "library" in bad(client, "/photos", library=" ")
+    (group,) = ok(client, "/duplicates", library="Family Photos")["items"]
+    assert group["count"] == 2 and {loc["library"] for loc in group["locations"]} == {
+        "fam", "fam-2",
+    }  # fmt: skip
+    assert ok(client, "/duplicates", library="Misc")["items"] == []  # one location only
+    assert ok(client, "/duplicates", library="nobody")["items"] == []
+    assert "library" in bad(client, "/duplicates", library=" ")
+
+
 def test_photos_sorts(small: ReadModel, client: TestClient[Any]) -> None:
     by_path = paths(ok(client, "/photos", library="alpha"))
     assert paths(ok(client, "/photos", library="alpha", sort="-path")) == by_path[::-1]

@@ -162,6 +162,10 @@ def test_search_hits_carry_tags(model: ReadModel, settings: Settings, tmp_path: 
             hits = ok(c, "/photos/search", q="red", threshold=0.5, **params)["items"]
             assert [i["content_hash"] for i in hits] == [h(5)], params
         assert ok(c, "/photos/search", q="red", threshold=0.5, tag="nobody")["items"] == []
+        for lib in ("alpha", "ALPHA"):  # a library by id or by name (case-insensitive)
+            hits = ok(c, "/photos/search", q="red", threshold=0.5, library=lib)["items"]
+            assert [i["content_hash"] for i in hits] == [h(1), h(5)], lib
+        assert ok(c, "/photos/search", q="red", threshold=0.5, library="Beta")["items"] == []
 
 
 def test_openapi_documents_tags(client: TestClient[Any]) -> None:
