@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from eventsvc.events import Event, FileMissing, FileSeen, LibraryOnline, LibraryStale
 from eventsvc.ids import file_id as make_file_id
 from eventsvc.log import EventLog
+from eventsvc.scanner.health import HealthFollower
 from eventsvc.scanner.probe import probe
+from eventsvc.scanner.settle import DeletionWindow, Settling
 from eventsvc.scanner.state import LibraryState, ScanState
 from eventsvc.scanner.walk import Excludes, WalkEntry, stat_one, walk
 from eventsvc.scanner.watch import WHOLE_LIBRARY, Watcher, WatchStatus
@@ -47,6 +49,8 @@ class ScanReport:
     changed: int = 0
     missing: int = 0
     missing_deferred: int = 0
+    unsettled: int = 0
+    """Files still changing (being written): published once they have settled."""
     state: str = "online"
     error: str | None = None
     issues: list[str] = field(default_factory=list)
@@ -82,6 +86,14 @@ class Scanner:
         self.watcher: Watcher | None = None
         self.online_streak = 0
         """Consecutive ticks on which every enabled library was online (guards clean-up)."""
+        self.follower: HealthFollower | None = None
+        """Follows library health in the log while running: another process's verdict
+        (a CLI scan, --accept-missing) is adopted at the next decision."""
+        self.settling = {lib.id: Settling(settings.settle_seconds) for lib in self.libraries}
+        self.windows: dict[str, DeletionWindow] = {}
+        self._locks = {lib.id: asyncio.Lock() for lib in self.libraries}
+        self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._background = False
 
     async def load(self) -> None:
         self.state = await ScanState.load(self.log)
@@ -136,6 +148,11 @@ class Scanner:
     async def scan_library(
         self, lib: Library, *, full: bool, accept_missing: bool = False
     ) -> ScanReport:
+        async with self._locks[lib.id]:
+            await self._adopt(lib)
+            return await self._scan_library(lib, full=full, accept_missing=accept_missing)
+
+    async def _scan_library(self, lib: Library, *, full: bool, accept_missing: bool) -> ScanReport:
         health = self.state.libraries.get(lib.id)
         if health is not None and health.state == "stale":
             full = True  # coming back needs the missing-share check of a full scan
@@ -211,8 +228,12 @@ class Scanner:
             return n
 
         walker = asyncio.create_task(asyncio.to_thread(producer))
+        settling = self.settling[lib.id]
         try:
             while (chunk := await queue.get()) is not None:
+                if settling.seconds > 0:
+                    ok = {e.rel for e in settling.split(e for e, _, _ in chunk)}
+                    chunk = [c for c in chunk if c[0].rel in ok]
                 items = [self._seen_event(lib, e, kseq, fid) for e, kseq, fid in chunk]
                 seqs = await self._publish(items)
                 for (e, kseq, fid), seq in zip(chunk, seqs, strict=True):
@@ -226,8 +247,11 @@ class Scanner:
         finally:
             abandoned.set()  # a failed publish or a cancel stops the walking thread
             report.files = await walker
+        report.unsettled = len(settling)
+        self._schedule_settle(lib)
 
         if seen is not None:
+            self._close_window(lib.id)  # the full scan judges every missing file itself
             missing = list(known.keys() - seen)  # a set difference, in C
             share = len(missing) / len(known) if known else 0.0
             if (
@@ -292,6 +316,8 @@ class Scanner:
             await self.scan_library(lib, full=full, accept_missing=accept_missing)
             for lib in self.libraries
         ]
+        if not self._background:  # a one-shot scan waits (a while) for files being written
+            await self._settle_now(reports)
         if all(r.state == "online" for r in reports):
             self.online_streak += 1
         else:
@@ -302,6 +328,10 @@ class Scanner:
         """Full scan first, then quick scans every quick_interval and full every full_interval;
         with ``watch``, file-system notifications are handled in between."""
         await self.load()
+        self._background = True
+        self.follower = HealthFollower(self.log)
+        self.follower.states = {k: LibraryState(**vars(v)) for k, v in self.state.libraries.items()}
+        follower = asyncio.create_task(self.follower.run(stop))
         watcher = asyncio.create_task(self.watch(stop))
         last_full = 0.0
         try:
@@ -316,10 +346,16 @@ class Scanner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.quick_interval)
         finally:
+            for t in self._timers.values():
+                t.cancel()
             if not stop.is_set():
                 watcher.cancel()  # cancelled or failed; on stop it winds down by itself
+                follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(watcher, 10)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(follower, 5)
+            self._background = False
 
     # ------------------------------------------------------------ notifications
 
@@ -340,13 +376,15 @@ class Scanner:
         await self.watcher.run(stop)
 
     async def _on_watched(self, lib: Library, rels: set[bytes]) -> None:
-        st = self.state.libraries.get(lib.id)
-        if st is None or st.state != "online":
-            return  # a stale library waits for its tick
-        if WHOLE_LIBRARY in rels:  # notifications were lost (overflow, restart)
-            await self.scan_library(lib, full=False)
-        else:
-            await self._check_paths(lib, rels)
+        async with self._locks[lib.id]:
+            await self._adopt(lib)
+            st = self.state.libraries.get(lib.id)
+            if st is None or st.state != "online":
+                return  # a stale library waits for its tick
+            if WHOLE_LIBRARY in rels:  # notifications were lost (overflow, restart)
+                await self._scan_library(lib, full=False, accept_missing=False)
+            else:
+                await self._check_paths(lib, rels)
 
     async def _on_watch_status(self, lib: Library, status: WatchStatus) -> None:
         await self.log.put_status(f"watch.{lib.id}", asdict(status))
@@ -374,6 +412,13 @@ class Scanner:
             return found, gone
 
         found, gone = await asyncio.to_thread(look)
+        settling = self.settling[lib.id]
+        if settling.seconds > 0:
+            here = {e.rel for e in found}
+            for rel in rels:
+                if rel not in here:
+                    settling.forget(rel)  # gone (or excluded) while it was being written
+            found = settling.split(found)
         items, meta = [], []
         for e in found:
             k = known.get(e.rel)
@@ -386,10 +431,140 @@ class Scanner:
         seqs = await self._publish(items)
         for (e, fid), seq in zip(meta, seqs, strict=True):
             known[e.rel] = (fid, e.size, e.mtime_ns, seq)
-        if gone and len(gone) <= max(self.settings.missing_share * len(known), 1):
-            if await asyncio.to_thread(probe, lib.root, len(known)) is None:
-                self.pending_missing.setdefault(lib.id, deque()).extend(gone)
+        self._schedule_settle(lib)
+        if gone:
+            await self._window_add(lib, gone, len(known))
+
+    # ------------------------------------------------------------ health from the log
+
+    async def _adopt(self, lib: Library) -> None:
+        """Take the library's health from the log when another process published a newer
+        verdict (caller holds the library's lock); its files are then reloaded from the
+        log as well, so that what that process recorded (FileMissing of --accept-missing)
+        is known here."""
+        if self.follower is None:
+            return
+        theirs = self.follower.states.get(lib.id)
+        mine = self.state.libraries.get(lib.id)
+        if theirs is None or (mine is not None and theirs.seq <= mine.seq):
+            return
+        log.info(
+            "library %s (%s) is %s by another process (event %d); following the log",
+            lib.name, lib.id, theirs.state, theirs.seq,
+        )  # fmt: skip
+        fresh = await ScanState.load(self.log)
+        self.state.files[lib.id] = fresh.lib_files(lib.id)
+        self.state.gone.update(fresh.gone)
+        self.state.libraries[lib.id] = fresh.libraries.get(lib.id) or LibraryState(**vars(theirs))
+        self.pending_missing.pop(lib.id, None)
+        self._close_window(lib.id)
+
+    # ------------------------------------------------------------ files being written
+
+    def _schedule_settle(self, lib: Library) -> None:
+        """While running, look again at the files still settling when they may have."""
+        if not self._background or not len(self.settling[lib.id]):
+            return
+        key = (lib.id, "settle")
+        t = self._timers.get(key)
+        if t is None or t.done():
+            self._timers[key] = asyncio.create_task(self._settle_later(lib))
+
+    async def _settle_later(self, lib: Library) -> None:
+        settling = self.settling[lib.id]
+        while (wait := settling.due_in()) is not None:
+            await asyncio.sleep(max(wait, 0.05))
+            try:
+                async with self._locks[lib.id]:
+                    await self._adopt(lib)
+                    st = self.state.libraries.get(lib.id)
+                    if st is None or st.state != "online":
+                        return  # a stale library waits for its (full) tick
+                    due = settling.due()
+                    if due:
+                        await self._check_paths(lib, due)
+            except Exception:
+                log.exception("re-checking files being written in %s failed", lib.id)
+                return  # the next tick catches up
+
+    async def _settle_now(self, reports: list[ScanReport]) -> None:
+        """A one-shot scan: wait for files being written to settle (at most a few settle
+        times; what still changes is counted in the report's ``unsettled``)."""
+        limit = time.monotonic() + 3 * self.settings.settle_seconds + 1.0
+        by_id = {r.library_id: r for r in reports}
+        for lib in self.libraries:
+            settling = self.settling[lib.id]
+            report = by_id.get(lib.id)
+            if report is None or report.state != "online":
+                continue
+            while (wait := settling.due_in()) is not None and time.monotonic() + wait < limit:
+                await asyncio.sleep(max(wait, 0.05))
+                async with self._locks[lib.id]:
+                    known = self.state.lib_files(lib.id)
+                    before = len(known)
+                    await self._check_paths(lib, settling.due())
+                    report.new += len(known) - before
+            report.unsettled = len(settling)
+
+    # ------------------------------------------------------------ watched deletions
+
+    async def _window_add(self, lib: Library, gone: list[bytes], known: int) -> None:
+        """Gather deletions seen by the watcher; judge them once none came for a while, or
+        at once when they already are too many (caller holds the library's lock)."""
+        w = self.windows.get(lib.id)
+        if w is None:
+            w = self.windows[lib.id] = DeletionWindow(base=known)
+        w.add(gone)
+        cfg = self.settings
+        if w.too_many(cfg.missing_share, cfg.missing_min_files):
+            why = (
+                f"{len(w.rels)} of {w.base} known files were deleted or moved away within "
+                f"{cfg.watch_delete_window:g} s of each other (> {cfg.missing_share:.0%}); "
+                "treated as an unavailable library, not as deletions "
+                "(scan with --accept-missing to confirm)"
+            )
+            self._close_window(lib.id)
+            self.pending_missing.pop(lib.id, None)
+            await self._set_health(lib, why)
+            return
+        key = (lib.id, "window")
+        t = self._timers.get(key)
+        if t is None or t.done():
+            self._timers[key] = asyncio.create_task(self._window_later(lib))
+
+    def _close_window(self, library_id: str) -> DeletionWindow | None:
+        t = self._timers.pop((library_id, "window"), None)
+        if t is not None and t is not asyncio.current_task():
+            t.cancel()
+        return self.windows.pop(library_id, None)
+
+    async def _window_later(self, lib: Library) -> None:
+        span = self.settings.watch_delete_window
+        while True:
+            w = self.windows.get(lib.id)
+            wait = span - w.quiet_for() if w is not None else 0.0
+            if wait <= 0:
+                break
+            await asyncio.sleep(max(wait, 0.05))
+        try:
+            async with self._locks[lib.id]:
+                w = self._close_window(lib.id)
+                if w is None:
+                    return
+                st = self.state.libraries.get(lib.id)
+                if st is None or st.state != "online":
+                    return  # a stale library's deletions are judged by its full scan
+                known = self.state.lib_files(lib.id)
+                reason = await asyncio.to_thread(probe, lib.root, len(known))
+                if reason:
+                    await self._set_health(lib, reason)
+                    return
+                self.pending_missing.setdefault(lib.id, deque()).extend(w.rels)
                 await self._drain_missing(lib)
+        except Exception:
+            log.exception(
+                "judging the deletions seen in %s failed; the next scan catches up", lib.id
+            )
 
 
 def _one(root: bytes, rel: bytes, out: list[WalkEntry], excludes: Excludes) -> None:
