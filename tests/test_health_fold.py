@@ -111,7 +111,8 @@ async def test_up_records_later_deletions_after_a_cli_scan_accepted_missing_file
         files = sorted(lib.root.glob("*.jpg"))
         for p in files[:20]:
             p.unlink()  # really deleted: the owner confirms with --accept-missing
-        async with _cli_scanner(nats_server, lib, cfg) as cli:
+        capped = cfg.model_copy(update={"missing_cap": 7})  # one-shot: records all it accepts
+        async with _cli_scanner(nats_server, lib, capped) as cli:
             [report] = await cli.tick(full=True)
             if report.state == "online":  # up was first to call it stale: same story
                 assert cli.state.libraries[lib.id].state == "stale"

@@ -36,7 +36,7 @@ def _files(lib: Library) -> list[Path]:
 
 @contextlib.asynccontextmanager
 async def _watching(
-    event_log: EventLog, lib: Library, settings: Settings
+    event_log: EventLog, lib: Library, settings: Settings, **kw: object
 ) -> AsyncIterator[Scanner]:
     cfg = settings.model_copy(
         update={
@@ -45,6 +45,7 @@ async def _watching(
             "full_interval": 3600,
             "watch_delete_window": 1.0,
             "settle_seconds": 0.5,
+            **kw,
         }
     )
     scanner = Scanner(event_log, [lib], cfg)
@@ -101,6 +102,20 @@ async def test_deleting_a_tenth_publishes_those_file_missing_and_stays_online(
         str(p.relative_to(lib.root)) for p in gone
     )
     assert await _events(event_log, "LibraryStale") == []
+
+
+async def test_watched_deletions_keep_the_per_tick_cap(
+    tmp_path: Path, event_log: EventLog, settings: Settings
+) -> None:
+    lib = _library(tmp_path, 300)
+    async with _watching(event_log, lib, settings, missing_cap=10) as scanner:
+        await _remove_slowly(_files(lib)[:30])
+        await wait_until(lambda: _count(event_log, "FileMissing", 10), 10)
+        await asyncio.sleep(1.5)  # no tick comes: the rest waits for it
+        assert len(await _events(event_log, "FileMissing")) == 10
+        assert len(scanner.pending_missing[lib.id]) == 20
+        await scanner.tick(full=False)  # each tick records up to the cap
+        assert len(await _events(event_log, "FileMissing")) == 20
 
 
 async def test_moving_most_files_out_of_the_root_makes_it_stale(

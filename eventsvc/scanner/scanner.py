@@ -271,6 +271,13 @@ class Scanner:
             self.pending_missing[lib.id] = deque(missing)
         await self._set_health(lib, None)
         report.missing, report.missing_deferred = await self._drain_missing(lib)
+        while accept_missing and not self._background and report.missing_deferred:
+            # A one-shot --accept-missing has no next tick: it records every deletion it
+            # accepted (in missing_cap batches), so no other scanner judges them again.
+            more, report.missing_deferred = await self._drain_missing(lib)
+            report.missing += more
+            if not more:
+                break
         return await self._finish(report, t0)
 
     async def _drain_missing(self, lib: Library) -> tuple[int, int]:
