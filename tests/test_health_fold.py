@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from eventsvc.derive.roots import LibraryRoots
 from eventsvc.events import FileMissing, LibraryOnline, LibraryStale
@@ -17,7 +20,7 @@ from eventsvc.scanner.health import Health, fold, load_health
 from eventsvc.server import EmbeddedNats
 from eventsvc.settings import Library, Settings
 from eventsvc.video.reaper import library_states
-from tests.harness import Pipeline, wait_until
+from tests.harness import Pipeline, cli, wait_until
 
 OLD_NS = 1_600_000_000 * 10**9
 
@@ -60,6 +63,32 @@ async def _cli_scanner(
         await other.close()
 
 
+async def _second_scan(
+    how: str, server: EmbeddedNats, lib: Library, settings: Settings, *, accept: bool = False
+) -> dict[str, object]:
+    """One full scan by a second scanner: in this process on its own connection, or as a
+    real ``eventsvc scan`` process. Its report."""
+    if how == "instance":
+        async with _cli_scanner(server, lib, settings) as second:
+            [report] = await second.tick(full=True, accept_missing=accept)
+        return vars(report)
+    config = lib.root.parent / "libraries.toml"
+    config.write_text(f'[[library]]\nid = "{lib.id}"\nname = "{lib.name}"\nroot = "{lib.root}"\n')
+    env = {
+        "EVENTSVC_NATS_URL": server.url,
+        "EVENTSVC_SETTLE_SECONDS": str(settings.settle_seconds),
+        "EVENTSVC_MISSING_CAP": str(settings.missing_cap),
+        "EVENTSVC_LOG_LEVEL": "WARNING",
+    }
+    data = lib.root.parent / "cli-data"
+    args = ["scan", "--config", str(config), "--data-dir", str(data)]
+    proc = cli(*args, *(["--accept-missing"] if accept else []), env=env)
+    out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    assert proc.returncode in (0, 3) and lines, out.decode()
+    return json.loads(lines[-1])
+
+
 async def _events(event_log: EventLog, etype: str) -> list[tuple[int, object]]:
     return await Pipeline(event_log, Settings(), []).events(etype)
 
@@ -74,8 +103,9 @@ def _settings(settings: Settings, **kw: object) -> Settings:
     return settings.model_copy(update={**base, **kw})
 
 
+@pytest.mark.parametrize("second", ["instance", "process"])
 async def test_up_publishes_online_when_files_are_back_after_a_cli_scan_said_stale(
-    tmp_path: Path, event_log: EventLog, settings: Settings, nats_server: EmbeddedNats
+    tmp_path: Path, event_log: EventLog, settings: Settings, nats_server: EmbeddedNats, second: str
 ) -> None:
     lib = _library(tmp_path, 30)
     away = tmp_path / "away"
@@ -85,9 +115,8 @@ async def test_up_publishes_online_when_files_are_back_after_a_cli_scan_said_sta
         moved = sorted(lib.root.glob("*.jpg"))[:20]
         for p in moved:  # a share of the library away (a sync tool, a half mount)
             os.rename(p, away / p.name)
-        async with _cli_scanner(nats_server, lib, cfg) as cli:
-            [report] = await cli.tick(full=True)
-        assert report.state == "stale"
+        report = await _second_scan(second, nats_server, lib, cfg)
+        assert report["state"] == "stale"
         stale_seq = await _last(event_log, "LibraryStale")
         await wait_until(lambda: up.state.libraries[lib.id].state == "stale", 10)
         for p in moved:
@@ -102,8 +131,9 @@ async def test_up_publishes_online_when_files_are_back_after_a_cli_scan_said_sta
     assert (await library_states(event_log))[lib.id][0] == "online"
 
 
+@pytest.mark.parametrize("second", ["instance", "process"])
 async def test_up_records_later_deletions_after_a_cli_scan_accepted_missing_files(
-    tmp_path: Path, event_log: EventLog, settings: Settings, nats_server: EmbeddedNats
+    tmp_path: Path, event_log: EventLog, settings: Settings, nats_server: EmbeddedNats, second: str
 ) -> None:
     lib = _library(tmp_path, 30)
     cfg = _settings(settings, full_interval=0.5)
@@ -112,12 +142,10 @@ async def test_up_records_later_deletions_after_a_cli_scan_accepted_missing_file
         for p in files[:20]:
             p.unlink()  # really deleted: the owner confirms with --accept-missing
         capped = cfg.model_copy(update={"missing_cap": 7})  # one-shot: records all it accepts
-        async with _cli_scanner(nats_server, lib, capped) as cli:
-            [report] = await cli.tick(full=True)
-            if report.state == "online":  # up was first to call it stale: same story
-                assert cli.state.libraries[lib.id].state == "stale"
-            [report] = await cli.tick(full=True, accept_missing=True)
-        assert report.state == "online" and report.missing == 20
+        report = await _second_scan(second, nats_server, lib, capped)
+        assert report["state"] == "stale"  # whoever said it first, the log says stale
+        report = await _second_scan(second, nats_server, lib, capped, accept=True)
+        assert report["state"] == "online" and report["missing"] == 20
         online_seq = await _last(event_log, "LibraryOnline")
         await wait_until(lambda: up.state.libraries[lib.id].seq >= online_seq, 10)
         files[25].unlink()  # a later deletion, seen by up's next full scan
