@@ -159,3 +159,23 @@ async def _count(event_log: EventLog, etype: str, want: int) -> bool:
     n = len(await _events(event_log, etype))
     assert n <= want, f"{n} {etype}, expected {want}"
     return n == want
+
+
+async def test_folders_renamed_within_the_root_are_moves_not_a_mass_deletion(
+    tmp_path: Path, event_log: EventLog, settings: Settings
+) -> None:
+    lib = _library(tmp_path, 63)
+    async with _watching(event_log, lib, settings) as scanner:
+        before = {str(p.relative_to(lib.root)) for p in _files(lib)}
+        for i in range(4):  # 4 of 5 folders (most of the library) get a new name
+            os.rename(lib.root / f"d{i}", lib.root / f"renamed{i}")
+        moved = {p for p in before if not p.startswith("d4/")}
+        await wait_until(lambda: _count(event_log, "FileMissing", len(moved)), 10)
+        assert scanner.state.libraries[lib.id].state == "online"
+        now = {str(p.relative_to(lib.root)) for p in _files(lib)}
+        assert set(scanner.state.lib_files(lib.id)) == {p.encode() for p in now}
+    missing = {
+        e.path for e in await _events(event_log, "FileMissing") if isinstance(e, FileMissing)
+    }
+    assert missing == moved
+    assert await _events(event_log, "LibraryStale") == []
