@@ -70,7 +70,10 @@ async def _second_scan(
     real ``eventsvc scan`` process. Its report."""
     if how == "instance":
         async with _cli_scanner(server, lib, settings) as second:
-            [report] = await second.tick(full=True, accept_missing=accept)
+            reports = await second.tick(full=True, accept_missing=accept)
+            if accept:  # as the CLI does
+                await second.drain_all(reports)
+            [report] = reports
         return vars(report)
     config = lib.root.parent / "libraries.toml"
     config.write_text(f'[[library]]\nid = "{lib.id}"\nname = "{lib.name}"\nroot = "{lib.root}"\n')

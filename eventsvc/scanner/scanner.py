@@ -272,13 +272,6 @@ class Scanner(Watching):
             self.pending_missing[lib.id] = deque(missing)
         await self._set_health(lib, None)
         report.missing, report.missing_deferred = await self._drain_missing(lib)
-        while accept_missing and not self._background and report.missing_deferred:
-            # A one-shot --accept-missing has no next tick: it records every deletion it
-            # accepted (in missing_cap batches), so no other scanner judges them again.
-            more, report.missing_deferred = await self._drain_missing(lib)
-            report.missing += more
-            if not more:
-                break
         return await self._finish(report, t0)
 
     async def _drain_missing(self, lib: Library) -> tuple[int, int]:
@@ -309,6 +302,19 @@ class Scanner(Watching):
             known.pop(rel, None)
             self.state.gone[k[0]] = seq
         return len(batch), len(pending)
+
+    async def drain_all(self, reports: list[ScanReport]) -> None:
+        """Publish every deferred FileMissing now (in ``missing_cap`` batches): what a
+        one-shot ``eventsvc scan --accept-missing`` does, having no next tick, so that no
+        other scanner judges the deletions it accepted again."""
+        for report in reports:
+            lib = next(x for x in self.libraries if x.id == report.library_id)
+            async with self._locks[lib.id]:
+                while report.missing_deferred:
+                    more, report.missing_deferred = await self._drain_missing(lib)
+                    report.missing += more
+                    if not more:
+                        break
 
     async def _finish(self, report: ScanReport, t0: float) -> ScanReport:
         report.duration_s = round(time.monotonic() - t0, 3)
