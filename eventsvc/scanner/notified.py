@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,7 @@ class Watching:
         await self.log.put_status(f"watch.{lib.id}", asdict(status))
 
     async def _check_paths(
-        self, lib: Library, rels: set[bytes], moved: set[bytes] | None = None
+        self, lib: Library, rels: Collection[bytes], moved: set[bytes] | None = None
     ) -> None:
         """Publish what changed at ``rels``; files gone from there are judged in the
         library's deletion window, except those ``moved`` elsewhere under the root."""
@@ -196,7 +197,7 @@ class Watching:
                         return  # a stale library waits for its (full) tick
                     due = settling.due()
                     if due:
-                        await self._check_paths(lib, due)
+                        await self._check_paths(lib, sorted(due))
             except Exception:
                 log.exception("re-checking files being written in %s failed", lib.id)
                 return  # the next tick catches up
@@ -216,7 +217,7 @@ class Watching:
                 async with self._locks[lib.id]:
                     known = self.state.lib_files(lib.id)
                     before = len(known)
-                    await self._check_paths(lib, settling.due())
+                    await self._check_paths(lib, sorted(settling.due()))  # walk-like order
                     report.new += len(known) - before
             report.unsettled = len(settling)
 
