@@ -239,6 +239,8 @@ async def cmd_scan(args: argparse.Namespace) -> int:
             )
             await scanner.load()
             reports = await scanner.tick(full=not args.quick, accept_missing=args.accept_missing)
+            if args.accept_missing:  # no next tick: record every accepted deletion now
+                await scanner.drain_all(reports)
     for r in reports:
         print(json.dumps(vars(r)))
     return 0 if all(r.state == "online" for r in reports) else 3

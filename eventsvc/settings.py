@@ -134,6 +134,15 @@ class Settings(BaseSettings):
     watch_retry_max: float = 60.0
     """Longest wait between attempts to watch a failed library again."""
     # ---- end of file watching
+    # ---- settled files and watched deletions (issue 13)
+    settle_seconds: float = 2.0
+    """A new or changed file is published once its size and mtime have not changed for this
+    long (its mtime is at least this old, or it was seen unchanged for this long)."""
+    watch_delete_window: float = 2.0
+    """Deletions and moves-out seen by the watcher are gathered until none came for this
+    long, then judged together like a full scan's (missing_share of the library as of the
+    first one, missing_cap per tick)."""
+    # ---- end of settled files and watched deletions
     hash_concurrency: int = 2
     media_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2)
     """Parallel EXIF + thumbnail + perceptual-hash jobs (decoding is the cost)."""

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Protocol
 
 from eventsvc.errors import LibraryNotConfigured, PermanentError, TransientError
-from eventsvc.events import HashComputed, LibraryOnline, LibraryStale, decode
+from eventsvc.events import HashComputed
 from eventsvc.log import EventLog
 from eventsvc.safe_open import open_in_root
+from eventsvc.scanner.health import load_health
 from eventsvc.settings import Library
 
 __all__ = ["LibraryRoots", "Location"]
@@ -78,17 +79,9 @@ class LibraryRoots:
     async def refresh(self, event_log: EventLog) -> None:
         """Look at the libraries the log announces: those not configured here are
         reported (never used). Roots always come from configuration."""
-        p = event_log.prefix
-        async for batch in event_log.read(
-            [f"{p}.library.*.LibraryOnline", f"{p}.library.*.LibraryStale"], last_per_subject=True
-        ):
-            for raw in batch:
-                ev = decode(raw.data, raw.headers)
-                if isinstance(ev, (LibraryOnline, LibraryStale)) and ev.library_id not in (
-                    self._roots
-                ):
-                    if ev.library_id not in self.unconfigured:
-                        self._note(ev.library_id, ev.root)
+        for library_id, health in (await load_health(event_log)).items():
+            if library_id not in self._roots and library_id not in self.unconfigured:
+                self._note(library_id, health.root)
 
     def open_fd(self, event: Location) -> int:
         """A read-only descriptor of the file an event names, opened under its configured

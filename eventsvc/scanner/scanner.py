@@ -18,10 +18,13 @@ from datetime import UTC, datetime
 from eventsvc.events import Event, FileMissing, FileSeen, LibraryOnline, LibraryStale
 from eventsvc.ids import file_id as make_file_id
 from eventsvc.log import EventLog
+from eventsvc.scanner.health import HealthFollower
+from eventsvc.scanner.notified import Watching
 from eventsvc.scanner.probe import probe
+from eventsvc.scanner.settle import DeletionWindow, Settling
 from eventsvc.scanner.state import LibraryState, ScanState
-from eventsvc.scanner.walk import Excludes, WalkEntry, stat_one, walk
-from eventsvc.scanner.watch import WHOLE_LIBRARY, Watcher, WatchStatus
+from eventsvc.scanner.walk import Excludes, WalkEntry, walk
+from eventsvc.scanner.watch import Watcher
 from eventsvc.settings import Library, Settings
 
 __all__ = ["ScanReport", "Scanner"]
@@ -47,6 +50,8 @@ class ScanReport:
     changed: int = 0
     missing: int = 0
     missing_deferred: int = 0
+    unsettled: int = 0
+    """Files still changing (being written): published once they have settled."""
     state: str = "online"
     error: str | None = None
     issues: list[str] = field(default_factory=list)
@@ -56,7 +61,7 @@ class ScanReport:
 Progress = Callable[[str, int], None]
 
 
-class Scanner:
+class Scanner(Watching):
     def __init__(
         self,
         event_log: EventLog,
@@ -82,6 +87,14 @@ class Scanner:
         self.watcher: Watcher | None = None
         self.online_streak = 0
         """Consecutive ticks on which every enabled library was online (guards clean-up)."""
+        self.follower: HealthFollower | None = None
+        """Follows library health in the log while running: another process's verdict
+        (a CLI scan, --accept-missing) is adopted at the next decision."""
+        self.settling = {lib.id: Settling(settings.settle_seconds) for lib in self.libraries}
+        self.windows: dict[str, DeletionWindow] = {}
+        self._locks = {lib.id: asyncio.Lock() for lib in self.libraries}
+        self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._background = False
 
     async def load(self) -> None:
         self.state = await ScanState.load(self.log)
@@ -136,6 +149,11 @@ class Scanner:
     async def scan_library(
         self, lib: Library, *, full: bool, accept_missing: bool = False
     ) -> ScanReport:
+        async with self._locks[lib.id]:
+            await self._adopt(lib)
+            return await self._scan_library(lib, full=full, accept_missing=accept_missing)
+
+    async def _scan_library(self, lib: Library, *, full: bool, accept_missing: bool) -> ScanReport:
         health = self.state.libraries.get(lib.id)
         if health is not None and health.state == "stale":
             full = True  # coming back needs the missing-share check of a full scan
@@ -211,8 +229,12 @@ class Scanner:
             return n
 
         walker = asyncio.create_task(asyncio.to_thread(producer))
+        settling = self.settling[lib.id]
         try:
             while (chunk := await queue.get()) is not None:
+                if settling.seconds > 0:
+                    ok = {e.rel for e in settling.split(e for e, _, _ in chunk)}
+                    chunk = [c for c in chunk if c[0].rel in ok]
                 items = [self._seen_event(lib, e, kseq, fid) for e, kseq, fid in chunk]
                 seqs = await self._publish(items)
                 for (e, kseq, fid), seq in zip(chunk, seqs, strict=True):
@@ -226,8 +248,11 @@ class Scanner:
         finally:
             abandoned.set()  # a failed publish or a cancel stops the walking thread
             report.files = await walker
+        report.unsettled = len(settling)
+        self._schedule_settle(lib)
 
         if seen is not None:
+            self._close_window(lib.id)  # the full scan judges every missing file itself
             missing = list(known.keys() - seen)  # a set difference, in C
             share = len(missing) / len(known) if known else 0.0
             if (
@@ -278,6 +303,19 @@ class Scanner:
             self.state.gone[k[0]] = seq
         return len(batch), len(pending)
 
+    async def drain_all(self, reports: list[ScanReport]) -> None:
+        """Publish every deferred FileMissing now (in ``missing_cap`` batches): what a
+        one-shot ``eventsvc scan --accept-missing`` does, having no next tick, so that no
+        other scanner judges the deletions it accepted again."""
+        for report in reports:
+            lib = next(x for x in self.libraries if x.id == report.library_id)
+            async with self._locks[lib.id]:
+                while report.missing_deferred:
+                    more, report.missing_deferred = await self._drain_missing(lib)
+                    report.missing += more
+                    if not more:
+                        break
+
     async def _finish(self, report: ScanReport, t0: float) -> ScanReport:
         report.duration_s = round(time.monotonic() - t0, 3)
         report.finished_at = datetime.now(UTC).isoformat()
@@ -292,6 +330,8 @@ class Scanner:
             await self.scan_library(lib, full=full, accept_missing=accept_missing)
             for lib in self.libraries
         ]
+        if not self._background:  # a one-shot scan waits (a while) for files being written
+            await self._settle_now(reports)
         if all(r.state == "online" for r in reports):
             self.online_streak += 1
         else:
@@ -302,6 +342,10 @@ class Scanner:
         """Full scan first, then quick scans every quick_interval and full every full_interval;
         with ``watch``, file-system notifications are handled in between."""
         await self.load()
+        self._background = True
+        self.follower = HealthFollower(self.log)
+        self.follower.states = {k: LibraryState(**vars(v)) for k, v in self.state.libraries.items()}
+        follower = asyncio.create_task(self.follower.run(stop))
         watcher = asyncio.create_task(self.watch(stop))
         last_full = 0.0
         try:
@@ -316,85 +360,13 @@ class Scanner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.quick_interval)
         finally:
+            for t in self._timers.values():
+                t.cancel()
             if not stop.is_set():
                 watcher.cancel()  # cancelled or failed; on stop it winds down by itself
+                follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(watcher, 10)
-
-    # ------------------------------------------------------------ notifications
-
-    async def watch(self, stop: asyncio.Event) -> None:
-        """inotify between ticks (eventsvc.scanner.watch); its state goes to the status KV."""
-        self.watcher = Watcher(
-            self.libraries,
-            self.excludes,
-            self._on_watched,
-            self._on_watch_status,
-            debounce=self.settings.watch_debounce,
-            retry=self.settings.watch_retry,
-            retry_max=self.settings.watch_retry_max,
-        )
-        if not self.settings.watch:
-            await self.watcher.off("file watching is turned off (EVENTSVC_WATCH / --no-watch)")
-            return
-        await self.watcher.run(stop)
-
-    async def _on_watched(self, lib: Library, rels: set[bytes]) -> None:
-        st = self.state.libraries.get(lib.id)
-        if st is None or st.state != "online":
-            return  # a stale library waits for its tick
-        if WHOLE_LIBRARY in rels:  # notifications were lost (overflow, restart)
-            await self.scan_library(lib, full=False)
-        else:
-            await self._check_paths(lib, rels)
-
-    async def _on_watch_status(self, lib: Library, status: WatchStatus) -> None:
-        await self.log.put_status(f"watch.{lib.id}", asdict(status))
-
-    async def _check_paths(self, lib: Library, rels: set[bytes]) -> None:
-        known = self.state.lib_files(lib.id)
-        root = os.fsencode(lib.root)
-        excludes = self.excludes[lib.id]
-
-        def look() -> tuple[list[WalkEntry], list[bytes]]:
-            found: list[WalkEntry] = []
-            gone: list[bytes] = []
-            for rel in rels:
-                srel = rel.decode("utf-8", "surrogateescape")
-                if any(excludes.name(p) for p in srel.split("/")) or excludes.path(srel):
-                    continue
-                absp = os.path.join(root, rel)
-                if os.path.isdir(absp):
-                    found.extend(walk(root, excludes, lambda m: None, start=rel))
-                elif os.path.lexists(absp):
-                    _one(root, rel, found, excludes)
-                else:
-                    prefix = rel + b"/"
-                    gone.extend(k for k in known if k == rel or k.startswith(prefix))
-            return found, gone
-
-        found, gone = await asyncio.to_thread(look)
-        items, meta = [], []
-        for e in found:
-            k = known.get(e.rel)
-            if k is not None and k[1] == e.size and k[2] == e.mtime_ns:
-                continue
-            fid = k[0] if k else make_file_id(lib.id, e.rel)
-            kseq = k[3] if k else self.state.gone.get(fid, 0)
-            items.append(self._seen_event(lib, e, kseq, fid))
-            meta.append((e, fid))
-        seqs = await self._publish(items)
-        for (e, fid), seq in zip(meta, seqs, strict=True):
-            known[e.rel] = (fid, e.size, e.mtime_ns, seq)
-        if gone and len(gone) <= max(self.settings.missing_share * len(known), 1):
-            if await asyncio.to_thread(probe, lib.root, len(known)) is None:
-                self.pending_missing.setdefault(lib.id, deque()).extend(gone)
-                await self._drain_missing(lib)
-
-
-def _one(root: bytes, rel: bytes, out: list[WalkEntry], excludes: Excludes) -> None:
-    """Append the file at ``rel`` if it is a regular media file inside the root (symlinks
-    as the walk follows them)."""
-    entry = stat_one(root, rel, excludes)
-    if entry is not None:
-        out.append(entry)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(follower, 5)
+            self._background = False

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eventsvc.events import FileMissing, FileSeen, LibraryOnline, LibraryStale, decode
+from eventsvc.events import FileMissing, FileSeen, decode
 from eventsvc.log import EventLog
+from eventsvc.scanner.health import Health, load_health
 
 __all__ = ["Known", "LibraryState", "ScanState"]
 
@@ -13,11 +14,8 @@ __all__ = ["Known", "LibraryState", "ScanState"]
 Known = tuple[str, int, int, int]
 
 
-@dataclass
-class LibraryState:
-    state: str = "unknown"  # 'online' | 'stale' | 'unknown'
-    seq: int = 0
-    reason: str | None = None
+LibraryState = Health
+"""A library's health as the scanner knows it (see :mod:`eventsvc.scanner.health`)."""
 
 
 @dataclass
@@ -32,7 +30,8 @@ class ScanState:
 
     @classmethod
     async def load(cls, event_log: EventLog) -> ScanState:
-        """The last FileSeen/FileMissing per file and the last library event per library."""
+        """The last FileSeen/FileMissing per file and each library's health (the fold of
+        :mod:`eventsvc.scanner.health`)."""
         p = event_log.prefix
         latest: dict[str, tuple[int, FileSeen | FileMissing]] = {}
         async for batch in event_log.read(
@@ -58,17 +57,5 @@ class ScanState:
                 # Keep the missing file's last seq: a later FileSeen's Msg-Id names it.
                 state.lib_files(ev.library_id)  # the library exists
                 state.gone[ev.file_id] = seq
-        async for batch in event_log.read(
-            [f"{p}.library.*.LibraryStale", f"{p}.library.*.LibraryOnline"], last_per_subject=True
-        ):
-            for raw in batch:
-                ev = decode(raw.data, raw.headers)
-                if isinstance(ev, (LibraryStale, LibraryOnline)):
-                    cur = state.libraries.get(ev.library_id)
-                    if cur is None or cur.seq < raw.seq:
-                        state.libraries[ev.library_id] = LibraryState(
-                            "stale" if isinstance(ev, LibraryStale) else "online",
-                            raw.seq,
-                            getattr(ev, "reason", None),
-                        )
+        state.libraries = await load_health(event_log)
         return state

@@ -29,7 +29,7 @@ from eventsvc.ids import media_kind
 from eventsvc.scanner.walk import Excludes
 from eventsvc.settings import Library
 
-__all__ = ["WHOLE_LIBRARY", "WatchError", "WatchStatus", "Watcher", "available"]
+__all__ = ["WHOLE_LIBRARY", "Changed", "WatchError", "WatchStatus", "Watcher", "available"]
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +107,31 @@ class WatchStatus:
     since: str = ""
 
 
+class Changed(set[bytes]):
+    """Relative paths that changed; :attr:`moved` names those of them (files or folders)
+    that were renamed to another place under the same root: gone from here, not deleted."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.moved: set[bytes] = set()
+
+
+_COOKIES = 4096
+"""Renames out of a directory remembered for pairing with their arrival (IN_MOVED_TO)."""
+
 OnPaths = Callable[[Library, set[bytes]], Awaitable[None]]
 OnStatus = Callable[[Library, WatchStatus], Awaitable[None]]
 
 
-def _parse(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(wd, mask, name) of each event in ``data``; names stay bytes."""
+def _parse(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(wd, mask, cookie, name) of each event in ``data``; names stay bytes."""
     pos, end, size = 0, len(data), _HEADER.size
     while pos + size <= end:
-        wd, mask, _cookie, length = _HEADER.unpack_from(data, pos)
+        wd, mask, cookie, length = _HEADER.unpack_from(data, pos)
         pos += size
         name = data[pos : pos + length].split(b"\0", 1)[0]
         pos += length
-        yield wd, mask, name
+        yield wd, mask, cookie, name
 
 
 def _limit(what: str) -> str:
@@ -150,6 +162,7 @@ class _LibraryWatch:
         self._lock = threading.Lock()  # add_watch (threads) vs. closing the descriptor
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._moved_from: dict[int, bytes] = {}  # rename cookie -> where it left
 
     # ------------------------------------------------------------ set-up
 
@@ -274,8 +287,8 @@ class _LibraryWatch:
             chunks.append(data)
         return b"".join(chunks)
 
-    async def _handle(self, data: bytes, pending: set[bytes]) -> None:
-        for wd, mask, name in _parse(data):
+    async def _handle(self, data: bytes, pending: Changed) -> None:
+        for wd, mask, cookie, name in _parse(data):
             if mask & IN_Q_OVERFLOW:
                 raise _Overflow
             parent = self.wds.get(wd)
@@ -294,6 +307,12 @@ class _LibraryWatch:
             rel = parent + b"/" + name if parent else name
             if self._excluded(name, rel):
                 continue
+            if cookie and mask & IN_MOVED_FROM:
+                if len(self._moved_from) >= _COOKIES:
+                    self._moved_from.pop(next(iter(self._moved_from)))
+                self._moved_from[cookie] = rel
+            elif cookie and mask & IN_MOVED_TO and cookie in self._moved_from:
+                pending.moved.add(self._moved_from.pop(cookie))  # renamed within the root
             if mask & IN_ISDIR:
                 if mask & (IN_MOVED_FROM | IN_MOVED_TO):
                     self._forget_tree(rel)
@@ -309,13 +328,13 @@ class _LibraryWatch:
         """Read notifications until ``stop``; hand them over grouped. Raises WatchError."""
         assert self._loop is not None
         clock = self._loop.time
-        pending: set[bytes] = set()
+        pending = Changed()
         first = last = 0.0
         while not stop.is_set():
             if pending:
                 now = clock()
                 if now - first >= debounce or now - last >= _STEP:
-                    rels, pending = pending, set()
+                    rels, pending = pending, Changed()
                     await deliver(rels)
                     continue
                 timeout = min(first + debounce, last + _STEP) - now

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from eventsvc.errors import PublishError, ReadModelError
-from eventsvc.events import LibraryOnline, LibraryStale, PlaylistRemoved, decode
+from eventsvc.events import PlaylistRemoved
 from eventsvc.log import EventLog
+from eventsvc.scanner.health import load_health
 from eventsvc.settings import Library
 from eventsvc.video.layout import is_hash_dir, is_shard, is_tmp_dir
 from projections import readmodel
@@ -116,20 +117,9 @@ def _remove(path: str, report: SweepReport) -> bool:
 
 
 async def library_states(event_log: EventLog) -> dict[str, tuple[str, int]]:
-    """Library id -> ('online' | 'stale', seq of that event), the last per library."""
-    p = event_log.prefix
-    out: dict[str, tuple[str, int]] = {}
-    async for batch in event_log.read(
-        [f"{p}.library.*.LibraryStale", f"{p}.library.*.LibraryOnline"], last_per_subject=True
-    ):
-        for raw in batch:
-            ev = decode(raw.data, raw.headers)
-            if isinstance(ev, (LibraryStale, LibraryOnline)):
-                cur = out.get(ev.library_id)
-                if cur is None or cur[1] < raw.seq:
-                    state = "stale" if isinstance(ev, LibraryStale) else "online"
-                    out[ev.library_id] = (state, raw.seq)
-    return out
+    """Library id -> ('online' | 'stale', seq of that event): the health fold every
+    component shares (:mod:`eventsvc.scanner.health`)."""
+    return {k: (h.state, h.seq) for k, h in (await load_health(event_log)).items()}
 
 
 def live_hashes(readmodel_dir: Path, min_seq: int) -> set[str] | None:
