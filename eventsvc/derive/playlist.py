@@ -2,8 +2,9 @@
 once more after each clean-up that removed it, see ``eventsvc.video.reaper``).
 
 A job probes the file (PyAV), plans remux or transcode (see ``eventsvc.video.ffmpeg``),
-runs ffmpeg into a temp directory next to the target, checks the playlist (every segment
-present, durations), adds a poster and a short muted preview, and only then renames the
+runs ffmpeg into a temp directory next to the target, checks the playlist (it plays: a
+positive duration, every segment present and non-empty), adds a poster (required: a
+video with no decodable frame is a failure) and a short muted preview, and only then renames the
 directory into ``<video_root>/<shard>/<hash>/``: a crash leaves a ``.tmp-…`` directory
 (the clean-up removes old ones), never a half playlist that looks done.
 
@@ -142,7 +143,7 @@ def _poster(src: str, out: Path, max_height: int) -> bool:
         img.thumbnail((max_height * 16, max_height))
         img.save(out, "JPEG", quality=85)
         return True
-    except Exception as exc:  # a poster is a nicety; the playlist stands without it
+    except Exception as exc:  # no frame: the caller records the video as undecodable
         log.warning("poster for %s failed: %s", src, exc)
         return False
 
@@ -185,6 +186,8 @@ async def generate(
         poster = preview = False
         if extras:
             poster = await asyncio.to_thread(_poster, src, work / POSTER, opts.max_height)
+            if not poster:  # no frame to show: the playlist would not play either
+                raise PermanentError("no poster frame could be decoded from the video")
             start = p.duration * 0.1 if p.duration > 2 * preview_seconds else 0.0
             args = ff.preview_args(
                 ffmpeg, src, work / PREVIEW, preview_seconds, preview_height, start
