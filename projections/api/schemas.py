@@ -46,9 +46,15 @@ DATE_TAKEN = (
     "else a date in the file name (local), else the file's mtime (UTC, 'Z')."
 )
 DATE_SOURCE = (
-    "Where date_taken came from: 'exif_original', 'exif_digitized', 'container', "
-    "'filename' or 'filesystem'."
+    "Where date_taken came from: 'exif_original', 'exif_digitized', 'xmp' (the file's "
+    "XMP xmp:CreateDate or photoshop:DateCreated), 'xmp_sidecar' (the same in a .xmp "
+    "file next to it), 'container', 'filename' or 'filesystem'."
 )
+UPRIGHT_WIDTH = (
+    "Width in pixels as displayed (after the EXIF orientation / video rotation) of the full "
+    "image, from its own header (JPEG SOF, PNG IHDR, HEIF ispe, video stream); null if unknown."
+)
+UPRIGHT_HEIGHT = "Height in pixels as displayed, like width; null if unknown."
 THUMBNAIL_URL = "URL path of the thumbnail endpoint for that size"
 TAGS = (
     "Names of the named, not hidden people with a face (not rejected) in this content, "
@@ -189,11 +195,11 @@ class Photo(msgspec.Struct):
     date_source: Annotated[str | None, Meta(description=DATE_SOURCE)]
     width: Annotated[
         int | None,
-        Meta(description="Upright width in pixels (decoded, else metadata); null if unknown."),
+        Meta(description=UPRIGHT_WIDTH),
     ]
     height: Annotated[
         int | None,
-        Meta(description="Upright height in pixels (decoded, else metadata); null if unknown."),
+        Meta(description=UPRIGHT_HEIGHT),
     ]
     make: Annotated[str | None, Meta(description="Camera maker from the metadata; null if none.")]
     model: Annotated[str | None, Meta(description="Camera model from the metadata; null if none.")]
@@ -221,7 +227,10 @@ class Exif(msgspec.Struct):
     lens: Annotated[str | None, Meta(description="Lens model.")]
     width: Annotated[
         int | None,
-        Meta(description="Stored pixel width, before orientation (swapped for 5-8)."),
+        Meta(
+            description="Stored pixel width from the image's header (never EXIF "
+            "PixelXDimension), before orientation (displayed size is swapped for 5-8)."
+        ),
     ]
     height: Annotated[int | None, Meta(description="Stored pixel height, before orientation.")]
     orientation: Annotated[
@@ -258,7 +267,10 @@ class Exif(msgspec.Struct):
     ]
     date_source: Annotated[
         str | None,
-        Meta(description="Its source: 'exif_original', 'exif_digitized' or 'container'."),
+        Meta(
+            description="Its source: 'exif_original', 'exif_digitized', 'xmp', "
+            "'xmp_sidecar' or 'container'."
+        ),
     ]
     warnings: Annotated[
         list[str], Meta(description="What the extractor found odd or unusable (may be empty).")
@@ -281,8 +293,8 @@ class PhotoDetail(msgspec.Struct):
     media_kind: Annotated[Literal["image", "video"], Meta(description="'image' or 'video'.")]
     phash: Annotated[str | None, Meta(description="Perceptual hash (hex); null if unknown.")]
     dhash: Annotated[str | None, Meta(description="Difference hash (hex); null if unknown.")]
-    width: Annotated[int | None, Meta(description="Width in pixels; null if unknown.")]
-    height: Annotated[int | None, Meta(description="Height in pixels; null if unknown.")]
+    width: Annotated[int | None, Meta(description=UPRIGHT_WIDTH)]
+    height: Annotated[int | None, Meta(description=UPRIGHT_HEIGHT)]
     decode_error: Annotated[
         str | None, Meta(description="Why the image did not decode (no perceptual hashes).")
     ]

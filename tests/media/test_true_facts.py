@@ -189,3 +189,17 @@ def test_bmff_truncation() -> None:
     assert bmff_truncation(io.BytesIO(box + mdat + b"\0\0\0")) is None  # zero padding
     assert "mdat" in (bmff_truncation(io.BytesIO(box + mdat[:500])) or "")
     assert bmff_truncation(io.BytesIO(box + mdat[:6])) is not None
+
+
+def test_api_display_size_is_upright_and_never_a_reduced_decode() -> None:
+    from projections.api.rows import upright
+
+    assert upright((2448, 3264), (3264, 2448), 6) == (2448, 3264)
+    assert upright((None, None), (3264, 2448), 6) == (2448, 3264)
+    assert upright((None, None), (3264, 2448), 1) == (3264, 2448)
+    # A ThumbnailReady recorded from a draft decode (before issue 13): the header wins.
+    assert upright((1224, 1632), (3264, 2448), 6) == (2448, 3264)
+    assert upright((1632, 1224), (3264, 2448), None) == (3264, 2448)
+    # A video (rotation, not orientation) or a RAW preview: the decoded size stands.
+    assert upright((1080, 1920), (1920, 1080), None) == (1080, 1920)
+    assert upright((6000, 4000), (160, 120), 1) == (6000, 4000)
