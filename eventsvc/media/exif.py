@@ -561,7 +561,11 @@ def _has_tags(tags: Tags | None) -> bool:
 
 def _facts_from_tags(tags: Tags, warnings: _Warnings) -> dict[str, Any]:
     """Map raw tag values to ExifFacts field values."""
-    img, ex, gps = tags.get("Image", {}), tags.get("EXIF", {}), tags.get("GPS", {})
+    img0, ex0, gps = tags.get("Image", {}), tags.get("EXIF", {}), tags.get("GPS", {})
+    # A tag where it belongs, else in the other IFD: older cameras write
+    # DateTimeOriginal (and others Make/Model) in IFD0 / the EXIF IFD; exiftool reads both.
+    img: dict[int, Any] = {**ex0, **img0}
+    ex: dict[int, Any] = {**img0, **ex0}
     out: dict[str, Any] = {
         "make": _text(img.get(0x010F)),
         "model": _text(img.get(0x0110)),

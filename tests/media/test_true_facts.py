@@ -203,3 +203,21 @@ def test_api_display_size_is_upright_and_never_a_reduced_decode() -> None:
     # A video (rotation, not orientation) or a RAW preview: the decoded size stands.
     assert upright((1080, 1920), (1920, 1080), None) == (1080, 1920)
     assert upright((6000, 4000), (160, 120), 1) == (6000, 4000)
+
+
+def test_date_time_original_in_ifd0_is_read(tmp_path: Path) -> None:
+    """Older cameras write DateTimeOriginal into IFD0, not the EXIF IFD (exiftool reads
+    it there too); others put Make/Model in the EXIF IFD."""
+    ex = Image.Exif()
+    ex[0x010F] = "OldCam"
+    ex[0x9003] = "2003:04:05 06:07:08"
+    ex[0x9004] = "2003:04:05 06:07:09"
+    ex.get_ifd(0x8769)[0x0110] = "X1"
+    path = tmp_path / "old.jpg"
+    Image.new("RGB", (64, 48)).save(path, exif=ex)
+    facts = exif.extract_image(path)
+    assert (facts.date_original, facts.date_digitized) == (
+        "2003-04-05T06:07:08",
+        "2003-04-05T06:07:09",
+    )
+    assert (facts.make, facts.model) == ("OldCam", "X1")
