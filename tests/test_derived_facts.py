@@ -9,8 +9,11 @@ from pathlib import Path
 from litestar.testing import TestClient
 from PIL import Image
 
+from eventsvc.derive.media import MAX_SIDECAR, MediaDeriver
+from eventsvc.derive.roots import LibraryRoots
+from eventsvc.events import HashComputed
 from eventsvc.log import EventLog
-from eventsvc.settings import Settings, load_libraries
+from eventsvc.settings import Library, Settings, load_libraries
 from projections.api import create_app
 from tests.harness import Pipeline, b3, running
 from tests.media.heif_grid import grid_heic
@@ -81,3 +84,36 @@ async def test_dimensions_dates_and_truncated_media_end_to_end(
         assert {"thumbnail", "playlist"} <= failed.get(mp4, set())
         assert mp4 not in thumbs and mp4 not in playlists
         assert b3(files["big.jpg"]) in thumbs
+
+
+def test_sidecar_is_read_under_the_root_and_bounded(tmp_path: Path) -> None:
+    root, outside = tmp_path / "lib", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "leak.xmp").write_text(XMP.format('xmp:CreateDate="2001-01-01T00:00:00"'))
+    deriver = MediaDeriver(LibraryRoots([Library(id="L", name="L", root=root)]), tmp_path, None)  # type: ignore[arg-type]
+
+    def date_of(name: str) -> tuple[str | None, list[str]]:
+        path = root / name
+        Image.new("RGB", (8, 8)).save(path)
+        st = path.stat()
+        event = HashComputed(
+            content_hash=b3(path), library_id="L", file_id=name, path=name,
+            size=st.st_size, mtime_ns=st.st_mtime_ns, media_kind="image",
+        )  # fmt: skip
+        warnings: list[str] = []
+        return deriver._sidecar_date(event, warnings), warnings
+
+    (root / "a.jpg.xmp").write_text(XMP.format('xmp:CreateDate="2002-02-02T02:02:02"'))
+    (root / "a.xmp").write_text(XMP.format('xmp:CreateDate="2003-03-03T03:03:03"'))
+    assert date_of("a.jpg") == ("2002-02-02T02:02:02", [])  # <name>.xmp first
+    (root / "b.XMP").write_text(XMP.format('photoshop:DateCreated="2004-04-04"'))
+    assert date_of("b.jpg") == ("2004-04-04T00:00:00", [])
+    big = b" " * MAX_SIDECAR + XMP.format('xmp:CreateDate="2005-05-05"').encode()
+    (root / "c.xmp").write_bytes(big)
+    date, warnings = date_of("c.jpg")
+    assert date is None and any("over" in w for w in warnings)
+    (root / "d.xmp").symlink_to(outside / "leak.xmp")  # out of the library: refused
+    date, warnings = date_of("d.jpg")
+    assert date is None and warnings
+    assert date_of("e.jpg") == (None, [])  # no sidecar at all
