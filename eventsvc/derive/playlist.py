@@ -114,6 +114,14 @@ def _check(
         parsed = hls.validate(work)
     except hls.PlaylistError as exc:
         raise PermanentError(f"ffmpeg wrote no usable playlist: {exc}") from exc
+    declared = p.duration
+    if declared > 0 and parsed.duration < declared - max(2.0, 0.1 * declared):
+        # The container says longer than what its streams hold: a cut-short file
+        # (Matroska, MPEG-TS...: MP4/MOV are caught by the probe's box check).
+        raise PermanentError(
+            f"truncated video: it plays {parsed.duration:.1f} s of the "
+            f"{declared:.1f} s its container declares"
+        )
     again = ff.too_sparse(pl, parsed.longest, opts)
     if again is not None:
         return parsed, again, ("", None, None)

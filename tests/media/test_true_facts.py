@@ -152,14 +152,15 @@ def _noisy(size: tuple[int, int]) -> Image.Image:
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "HEIF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "HEIF", "WEBP", "TIFF"])
 def test_truncated_images_fail_to_decode(tmp_path: Path, fmt: str, fraction: float) -> None:
     if fmt == "HEIF":
         import pillow_heif
 
         pillow_heif.register_heif_opener()
     whole = tmp_path / f"whole.{fmt.lower()}"
-    _noisy((640, 480)).save(whole, fmt, **({"quality": 90} if fmt != "PNG" else {}))
+    lossy = fmt in ("JPEG", "HEIF", "WEBP")
+    _noisy((640, 480)).save(whole, fmt, **({"quality": 90} if lossy else {}))
     decode.thumb_image(whole, raw=False, max_pixels=None)  # the whole file decodes
     cut = _cut(whole, fraction)
     with pytest.raises(MediaError):

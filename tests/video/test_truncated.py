@@ -70,3 +70,15 @@ def test_a_playlist_that_does_not_play_is_invalid(tmp_path: Path) -> None:
         hls.validate(tmp_path)
     (tmp_path / "index.m3u8").write_text(text.format(t=1, d="1.000000"))
     assert hls.validate(tmp_path).duration == 1.0
+
+
+async def test_truncated_matroska_makes_no_playlist(tmp_path: Path) -> None:
+    """Not ISO-BMFF: the container declares 8 s, its streams hold less."""
+    src = make(tmp_path / "whole.mkv", seconds=8, audio=None)
+    root = tmp_path / "videos"
+    g = await generate(str(src), root, b3(src), opts=OPTS, timeout=60, ffmpeg=FFMPEG)
+    assert g.duration > 7
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    with pytest.raises(PermanentError, match="truncated video: it plays"):
+        await generate(str(cut), root, b3(cut), opts=OPTS, timeout=60, ffmpeg=FFMPEG)
