@@ -42,7 +42,8 @@ NEXT = "Opaque cursor for the next page (pass it as `cursor`); null on the last 
 HASH = "BLAKE3 of the file's bytes, 64 lowercase hex characters."
 DATE_TAKEN = (
     "When the photo or video was taken, ISO 8601 without offset: the content's own date "
-    "(EXIF original/digitized: camera wall-clock time; video container: UTC, ending in 'Z'), "
+    "(EXIF original/digitized, XMP, XMP sidecar: camera wall-clock time; video container: "
+    "UTC, ending in 'Z'), "
     "else a date in the file name (local), else the file's mtime (UTC, 'Z')."
 )
 DATE_SOURCE = (
