@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import TransientError
+from eventsvc.errors import TransientError, UnsafePath
 from eventsvc.events import DerivationFailed, Event, ExifExtracted, HashComputed, ThumbnailReady
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.log import EventLog
@@ -27,11 +27,14 @@ from eventsvc.media import decode, thumbs
 from eventsvc.media import exif as exif_mod
 from eventsvc.media.dates import resolve_date_taken
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
-from eventsvc.safe_open import fd_path
+from eventsvc.safe_open import fd_path, open_in_root
 
 __all__ = ["MediaDeriver", "analyse_image"]
 
 log = logging.getLogger(__name__)
+
+MAX_SIDECAR = 1 << 20
+"""Bytes of an XMP sidecar read at most; a bigger one is ignored (with a warning)."""
 
 
 def analyse_image(
@@ -124,12 +127,18 @@ class MediaDeriver:
                     for k, v in dataclasses.asdict(facts).items()
                     if k != "warnings" and v is not None
                 }
+                warnings = list(facts.warnings)
+                sidecar = self._sidecar_date(event, warnings)
+                if sidecar is not None:
+                    fields["xmp_sidecar_date"] = sidecar
                 date, source = resolve_date_taken(
                     exif_original=facts.date_original,
                     exif_digitized=facts.date_digitized,
                     container_created=facts.creation_time,
                     file_name=None,
                     fs_times=None,
+                    xmp=facts.xmp_date,
+                    xmp_sidecar=sidecar,
                 )
                 out.append(
                     ExifExtracted(
@@ -138,7 +147,7 @@ class MediaDeriver:
                         fields=fields,
                         date_taken=date,
                         date_source=source,
-                        warnings=list(facts.warnings)[:20],
+                        warnings=warnings[:20],
                         causation=seq,
                     )
                 )
@@ -175,6 +184,48 @@ class MediaDeriver:
                     )
                 )
         return out
+
+    def _sidecar_date(self, event: HashComputed, warnings: list[str]) -> str | None:
+        """The date of the XMP sidecar next to the file (``<name>.xmp``, else
+        ``<stem>.xmp``), opened under the same root as the file, at most
+        :data:`MAX_SIDECAR` bytes, matched as text (never parsed as XML)."""
+        try:
+            rel = event.path_bytes()
+        except ValueError:
+            return None
+        if rel is None:
+            return None
+        root = self.roots.root(event.library_id)
+        stem, dot, _ = rel.rpartition(b".")
+        names = [rel + b".xmp", rel + b".XMP"]
+        if dot and b"/" not in rel[len(stem) :]:
+            names += [stem + b".xmp", stem + b".XMP"]
+        for name in names:
+            try:
+                fd = open_in_root(
+                    root, name, library_id=event.library_id,
+                    follow_symlinks=self.roots.follow_symlinks,
+                )  # fmt: skip
+            except FileNotFoundError:
+                continue
+            except (OSError, UnsafePath) as exc:
+                warnings.append(f"xmp sidecar: {exc}"[:200])
+                continue
+            try:
+                data = os.pread(fd, MAX_SIDECAR + 1, 0)
+            except OSError as exc:
+                warnings.append(f"xmp sidecar: {exc}"[:200])
+                continue
+            finally:
+                os.close(fd)
+            if len(data) > MAX_SIDECAR:
+                warnings.append(f"xmp sidecar over {MAX_SIDECAR} bytes: ignored")
+                continue
+            date, _offset, problems = exif_mod.xmp_date(data.decode("utf-8", "replace"))
+            warnings.extend(f"xmp sidecar: {p}" for p in problems)
+            if date:
+                return date
+        return None
 
     def _facts(self, fd: int, video: bool) -> exif_mod.ExifFacts:
         if self.sandbox is None:  # tests only: parsed in this process

@@ -2,8 +2,9 @@
 once more after each clean-up that removed it, see ``eventsvc.video.reaper``).
 
 A job probes the file (PyAV), plans remux or transcode (see ``eventsvc.video.ffmpeg``),
-runs ffmpeg into a temp directory next to the target, checks the playlist (every segment
-present, durations), adds a poster and a short muted preview, and only then renames the
+runs ffmpeg into a temp directory next to the target, checks the playlist (it plays: a
+positive duration, every segment present and non-empty), adds a poster (required: a
+video with no decodable frame is a failure) and a short muted preview, and only then renames the
 directory into ``<video_root>/<shard>/<hash>/``: a crash leaves a ``.tmp-…`` directory
 (the clean-up removes old ones), never a half playlist that looks done.
 
@@ -113,6 +114,14 @@ def _check(
         parsed = hls.validate(work)
     except hls.PlaylistError as exc:
         raise PermanentError(f"ffmpeg wrote no usable playlist: {exc}") from exc
+    declared = p.duration
+    if declared > 0 and parsed.duration < declared - max(2.0, 0.1 * declared):
+        # The container says longer than what its streams hold: a cut-short file
+        # (Matroska, MPEG-TS...: MP4/MOV are caught by the probe's box check).
+        raise PermanentError(
+            f"truncated video: it plays {parsed.duration:.1f} s of the "
+            f"{declared:.1f} s its container declares"
+        )
     again = ff.too_sparse(pl, parsed.longest, opts)
     if again is not None:
         return parsed, again, ("", None, None)
@@ -142,7 +151,7 @@ def _poster(src: str, out: Path, max_height: int) -> bool:
         img.thumbnail((max_height * 16, max_height))
         img.save(out, "JPEG", quality=85)
         return True
-    except Exception as exc:  # a poster is a nicety; the playlist stands without it
+    except Exception as exc:  # no frame: the caller records the video as undecodable
         log.warning("poster for %s failed: %s", src, exc)
         return False
 
@@ -185,6 +194,8 @@ async def generate(
         poster = preview = False
         if extras:
             poster = await asyncio.to_thread(_poster, src, work / POSTER, opts.max_height)
+            if not poster:  # no frame to show: the playlist would not play either
+                raise PermanentError("no poster frame could be decoded from the video")
             start = p.duration * 0.1 if p.duration > 2 * preview_seconds else 0.0
             args = ff.preview_args(
                 ffmpeg, src, work / PREVIEW, preview_seconds, preview_height, start

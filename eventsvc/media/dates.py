@@ -1,4 +1,5 @@
-"""Date-taken waterfall: EXIF original > EXIF digitized > container > file name > filesystem."""
+"""Date-taken waterfall: EXIF original > EXIF digitized > embedded XMP > XMP sidecar >
+container > file name > filesystem."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from datetime import UTC, datetime
 
 __all__ = ["SOURCES", "date_from_filename", "resolve_date_taken"]
 
-SOURCES = ("exif_original", "exif_digitized", "container", "filename", "filesystem")
+SOURCES = (
+    "exif_original",
+    "exif_digitized",
+    "xmp",
+    "xmp_sidecar",
+    "container",
+    "filename",
+    "filesystem",
+)
 MIN_YEAR, MAX_YEAR = 1900, 2100
 
 _D = r"(?<!\d)(?P<Y>\d{4})"
@@ -100,16 +109,22 @@ def resolve_date_taken(
     container_created: str | None,
     file_name: str | None,
     fs_times: Iterable[int | None] | None,
+    xmp: str | None = None,
+    xmp_sidecar: str | None = None,
 ) -> tuple[str | None, str | None]:
     """Return (ISO date, source) from the first usable source, in :data:`SOURCES` order.
 
-    EXIF dates are local wall time as given; container and filesystem times are UTC
+    EXIF and XMP dates are local wall time as given (``xmp:CreateDate``, else
+    ``photoshop:DateCreated``, from the file's own packet or from a ``.xmp`` sidecar next
+    to it); container and filesystem times are UTC
     (``...Z``); file-name dates are naive local time. ``fs_times`` are epoch nanoseconds
     (e.g. ``st_mtime_ns``, ``st_birthtime_ns``); the earliest positive one is used.
     """
     for value, source in (
         (exif_original, "exif_original"),
         (exif_digitized, "exif_digitized"),
+        (xmp, "xmp"),
+        (xmp_sidecar, "xmp_sidecar"),
         (container_created, "container"),
     ):
         usable = _plausible(value)

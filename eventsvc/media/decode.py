@@ -48,12 +48,13 @@ def thumb_image(source: Source, *, raw: bool, max_pixels: int | None) -> Image.I
 
 
 def thumbnail_set(img: Image.Image) -> ThumbSet:
-    """Thumbnails, upright size, pHash and dHash of one decoded image."""
+    """Thumbnails, full upright size (not the reduced decode's), pHash and dHash of one
+    decoded image."""
     import imagehash
 
     jpegs = thumbs.render_thumbnails(img)
     gray = img.convert("L")
-    w, h = img.size
+    w, h = thumbs.full_size(img)
     return ThumbSet(jpegs, w, h, str(imagehash.phash(gray)), str(imagehash.dhash(gray)))
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "extract_video",
     "frame_rotation",
     "is_heif",
+    "xmp_date",
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -58,7 +59,10 @@ class ExifFacts:
     """Normalised metadata of one media file; every field is optional.
 
     ``width``/``height`` are the stored pixel dimensions before ``orientation`` is applied
-    (so display size is swapped for orientations 5-8). For HEIF, whose decoder applies the
+    (so display size is swapped for orientations 5-8), read from the image's own header
+    (JPEG SOF, PNG IHDR, TIFF IFD0, WebP VP8/VP8L/VP8X, HEIF ispe via pillow-heif; a video's
+    stream), never from EXIF PixelXDimension or a reduced decode; None when the header
+    cannot be read. For HEIF, whose decoder applies the
     container transforms itself, they are chosen so that this rule gives the decoded size.
     Dates are local wall time (``YYYY-MM-DDTHH:MM:SS[.fff]``) with the offset, when known,
     in ``utc_offset``; ``creation_time`` (videos) is UTC (``...Z``). ``rotation`` is the
@@ -86,6 +90,9 @@ class ExifFacts:
     audio_codec: str | None = None
     rotation: int | None = None
     creation_time: str | None = None
+    xmp_date: str | None = None
+    """Local date from the embedded XMP packet (``xmp:CreateDate``, else
+    ``photoshop:DateCreated``), same form as ``date_original``."""
     warnings: tuple[str, ...] = ()
 
 
@@ -491,6 +498,31 @@ def _ciff_dir(data: bytes, start: int, end: int, order: str, depth: int, tags: T
 _XMP_ORIENTATION = re.compile(r"tiff:Orientation(?:=[\"']|>)\s*([1-8])\b")
 _XMP_DATE = re.compile(r"exif:DateTimeOriginal(?:=[\"']|>)\s*([^\"'<]{10,40})")
 _MAX_XMP = 1 << 20
+_XMP_CREATED = (
+    re.compile(r"\b(?:xmp|xap):CreateDate(?:\s*=\s*[\"']|\s*>)\s*([^\"'<]{4,40})"),
+    re.compile(r"\bphotoshop:DateCreated(?:\s*=\s*[\"']|\s*>)\s*([^\"'<]{4,40})"),
+)
+_XMP_DAY = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})\s*$")
+
+
+def xmp_date(xmp: str) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """(local ISO date, UTC offset, warnings) of an XMP packet's ``xmp:CreateDate``, else
+    its ``photoshop:DateCreated``. The text is matched, never parsed as XML (no entities,
+    no DTD), and only its first MiB is read; a date without a time is midnight."""
+    warnings = _Warnings()
+    text = xmp[:_MAX_XMP]
+    for pattern in _XMP_CREATED:
+        match = pattern.search(text)
+        if not match:
+            continue
+        value = match[1].strip()
+        day = _XMP_DAY.match(value)
+        if day:
+            value = f"{day[1]}-{day[2]}-{day[3]}T00:00:00"
+        date, offset = _exif_datetime(value, None, warnings, "XMP date")
+        if date:
+            return date, offset, warnings.snapshot()
+    return None, None, warnings.snapshot()
 
 
 def _xmp_text(info: Mapping[str, Any]) -> str | None:
@@ -507,6 +539,13 @@ def _fill_from_xmp(fields: dict[str, Any], xmp: str, warnings: _Warnings) -> Non
         match = _XMP_ORIENTATION.search(xmp)
         if match:
             fields["orientation"] = int(match[1])
+    date, offset, problems = xmp_date(xmp)
+    for problem in problems:
+        warnings.add(problem)
+    if date:
+        fields["xmp_date"] = date
+        if fields.get("utc_offset") is None and fields.get("date_original") is None:
+            fields["utc_offset"] = offset
     if fields.get("date_original") is None:
         match = _XMP_DATE.search(xmp)
         if match:
@@ -522,7 +561,11 @@ def _has_tags(tags: Tags | None) -> bool:
 
 def _facts_from_tags(tags: Tags, warnings: _Warnings) -> dict[str, Any]:
     """Map raw tag values to ExifFacts field values."""
-    img, ex, gps = tags.get("Image", {}), tags.get("EXIF", {}), tags.get("GPS", {})
+    img0, ex0, gps = tags.get("Image", {}), tags.get("EXIF", {}), tags.get("GPS", {})
+    # A tag where it belongs, else in the other IFD: older cameras write
+    # DateTimeOriginal (and others Make/Model) in IFD0 / the EXIF IFD; exiftool reads both.
+    img: dict[int, Any] = {**ex0, **img0}
+    ex: dict[int, Any] = {**img0, **ex0}
     out: dict[str, Any] = {
         "make": _text(img.get(0x010F)),
         "model": _text(img.get(0x0110)),
@@ -555,10 +598,8 @@ def _facts_from_tags(tags: Tags, warnings: _Warnings) -> dict[str, Any]:
         or _offset(ex.get(0x9010))
     )
 
-    width = _int(ex.get(0xA002)) or _int(img.get(0x0100))
-    height = _int(ex.get(0xA003)) or _int(img.get(0x0101))
-    if width and height and 0 < width < 1 << 20 and 0 < height < 1 << 20:
-        out["width"], out["height"] = width, height
+    # width/height: from the image's own header only (see extract_image), never from
+    # EXIF PixelXDimension/ImageWidth, which editors and cameras leave stale.
 
     if gps:
         lat = _gps_coord(gps.get(2), gps.get(1), "S", 90.0)
@@ -822,6 +863,14 @@ def _video_metadata(metas: Iterable[Mapping[str, str]], warnings: _Warnings) -> 
 def _probe_video(path: str, warnings: _Warnings) -> dict[str, Any]:
     import av
 
+    from eventsvc.media.integrity import bmff_truncation_at
+
+    try:
+        cut = bmff_truncation_at(path)
+    except OSError as exc:
+        raise MediaError(f"cannot read {path}: {exc}") from exc
+    if cut is not None:
+        raise MediaError(f"{path}: truncated: {cut}")
     try:
         container = av.open(path, mode="r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from eventsvc.media.exif import MediaError, frame_rotation, is_heif
+from eventsvc.media.integrity import bmff_truncation, is_bmff
 from eventsvc.media.source import FdReader, Source, open_source, source_name
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "check_budget",
     "decode_for_thumbs",
     "embedded_preview",
+    "full_size",
     "megapixels",
     "open_formats",
     "open_source",
@@ -40,6 +42,13 @@ __all__ = [
 ]
 
 SIZES: dict[str, int] = {"small": 256, "large": 1440}
+FULL_SIZE = "eventsvc.full_size"
+"""``Image.info`` key of a decoded image's full upright size (the header's frame size,
+turned by the orientation), which the draft/reduced decode does not have."""
+# A cut-short file must fail to decode, never come out as a partly grey/green picture:
+# some libraries flip this global on; we never decode with it.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
 JPEG_QUALITY = 85
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _ROTATE_CW = {
@@ -197,14 +206,28 @@ def _reduce(img: Image.Image, max_edge: int) -> Image.Image:
         return img
 
 
+def full_size(img: Image.Image) -> tuple[int, int]:
+    """The full upright size of an image :func:`decode_for_thumbs` returned (its own size
+    for any other image, e.g. a video frame or a RAW preview)."""
+    size = img.info.get(FULL_SIZE)
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return size
+    return img.size
+
+
 def _decode(fh: BinaryIO, max_edge: int, max_pixels: int | None) -> Image.Image:
     head = fh.read(512)
     fh.seek(0)
     heif = is_heif(head)
     if heif:
         _register_heif()
+        cut = bmff_truncation(fh)  # libheif decodes a cut-short file as a flat picture
+        if cut is not None:
+            raise MediaError(f"truncated HEIF file: {cut}")
+        fh.seek(0)
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     with Image.open(fh, formats=open_formats()) as im:
-        stored = im.size
+        stored = im.size  # the header's frame size (SOF, IHDR, ispe...), before draft
         if im.format in ("JPEG", "MPO") and max(im.size) > max_edge:
             im.draft("RGB", _draft_size(im.size, max_edge))
         check_budget(im, stored, max_pixels)
@@ -216,14 +239,18 @@ def _decode(fh: BinaryIO, max_edge: int, max_pixels: int | None) -> Image.Image:
             img.info.update(im.info)
             if exif is not None:
                 img.info["exif"] = exif.tobytes()
-        if not heif:
+        before = img.size
+        if not heif:  # pillow-heif's size and pixels are already upright
             try:
                 img = ImageOps.exif_transpose(img)
             except Exception:  # hostile orientation tag: keep the stored orientation
                 pass
+        turned = img.size != before
         if icc and "icc_profile" not in img.info:
             img.info["icc_profile"] = icc
-        return to_rgb(img)
+        out = to_rgb(img)
+        out.info[FULL_SIZE] = (stored[1], stored[0]) if turned else stored
+        return out
 
 
 def render_thumbnails(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dict[str, bytes]:
@@ -301,6 +328,10 @@ def video_frame(
     ``threads`` caps FFmpeg's decoding threads (default: its own choice).
     """
     name = source_name(source)
+    with open_source(source) as fh:
+        cut = bmff_truncation(fh) if is_bmff(fh.read(16)) else None
+    if cut is not None:  # FFmpeg would still show the frames that are there
+        raise MediaError(f"truncated video file: {cut}")
     try:
         for use_seek in (True, False):
             with _av_input(source) as target:

@@ -73,8 +73,9 @@ def parse(text: str) -> MediaPlaylist:
 
 
 def validate(directory: Path, name: str = "index.m3u8") -> MediaPlaylist:
-    """The parsed playlist if it is a complete VOD playlist whose every file exists here
-    under a name we write; PlaylistError otherwise."""
+    """The parsed playlist if it is a complete VOD playlist that plays (a positive
+    duration, every segment lasting and non-empty) whose every file exists here under a
+    name we write; PlaylistError otherwise."""
     try:
         text = (Path(directory) / name).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -93,7 +94,11 @@ def validate(directory: Path, name: str = "index.m3u8") -> MediaPlaylist:
         p = Path(directory) / seg
         if not p.is_file() or os.path.getsize(p) == 0:
             raise PlaylistError(f"segment {seg} missing or empty")
+    if pl.duration <= 0:  # (a clip under 0.5 s has #EXT-X-TARGETDURATION:0 and plays)
+        raise PlaylistError(f"plays for {pl.duration:g} s")
     for seg, dur in pl.segments:
+        if dur <= 0:
+            raise PlaylistError(f"{seg} lasts {dur} s")
         if dur > pl.target_duration + 0.5:
             raise PlaylistError(f"{seg} lasts {dur} s > target duration {pl.target_duration}")
     return pl

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from eventsvc.errors import PermanentError
+from eventsvc.media.integrity import bmff_truncation_at
 
 __all__ = ["BROWSER_AUDIO", "BROWSER_H264_PROFILES", "Probe", "probe"]
 
@@ -122,8 +123,15 @@ def _read(name: str, fast: bool) -> Probe | None:
 
 
 def probe(path: str | os.PathLike[str]) -> Probe:
-    """Raises PermanentError when the file is no video PyAV can open."""
+    """Raises PermanentError when the file is no video PyAV can open, or an ISO-BMFF
+    (MP4/MOV) file cut short."""
     name = os.fspath(path)
+    try:
+        cut = bmff_truncation_at(name)
+    except OSError as exc:
+        raise PermanentError(f"cannot read the video: {exc}") from exc
+    if cut is not None:  # FFmpeg would remux what is there into a playlist that won't play
+        raise PermanentError(f"truncated video file: {cut}")
     found = _read(name, fast=True)
     if found is None:
         found = _read(name, fast=False)

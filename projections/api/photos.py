@@ -148,6 +148,11 @@ def _detail(content_hash: str, conn: sqlite3.Connection) -> PhotoDetail | None:
         " WHERE fc.content_hash = ? AND fc.rejected = 0 AND p.hidden = 0 ORDER BY fc.face_id",
         (content_hash,),
     ).fetchall()
+    if media is not None:  # the same display size as /photos
+        meta["width"], meta["height"] = rows.upright(
+            (meta["width"], meta["height"]), (media["width"], media["height"]),
+            media["orientation"],
+        )  # fmt: skip
     return PhotoDetail(
         content_hash=content_hash,
         **meta,

@@ -79,13 +79,19 @@ def upright(
     stored: tuple[int | None, int | None],
     orientation: int | None,
 ) -> tuple[int | None, int | None]:
-    """Display size: the decoded image's, else the metadata's turned by its orientation."""
-    if decoded[0] is not None and decoded[1] is not None:
-        return decoded
+    """Display size (after orientation): the decoded image's full upright size, else the
+    header's stored size turned by its orientation. A decoded size that is a reduced
+    copy of the header's (recorded by media derivers before issue 13 from a draft decode)
+    gives way to the header's."""
     w, h = stored
     if orientation is not None and 5 <= orientation <= 8:
-        return h, w
-    return w, h
+        w, h = h, w
+    dw, dh = decoded
+    if dw is None or dh is None:
+        return w, h
+    if w and h and w > dw and h > dh and abs(w * dh - h * dw) <= max(w, h):
+        return w, h  # same shape, larger: the decode was reduced
+    return dw, dh
 
 
 def location(row: sqlite3.Row) -> Location:

@@ -42,13 +42,20 @@ NEXT = "Opaque cursor for the next page (pass it as `cursor`); null on the last 
 HASH = "BLAKE3 of the file's bytes, 64 lowercase hex characters."
 DATE_TAKEN = (
     "When the photo or video was taken, ISO 8601 without offset: the content's own date "
-    "(EXIF original/digitized: camera wall-clock time; video container: UTC, ending in 'Z'), "
+    "(EXIF original/digitized, XMP, XMP sidecar: camera wall-clock time; video container: "
+    "UTC, ending in 'Z'), "
     "else a date in the file name (local), else the file's mtime (UTC, 'Z')."
 )
 DATE_SOURCE = (
-    "Where date_taken came from: 'exif_original', 'exif_digitized', 'container', "
-    "'filename' or 'filesystem'."
+    "Where date_taken came from: 'exif_original', 'exif_digitized', 'xmp' (the file's "
+    "XMP xmp:CreateDate or photoshop:DateCreated), 'xmp_sidecar' (the same in a .xmp "
+    "file next to it), 'container', 'filename' or 'filesystem'."
 )
+UPRIGHT_WIDTH = (
+    "Width in pixels as displayed (after the EXIF orientation / video rotation) of the full "
+    "image, from its own header (JPEG SOF, PNG IHDR, HEIF ispe, video stream); null if unknown."
+)
+UPRIGHT_HEIGHT = "Height in pixels as displayed, like width; null if unknown."
 THUMBNAIL_URL = "URL path of the thumbnail endpoint for that size"
 TAGS = (
     "Names of the named, not hidden people with a face (not rejected) in this content, "
@@ -189,11 +196,11 @@ class Photo(msgspec.Struct):
     date_source: Annotated[str | None, Meta(description=DATE_SOURCE)]
     width: Annotated[
         int | None,
-        Meta(description="Upright width in pixels (decoded, else metadata); null if unknown."),
+        Meta(description=UPRIGHT_WIDTH),
     ]
     height: Annotated[
         int | None,
-        Meta(description="Upright height in pixels (decoded, else metadata); null if unknown."),
+        Meta(description=UPRIGHT_HEIGHT),
     ]
     make: Annotated[str | None, Meta(description="Camera maker from the metadata; null if none.")]
     model: Annotated[str | None, Meta(description="Camera model from the metadata; null if none.")]
@@ -221,7 +228,10 @@ class Exif(msgspec.Struct):
     lens: Annotated[str | None, Meta(description="Lens model.")]
     width: Annotated[
         int | None,
-        Meta(description="Stored pixel width, before orientation (swapped for 5-8)."),
+        Meta(
+            description="Stored pixel width from the image's header (never EXIF "
+            "PixelXDimension), before orientation (displayed size is swapped for 5-8)."
+        ),
     ]
     height: Annotated[int | None, Meta(description="Stored pixel height, before orientation.")]
     orientation: Annotated[
@@ -258,7 +268,10 @@ class Exif(msgspec.Struct):
     ]
     date_source: Annotated[
         str | None,
-        Meta(description="Its source: 'exif_original', 'exif_digitized' or 'container'."),
+        Meta(
+            description="Its source: 'exif_original', 'exif_digitized', 'xmp', "
+            "'xmp_sidecar' or 'container'."
+        ),
     ]
     warnings: Annotated[
         list[str], Meta(description="What the extractor found odd or unusable (may be empty).")
@@ -281,8 +294,8 @@ class PhotoDetail(msgspec.Struct):
     media_kind: Annotated[Literal["image", "video"], Meta(description="'image' or 'video'.")]
     phash: Annotated[str | None, Meta(description="Perceptual hash (hex); null if unknown.")]
     dhash: Annotated[str | None, Meta(description="Difference hash (hex); null if unknown.")]
-    width: Annotated[int | None, Meta(description="Width in pixels; null if unknown.")]
-    height: Annotated[int | None, Meta(description="Height in pixels; null if unknown.")]
+    width: Annotated[int | None, Meta(description=UPRIGHT_WIDTH)]
+    height: Annotated[int | None, Meta(description=UPRIGHT_HEIGHT)]
     decode_error: Annotated[
         str | None, Meta(description="Why the image did not decode (no perceptual hashes).")
     ]

@@ -83,7 +83,10 @@ def waterfall(**overrides: object) -> tuple[str | None, str | None]:
 
 
 def test_waterfall_order() -> None:
-    assert SOURCES == ("exif_original", "exif_digitized", "container", "filename", "filesystem")
+    assert SOURCES == (
+        "exif_original", "exif_digitized", "xmp", "xmp_sidecar", "container", "filename",
+        "filesystem",
+    )  # fmt: skip
     assert waterfall() == ("2023-01-02T12:34:56.123", "exif_original")
     assert waterfall(exif_original=None) == ("2023-01-02T12:35:00", "exif_digitized")
     assert waterfall(exif_original=None, exif_digitized="") == (
