@@ -177,7 +177,9 @@ async def _playlist_worker(event_log: EventLog, settings: Settings, roots: Libra
         return PlaylistWorker(
             event_log, playlist_spec(settings), None, settings, roots, disabled=why
         )
-    deriver = PlaylistDeriver(roots, event_log, settings, exe)
+    from eventsvc.media.sandbox import shared_sandbox
+
+    deriver = PlaylistDeriver(roots, event_log, settings, exe, sandbox=shared_sandbox(settings))
     return PlaylistWorker(event_log, playlist_spec(settings), deriver, settings, roots)
 
 

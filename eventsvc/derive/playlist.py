@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from eventsvc.derive.worker import Worker, WorkerStats
 from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import DerivationFailed, Event, HashComputed, PlaylistReady
 from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 from eventsvc.safe_open import fd_path
 from eventsvc.settings import Settings
 from eventsvc.video import ffmpeg as ff
@@ -143,6 +145,25 @@ def _clear(directory: Path) -> None:
         os.unlink(entry.path)
 
 
+def sandboxed_poster(sandbox: DecodeSandbox, fd: int) -> Callable[[Path], bool]:
+    """A poster maker that decodes the frame in the decode sandbox (pixel, memory and time
+    limits) and writes its large thumbnail: the worker process never decodes video."""
+
+    def make(out: Path) -> bool:
+        try:
+            ts = sandbox.thumbnails(fd, video=True)
+        except DecodeFailed as exc:  # no decodable frame: the caller records the failure
+            log.warning("poster failed: %s", exc)
+            return False
+        data = ts.jpegs.get("large") or next(iter(ts.jpegs.values()), None)
+        if not data:
+            return False
+        out.write_bytes(data)
+        return True
+
+    return make
+
+
 def _poster(src: str, out: Path, max_height: int) -> bool:
     from eventsvc.media import thumbs
 
@@ -168,11 +189,14 @@ async def generate(
     preview_seconds: float = 3.0,
     preview_height: int = 240,
     pass_fds: tuple[int, ...] = (),
+    poster_maker: Callable[[Path], bool] | None = None,
 ) -> Generated:
     """Probe, plan, run ffmpeg into a temp dir, validate, add poster + preview, rename.
 
     ``extras=False`` skips the poster and preview (the benchmark times the playlist alone).
     ``pass_fds``: descriptors ffmpeg inherits (``src`` may be ``/proc/self/fd/N``).
+    ``poster_maker(path)`` writes the poster JPEG (the worker's decodes it in the decode
+    sandbox); by default the frame is decoded here.
     """
     deadline = time.monotonic() + timeout
     target = playlist_dir(video_root, content_hash)
@@ -193,7 +217,10 @@ async def generate(
             await asyncio.to_thread(_clear, work)
         poster = preview = False
         if extras:
-            poster = await asyncio.to_thread(_poster, src, work / POSTER, opts.max_height)
+            if poster_maker is None:
+                poster = await asyncio.to_thread(_poster, src, work / POSTER, opts.max_height)
+            else:
+                poster = await asyncio.to_thread(poster_maker, work / POSTER)
             if not poster:  # no frame to show: the playlist would not play either
                 raise PermanentError("no poster frame could be decoded from the video")
             start = p.duration * 0.1 if p.duration > 2 * preview_seconds else 0.0
@@ -231,9 +258,16 @@ class PlaylistDeriver:
     """The handler of the ``playlist`` worker."""
 
     def __init__(
-        self, roots: LibraryRoots, event_log: EventLog, settings: Settings, ffmpeg: str
+        self,
+        roots: LibraryRoots,
+        event_log: EventLog,
+        settings: Settings,
+        ffmpeg: str,
+        sandbox: DecodeSandbox | None = None,
     ) -> None:
         self.roots = roots
+        self.sandbox = sandbox
+        """Where poster frames are decoded (None: in this process, unbounded: tests only)."""
         self.log = event_log
         self.settings = settings
         self.ffmpeg = ffmpeg
@@ -266,6 +300,7 @@ class PlaylistDeriver:
                 timeout=self.settings.playlist_timeout, ffmpeg=self.ffmpeg,
                 preview_seconds=self.settings.preview_seconds,
                 preview_height=self.settings.preview_height, pass_fds=(fd,),
+                poster_maker=None if self.sandbox is None else sandboxed_poster(self.sandbox, fd),
             )  # fmt: skip
         except ff.FfmpegTimeout as exc:
             log.warning("playlist for %s: %s", h[:12], exc)

@@ -163,3 +163,25 @@ async def test_without_ffmpeg_the_worker_says_why_and_does_nothing(
     stop.set()
     await asyncio.wait_for(task, 5)
     assert vars(w.stats)["disabled"] == w.stats.last_error
+
+
+async def test_the_poster_frame_is_decoded_in_the_decode_sandbox(
+    tmp_path: Path, event_log: EventLog, settings: Settings
+) -> None:
+    """The worker's poster goes through the decode sandbox: with a pixel budget smaller
+    than the frame, the decoder refuses it (an in-process decode would not) and the video
+    is recorded as failed, naming the budget; nothing is published as ready."""
+    settings = _settings(settings, decode_max_pixels=1000)
+    lib = tmp_path / "lib"
+    video = make(lib / "clip.mp4", seconds=2, gop=10)
+    libs, _ = load_libraries([str(lib)])
+    async with running(
+        Pipeline(event_log, settings, libs), media=False, workers=("playlist",)
+    ) as p:
+        await p.scanner.tick(full=True)
+        await p.settled(timeout=60)
+        assert await p.events("PlaylistReady") == []
+        [fail] = [e for _, e in await p.events("DerivationFailed") if e.stage == "playlist"]
+        assert fail.content_hash == b3(video) and fail.permanent
+        assert "poster" in fail.reason
+        assert not playlist_dir(settings.videos_dir, b3(video)).exists()
