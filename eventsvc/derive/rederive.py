@@ -28,7 +28,6 @@ import nats.js.errors
 
 from eventsvc.derive.media import MediaDeriver
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.derive.versions import VERSIONS
 from eventsvc.derive.worker import Worker, WorkerStats
 from eventsvc.errors import ConfigError
 from eventsvc.events import Event, HashComputed, subject_token
@@ -111,6 +110,9 @@ async def _upto(event_log: EventLog, durable: str, version: int) -> int:
     m = _DESC.search((ci.config.description or "") if ci and ci.config else "")
     if m and int(m.group(1)) == version:
         return int(m.group(2))
+    if ci is not None:  # another version's backfill: start over from the first message
+        # (an update in place would keep its position: JetStream updates a description)
+        await event_log.js.delete_consumer(event_log.stream, durable)
     return await event_log.last_seq()
 
 
@@ -133,12 +135,12 @@ async def make_rederive_worker(
             f"cannot re-derive stage {stage!r}; known: {', '.join(REDERIVE_STAGES)} "
             "(CLIP vectors for another model: `eventsvc reencode --model M`)"
         )
-    version = VERSIONS[stage]
     if deriver is None:
         from eventsvc.media.sandbox import shared_sandbox
 
         box = shared_sandbox(settings, prestart=1)
         deriver = MediaDeriver(roots, settings.thumbs_dir, event_log, box)
+    version = deriver.version
     upto = await _upto(event_log, durable, version)
     n = max(1, concurrency or settings.rederive_concurrency)
     spec = ConsumerSpec(
@@ -192,7 +194,7 @@ async def rederive(
         s = worker.stats
         return {
             "stage": stage,
-            "version": VERSIONS[stage],
+            "version": handler.deriver.version,
             "library": library,
             "up_to_seq": handler.upto,
             "pending": pending,
