@@ -3,10 +3,11 @@
 Every POST/PATCH/DELETE that records a user's decision (PersonNamed, PersonHidden,
 PeopleMerged, FaceReassigned, FaceRejected, NotDuplicate) accepts an optional
 ``Idempotency-Key`` header. The events it publishes then carry the
-``Nats-Msg-Id`` ``<type>:<key>:req:<Idempotency-Key>``, and the log appends them only if
-no message on their subject carries that id yet, at any delay (not only within NATS's
-duplicate window): a retried request answers ``duplicate: true`` with the sequences of
-the first one and records nothing. Without the header every request is a new decision.
+``Nats-Msg-Id`` ``<type>:<key>:req:<Idempotency-Key>:<digest of the decision>``, and the
+log appends them only if no message on their subject carries that id yet, at any delay
+(not only within NATS's duplicate window): a retried request answers ``duplicate: true``
+with the sequences of the first one and records nothing. The same key on a different
+decision (e.g. an undo) is another request. Without the header every request is new.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from eventsvc.events import Event
 
@@ -25,8 +26,8 @@ IDEMPOTENCY_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         pattern=IDEMPOTENCY_PATTERN,
         min_length=1,
@@ -39,10 +40,14 @@ IdempotencyKey = Annotated[
 
 
 def decision_msg_id(event: Event, key: str | None) -> str | None:
-    """The ``Nats-Msg-Id`` of a decision made under ``key`` (None: the event's own)."""
+    """The ``Nats-Msg-Id`` of a decision made under ``key`` (None: the event's own):
+    its type, subject key, the request id and a digest of what it decides, so a retry
+    of the same request matches and another request under the same key does not."""
     if key is None:
         return None
-    return f"{event.type}:{event.key}:req:{key}"  # type: ignore[attr-defined]
+    what = event.model_dump_json(exclude={"occurred_at", "causation"})
+    digest = hashlib.blake2b(what.encode(), digest_size=6).hexdigest()
+    return f"{event.type}:{event.key}:req:{key}:{digest}"  # type: ignore[attr-defined]
 
 
 def keyed_person_id(face_id: str, key: str) -> str:
