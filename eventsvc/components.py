@@ -93,7 +93,7 @@ async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryR
     if settings.rederive_background:  # contents derived by an older version (issue 13)
         worker.background = await make_rederive_worker(
             event_log, settings, roots, "media", durable=background_durable("media"),
-            deriver=deriver,
+            deriver=deriver, background=True,
         )  # fmt: skip
     return worker
 

@@ -87,6 +87,9 @@ async def test_up_rederives_in_the_background_after_an_upgrade(
     async with running(Pipeline(event_log, settings, libs)) as p:
         await p.scanner.tick(full=True)
         await p.settled()
+    # a new log had nothing to redo: no background consumer was made
+    infos = await event_log.js.consumers_info(settings.stream)
+    assert {ci.name for ci in infos if ci.config.durable_name} == {"hasher", "media"}
     monkeypatch.setattr(media_mod, "MEDIA_VERSION", 2)  # the upgrade
     async with running(Pipeline(event_log, settings, libs), hasher=False) as p:
         want = {(b3(f), 2) for f in files}

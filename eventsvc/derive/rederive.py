@@ -8,7 +8,8 @@ fact only with a newer version's). Progress is the consumer's, in ``/pipeline``.
 
 - In ``eventsvc up`` the media worker runs it in the background (durable
   ``media-rederive``, ``rederive_concurrency`` handlers: low priority beside the main
-  worker). It resumes across restarts; a new version starts it over.
+  worker) when the log holds HashComputed from before (a new log has nothing to redo).
+  It resumes across restarts; a new version starts it over.
 - ``eventsvc rederive --stage media [--library L]`` runs one now (durable
   ``rederive-media[-L]``, as the ``reencode`` user) and removes its consumer when done.
 """
@@ -100,20 +101,32 @@ class RederiveWorker(Worker):
     stats: RederiveStats
 
 
-async def _upto(event_log: EventLog, durable: str, version: int) -> int:
-    """Where this version's backfill ends: kept in its consumer's description (resumed
-    across restarts), else the stream's last sequence now."""
+async def _upto(event_log: EventLog, durable: str, version: int) -> tuple[int, bool]:
+    """(where this version's backfill ends, whether it starts now): kept in its
+    consumer's description (resumed across restarts), else the stream's last sequence."""
     try:
         ci = await event_log.js.consumer_info(event_log.stream, durable)
     except (nats.js.errors.NotFoundError, nats.errors.Error, TimeoutError):
         ci = None
     m = _DESC.search((ci.config.description or "") if ci and ci.config else "")
     if m and int(m.group(1)) == version:
-        return int(m.group(2))
+        return int(m.group(2)), False
     if ci is not None:  # another version's backfill: start over from the first message
         # (an update in place would keep its position: JetStream updates a description)
         await event_log.js.delete_consumer(event_log.stream, durable)
-    return await event_log.last_seq()
+    return await event_log.last_seq(), True
+
+
+async def _any_hashed(event_log: EventLog) -> bool:
+    """Whether the stream holds a HashComputed at all (a new log has nothing to redo)."""
+    subject = f"{event_log.prefix}.content.*.HashComputed"
+    try:
+        await event_log.js.get_msg(event_log.stream, seq=1, subject=subject, next=True)
+    except nats.js.errors.NotFoundError:
+        return False
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+        return True  # cannot tell: look through them
+    return True
 
 
 async def make_rederive_worker(
@@ -126,7 +139,10 @@ async def make_rederive_worker(
     library: str | None = None,
     deriver: MediaDeriver | None = None,
     concurrency: int | None = None,
-) -> RederiveWorker:
+    background: bool = False,
+) -> RederiveWorker | None:
+    """The re-derivation worker of ``stage`` on ``durable``. ``background`` (``up``):
+    None when a new log has nothing to redo (no consumer is made)."""
     from eventsvc.settings import Settings
 
     assert isinstance(settings, Settings)
@@ -141,7 +157,9 @@ async def make_rederive_worker(
         box = shared_sandbox(settings, prestart=1)
         deriver = MediaDeriver(roots, settings.thumbs_dir, event_log, box)
     version = deriver.version
-    upto = await _upto(event_log, durable, version)
+    upto, fresh = await _upto(event_log, durable, version)
+    if background and fresh and not await _any_hashed(event_log):
+        return None  # nothing was derived before this version: nothing to redo
     n = max(1, concurrency or settings.rederive_concurrency)
     spec = ConsumerSpec(
         durable=durable,
@@ -185,6 +203,7 @@ async def rederive(
         event_log, settings, roots, stage, durable=durable, library=library,
         deriver=deriver, concurrency=concurrency,
     )  # fmt: skip
+    assert worker is not None
     handler = worker.handler
     assert isinstance(handler, RederiveHandler)
     stop = asyncio.Event()
