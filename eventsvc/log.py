@@ -398,6 +398,10 @@ class EventLog:
     ) -> Published:
         msg_id = hdrs["Nats-Msg-Id"]
         scanned = after
+        try:  # the common case first: a new subject, one round trip
+            return await self._append(event, subject, hdrs, 0)
+        except _Moved:
+            pass
         for _ in range(self.GUARD_TRIES):
             last = await self.last_subject_seq(subject)
             if last > scanned:
