@@ -267,4 +267,11 @@ class MediaWorker(Worker):
         if self.background is None:
             await super().run(stop)
             return
-        await asyncio.gather(super().run(stop), self.background.run(stop))
+        await asyncio.gather(super().run(stop), self._background(self.background, stop))
+
+    async def _background(self, worker: RederiveWorker, stop: asyncio.Event) -> None:
+        """The re-derivation never takes the main worker down with it."""
+        try:
+            await worker.run(stop)
+        except Exception:
+            log.exception("%s: background re-derivation stopped", worker.name)
