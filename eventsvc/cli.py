@@ -422,7 +422,7 @@ async def cmd_rederive(args: argparse.Namespace) -> int:
 
         result = await rederive(
             event_log, settings, roots, args.stage, library=library,
-            concurrency=args.concurrency, progress=progress,
+            concurrency=args.concurrency or settings.media_concurrency, progress=progress,
         )  # fmt: skip
     print(json.dumps(result))
     return 0 if not result.get("failed") else 4
