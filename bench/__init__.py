@@ -19,4 +19,5 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "faces": ("bench.faces", "faces worker vs bare dlib calls on the same images (images/s)"),
     "people": ("bench.people", "face clustering vs the bare numpy searches it needs (faces/s)"),
     "playlist": ("bench.playlist", "HLS jobs (remux, transcode) vs bare ffmpeg, same args"),
+    "rederive": ("bench.rederive", "rederive --stage media after a version bump vs first ingest"),
 }

@@ -422,6 +422,41 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
     return 0 if result.get("model_error") is None else 4
 
 
+async def cmd_rederive(args: argparse.Namespace) -> int:
+    """Re-derive a stage's facts made by an older deriver version (issue 13)."""
+    from eventsvc.components import open_log
+    from eventsvc.derive.rederive import rederive
+    from eventsvc.derive.roots import LibraryRoots
+
+    settings = _settings(args)
+    libraries, _ = _libraries(args, settings)
+    library = args.library
+    if library is not None:
+        by_name = {lib.name: lib.id for lib in libraries}
+        if library not in {lib.id for lib in libraries} and library in by_name:
+            library = by_name[library]
+        elif library not in {lib.id for lib in libraries}:
+            known = ", ".join(f"{lib.id} ({lib.name})" for lib in libraries) or "none"
+            raise EventsvcError(f"unknown library {args.library!r}; configured: {known}")
+    async with open_log(settings, role="reencode") as event_log:
+        roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
+        await roots.refresh(event_log)
+        last: dict[str, Any] = {}
+
+        def progress(state: dict[str, Any]) -> None:
+            if state != last:
+                last.clear()
+                last.update(state)
+                print(json.dumps(state), file=sys.stderr, flush=True)
+
+        result = await rederive(
+            event_log, settings, roots, args.stage, library=library,
+            concurrency=args.concurrency or settings.media_concurrency, progress=progress,
+        )  # fmt: skip
+    print(json.dumps(result))
+    return 0 if not result.get("failed") else 4
+
+
 async def cmd_inference(args: argparse.Namespace) -> int:
     from eventsvc.components import ApiServer
     from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
@@ -621,6 +656,20 @@ def build_parser() -> argparse.ArgumentParser:
     _libs(reencode)
     _common(reencode)
     reencode.set_defaults(func=cmd_reencode)
+
+    rederive = sub.add_parser(
+        "rederive",
+        help="derive again the facts an older deriver version made (old facts keep serving)",
+    )
+    rederive.add_argument("--stage", required=True, choices=["media"], help="the deriver")
+    rederive.add_argument("--library", help="only this library (id or name)")
+    rederive.add_argument(
+        "--concurrency", type=int, default=None,
+        help="parallel jobs (default: EVENTSVC_MEDIA_CONCURRENCY)",
+    )  # fmt: skip
+    _libs(rederive)
+    _common(rederive)
+    rederive.set_defaults(func=cmd_rederive)
 
     inference = sub.add_parser(
         "inference", help="serve CLIP and face inference over HTTP (GPU host)"

@@ -76,11 +76,12 @@ WorkerFactory = Callable[[EventLog, Settings, LibraryRoots], Awaitable[Worker]]
 
 
 async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
+    from eventsvc.derive.rederive import MediaWorker, background_durable, make_rederive_worker
     from eventsvc.media.sandbox import shared_sandbox
 
     box = shared_sandbox(settings, prestart=settings.media_concurrency)
     deriver = MediaDeriver(roots, settings.thumbs_dir, event_log, box)
-    return Worker(
+    worker = MediaWorker(
         "media",
         event_log,
         media_spec(settings),
@@ -89,6 +90,12 @@ async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryR
         batch=max(settings.media_concurrency * 4, 8),
         accepts=(HashComputed,),
     )
+    if settings.rederive_background:  # contents derived by an older version (issue 13)
+        worker.background = await make_rederive_worker(
+            event_log, settings, roots, "media", durable=background_durable("media"),
+            deriver=deriver, background=True,
+        )  # fmt: skip
+    return worker
 
 
 async def _hasher_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:

@@ -95,6 +95,12 @@ class Event(BaseModel):
     """A field whose value (a model version) becomes a fifth subject token."""
 
     @property
+    def fact_version(self) -> int:
+        """The version of the deriver that made this once-only fact (1 for events that
+        carry none: every event written before deriver versions existed)."""
+        return int(getattr(self, "deriver_version", 1))
+
+    @property
     def key(self) -> str:
         """The aggregate key that goes into the subject (never a path)."""
         raise NotImplementedError
@@ -106,8 +112,12 @@ class Event(BaseModel):
         return f"{base}.{subject_token(str(getattr(self, self.variant_field)))}"
 
     def default_msg_id(self) -> str:
-        """Deterministic ``Nats-Msg-Id``: derived events dedupe on their cause."""
-        return f"{self.type}:{self.key}:{self.causation}"  # type: ignore[attr-defined]
+        """Deterministic ``Nats-Msg-Id``: derived events dedupe on their cause (and, for
+        a versioned fact, on the deriver's version: a re-derivation is a new fact)."""
+        return f"{self.type}:{self.key}:{self.causation}{self._version_suffix()}"  # type: ignore[attr-defined]
+
+    def _version_suffix(self) -> str:
+        return f":v{self.fact_version}" if self.fact_version > 1 else ""
 
 
 # ---------------------------------------------------------------- the scanner's facts
@@ -248,6 +258,9 @@ class ExifExtracted(Event):
     date_source: str | None = None
     """Where date_taken came from, among the content's own sources (EXIF, container)."""
     warnings: list[str] = Field(default_factory=list)
+    deriver_version: int = Field(default=1, ge=1)
+    """Version of the deriver that made it (part of the once-only key: a newer deriver
+    derives again and its fact replaces this one). Absent in older logs: 1."""
     once: ClassVar[bool] = True
 
     @property
@@ -268,6 +281,9 @@ class ThumbnailReady(Event):
     phash: str | None = None
     dhash: str | None = None
     """64-bit perceptual hashes (imagehash) from the same decode as the thumbnails."""
+    deriver_version: int = Field(default=1, ge=1)
+    """Version of the deriver that made it (part of the once-only key: a newer deriver
+    derives again and its fact replaces this one). Absent in older logs: 1."""
     once: ClassVar[bool] = True
 
     @property
@@ -284,6 +300,9 @@ class ClipEncoded(Event):
     dim: int
     vector: list[float]
     variant_field: ClassVar[str | None] = "model_version"
+    deriver_version: int = Field(default=1, ge=1)
+    """Version of the deriver that made it (part of the once-only key: a newer deriver
+    derives again and its fact replaces this one). Absent in older logs: 1."""
     once: ClassVar[bool] = True
 
     @property
@@ -291,7 +310,7 @@ class ClipEncoded(Event):
         return self.content_hash
 
     def default_msg_id(self) -> str:
-        return f"ClipEncoded:{self.content_hash}:{self.model_version}"
+        return f"ClipEncoded:{self.content_hash}:{self.model_version}{self._version_suffix()}"
 
 
 class FaceBox(BaseModel):
@@ -311,6 +330,9 @@ class FacesDetected(Event):
     model: str
     faces: list[FaceBox]
     variant_field: ClassVar[str | None] = "model"
+    deriver_version: int = Field(default=1, ge=1)
+    """Version of the deriver that made it (part of the once-only key: a newer deriver
+    derives again and its fact replaces this one). Absent in older logs: 1."""
     once: ClassVar[bool] = True
 
     @property
@@ -318,7 +340,7 @@ class FacesDetected(Event):
         return self.content_hash
 
     def default_msg_id(self) -> str:
-        return f"FacesDetected:{self.content_hash}:{self.model}"
+        return f"FacesDetected:{self.content_hash}:{self.model}{self._version_suffix()}"
 
 
 def face_id(content_hash: str, model: str, index: int) -> str:
@@ -465,6 +487,9 @@ class PlaylistReady(Event):
     """Coded size of the output (a remuxed rotated video keeps its display matrix)."""
     poster: str | None = None
     preview: str | None = None
+    deriver_version: int = Field(default=1, ge=1)
+    """Version of the deriver that made it (part of the once-only key: a newer deriver
+    derives again and its fact replaces this one). Absent in older logs: 1."""
     once: ClassVar[bool] = True
 
     @property

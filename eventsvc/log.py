@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -30,11 +31,32 @@ from eventsvc.errors import LogError, LogUnavailable, PublishError
 from eventsvc.events import HDR_TYPE, Event, encode, headers_for
 from eventsvc.natsauth import Credentials
 
-__all__ = ["ConsumerSpec", "EventLog", "Published", "RawEvent", "bind_type"]
+__all__ = [
+    "ConsumerSpec",
+    "EventLog",
+    "Published",
+    "RawEvent",
+    "bind_type",
+    "fact_version_of",
+]
 
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
+
+
+class _Moved(Exception):
+    """The subject's last sequence was not the expected one (another writer)."""
+
+
+def fact_version_of(data: bytes) -> int:
+    """The ``deriver_version`` of an encoded fact (1 when absent or unreadable)."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return 1
+    v = body.get("deriver_version", 1) if isinstance(body, dict) else 1
+    return v if isinstance(v, int) and v >= 1 else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +177,9 @@ class EventLog:
     stream: str = "PHOTOS"
     prefix: str = "photos"
     replicas: int = 1
+    duplicate_window: float = 120.0
+    """Seconds JetStream de-duplicates on Nats-Msg-Id (the once-only guards in
+    ``publish`` hold beyond it; tests make it short to show that)."""
     _reconnects: list[int] = field(default_factory=lambda: [0])
 
     @property
@@ -251,7 +276,7 @@ class EventLog:
             max_bytes=-1,
             max_age=0,
             max_msgs_per_subject=-1,
-            duplicate_window=120.0,
+            duplicate_window=self.duplicate_window,
             allow_direct=True,
             num_replicas=self.replicas,
         )
@@ -307,23 +332,119 @@ class EventLog:
         *,
         msg_id: str | None = None,
         expected_last_subject_seq: int | None = None,
+        dedupe_after: int | None = None,
     ) -> Published:
+        """Append ``event``. Once-only guarantees that hold for any delay, not only
+        within the stream's duplicate window (``Nats-Msg-Id``):
+
+        - a ``once`` fact is appended only while its subject holds no fact of its
+          deriver's version or newer (``Nats-Expected-Last-Subject-Sequence`` of the fact
+          it replaces: a concurrent writer makes one of the two retry and see the other);
+        - any other event with a ``causation`` (or a ``dedupe_after`` sequence: 0 for a
+          user's decision with a request id) is appended only when no message after that
+          sequence on its subject carries the same ``Nats-Msg-Id``, again guarded by the
+          subject's last sequence.
+
+        ``expected_last_subject_seq`` overrides both (the caller guards itself)."""
         hdrs = headers_for(event, msg_id)
+        subject = event.subject(self.prefix)
         if expected_last_subject_seq is not None:
-            hdrs["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
-        if event.once and expected_last_subject_seq is None:
-            hdrs["Nats-Expected-Last-Subject-Sequence"] = "0"
+            try:
+                return await self._append(event, subject, hdrs, expected_last_subject_seq)
+            except _Moved as exc:
+                if event.once:
+                    return Published(seq=0, duplicate=True)  # derived before: once is enough
+                raise PublishError(f"publish of {subject} failed: {exc.__cause__}") from exc
+        if event.once:
+            return await self._publish_once(event, subject, hdrs)
+        after = dedupe_after if dedupe_after is not None else event.causation
+        if after is not None:
+            return await self._publish_unique(event, subject, hdrs, after)
+        return await self._append(event, subject, hdrs, None)
+
+    GUARD_TRIES = 50
+    """Appends retried when other writers keep moving a subject's last sequence."""
+
+    async def _append(
+        self, event: Event, subject: str, hdrs: dict[str, str], expected: int | None
+    ) -> Published:
+        if expected is not None:
+            hdrs = {**hdrs, "Nats-Expected-Last-Subject-Sequence": str(expected)}
         try:
-            ack = await self.js.publish(
-                event.subject(self.prefix), encode(event), stream=self.stream, headers=hdrs
-            )
+            ack = await self.js.publish(subject, encode(event), stream=self.stream, headers=hdrs)
         except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE and event.once:
-                return Published(seq=0, duplicate=True)  # derived before: once is enough
-            raise PublishError(f"publish of {event.subject(self.prefix)} failed: {exc}") from exc
+            if exc.err_code == WRONG_LAST_SEQUENCE and expected is not None:
+                raise _Moved from exc
+            raise PublishError(f"publish of {subject} failed: {exc}") from exc
         except (TimeoutError, nats.errors.Error) as exc:
-            raise PublishError(f"publish of {event.subject(self.prefix)} failed: {exc!r}") from exc
+            raise PublishError(f"publish of {subject} failed: {exc!r}") from exc
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def _publish_once(self, event: Event, subject: str, hdrs: dict[str, str]) -> Published:
+        expected = 0  # the common case first: nothing derived yet, one round trip
+        for _ in range(self.GUARD_TRIES):
+            try:
+                return await self._append(event, subject, hdrs, expected)
+            except _Moved:
+                pass
+            seq, version = await self.last_fact(subject)
+            if seq and version >= event.fact_version:
+                return Published(seq=seq, duplicate=True)  # derived before: once is enough
+            expected = seq
+        raise PublishError(f"publish of {subject} failed: its subject kept moving")
+
+    async def _publish_unique(
+        self, event: Event, subject: str, hdrs: dict[str, str], after: int
+    ) -> Published:
+        msg_id = hdrs["Nats-Msg-Id"]
+        scanned = after
+        try:  # the common case first: a new subject, one round trip
+            return await self._append(event, subject, hdrs, 0)
+        except _Moved:
+            pass
+        for _ in range(self.GUARD_TRIES):
+            last = await self.last_subject_seq(subject)
+            if last > scanned:
+                found, scanned = await self._find_msg_id(subject, msg_id, scanned, last)
+                if found:
+                    return Published(seq=found, duplicate=True)  # recorded before, any delay
+            try:
+                return await self._append(event, subject, hdrs, last)
+            except _Moved:
+                continue  # another writer on this subject: look at what it wrote
+        raise PublishError(f"publish of {subject} failed: its subject kept moving")
+
+    async def _find_msg_id(
+        self, subject: str, msg_id: str, after: int, upto: int
+    ) -> tuple[int, int]:
+        """(sequence of a message on ``subject`` in (after, upto] with this Nats-Msg-Id or
+        0, the last sequence looked at). One direct read per message on the subject."""
+        seq = after + 1
+        while seq <= upto:
+            try:
+                msg = await self.js.get_msg(self.stream, seq=seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return 0, upto
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                raise PublishError(f"cannot check {subject} before publishing: {exc!r}") from exc
+            mseq = int(msg.seq or 0)
+            if mseq > upto or mseq <= 0:
+                break
+            if (msg.headers or {}).get("Nats-Msg-Id") == msg_id:
+                return mseq, mseq
+            seq = mseq + 1
+        return 0, upto
+
+    async def last_fact(self, subject: str) -> tuple[int, int]:
+        """(sequence, deriver version) of the last message on ``subject``; (0, 0) when
+        none. A body without ``deriver_version`` (older logs) is version 1."""
+        try:
+            msg = await self.js.get_last_msg(self.stream, subject)
+        except nats.js.errors.NotFoundError:
+            return 0, 0
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise LogError(f"cannot read {subject}: {exc!r}") from exc
+        return int(msg.seq or 0), fact_version_of(msg.data or b"")
 
     async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> list[Published]:
         """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding)."""

@@ -48,6 +48,12 @@ STATUS_BUCKET = "EVENTSVC_STATUS"
 DERIVERS = ("hasher", "media", "clip", "faces", "people", "playlist")
 """Workers, each a durable consumer of the same name and a user of the same name."""
 
+REDERIVING = ("media",)
+"""Derivers that re-derive in the background after a version change (durable
+``<role>-rederive``, see :mod:`eventsvc.derive.rederive`)."""
+
+_WORKER_DURABLES = (*DERIVERS, *(f"{r}-rederive" for r in REDERIVING))
+
 ROLES = ("admin", "scanner", *DERIVERS, "reencode", "projector", "api", "inspect")
 """Every NATS user: ``admin`` sets up the stream, ``inspect`` only reads."""
 
@@ -71,10 +77,13 @@ def publishes(role: str, prefix: str = "photos") -> list[str]:
         ],
         "media": [f"{p}.content.*.ExifExtracted", f"{p}.content.*.ThumbnailReady", *failed],
         "clip": [f"{p}.content.*.ClipEncoded.*", *failed],
+        # backfills: `eventsvc reencode` (CLIP per model), `eventsvc rederive` (media)
         "reencode": [
             f"{p}.content.*.ClipEncoded.*",
+            f"{p}.content.*.ExifExtracted",
+            f"{p}.content.*.ThumbnailReady",
             f"{p}.content.*.DerivationFailed",
-            f"{p}.stage.*.DerivationFailed",  # its stage is clip-<model>
+            f"{p}.stage.*.DerivationFailed",  # its stage is clip-<model> or rederive-<stage>
         ],
         "faces": [f"{p}.content.*.FacesDetected.*", *failed],
         "people": [f"{p}.person.*.PersonCreated", f"{p}.face.*.FaceAssigned", *failed],
@@ -147,13 +156,15 @@ def permissions(
         allow += _reads(stream)
     if role in DERIVERS:
         allow += _durable(stream, role)
+        if role in REDERIVING:
+            allow += _durable(stream, f"{role}-rederive")  # its background re-derivation
         if role in ("clip", "faces"):
             allow.append(f"{kv}.worker.{role}")  # a paused worker says why
     elif role == "reencode":
         # a consumer per model (clip-<model>): any name but another worker's
         allow += _durable(stream, "*")
         allow.append(f"{kv}.worker.*")
-        deny += [s for d in DERIVERS for s in _durable(stream, d)]
+        deny += [s for d in _WORKER_DURABLES for s in _durable(stream, d)]
     elif role == "scanner":
         allow += [f"{kv}.scan.*", f"{kv}.watch.*"]  # last scan and watch state per library
     elif role == "inspect":
@@ -167,7 +178,7 @@ def permissions(
             f"$JS.API.CONSUMER.CREATE.{stream}.*.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
         ]
-        deny += [s for d in DERIVERS for s in _durable(stream, d)]
+        deny += [s for d in _WORKER_DURABLES for s in _durable(stream, d)]
     # nobody but the components above writes events (deny wins over any allow)
     if role in ("admin", "projector", "inspect"):
         deny.append(f"{prefix}.>")

@@ -146,6 +146,13 @@ class Settings(BaseSettings):
     hash_concurrency: int = 2
     media_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2)
     """Parallel EXIF + thumbnail + perceptual-hash jobs (decoding is the cost)."""
+    # ---- re-derivation after a deriver version change (issue 13, item 9)
+    rederive_background: bool = True
+    """``up``'s media worker re-derives, in the background, contents whose facts an older
+    media deriver version made (consumer ``media-rederive``, progress in /pipeline)."""
+    rederive_concurrency: int = 1
+    """Handlers of a re-derivation (low priority beside the main worker)."""
+    # ---- end of re-derivation
     max_in_flight: int = 64
     max_deliver: int = 5
     ack_wait: float = 30.0

@@ -24,6 +24,7 @@ from eventsvc.events import (
     DerivationFailed,
     Event,
     ExifExtracted,
+    FacesDetected,
     FileMissing,
     FileSeen,
     HashComputed,
@@ -34,6 +35,7 @@ from eventsvc.events import (
     PlaylistRemoved,
     ThumbnailReady,
     decode,
+    face_id,
 )
 from eventsvc.log import EventLog, RawEvent
 from eventsvc.media.dates import date_from_filename
@@ -312,11 +314,74 @@ APPLIERS: dict[type[Event], Applier] = {
 }
 
 
+def _fact_key(event: Event) -> str | None:
+    """The read model's key of a once-only fact (None: not a versioned fact)."""
+    if isinstance(event, ClipEncoded):
+        return f"{event.content_hash}:{event.model_version}"
+    if isinstance(event, FacesDetected):
+        return f"{event.content_hash}:{event.model}"
+    if isinstance(event, ExifExtracted | ThumbnailReady | PlaylistReady):
+        return event.content_hash
+    return None
+
+
+def _version_gate(conn: sqlite3.Connection, event: Event, key: str) -> bool:
+    """Whether a versioned fact may be applied: never over a newer deriver's fact.
+    ``fact_versions`` holds versions above 1 only (a fact without a row is version 1),
+    so logs from before deriver versions rebuild to the same rows plus nothing."""
+    version = event.fact_version
+    row = conn.execute(
+        "SELECT version FROM fact_versions WHERE fact = ? AND key = ?",
+        (event.type, key),  # type: ignore[attr-defined]
+    ).fetchone()
+    have = int(row[0]) if row else 1
+    if version < have:
+        return False  # an older deriver's fact arriving late: the newer one stays
+    if version > 1 and version != have:
+        conn.execute(
+            "INSERT OR REPLACE INTO fact_versions (fact, key, version) VALUES (?, ?, ?)",
+            (event.type, key, version),  # type: ignore[attr-defined]
+        )
+        if isinstance(event, FacesDetected) and version > have:
+            _replace_faces(conn, event)
+    return True
+
+
+def _replace_faces(conn: sqlite3.Connection, e: FacesDetected) -> None:
+    """A newer face deriver's result replaces the older scan: the count, the faces it no
+    longer finds, and the geometry of those it finds at the same index (their ids, and so
+    any person they belong to, stay)."""
+    conn.execute(
+        "DELETE FROM face_scans WHERE content_hash = ? AND model = ?", (e.content_hash, e.model)
+    )
+    conn.execute(
+        "DELETE FROM faces WHERE content_hash = ? AND model = ? AND idx >= ?",
+        (e.content_hash, e.model, len(e.faces)),
+    )
+    for i, f in enumerate(e.faces):
+        left, top, right, bottom = f.box
+        conn.execute(
+            "UPDATE faces SET box = ?, area = ?, score = ?, landmarks = ? WHERE face_id = ?",
+            (
+                json.dumps(list(f.box)),
+                max(right - left, 0.0) * max(bottom - top, 0.0),
+                f.score,
+                json.dumps([list(p) for p in f.landmarks]),
+                face_id(e.content_hash, e.model, i),
+            ),
+        )
+
+
 def apply(conn: sqlite3.Connection, seq: int, event: Event) -> None:
-    """Apply one event. Types this read model does not project are skipped."""
+    """Apply one event. Types this read model does not project are skipped; a once-only
+    fact of an older deriver version than the one applied is too."""
     fn = APPLIERS.get(type(event))
-    if fn is not None:
-        fn(conn, seq, event)
+    if fn is None:
+        return
+    key = _fact_key(event)
+    if key is not None and not _version_gate(conn, event, key):
+        return
+    fn(conn, seq, event)
 
 
 def apply_batch(conn: sqlite3.Connection, batch: Sequence[RawEvent]) -> int:

@@ -194,3 +194,13 @@ CREATE TABLE IF NOT EXISTS playlists (
     preview       TEXT,
     seq           INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- ---------------------------------------------------------------- deriver versions
+-- The deriver version of a once-only fact now in the read model, when above 1 (no row:
+-- version 1). A fact of an older version arriving later never replaces a newer one.
+CREATE TABLE IF NOT EXISTS fact_versions (
+    fact    TEXT NOT NULL,                  -- the event type (ExifExtracted, ...)
+    key     TEXT NOT NULL,                  -- content hash, or content:model
+    version INTEGER NOT NULL,
+    PRIMARY KEY (fact, key)
+) WITHOUT ROWID;

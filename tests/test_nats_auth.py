@@ -452,6 +452,12 @@ async def test_up_with_auth_indexes_end_to_end_without_a_single_violation(
         assert made_by_api["seq"] > 0  # the api user's decision
         pipeline = _get(f"{api}/pipeline")
         assert pipeline["failures"]["total"] == 0, pipeline["failures"]
+        # `eventsvc rederive` (as the reencode user) on the running server: all current
+        redo = await asyncio.to_thread(
+            _eventsvc, "rederive", "--stage", "media", "--data-dir", str(data)
+        )
+        assert redo.returncode == 0, redo.stderr
+        assert json.loads(redo.stdout)["current"] == 4, redo.stdout
         # read-only commands use the inspect user on the running embedded server
         status = await asyncio.to_thread(_eventsvc, "status", "--json", "--data-dir", str(data))
         assert status.returncode == 0, status.stderr

@@ -26,6 +26,7 @@ from PIL import Image
 
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.versions import CLIP_VERSION
 from eventsvc.errors import BadInput, ModelUnavailable, PermanentError, TransientError
 from eventsvc.events import ClipEncoded, Event, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
@@ -196,7 +197,7 @@ class ClipDeriver:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[h] = mine
         try:
-            if await self.log.has_subject(subject):
+            if (await self.log.last_fact(subject))[1] >= CLIP_VERSION:
                 self.stats.skipped += 1
                 mine.set_result(None)
                 return []  # this content was encoded from another location, or before
@@ -228,6 +229,7 @@ class ClipDeriver:
                 dim=int(vec.shape[0]),
                 vector=[float(x) for x in vec],
                 causation=seq,
+                deriver_version=CLIP_VERSION,
             )
         ]
 

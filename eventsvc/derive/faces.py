@@ -22,6 +22,7 @@ from PIL import Image
 
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.versions import FACES_VERSION
 from eventsvc.errors import BadInput, ModelUnavailable, PermanentError, TransientError
 from eventsvc.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
@@ -114,8 +115,9 @@ class FacesDeriver:
             f"{self.log.prefix}.content.{event.content_hash}.FacesDetected."
             f"{subject_token(model.version)}"
         )
-        if await self.log.has_subject(subject):
-            return []  # this content was analysed from another location
+        _, version = await self.log.last_fact(subject)
+        if version >= FACES_VERSION:
+            return []  # analysed by this version already (maybe from another location)
         self.roots.root(event.library_id)  # not configured here: fail before a thread hop
         img = await asyncio.to_thread(self._load, event)
         try:
@@ -125,7 +127,8 @@ class FacesDeriver:
         self.stats.images += 1
         self.stats.faces += len(found)
         self.stats.no_faces += not found
-        return [to_event(event.content_hash, model.version, found, seq)]
+        made = to_event(event.content_hash, model.version, found, seq)
+        return [made.model_copy(update={"deriver_version": FACES_VERSION})]
 
     def _load(self, event: HashComputed) -> Image.Image:
         fd = self.roots.open_hashed(event, "analysis")  # under its configured root only

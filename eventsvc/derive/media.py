@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.versions import MEDIA_VERSION
 from eventsvc.errors import TransientError, UnsafePath
 from eventsvc.events import DerivationFailed, Event, ExifExtracted, HashComputed, ThumbnailReady
 from eventsvc.ids import RAW_EXTENSIONS
@@ -86,17 +87,31 @@ class MediaDeriver:
         self.log = event_log
         self.sandbox = sandbox
         """Where images are decoded (None: in this process, unbounded: tests only)."""
+        self.version = MEDIA_VERSION
+        """The deriver version its facts carry (:mod:`eventsvc.derive.versions`)."""
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, HashComputed):
             return []
-        p, h = self.log.prefix, event.content_hash
-        need_exif = not await self.log.has_subject(f"{p}.content.{h}.ExifExtracted")
-        need_thumb = not await self.log.has_subject(f"{p}.content.{h}.ThumbnailReady")
+        need_exif, need_thumb = await self.needs(event.content_hash)
         if not (need_exif or need_thumb):
-            return []  # this content was derived from another location
+            return []  # derived by this version already (maybe from another location)
         self.roots.root(event.library_id)  # not configured here: fail before a thread hop
-        return await asyncio.to_thread(self.derive, event, seq, need_exif, need_thumb)
+        out = await asyncio.to_thread(self.derive, event, seq, need_exif, need_thumb)
+        return [
+            e.model_copy(update={"deriver_version": self.version})
+            if isinstance(e, ExifExtracted | ThumbnailReady)
+            else e
+            for e in out
+        ]
+
+    async def needs(self, content_hash: str) -> tuple[bool, bool]:
+        """(EXIF, thumbnails) still to derive: no fact yet, or one of an older version
+        (the once-only key is (content, fact, deriver version))."""
+        p = f"{self.log.prefix}.content.{content_hash}"
+        _, exif_v = await self.log.last_fact(f"{p}.ExifExtracted")
+        _, thumb_v = await self.log.last_fact(f"{p}.ThumbnailReady")
+        return exif_v < self.version, thumb_v < self.version
 
     def derive(
         self, event: HashComputed, seq: int, need_exif: bool, need_thumb: bool

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.versions import PLAYLIST_VERSION
 from eventsvc.derive.worker import Worker, WorkerStats
 from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import DerivationFailed, Event, HashComputed, PlaylistReady
@@ -285,9 +286,10 @@ class PlaylistDeriver:
             return []
         h = event.content_hash
         subject = f"{self.log.prefix}.content.{h}.PlaylistReady"
-        ready = await self.log.last_subject_seq(subject)
+        ready, version = await self.log.last_fact(subject)
         removed = await self.log.last_subject_seq(f"{self.log.prefix}.content.{h}.PlaylistRemoved")
-        done = ready > removed  # a clean-up since the last PlaylistReady: make it again
+        # a clean-up since the last PlaylistReady, or one of an older deriver: make it again
+        done = ready > removed and version >= PLAYLIST_VERSION
         target = playlist_dir(self.video_root, h)
         if done and await asyncio.to_thread(_valid, target):
             return []  # derived before (maybe from another location)
@@ -328,9 +330,10 @@ class PlaylistDeriver:
                 reason=g.reason, width=g.width, height=g.height,
                 poster=str(rel_dir / POSTER) if g.poster else None,
                 preview=str(rel_dir / PREVIEW) if g.preview else None, causation=seq,
+                deriver_version=PLAYLIST_VERSION,
             )
         ]  # fmt: skip
-        if ready:  # again after a clean-up: guarded by the one it replaces, not by "none yet"
+        if ready:  # again (clean-up, newer version): guarded by the one it replaces
             await self.log.publish(made[0], expected_last_subject_seq=ready)
             return []
         return made

@@ -34,6 +34,7 @@ from projections.api import db, rows
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import WRITES, bad_parameter, error_responses
 from projections.api.filters import LIBRARY_DESCRIPTION, library_clause, resolve_library
+from projections.api.idempotency import IdempotencyKey, decision_msg_id
 from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import (
     CURSOR_PATTERN,
@@ -334,7 +335,9 @@ def _unknown(conn: sqlite3.Connection, hashes: list[str]) -> list[str]:
     return out
 
 
-async def _record(ctx: ApiContext, a: str, b: str, undo: bool) -> NotDuplicateAccepted:
+async def _record(
+    ctx: ApiContext, a: str, b: str, undo: bool, key: str | None = None
+) -> NotDuplicateAccepted:
     check_hash(a, "a")
     check_hash(b, "b")
     if a == b:
@@ -348,7 +351,10 @@ async def _record(ctx: ApiContext, a: str, b: str, undo: bool) -> NotDuplicateAc
         raise ServiceUnavailableException(detail=f"cannot record the decision: {why}")
     lo, hi = sorted((a, b))
     try:
-        published = await event_log.publish(NotDuplicate(a=lo, b=hi, undo=undo))
+        ev = NotDuplicate(a=lo, b=hi, undo=undo)
+        published = await event_log.publish(
+            ev, msg_id=decision_msg_id(ev, key), dedupe_after=0 if key else None
+        )
     except LogError as exc:
         raise ServiceUnavailableException(detail=f"cannot record the decision: {exc}") from exc
     return NotDuplicateAccepted(
@@ -477,9 +483,10 @@ class DuplicatesController(Controller):
         self,
         ctx: Ctx,
         request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey = None,
     ) -> NotDuplicateAccepted:
         data = await decode_body(request, NotDuplicateRequest)
-        return await _record(ctx, data.a, data.b, data.undo)
+        return await _record(ctx, data.a, data.b, data.undo, idempotency_key)
 
     @delete(
         "/not-duplicate",
@@ -498,5 +505,6 @@ class DuplicatesController(Controller):
             str,
             Parameter(description="Content hash of the other (not a).", pattern=HASH_PATTERN),
         ],
+        idempotency_key: IdempotencyKey = None,
     ) -> NotDuplicateAccepted:
-        return await _record(ctx, a, b, True)
+        return await _record(ctx, a, b, True, idempotency_key)

@@ -39,6 +39,7 @@ from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox, shared_sandbox
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import WRITES, bad_parameter, error_responses
+from projections.api.idempotency import IdempotencyKey, decision_msg_id, keyed_person_id
 from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import (
     CURSOR_PATTERN,
@@ -319,7 +320,9 @@ def make_crop(
 # ------------------------------------------------------------------ decisions
 
 
-async def _publish(ctx: ApiContext, events: list[Event]) -> tuple[list[int], bool]:
+async def _publish(
+    ctx: ApiContext, events: list[Event], key: str | None = None
+) -> tuple[list[int], bool]:
     event_log = ctx.event_log
     if event_log is None or not event_log.nc.is_connected:
         why = ctx.nats_error or "NATS connection lost"
@@ -327,7 +330,9 @@ async def _publish(ctx: ApiContext, events: list[Event]) -> tuple[list[int], boo
     seqs, dup = [], True
     try:
         for ev in events:
-            published = await event_log.publish(ev)
+            published = await event_log.publish(
+                ev, msg_id=decision_msg_id(ev, key), dedupe_after=0 if key else None
+            )
             seqs.append(published.seq)
             dup = dup and published.duplicate
     except LogError as exc:
@@ -463,6 +468,7 @@ class PeopleController(Controller):
         ctx: Ctx,
         person_id: PersonId,
         request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey = None,
     ) -> DecisionAccepted:
         import msgspec
 
@@ -478,7 +484,7 @@ class PeopleController(Controller):
             events.append(PersonHidden(person_id=target, hidden=bool(data.hidden)))
         if not events:
             raise bad_parameter("body", "give name and/or hidden")
-        seqs, dup = await _publish(ctx, events)
+        seqs, dup = await _publish(ctx, events, idempotency_key)
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=target)
 
     @post(
@@ -495,6 +501,7 @@ class PeopleController(Controller):
         ctx: Ctx,
         person_id: PersonId,
         request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey = None,
     ) -> DecisionAccepted:
         data = await decode_body(request, MergeRequest)
         target = await _require_person(ctx, person_id)
@@ -506,7 +513,7 @@ class PeopleController(Controller):
             if src not in sources:
                 sources.append(src)
         seqs, dup = await _publish(
-            ctx, [PeopleMerged(source=src, target=target) for src in sources]
+            ctx, [PeopleMerged(source=src, target=target) for src in sources], idempotency_key
         )
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=target)
 
@@ -610,17 +617,20 @@ class FacesController(Controller):
         ctx: Ctx,
         face_id: FaceId,
         request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey = None,
     ) -> DecisionAccepted:
         data = await decode_body(request, ReassignRequest)
         await _require_face(ctx, face_id)
         if data.new_person == (data.person_id is not None):
             raise bad_parameter("body", "give either person_id or new_person=true")
-        if data.new_person:
+        if data.new_person and idempotency_key is not None:
+            target = keyed_person_id(face_id, idempotency_key)  # a retry: the same person
+        elif data.new_person:
             target = "p-" + secrets.token_hex(8)
         else:
             target = await _require_person(ctx, str(data.person_id))
         ev = FaceReassigned(face_id=face_id, person_id=target, new_person=data.new_person)
-        seqs, dup = await _publish(ctx, [ev])
+        seqs, dup = await _publish(ctx, [ev], idempotency_key)
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=target, face_id=face_id)
 
     @post(
@@ -631,7 +641,9 @@ class FacesController(Controller):
         "assigned again (a later reassign takes it back).",
         responses=_DECISION_RESPONSES,
     )
-    async def reject(self, ctx: Ctx, face_id: FaceId) -> DecisionAccepted:
+    async def reject(
+        self, ctx: Ctx, face_id: FaceId, idempotency_key: IdempotencyKey = None
+    ) -> DecisionAccepted:
         face = await _require_face(ctx, face_id)
-        seqs, dup = await _publish(ctx, [FaceRejected(face_id=face_id)])
+        seqs, dup = await _publish(ctx, [FaceRejected(face_id=face_id)], idempotency_key)
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=face.person_id, face_id=face_id)
