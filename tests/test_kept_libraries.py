@@ -6,7 +6,9 @@ import argparse
 import stat
 from pathlib import Path
 
-from eventsvc.cli import UP_LIBRARIES, _keep_libraries, _libraries
+from eventsvc.cli_support import UP_LIBRARIES
+from eventsvc.cli_support import keep_libraries as _keep_libraries
+from eventsvc.cli_support import libraries_for as _libraries
 from eventsvc.settings import Library, Settings
 
 

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from eventsvc.cli import UP_LIBRARIES, _keep_libraries, _libraries, main
+from eventsvc.cli import main
+from eventsvc.cli_support import UP_LIBRARIES
+from eventsvc.cli_support import keep_libraries as _keep_libraries
+from eventsvc.cli_support import libraries_for as _libraries
 from eventsvc.errors import ConfigError
 from eventsvc.events import FileSeen, LibraryOnline
 from eventsvc.ids import LIBRARY_ID_RE, file_id, library_id_for_root
