@@ -18,7 +18,12 @@ from eventsvc.derive.worker import Worker
 from eventsvc.errors import ConfigError, LogError
 from eventsvc.events import FileSeen, HashComputed
 from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.natsauth import ROLES, AuthStore, Credentials, load_credentials, private_dir
+from eventsvc.natsauth import (
+    AuthStore,
+    Credentials,
+    credentials_for,
+    private_dir,
+)
 from eventsvc.server import EmbeddedNats, wait_for_port
 from eventsvc.settings import Library, Settings
 
@@ -244,27 +249,7 @@ class NatsAccess:
         return bool(s.nats_user or s.nats_creds_dir or self.store)
 
     def credentials(self, role: str) -> Credentials | None:
-        s = self.settings
-        if role not in ROLES:
-            raise ConfigError(f"unknown NATS role {role!r}; known: {', '.join(ROLES)}")
-        if s.nats_user:
-            if s.nats_password_file is not None:
-                try:
-                    password = s.nats_password_file.read_text().strip()
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot read nats_password_file {s.nats_password_file}: {exc}"
-                    ) from exc
-            elif s.nats_password is not None:
-                password = s.nats_password.get_secret_value()
-            else:
-                raise ConfigError("nats_user is set without nats_password(_file)")
-            return Credentials(s.nats_user, password)
-        if s.nats_creds_dir is not None:
-            return load_credentials(s.nats_creds_dir / f"{role}.json")
-        if self.store is not None:
-            return self.store.load(role)
-        return None
+        return credentials_for(self.settings, role, self.store)
 
     def _may_manage(self) -> bool:
         """Whether setup can run as a user allowed to manage streams (or try to)."""

@@ -22,8 +22,12 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eventsvc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from eventsvc.settings import Settings
 
 __all__ = [
     "DERIVERS",
@@ -32,6 +36,7 @@ __all__ = [
     "AuthStore",
     "Credentials",
     "cluster_authorization",
+    "credentials_for",
     "inbox_prefix",
     "load_credentials",
     "nats_context",
@@ -277,6 +282,34 @@ def load_credentials(path: Path) -> Credentials:
         raise ConfigError(f"no NATS credentials at {path}") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"bad NATS credentials file {path}: {exc!r}") from exc
+
+
+def credentials_for(
+    settings: Settings, role: str, store: AuthStore | None = None
+) -> Credentials | None:
+    """How ``role`` logs in, first found: ``nats_user``/``nats_password(_file)`` (every
+    connection of the process as that user), ``nats_creds_dir/<role>.json`` (a user per
+    role), the embedded server's ``store``; else None (a server without authorization)."""
+    if role not in ROLES:
+        raise ConfigError(f"unknown NATS role {role!r}; known: {', '.join(ROLES)}")
+    if settings.nats_user:
+        if settings.nats_password_file is not None:
+            try:
+                password = settings.nats_password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read nats_password_file {settings.nats_password_file}: {exc}"
+                ) from exc
+        elif settings.nats_password is not None:
+            password = settings.nats_password.get_secret_value()
+        else:
+            raise ConfigError("nats_user is set without nats_password(_file)")
+        return Credentials(settings.nats_user, password)
+    if settings.nats_creds_dir is not None:
+        return load_credentials(settings.nats_creds_dir / f"{role}.json")
+    if store is not None:
+        return store.load(role)
+    return None
 
 
 # ---------------------------------------------------------------- rendering

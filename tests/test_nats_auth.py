@@ -681,3 +681,33 @@ async def test_a_worker_restores_its_consumer_when_a_reader_retargets_it(
     finally:
         await inspect.close()
         await hasher.close()
+
+
+async def test_an_api_that_connects_by_itself_logs_in_as_the_api_user(
+    server: EmbeddedNats, admin: EventLog, tmp_path: Path
+) -> None:
+    """``create_app`` without a connection (``eventsvc api`` against an external NATS)
+    logs in with the settings' credentials; wrong ones are reported in /pipeline."""
+    from litestar.testing import AsyncTestClient
+
+    from projections.api import create_app
+
+    api = server.credentials("api")
+    good = Settings(
+        data_dir=tmp_path / "api", nats_url=server.url, nats_user=api.user,
+        nats_password=api.password,
+    )  # fmt: skip
+    async with AsyncTestClient(create_app(good), base_url="http://127.0.0.1") as c:
+        await wait_until(lambda: c.app.state.ctx.event_log is not None, 10)
+        r = await c.get("/pipeline")  # stream and consumers, read as the api user
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["nats"] == {"connected": True} and body["stream"]["name"] == "PHOTOS"
+    assert not _violations(server)
+    bad = Settings(
+        data_dir=tmp_path / "api", nats_url=server.url, nats_user=api.user,
+        nats_password="wrong-" + api.password,
+    )  # fmt: skip
+    async with AsyncTestClient(create_app(bad), base_url="http://127.0.0.1") as c:
+        await wait_until(lambda: c.app.state.ctx.nats_error is not None, 15)
+        assert c.app.state.ctx.event_log is None

@@ -13,8 +13,9 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import LogUnavailable
+from eventsvc.errors import ConfigError, LogUnavailable
 from eventsvc.log import EventLog
+from eventsvc.natsauth import credentials_for
 from eventsvc.settings import Library, Settings, load_libraries
 from projections.api.auth import PUBLIC, Access, access_guard
 from projections.api.context import ApiContext, provide_context
@@ -40,8 +41,11 @@ async def _connect(ctx: ApiContext, url: str) -> None:
     """Connect in the background: nats-py keeps retrying an unreachable server."""
     s = ctx.settings
     try:
-        ctx.event_log = await EventLog.connect(url, stream=s.stream, prefix=s.subject_prefix)
-    except LogUnavailable as exc:
+        creds = credentials_for(s, "api")  # as the api user when NATS has users
+        ctx.event_log = await EventLog.connect(
+            url, stream=s.stream, prefix=s.subject_prefix, credentials=creds
+        )
+    except (LogUnavailable, ConfigError) as exc:
         log.warning("api: %s; /pipeline reports it", exc)
         ctx.nats_error = str(exc)
     else:
