@@ -32,7 +32,8 @@ from eventsvc.events import ClipEncoded, Event, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import ClipBackend, ModelInfo
 from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.media import decode, thumbs
+from eventsvc.media import thumbs
+from eventsvc.media.load import load_upright
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = [
@@ -61,19 +62,7 @@ def load_image(
     """Upright RGB, decoded small; RAW through its embedded preview (``raw`` None: judged
     from a path's extension). With a ``sandbox``, decoded in its child process within its
     pixel, memory and time limits (:class:`DecodeFailed`)."""
-    if raw is None:
-        raw = isinstance(source, str | os.PathLike) and (
-            os.path.splitext(os.fspath(source))[1].lower() in RAW_EXTENSIONS
-        )
-    if sandbox is None:
-        return decode.clip_image(source, max_edge, raw=raw, max_pixels=None)
-    if isinstance(source, str | os.PathLike):
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return Image.fromarray(sandbox.clip_image(fd, max_edge, raw=raw))
-        finally:
-            os.close(fd)
-    return Image.fromarray(sandbox.clip_image(source, max_edge, raw=raw))
+    return load_upright("clip", source, max_edge, raw=raw, sandbox=sandbox)
 
 
 @dataclass

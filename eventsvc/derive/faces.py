@@ -28,7 +28,8 @@ from eventsvc.events import Event, FaceBox, FacesDetected, HashComputed, subject
 from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.media import decode, thumbs
+from eventsvc.media import thumbs
+from eventsvc.media.load import load_upright
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = ["FacesDeriver", "FacesStats", "FacesWorker", "load_image", "to_event"]
@@ -46,19 +47,7 @@ def load_image(
     """Upright RGB, long edge at most ``max_edge``; RAW via its preview when it has one
     (``raw`` None: judged from a path's extension). With a ``sandbox``, decoded in its
     child process within its pixel, memory and time limits (:class:`DecodeFailed`)."""
-    if raw is None:
-        raw = isinstance(source, str | os.PathLike) and (
-            os.path.splitext(os.fspath(source))[1].lower() in RAW_EXTENSIONS
-        )
-    if sandbox is None:
-        return decode.faces_image(source, max_edge, raw=raw, max_pixels=None)
-    if isinstance(source, str | os.PathLike):
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return Image.fromarray(sandbox.faces_image(fd, max_edge, raw=raw))
-        finally:
-            os.close(fd)
-    return Image.fromarray(sandbox.faces_image(source, max_edge, raw=raw))
+    return load_upright("faces", source, max_edge, raw=raw, sandbox=sandbox)
 
 
 def to_event(content_hash: str, model: str, faces: list[DetectedFace], seq: int | None):
