@@ -71,14 +71,19 @@ def test_foreign_page_cannot_record_a_decision(tmp_path: Path) -> None:
 
         asyncio.run(wait_until(indexed, 60, 0.25))
         page = f"http://localhost:{evil.server_address[1]}/evil.html"  # another origin
-        browser = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",  # type: ignore[list-item]
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-             "--dump-dom", page],
-            capture_output=True, timeout=120,
-        )  # fmt: skip
-        dom = browser.stdout.decode(errors="replace")
-        assert _decisions(data) == []
+        for attempt in range(3):  # a loaded machine can leave chromium's dump empty
+            browser = subprocess.run(
+                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",  # type: ignore[list-item]
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic",
+                 f"--user-data-dir={tmp_path / f'profile{attempt}'}",
+                 "--virtual-time-budget=10000", "--dump-dom", page],
+                capture_output=True, timeout=120,
+            )  # fmt: skip
+            dom = browser.stdout.decode(errors="replace")
+            assert _decisions(data) == []  # whatever the browser managed: nothing recorded
+            if dom.strip():
+                break
         # The form navigated to the API's answer: the refusal.
         assert "cross-origin write refused" in dom, (dom, browser.stderr[-2000:])
         # The same decision from a script (no Origin, JSON) is recorded: the check can see one.
