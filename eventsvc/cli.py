@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rederive",
         help="derive again the facts an older deriver version made (old facts keep serving)",
     )
-    rederive.add_argument("--stage", required=True, choices=["media"], help="the deriver")
+    rederive.add_argument(
+        "--stage", required=True, choices=["media", "faces", "playlist"], help="the deriver"
+    )
     rederive.add_argument("--library", help="only this library (id or name)")
     rederive.add_argument(
         "--concurrency", type=int, default=None,
