@@ -9,7 +9,8 @@ fact only with a newer version's). Progress is the consumer's, in ``/pipeline``.
 
 - In ``eventsvc up`` the stage's worker runs it in the background (durable
   ``<stage>-rederive``, ``rederive_concurrency`` handlers: low priority beside the main
-  worker) when the log holds HashComputed from before (a new log has nothing to redo).
+  worker) when the log holds facts of the stage from before (a new log, or one the stage
+  never ran on, has nothing to redo: its main worker derives every content).
   It resumes across restarts; a new version starts it over.
 - ``eventsvc rederive --stage STAGE [--library L]`` runs one now (durable
   ``rederive-STAGE[-L]``, as the ``reencode`` user) and removes its consumer when done.
@@ -34,6 +35,7 @@ import nats.js.errors
 
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
+from eventsvc.derive.versions import STAGE_FACTS
 from eventsvc.derive.worker import WithBackground, Worker, WorkerStats
 from eventsvc.errors import ConfigError
 from eventsvc.events import Event, HashComputed, subject_token
@@ -170,16 +172,23 @@ async def _upto(event_log: EventLog, durable: str, version: int) -> tuple[int, b
     return await event_log.last_seq(), True
 
 
-async def _any_hashed(event_log: EventLog) -> bool:
-    """Whether the stream holds a HashComputed at all (a new log has nothing to redo)."""
-    subject = f"{event_log.prefix}.content.*.HashComputed"
-    try:
-        await event_log.js.get_msg(event_log.stream, seq=1, subject=subject, next=True)
-    except nats.js.errors.NotFoundError:
-        return False
-    except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
-        return True  # cannot tell: look through them
-    return True
+_PER_MODEL = ("FacesDetected", "ClipEncoded")
+"""Facts with a model token after their type in their subject."""
+
+
+async def _derived_before(event_log: EventLog, stage: str) -> bool:
+    """Whether the stream holds a fact of ``stage`` at all: a new log, or one this stage
+    never ran on, has nothing to redo (its main worker derives every content now)."""
+    for fact in STAGE_FACTS[stage]:
+        subject = f"{event_log.prefix}.content.*.{fact}" + (".*" if fact in _PER_MODEL else "")
+        try:
+            await event_log.js.get_msg(event_log.stream, seq=1, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            continue
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            return True  # cannot tell: look through them
+        return True
+    return False
 
 
 def _deriver(event_log: EventLog, settings: Any, roots: LibraryRoots, stage: str) -> Rederivable:
@@ -236,7 +245,7 @@ async def make_rederive_worker(
         deriver = _deriver(event_log, settings, roots, stage)
     version = deriver.version
     upto, fresh = await _upto(event_log, durable, version)
-    if background and fresh and not await _any_hashed(event_log):
+    if background and fresh and not await _derived_before(event_log, stage):
         return None  # nothing was derived before this version: nothing to redo
     n = max(1, concurrency or settings.rederive_concurrency)
     spec = ConsumerSpec(
