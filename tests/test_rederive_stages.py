@@ -17,6 +17,7 @@ from eventsvc.derive import playlist as playlist_mod
 from eventsvc.derive.rederive import rederive
 from eventsvc.derive.roots import LibraryRoots
 from eventsvc.log import EventLog
+from eventsvc.natsauth import permissions
 from eventsvc.settings import Library, Settings, load_libraries
 from tests.harness import Pipeline, b3, make_jpeg, running, wait_until
 from tests.video.media import make
@@ -181,3 +182,17 @@ async def test_a_new_playlist_version_rederives_in_rederive_and_in_up(
         assert "v3" in (ci.config.description or "")
         await wait_until(lambda: _versions(p, "PlaylistReady") == {h: 3}, 30)
         assert len(await p.events("PlaylistReady")) == 3
+
+
+def test_permissions_of_the_background_rederivations_are_their_workers_own() -> None:
+    def allowed(role: str) -> list[str]:
+        return permissions(role)["publish"]["allow"]
+
+    for stage in ("media", "faces", "playlist"):
+        create = f"$JS.API.CONSUMER.DURABLE.CREATE.PHOTOS.{stage}-rederive"
+        assert create in allowed(stage)  # its worker's background consumer
+        others = [r for r in ("hasher", "media", "faces", "playlist", "people") if r != stage]
+        assert not [r for r in others if create in allowed(r)]
+        assert create in permissions("reencode")["publish"]["deny"]  # never `rederive`'s
+    status = "$KV.EVENTSVC_STATUS.worker.faces-rederive"  # a paused one says why
+    assert status in allowed("faces") and status not in allowed("playlist")
