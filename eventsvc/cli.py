@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     rederive.add_argument("--library", help="only this library (id or name)")
     rederive.add_argument(
         "--concurrency", type=int, default=None,
-        help="parallel jobs (default: EVENTSVC_MEDIA_CONCURRENCY)",
+        help="parallel jobs (default: the stage's EVENTSVC_<STAGE>_CONCURRENCY)",
     )  # fmt: skip
     _libs(rederive)
     _common(rederive)
