@@ -133,11 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         "rederive",
         help="derive again the facts an older deriver version made (old facts keep serving)",
     )
-    rederive.add_argument("--stage", required=True, choices=["media"], help="the deriver")
+    rederive.add_argument(
+        "--stage", required=True, choices=["media", "faces", "playlist"], help="the deriver"
+    )
     rederive.add_argument("--library", help="only this library (id or name)")
     rederive.add_argument(
         "--concurrency", type=int, default=None,
-        help="parallel jobs (default: EVENTSVC_MEDIA_CONCURRENCY)",
+        help="parallel jobs (default: the stage's EVENTSVC_<STAGE>_CONCURRENCY)",
     )  # fmt: skip
     _libs(rederive)
     _common(rederive)

@@ -177,10 +177,11 @@ async def cmd_rederive(args: argparse.Namespace) -> int:
 
         result = await rederive(
             event_log, settings, roots, args.stage, library=library,
-            concurrency=args.concurrency or settings.media_concurrency, progress=progress,
+            concurrency=args.concurrency or getattr(settings, f"{args.stage}_concurrency"),
+            progress=progress,
         )  # fmt: skip
     print(json.dumps(result))
-    return 0 if not result.get("failed") else 4
+    return 0 if not result.get("failed") and result.get("model_error") is None else 4
 
 
 async def cmd_inference(args: argparse.Namespace) -> int:

@@ -81,7 +81,7 @@ WorkerFactory = Callable[[EventLog, Settings, LibraryRoots], Awaitable[Worker]]
 
 
 async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
-    from eventsvc.derive.rederive import MediaWorker, background_durable, make_rederive_worker
+    from eventsvc.derive.rederive import MediaWorker
     from eventsvc.media.sandbox import shared_sandbox
 
     box = shared_sandbox(settings, prestart=settings.media_concurrency)
@@ -95,12 +95,23 @@ async def _media_worker(event_log: EventLog, settings: Settings, roots: LibraryR
         batch=max(settings.media_concurrency * 4, 8),
         accepts=(HashComputed,),
     )
-    if settings.rederive_background:  # contents derived by an older version (issue 13)
+    await _with_background(worker, event_log, settings, roots, "media", deriver)
+    return worker
+
+
+async def _with_background(
+    worker: Any, event_log: EventLog, settings: Settings, roots: LibraryRoots, stage: str,
+    deriver: Any,
+) -> None:  # fmt: skip
+    """Beside ``worker``, when the settings ask for it, the re-derivation of the contents
+    its stage derived with an older version (issue 13), with the same deriver."""
+    from eventsvc.derive.rederive import background_durable, make_rederive_worker
+
+    if settings.rederive_background:
         worker.background = await make_rederive_worker(
-            event_log, settings, roots, "media", durable=background_durable("media"),
+            event_log, settings, roots, stage, durable=background_durable(stage),
             deriver=deriver, background=True,
         )  # fmt: skip
-    return worker
 
 
 async def _hasher_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
@@ -149,13 +160,15 @@ async def _faces_worker(event_log: EventLog, settings: Settings, roots: LibraryR
 
     box = shared_sandbox(settings, prestart=settings.faces_concurrency)
     deriver = FacesDeriver(roots, event_log, face_backend(settings), settings.faces_max_edge, box)
-    return FacesWorker(
+    worker = FacesWorker(
         event_log,
         spec,
         deriver,
         concurrency=settings.faces_concurrency,
         recheck_interval=settings.faces_recheck_interval,
     )
+    await _with_background(worker, event_log, settings, roots, "faces", deriver)
+    return worker
 
 
 async def _people_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
@@ -192,7 +205,9 @@ async def _playlist_worker(event_log: EventLog, settings: Settings, roots: Libra
     from eventsvc.media.sandbox import shared_sandbox
 
     deriver = PlaylistDeriver(roots, event_log, settings, exe, sandbox=shared_sandbox(settings))
-    return PlaylistWorker(event_log, playlist_spec(settings), deriver, settings, roots)
+    worker = PlaylistWorker(event_log, playlist_spec(settings), deriver, settings, roots)
+    await _with_background(worker, event_log, settings, roots, "playlist", deriver)
+    return worker
 
 
 FACTORIES: dict[str, WorkerFactory] = {

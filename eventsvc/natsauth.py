@@ -53,7 +53,7 @@ STATUS_BUCKET = "EVENTSVC_STATUS"
 DERIVERS = ("hasher", "media", "clip", "faces", "people", "playlist")
 """Workers, each a durable consumer of the same name and a user of the same name."""
 
-REDERIVING = ("media",)
+REDERIVING = ("media", "faces", "playlist")
 """Derivers that re-derive in the background after a version change (durable
 ``<role>-rederive``, see :mod:`eventsvc.derive.rederive`)."""
 
@@ -82,11 +82,14 @@ def publishes(role: str, prefix: str = "photos") -> list[str]:
         ],
         "media": [f"{p}.content.*.ExifExtracted", f"{p}.content.*.ThumbnailReady", *failed],
         "clip": [f"{p}.content.*.ClipEncoded.*", *failed],
-        # backfills: `eventsvc reencode` (CLIP per model), `eventsvc rederive` (media)
+        # backfills: `eventsvc reencode` (CLIP per model), `eventsvc rederive` (media,
+        # faces, playlist)
         "reencode": [
             f"{p}.content.*.ClipEncoded.*",
             f"{p}.content.*.ExifExtracted",
             f"{p}.content.*.ThumbnailReady",
+            f"{p}.content.*.FacesDetected.*",
+            f"{p}.content.*.PlaylistReady",
             f"{p}.content.*.DerivationFailed",
             f"{p}.stage.*.DerivationFailed",  # its stage is clip-<model> or rederive-<stage>
         ],
@@ -165,6 +168,8 @@ def permissions(
             allow += _durable(stream, f"{role}-rederive")  # its background re-derivation
         if role in ("clip", "faces"):
             allow.append(f"{kv}.worker.{role}")  # a paused worker says why
+        if role == "faces":
+            allow.append(f"{kv}.worker.faces-rederive")  # and its re-derivation
     elif role == "reencode":
         # a consumer per model (clip-<model>): any name but another worker's
         allow += _durable(stream, "*")

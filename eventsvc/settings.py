@@ -148,8 +148,9 @@ class Settings(BaseSettings):
     """Parallel EXIF + thumbnail + perceptual-hash jobs (decoding is the cost)."""
     # ---- re-derivation after a deriver version change (issue 13, item 9)
     rederive_background: bool = True
-    """``up``'s media worker re-derives, in the background, contents whose facts an older
-    media deriver version made (consumer ``media-rederive``, progress in /pipeline)."""
+    """``up``'s media, faces and playlist workers re-derive, in the background, contents
+    whose facts an older version of their deriver made (consumers ``media-rederive``,
+    ``faces-rederive``, ``playlist-rederive``; progress in /pipeline)."""
     rederive_concurrency: int = 1
     """Handlers of a re-derivation (low priority beside the main worker)."""
     # ---- end of re-derivation

@@ -30,12 +30,15 @@ from eventsvc.events import (
     DerivationFailed,
     Event,
     ExifExtracted,
+    FacesDetected,
     FileSeen,
     HashComputed,
     LibraryOnline,
     NotDuplicate,
     PersonCreated,
     PersonNamed,
+    PlaylistReady,
+    PlaylistRemoved,
     decode,
     encode,
     headers_for,
@@ -82,6 +85,17 @@ EVENTS: dict[str, Event] = {
     "PersonCreated": PersonCreated(person_id="p1", founder=f"{H}-abcdef-0", causation=3),
     "PersonNamed": PersonNamed(person_id="p1", name="Mallory"),
     "NotDuplicate": NotDuplicate(a=H, b="cd" * 32),
+    "FacesDetected": FacesDetected(content_hash=H, model="m", faces=[], causation=2),
+    "PlaylistReady": PlaylistReady(
+        content_hash=H,
+        playlist_path="p",
+        duration=1.0,
+        segments=1,
+        codecs="h264",
+        mode="remux",
+        causation=2,
+    ),
+    "PlaylistRemoved": PlaylistRemoved(content_hash=H, reason="x"),
     "DerivationFailed": DerivationFailed(
         stage="hasher", reason="x", input_subject="photos.file.x.FileSeen", file_id="0" * 32
     ),
@@ -97,6 +111,11 @@ MATRIX: dict[str, tuple[list[str], list[str]]] = {
     "projector": ([], ["FileSeen", "PersonNamed"]),
     "inspect": ([], ["FileSeen", "LibraryOnline"]),
     "admin": ([], ["FileSeen"]),
+    # `eventsvc rederive --stage media|faces|playlist`: the facts it re-derives, no others
+    "reencode": (
+        ["ExifExtracted", "FacesDetected", "PlaylistReady"],
+        ["HashComputed", "PlaylistRemoved", "PersonNamed"],
+    ),
 }
 
 
@@ -458,6 +477,12 @@ async def test_up_with_auth_indexes_end_to_end_without_a_single_violation(
         )
         assert redo.returncode == 0, redo.stderr
         assert json.loads(redo.stdout)["current"] == 4, redo.stdout
+        for stage in ("faces", "playlist"):  # their own consumers, the same user
+            redo = await asyncio.to_thread(
+                _eventsvc, "rederive", "--stage", stage, "--data-dir", str(data)
+            )
+            assert redo.returncode == 0, redo.stderr
+            assert json.loads(redo.stdout)["current"] == 4, redo.stdout
         # read-only commands use the inspect user on the running embedded server
         status = await asyncio.to_thread(_eventsvc, "status", "--json", "--data-dir", str(data))
         assert status.returncode == 0, status.stderr

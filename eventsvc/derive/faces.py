@@ -23,6 +23,7 @@ from PIL import Image
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.roots import LibraryRoots
 from eventsvc.derive.versions import FACES_VERSION
+from eventsvc.derive.worker import WithBackground
 from eventsvc.errors import BadInput, ModelUnavailable, PermanentError, TransientError
 from eventsvc.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
 from eventsvc.ids import RAW_EXTENSIONS
@@ -93,19 +94,14 @@ class FacesDeriver:
         """Where images are decoded (None: in this process, unbounded: tests only)."""
         self.model: ModelInfo | None = None
         self.stats = FacesStats()
+        self.version = FACES_VERSION
+        """The deriver version its facts carry (:mod:`eventsvc.derive.versions`)."""
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, HashComputed) or event.media_kind != "image":
             return []
-        model = self.model
-        if model is None:
-            raise ModelUnavailable(self.stats.model_error or "no face model")
-        subject = (
-            f"{self.log.prefix}.content.{event.content_hash}.FacesDetected."
-            f"{subject_token(model.version)}"
-        )
-        _, version = await self.log.last_fact(subject)
-        if version >= FACES_VERSION:
+        model = self._model()
+        if not await self.stale(event):
             return []  # analysed by this version already (maybe from another location)
         self.roots.root(event.library_id)  # not configured here: fail before a thread hop
         img = await asyncio.to_thread(self._load, event)
@@ -117,7 +113,24 @@ class FacesDeriver:
         self.stats.faces += len(found)
         self.stats.no_faces += not found
         made = to_event(event.content_hash, model.version, found, seq)
-        return [made.model_copy(update={"deriver_version": FACES_VERSION})]
+        return [made.model_copy(update={"deriver_version": self.version})]
+
+    def _model(self) -> ModelInfo:
+        if self.model is None:
+            raise ModelUnavailable(self.stats.model_error or "no face model")
+        return self.model
+
+    async def stale(self, event: HashComputed) -> bool:
+        """Whether ``event`` is an image without FacesDetected of this version for the
+        current model (an older version's, or none); ModelUnavailable without a model."""
+        if event.media_kind != "image":
+            return False
+        subject = (
+            f"{self.log.prefix}.content.{event.content_hash}.FacesDetected."
+            f"{subject_token(self._model().version)}"
+        )
+        _, version = await self.log.last_fact(subject)
+        return version < self.version
 
     def _load(self, event: HashComputed) -> Image.Image:
         fd = self.roots.open_hashed(event, "analysis")  # under its configured root only
@@ -136,8 +149,9 @@ class FacesDeriver:
             os.close(fd)
 
 
-class FacesWorker(InferenceWorker):
-    """An InferenceWorker (pauses and holds while the model is unavailable)."""
+class FacesWorker(WithBackground, InferenceWorker):
+    """An InferenceWorker (pauses and holds while the model is unavailable); in ``up``
+    with its background re-derivation (``faces-rederive``)."""
 
     stats: FacesStats
 

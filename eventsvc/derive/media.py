@@ -113,6 +113,11 @@ class MediaDeriver:
         _, thumb_v = await self.log.last_fact(f"{p}.ThumbnailReady")
         return exif_v < self.version, thumb_v < self.version
 
+    async def stale(self, event: HashComputed) -> bool:
+        """Whether ``event``'s content has facts of an older version, or none
+        (:mod:`eventsvc.derive.rederive`)."""
+        return any(await self.needs(event.content_hash))
+
     def derive(
         self, event: HashComputed, seq: int, need_exif: bool, need_thumb: bool
     ) -> list[Event]:

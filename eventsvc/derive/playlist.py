@@ -30,7 +30,7 @@ from typing import Any
 
 from eventsvc.derive.roots import LibraryRoots
 from eventsvc.derive.versions import PLAYLIST_VERSION
-from eventsvc.derive.worker import Worker, WorkerStats
+from eventsvc.derive.worker import WithBackground, Worker, WorkerStats
 from eventsvc.errors import PermanentError, TransientError
 from eventsvc.events import DerivationFailed, Event, HashComputed, PlaylistReady
 from eventsvc.log import ConsumerSpec, EventLog
@@ -280,16 +280,14 @@ class PlaylistDeriver:
             crf=settings.video_crf,
         )
         self.stats: PlaylistStats | None = None
+        self.version = PLAYLIST_VERSION
+        """The deriver version its facts carry (:mod:`eventsvc.derive.versions`)."""
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, HashComputed) or event.media_kind != "video":
             return []
         h = event.content_hash
-        subject = f"{self.log.prefix}.content.{h}.PlaylistReady"
-        ready, version = await self.log.last_fact(subject)
-        removed = await self.log.last_subject_seq(f"{self.log.prefix}.content.{h}.PlaylistRemoved")
-        # a clean-up since the last PlaylistReady, or one of an older deriver: make it again
-        done = ready > removed and version >= PLAYLIST_VERSION
+        ready, done = await self._state(h)
         target = playlist_dir(self.video_root, h)
         if done and await asyncio.to_thread(_valid, target):
             return []  # derived before (maybe from another location)
@@ -330,13 +328,28 @@ class PlaylistDeriver:
                 reason=g.reason, width=g.width, height=g.height,
                 poster=str(rel_dir / POSTER) if g.poster else None,
                 preview=str(rel_dir / PREVIEW) if g.preview else None, causation=seq,
-                deriver_version=PLAYLIST_VERSION,
+                deriver_version=self.version,
             )
         ]  # fmt: skip
         if ready:  # again (clean-up, newer version): guarded by the one it replaces
             await self.log.publish(made[0], expected_last_subject_seq=ready)
             return []
         return made
+
+    async def _state(self, content_hash: str) -> tuple[int, bool]:
+        """(the last PlaylistReady's sequence or 0, whether it stands): not after a
+        clean-up since, nor of an older deriver version (then it is made again)."""
+        p = f"{self.log.prefix}.content.{content_hash}"
+        ready, version = await self.log.last_fact(f"{p}.PlaylistReady")
+        removed = await self.log.last_subject_seq(f"{p}.PlaylistRemoved")
+        return ready, ready > removed and version >= self.version
+
+    async def stale(self, event: HashComputed) -> bool:
+        """Whether ``event`` is a video whose PlaylistReady is of an older version, or
+        missing or cleaned up (:mod:`eventsvc.derive.rederive`)."""
+        if event.media_kind != "video":
+            return False
+        return not (await self._state(event.content_hash))[1]
 
 
 def _valid(target: Path) -> bool:
@@ -347,7 +360,7 @@ def _valid(target: Path) -> bool:
     return True
 
 
-class PlaylistWorker(Worker):
+class PlaylistWorker(WithBackground, Worker):
     """The runtime plus the guarded orphan clean-up loop; or, without ffmpeg/PyAV, a
     worker that says why once and does nothing."""
 

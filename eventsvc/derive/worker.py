@@ -18,7 +18,7 @@ from eventsvc.errors import DecodeError, PermanentError, TransientError
 from eventsvc.events import DerivationFailed, Event, decode
 from eventsvc.log import ConsumerSpec, EventLog
 
-__all__ = ["Handler", "Worker", "WorkerStats"]
+__all__ = ["Handler", "WithBackground", "Worker", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +192,24 @@ class Worker:
         )
         await self.log.publish(failed)
         await msg.ack()
+
+
+class WithBackground:
+    """Mixed into a Worker: another worker beside it (``background``: its re-derivation
+    after a deriver version change, :mod:`eventsvc.derive.rederive`), run and stopped
+    with it; the background worker never takes this one down with it."""
+
+    background: Worker | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        main = super().run(stop)  # type: ignore[misc]
+        if self.background is None:
+            await main
+            return
+        await asyncio.gather(main, self._background(self.background, stop))
+
+    async def _background(self, worker: Worker, stop: asyncio.Event) -> None:
+        try:
+            await worker.run(stop)
+        except Exception:
+            log.exception("%s: background re-derivation stopped", worker.name)
