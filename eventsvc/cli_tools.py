@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from eventsvc.library_ids import (
     library_filter,
     log_library_ids,
 )
+from eventsvc.settings import Library
 
 __all__ = [
     "cmd_events",
@@ -122,6 +124,19 @@ async def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stderr_progress() -> Callable[[dict[str, Any]], None]:
+    """A backfill's progress as JSON lines on stderr, each state once."""
+    last: dict[str, Any] = {}
+
+    def progress(state: dict[str, Any]) -> None:
+        if state != last:
+            last.clear()
+            last.update(state)
+            print(json.dumps(state), file=sys.stderr, flush=True)
+
+    return progress
+
+
 async def cmd_reencode(args: argparse.Namespace) -> int:
     from eventsvc.components import open_log
     from eventsvc.derive.clip import reencode
@@ -133,19 +148,23 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
         libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
         roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
-        last: dict[str, Any] = {}
-
-        def progress(state: dict[str, Any]) -> None:
-            if state != last:
-                last.clear()
-                last.update(state)
-                print(json.dumps(state), file=sys.stderr, flush=True)
-
+        progress = _stderr_progress()
         result = await reencode(
             event_log, settings, roots, args.model, follow=args.follow, progress=progress
         )
     print(json.dumps(result))
     return 0 if result.get("model_error") is None else 4
+
+
+def _configured_library(wanted: str | None, libraries: list[Library]) -> str | None:
+    """The id of a configured library given by id or name (case-insensitive name)."""
+    if wanted is None or wanted in {lib.id for lib in libraries}:
+        return wanted
+    named = [lib.id for lib in libraries if lib.name.casefold() == wanted.casefold()]
+    if len(named) == 1:
+        return named[0]
+    known = ", ".join(f"{lib.id} ({lib.name})" for lib in libraries) or "none"
+    raise EventsvcError(f"unknown library {wanted!r}; configured: {known}")
 
 
 async def cmd_rederive(args: argparse.Namespace) -> int:
@@ -155,26 +174,12 @@ async def cmd_rederive(args: argparse.Namespace) -> int:
     from eventsvc.derive.roots import LibraryRoots
 
     settings = settings_for(args)
-    libraries, _ = libraries_for(args, settings)
-    library = args.library
-    if library is not None:
-        by_name = {lib.name: lib.id for lib in libraries}
-        if library not in {lib.id for lib in libraries} and library in by_name:
-            library = by_name[library]
-        elif library not in {lib.id for lib in libraries}:
-            known = ", ".join(f"{lib.id} ({lib.name})" for lib in libraries) or "none"
-            raise EventsvcError(f"unknown library {args.library!r}; configured: {known}")
     async with open_log(settings, role="reencode") as event_log:
+        libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
+        library = _configured_library(args.library, libraries)
         roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
-        last: dict[str, Any] = {}
-
-        def progress(state: dict[str, Any]) -> None:
-            if state != last:
-                last.clear()
-                last.update(state)
-                print(json.dumps(state), file=sys.stderr, flush=True)
-
+        progress = _stderr_progress()
         result = await rederive(
             event_log, settings, roots, args.stage, library=library,
             concurrency=args.concurrency or getattr(settings, f"{args.stage}_concurrency"),
