@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from eventsvc.media.source import FdReader
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUT_S",
@@ -152,55 +154,6 @@ class _Cancelled(Exception):
 
 class _TooMuchWork(Exception):
     """Raised when a parser performs more reads/seeks than any sane file needs."""
-
-
-class _BoundedFile(io.RawIOBase):
-    """Read-only raw view of the first ``limit`` bytes of a file."""
-
-    def __init__(self, fh: io.FileIO, limit: int) -> None:
-        super().__init__()
-        self._fh = fh
-        self._limit = limit
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), self._limit - self._pos)
-        if n <= 0:
-            return 0
-        self._fh.seek(self._pos)
-        got = self._fh.readinto(view[:n]) or 0
-        self._pos += got
-        return got
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = min(os.fstat(self._fh.fileno()).st_size, self._limit) + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if pos < 0:
-            raise OSError("negative seek position")
-        self._pos = pos
-        return pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def close(self) -> None:
-        try:
-            self._fh.close()
-        finally:
-            super().close()
 
 
 class _GuardedReader(io.BufferedReader):
@@ -744,7 +697,7 @@ def extract_image(
     scratch = _Scratch(_Warnings())
     if size > max_bytes:
         scratch.warnings.add(f"file is {size} bytes; only the first {max_bytes} were read")
-    raw = _BoundedFile(fh, max_bytes)
+    raw = FdReader(fh.fileno(), max_bytes, owner=fh)
     reader = _GuardedReader(raw, _READ_BUDGET)
     capture = _log_capture()
 

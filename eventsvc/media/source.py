@@ -17,11 +17,14 @@ closed), or a binary file object."""
 
 class FdReader(io.RawIOBase):
     """A read-only, seekable view of a file descriptor through ``os.pread``: the caller's
-    file offset is never moved and the descriptor is never closed by us."""
+    file offset is never moved. ``limit``: only the first ``limit`` bytes are visible (a
+    read budget). ``owner``: closed with this reader (else the descriptor stays open)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, limit: int | None = None, owner: io.IOBase | None = None) -> None:
         super().__init__()
         self._fd = fd
+        self._limit = limit
+        self._owner = owner
         self._pos = 0
 
     def readable(self) -> bool:
@@ -32,7 +35,10 @@ class FdReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = os.pread(self._fd, len(view), self._pos)
+        n = len(view) if self._limit is None else min(len(view), self._limit - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd, n, self._pos)
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -43,7 +49,8 @@ class FdReader(io.RawIOBase):
         elif whence == io.SEEK_CUR:
             pos = self._pos + offset
         elif whence == io.SEEK_END:
-            pos = os.fstat(self._fd).st_size + offset
+            size = os.fstat(self._fd).st_size
+            pos = (size if self._limit is None else min(size, self._limit)) + offset
         else:
             raise ValueError(f"bad whence {whence}")
         if pos < 0:
@@ -53,6 +60,13 @@ class FdReader(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+    def close(self) -> None:
+        try:
+            if self._owner is not None:
+                self._owner.close()
+        finally:
+            super().close()
 
 
 @contextlib.contextmanager
