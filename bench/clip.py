@@ -60,12 +60,12 @@ def _bare(session: object, name: str, tensors: np.ndarray, batch: int) -> float:
 
 async def _ours(url: str, data: Path, model: Path, files: list[Path], batch: int) -> float:
     from eventsvc.components import clip_spec
+    from eventsvc.core.events import HashComputed, LibraryOnline
+    from eventsvc.core.ids import file_id
+    from eventsvc.core.log import EventLog
+    from eventsvc.core.roots import LibraryRoots
+    from eventsvc.core.settings import Library, Settings
     from eventsvc.derive.clip import make_clip_worker
-    from eventsvc.derive.roots import LibraryRoots
-    from eventsvc.events import HashComputed, LibraryOnline
-    from eventsvc.ids import file_id
-    from eventsvc.log import EventLog
-    from eventsvc.settings import Library, Settings
 
     settings = Settings(
         data_dir=data, nats_url=url, clip_model_dir=model, clip_batch=batch,

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from eventsvc.events import (
+from eventsvc.core.events import (
     Event,
     FileMissing,
     FileSeen,
@@ -21,7 +21,7 @@ from eventsvc.events import (
     LibraryOnline,
     LibraryStale,
 )
-from eventsvc.ids import file_id
+from eventsvc.core.ids import file_id
 
 __all__ = ["Mix", "Rows", "make_mix"]
 

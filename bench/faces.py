@@ -113,9 +113,9 @@ async def _ours(url: str, root: Path, paths: list[Path], data_dir: Path) -> tupl
     import blake3
 
     from eventsvc.components import make_worker
-    from eventsvc.events import FacesDetected, HashComputed, decode
-    from eventsvc.log import EventLog
-    from eventsvc.settings import Settings, load_libraries
+    from eventsvc.core.events import FacesDetected, HashComputed, decode
+    from eventsvc.core.log import EventLog
+    from eventsvc.core.settings import Settings, load_libraries
 
     libs, _ = load_libraries([str(root)])
     settings = Settings(data_dir=data_dir, nats_url=url, watch=False)
@@ -179,7 +179,7 @@ def main(argv: list[str]) -> int:
     reps = 1 if args.quick else max(1, args.reps)
 
     def body() -> Outcome:
-        from eventsvc.settings import Settings
+        from eventsvc.core.settings import Settings
 
         settings = Settings()
         with scratch_dir("faces", args.tmp, args.keep) as tmp:

@@ -324,9 +324,9 @@ async def _ours(
     url: str, nats_pid: int | None, lib_root: Path, data_dir: Path, expect: int, stall_s: float
 ) -> tuple[float, dict[str, Any], dict[str, tuple[str, str]]]:
     from eventsvc.components import make_worker
-    from eventsvc.log import EventLog
+    from eventsvc.core.log import EventLog
+    from eventsvc.core.settings import Settings, load_libraries
     from eventsvc.scanner.scanner import Scanner
-    from eventsvc.settings import Settings, load_libraries
     from projections import readmodel
     from projections.projector import Projector
 

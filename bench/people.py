@@ -23,8 +23,8 @@ import time
 import numpy as np
 
 from bench.common import Outcome, base_parser, quiet_gc, rate, run_main, say
+from eventsvc.core.events import FaceAssigned, FaceBox, FacesDetected, PersonCreated
 from eventsvc.derive.people import Clusterer
-from eventsvc.events import FaceAssigned, FaceBox, FacesDetected, PersonCreated
 
 __all__ = ["main"]
 

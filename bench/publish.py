@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 import nats.js.errors
 
 from bench.common import Outcome, base_parser, nats_server, rate, run_main, say, scratch_dir
-from eventsvc.events import Event, FileSeen, encode, headers_for
-from eventsvc.ids import file_id
-from eventsvc.log import EventLog
+from eventsvc.core.events import Event, FileSeen, encode, headers_for
+from eventsvc.core.ids import file_id
+from eventsvc.core.log import EventLog
 from eventsvc.scanner.scanner import CHUNK
 
 __all__ = ["main", "make_events", "publish_ours", "publish_raw"]

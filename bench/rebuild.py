@@ -28,8 +28,8 @@ from nats.js.api import DeliverPolicy
 
 from bench.common import Outcome, base_parser, nats_server, rate, run_main, say, scratch_dir
 from bench.eventmix import Mix, Rows, make_mix
-from eventsvc.events import encode, headers_for
-from eventsvc.log import EventLog
+from eventsvc.core.events import encode, headers_for
+from eventsvc.core.log import EventLog
 from projections import readmodel
 from projections.projector import rebuild
 

@@ -47,13 +47,13 @@ def _small_files(root: Path, n: int) -> list[Path]:
 
 async def _measure(root: Path, files: list[Path], data: Path) -> dict[str, Any]:
     from eventsvc.components import make_worker
+    from eventsvc.core.log import EventLog
+    from eventsvc.core.roots import LibraryRoots
+    from eventsvc.core.settings import Settings, load_libraries
     from eventsvc.derive import media as media_mod
     from eventsvc.derive.rederive import rederive
-    from eventsvc.derive.roots import LibraryRoots
-    from eventsvc.log import EventLog
     from eventsvc.scanner import Scanner
     from eventsvc.server import EmbeddedNats
-    from eventsvc.settings import Settings, load_libraries
 
     server = EmbeddedNats(data / "nats")
     url = server.start()

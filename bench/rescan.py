@@ -25,9 +25,9 @@ from bench.common import (
     say,
     scratch_dir,
 )
-from eventsvc.log import EventLog
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings, load_libraries
 from eventsvc.scanner.scanner import Scanner
-from eventsvc.settings import Library, Settings, load_libraries
 
 __all__ = ["bare_walk", "main", "make_tree"]
 

@@ -80,8 +80,8 @@ def _measure(
 async def _text(model: Path, texts: list[str], warm: list[str]) -> dict[str, float]:
     import onnxruntime as ort
 
+    from eventsvc.core.settings import Settings
     from eventsvc.inference.clip_onnx import OnnxClip
-    from eventsvc.settings import Settings
     from projections.api.search import ClipSearch
 
     clip = OnnxClip(model)

@@ -24,8 +24,8 @@ from eventsvc.cli_tools import (
     cmd_setup,
     cmd_status,
 )
-from eventsvc.errors import EventsvcError
-from eventsvc.settings import Settings
+from eventsvc.core.errors import EventsvcError
+from eventsvc.core.settings import Settings
 
 __all__ = ["build_parser", "main"]
 

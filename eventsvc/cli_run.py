@@ -14,8 +14,8 @@ from eventsvc.cli_support import (
     settings_for,
     until_signalled,
 )
-from eventsvc.errors import EventsvcError
-from eventsvc.library_ids import (
+from eventsvc.core.errors import EventsvcError
+from eventsvc.core.library_ids import (
     log_library_ids,
 )
 

@@ -12,11 +12,11 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from eventsvc.errors import ConfigError
-from eventsvc.library_ids import (
+from eventsvc.core.errors import ConfigError
+from eventsvc.core.library_ids import (
     read_model_library_ids,
 )
-from eventsvc.settings import Library, Settings, load_libraries
+from eventsvc.core.settings import Library, Settings, load_libraries
 
 __all__ = [
     "UP_LIBRARIES",

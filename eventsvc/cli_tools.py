@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from eventsvc.cli_support import libraries_for, settings_for, until_signalled
-from eventsvc.errors import ConfigError, EventsvcError
-from eventsvc.library_ids import (
+from eventsvc.core.errors import ConfigError, EventsvcError
+from eventsvc.core.library_ids import (
     event_types,
     library_filter,
     log_library_ids,
 )
-from eventsvc.settings import Library
+from eventsvc.core.settings import Library
 
 __all__ = [
     "cmd_events",
@@ -139,8 +139,8 @@ def _stderr_progress() -> Callable[[dict[str, Any]], None]:
 
 async def cmd_reencode(args: argparse.Namespace) -> int:
     from eventsvc.components import open_log
+    from eventsvc.core.roots import LibraryRoots
     from eventsvc.derive.clip import reencode
-    from eventsvc.derive.roots import LibraryRoots
 
     settings = settings_for(args)
     libraries, _ = libraries_for(args, settings)
@@ -170,8 +170,8 @@ def _configured_library(wanted: str | None, libraries: list[Library]) -> str | N
 async def cmd_rederive(args: argparse.Namespace) -> int:
     """Re-derive a stage's facts made by an older deriver version (issue 13)."""
     from eventsvc.components import open_log
+    from eventsvc.core.roots import LibraryRoots
     from eventsvc.derive.rederive import rederive
-    from eventsvc.derive.roots import LibraryRoots
 
     settings = settings_for(args)
     async with open_log(settings, role="reencode") as event_log:
@@ -207,8 +207,8 @@ async def cmd_inference(args: argparse.Namespace) -> int:
 
 async def cmd_events(args: argparse.Namespace) -> int:
     from eventsvc.components import open_log
-    from eventsvc.errors import DecodeError
-    from eventsvc.events import decode
+    from eventsvc.core.errors import DecodeError
+    from eventsvc.core.events import decode
 
     settings = settings_for(args)
     types = event_types(args.type or [])
@@ -258,7 +258,7 @@ async def cmd_setup(args: argparse.Namespace) -> int:
 
 async def cmd_nats_context(args: argparse.Namespace) -> int:
     from eventsvc.components import nats_access
-    from eventsvc.natsauth import nats_context, private_dir, write_private
+    from eventsvc.core.natsauth import nats_context, private_dir, write_private
 
     settings = settings_for(args)
     async with nats_access(settings) as nats:

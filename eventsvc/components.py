@@ -11,21 +11,21 @@ from typing import Any
 
 import uvicorn
 
-from eventsvc.derive.hashing import Hasher
-from eventsvc.derive.media import MediaDeriver
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.derive.worker import Worker
-from eventsvc.errors import ConfigError, LogError
-from eventsvc.events import FileSeen, HashComputed
-from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.natsauth import (
+from eventsvc.core.errors import ConfigError, LogError
+from eventsvc.core.events import FileSeen, HashComputed
+from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.natsauth import (
     AuthStore,
     Credentials,
     credentials_for,
     private_dir,
 )
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Library, Settings
+from eventsvc.derive.hashing import Hasher
+from eventsvc.derive.media import MediaDeriver
+from eventsvc.derive.worker import Worker
 from eventsvc.server import EmbeddedNats, wait_for_port
-from eventsvc.settings import Library, Settings
 
 __all__ = [
     "FACTORIES",

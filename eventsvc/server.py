@@ -15,8 +15,8 @@ import sysconfig
 import time
 from pathlib import Path
 
-from eventsvc.errors import ServerError
-from eventsvc.natsauth import AuthStore, Credentials, private_dir, server_users, write_private
+from eventsvc.core.errors import ServerError
+from eventsvc.core.natsauth import AuthStore, Credentials, private_dir, server_users, write_private
 
 __all__ = ["EmbeddedNats", "find_nats_server", "free_port", "wait_for_port"]
 
@@ -58,7 +58,7 @@ class EmbeddedNats:
     another server on the same store; ``url_file`` tells other commands where it is.
 
     With ``auth`` (what ``eventsvc`` runs; tests may go without) the server requires a
-    user: one per component (``eventsvc.natsauth``), passwords generated once into
+    user: one per component (``eventsvc.core.natsauth``), passwords generated once into
     ``store_dir/auth/`` (0600 files, 0700 directory) and a generated configuration file
     (0600); the store directory itself is 0700. Knowing the port is not enough.
     """

@@ -25,8 +25,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventsvc.errors import ReadModelError
-from eventsvc.log import RawEvent
+from eventsvc.core.errors import ReadModelError
+from eventsvc.core.log import RawEvent
 from projections import readmodel
 
 __all__ = ["BatchApplier", "InlineApplier", "ProcessApplier", "open_applier"]

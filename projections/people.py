@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from eventsvc.events import (
+from eventsvc.core.events import (
     Event,
     FaceAssigned,
     FaceReassigned,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eventsvc.errors import DecodeError
-from eventsvc.events import (
+from eventsvc.core.errors import DecodeError
+from eventsvc.core.events import (
     ClipEncoded,
     DerivationFailed,
     Event,
@@ -37,7 +37,7 @@ from eventsvc.events import (
     decode,
     face_id,
 )
-from eventsvc.log import EventLog, RawEvent
+from eventsvc.core.log import EventLog, RawEvent
 from eventsvc.media.dates import date_from_filename
 from projections import people, readmodel
 from projections.applier import BatchApplier, open_applier

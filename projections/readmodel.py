@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from eventsvc.errors import ReadModelError
+from eventsvc.core.errors import ReadModelError
 
 __all__ = [
     "DEFERRED_INDEXES",

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc.log import EventLog
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings
 from eventsvc.server import EmbeddedNats
-from eventsvc.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

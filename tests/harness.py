@@ -16,10 +16,10 @@ import blake3
 from PIL import Image
 
 from eventsvc.components import make_worker
-from eventsvc.events import decode
-from eventsvc.log import EventLog
+from eventsvc.core.events import decode
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner import Scanner
-from eventsvc.settings import Library, Settings
 from projections import readmodel
 from projections.projector import Projector
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _passwords() -> dict[str, str]:
     """nats.conf takes every user's password from the environment (it refuses to start
     without them: tests/test_nats_auth.py)."""
-    from eventsvc.natsauth import ROLES
+    from eventsvc.core.natsauth import ROLES
 
     return {f"EVENTSVC_NATS_{r.upper()}_PASSWORD": f"test-{r}" for r in ROLES}
 

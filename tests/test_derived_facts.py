@@ -9,11 +9,11 @@ from pathlib import Path
 from litestar.testing import TestClient
 from PIL import Image
 
+from eventsvc.core.events import HashComputed
+from eventsvc.core.log import EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Library, Settings, load_libraries
 from eventsvc.derive.media import MAX_SIDECAR, MediaDeriver
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.events import HashComputed
-from eventsvc.log import EventLog
-from eventsvc.settings import Library, Settings, load_libraries
 from projections.api import create_app
 from tests.harness import Pipeline, b3, running
 from tests.media.heif_grid import grid_heic

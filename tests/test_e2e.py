@@ -10,9 +10,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from eventsvc.log import EventLog
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings, load_libraries
 from eventsvc.server import EmbeddedNats, free_port
-from eventsvc.settings import Settings, load_libraries
 from projections import readmodel
 from tests.harness import Pipeline, b3, cli, make_jpeg, make_video, running, wait_until
 

@@ -10,9 +10,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from eventsvc import events as ev
-from eventsvc.errors import DecodeError
-from eventsvc.ids import file_id
+from eventsvc.core import events as ev
+from eventsvc.core.errors import DecodeError
+from eventsvc.core.ids import file_id
 
 
 def _seen(**kw: object) -> ev.FileSeen:
@@ -144,7 +144,7 @@ def test_non_utf8_paths_keep_their_bytes() -> None:
 
 
 def _concrete_event_classes() -> list[type[ev.Event]]:
-    """Every event class defined in eventsvc.events (a new one is covered automatically):
+    """Every event class defined in eventsvc.core.events (a new one is covered automatically):
     subclasses of Event, at any depth, that carry a literal ``type``."""
     found: list[type[ev.Event]] = []
     stack = list(ev.Event.__subclasses__())

@@ -22,14 +22,14 @@ import uvicorn
 from litestar import Litestar
 from PIL import Image, ImageOps
 
-from eventsvc.errors import BackendUnavailable, BadInput, ConfigError, ModelUnavailable
-from eventsvc.events import FacesDetected
+from eventsvc.core.errors import BackendUnavailable, BadInput, ConfigError, ModelUnavailable
+from eventsvc.core.events import FacesDetected
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
 from eventsvc.inference.faces_http import HttpFaceBackend
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.inference.service import create_inference_app
-from eventsvc.log import EventLog
-from eventsvc.settings import Library, Settings
 from projections.api import create_app
 from projections.projector import rebuild
 from tests.harness import Pipeline, running, wait_until

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.events import FileMissing, LibraryOnline, LibraryStale
-from eventsvc.log import EventLog
+from eventsvc.core.events import FileMissing, LibraryOnline, LibraryStale
+from eventsvc.core.health import Health, fold, load_health
+from eventsvc.core.log import EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner import Scanner
-from eventsvc.scanner.health import Health, fold, load_health
 from eventsvc.server import EmbeddedNats
-from eventsvc.settings import Library, Settings
 from eventsvc.video.reaper import library_states
 from tests.harness import Pipeline, cli, wait_until
 

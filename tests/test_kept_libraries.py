@@ -9,7 +9,7 @@ from pathlib import Path
 from eventsvc.cli_support import UP_LIBRARIES
 from eventsvc.cli_support import keep_libraries as _keep_libraries
 from eventsvc.cli_support import libraries_for as _libraries
-from eventsvc.settings import Library, Settings
+from eventsvc.core.settings import Library, Settings
 
 
 def test_up_libraries_round_trip_privately(tmp_path: Path) -> None:

@@ -17,14 +17,12 @@ from eventsvc.cli import main
 from eventsvc.cli_support import UP_LIBRARIES
 from eventsvc.cli_support import keep_libraries as _keep_libraries
 from eventsvc.cli_support import libraries_for as _libraries
-from eventsvc.errors import ConfigError
-from eventsvc.events import FileSeen, LibraryOnline
-from eventsvc.ids import LIBRARY_ID_RE, file_id, library_id_for_root
-from eventsvc.library_ids import log_library_ids
-from eventsvc.log import EventLog
-from eventsvc.scanner import Scanner
-from eventsvc.server import EmbeddedNats
-from eventsvc.settings import (
+from eventsvc.core.errors import ConfigError
+from eventsvc.core.events import FileSeen, LibraryOnline
+from eventsvc.core.ids import LIBRARY_ID_RE, file_id, library_id_for_root
+from eventsvc.core.library_ids import log_library_ids
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import (
     DEFAULT_EXCLUDES,
     Library,
     Settings,
@@ -32,6 +30,8 @@ from eventsvc.settings import (
     load_libraries,
     slug,
 )
+from eventsvc.scanner import Scanner
+from eventsvc.server import EmbeddedNats
 from tests.harness import Pipeline, make_jpeg
 
 # ------------------------------------------------------------------ excludes

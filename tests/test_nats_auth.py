@@ -25,8 +25,8 @@ import nats.errors
 import pytest
 
 from eventsvc.components import nats_access
-from eventsvc.errors import DecodeError, LogError, LogUnavailable, PublishError
-from eventsvc.events import (
+from eventsvc.core.errors import DecodeError, LogError, LogUnavailable, PublishError
+from eventsvc.core.events import (
     DerivationFailed,
     Event,
     ExifExtracted,
@@ -43,10 +43,10 @@ from eventsvc.events import (
     encode,
     headers_for,
 )
-from eventsvc.log import EventLog
-from eventsvc.natsauth import ROLES, cluster_authorization, load_credentials, permissions
+from eventsvc.core.log import EventLog
+from eventsvc.core.natsauth import ROLES, cluster_authorization, load_credentials, permissions
+from eventsvc.core.settings import Settings
 from eventsvc.server import EmbeddedNats, find_nats_server, free_port
-from eventsvc.settings import Settings
 from tests.harness import cli, make_jpeg, make_video, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

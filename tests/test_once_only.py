@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from nats.js.api import StreamConfig
 
-from eventsvc.events import (
+from eventsvc.core.events import (
     HDR_TYPE,
     HDR_VERSION,
     DerivationFailed,
@@ -27,7 +27,7 @@ from eventsvc.events import (
     decode,
     encode,
 )
-from eventsvc.log import EventLog
+from eventsvc.core.log import EventLog
 from eventsvc.server import EmbeddedNats
 from projections import readmodel
 from projections.projector import apply, rebuild

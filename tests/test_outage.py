@@ -16,13 +16,13 @@ import pytest
 from PIL import Image
 
 from eventsvc.components import faces_spec
+from eventsvc.core.errors import BackendUnavailable
+from eventsvc.core.log import EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Library, Settings
 from eventsvc.derive.faces import FacesDeriver, FacesWorker
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import BackendUnavailable
 from eventsvc.inference.protocol import DetectedFace, ModelInfo
-from eventsvc.log import EventLog
 from eventsvc.server import EmbeddedNats
-from eventsvc.settings import Library, Settings
 from tests.harness import Pipeline, make_jpeg, running, wait_until
 
 POISON_WIDTH = 77

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eventsvc.derive.people import Clusterer, PeopleWorker, people_spec, person_id_for
-from eventsvc.derive.worker import Worker
-from eventsvc.events import (
+from eventsvc.core.events import (
     FaceAssigned,
     FaceBox,
     FaceReassigned,
@@ -23,8 +21,10 @@ from eventsvc.events import (
     PersonNamed,
     face_id,
 )
-from eventsvc.log import ConsumerSpec, EventLog
-from eventsvc.settings import Settings
+from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.settings import Settings
+from eventsvc.derive.people import Clusterer, PeopleWorker, people_spec, person_id_for
+from eventsvc.derive.worker import Worker
 from projections import readmodel
 from projections.projector import Projector, rebuild
 from tests.harness import wait_until
@@ -351,7 +351,7 @@ async def test_a_name_is_cleared_through_the_api_end_to_end(
     nothing is left undecodable in the log."""
     import httpx
 
-    from eventsvc.events import decode
+    from eventsvc.core.events import decode
     from projections.api import create_app
 
     stop = asyncio.Event()

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc.errors import ReadModelError
-from eventsvc.events import HDR_TYPE, HDR_VERSION, FileSeen
-from eventsvc.ids import file_id
-from eventsvc.log import EventLog
-from eventsvc.settings import Settings, load_libraries
+from eventsvc.core.errors import ReadModelError
+from eventsvc.core.events import HDR_TYPE, HDR_VERSION, FileSeen
+from eventsvc.core.ids import file_id
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings, load_libraries
 from projections import readmodel
 from projections.projector import rebuild
 from tests.harness import Pipeline, b3, make_jpeg, make_video, running
@@ -177,8 +177,8 @@ async def test_poison_messages_become_derivation_failed_and_the_consumer_goes_on
 
 def test_a_file_that_changes_while_hashed_is_re_read_never_recorded_wrong(tmp_path: Path) -> None:
 
+    from eventsvc.core.errors import TransientError
     from eventsvc.derive import hashing
-    from eventsvc.errors import TransientError
 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(8 << 20))

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from eventsvc.core.errors import ConfigError
+from eventsvc.core.events import ExifExtracted, ThumbnailReady
+from eventsvc.core.log import EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Settings, load_libraries
 from eventsvc.derive import media as media_mod
 from eventsvc.derive.media import MediaDeriver
 from eventsvc.derive.rederive import rederive
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import ConfigError
-from eventsvc.events import ExifExtracted, ThumbnailReady
-from eventsvc.log import EventLog
-from eventsvc.settings import Settings, load_libraries
 from tests.harness import Pipeline, b3, make_jpeg, running, wait_until
 
 

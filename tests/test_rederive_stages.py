@@ -12,13 +12,13 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from eventsvc.core.log import EventLog
+from eventsvc.core.natsauth import permissions
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Library, Settings, load_libraries
 from eventsvc.derive import faces as faces_mod
 from eventsvc.derive import playlist as playlist_mod
 from eventsvc.derive.rederive import rederive
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.log import EventLog
-from eventsvc.natsauth import permissions
-from eventsvc.settings import Library, Settings, load_libraries
 from tests.harness import Pipeline, b3, make_jpeg, running, wait_until
 from tests.video.media import make
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from eventsvc.log import EventLog
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings, load_libraries
 from eventsvc.server import EmbeddedNats
-from eventsvc.settings import Settings, load_libraries
 from tests.harness import Pipeline, b3, make_jpeg, running, wait_until
 
 

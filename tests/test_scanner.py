@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from eventsvc.log import EventLog
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings, load_libraries
 from eventsvc.scanner import Scanner
 from eventsvc.scanner.walk import Excludes
-from eventsvc.settings import Settings, load_libraries
 from tests.harness import Pipeline, make_jpeg, make_video
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from eventsvc.events import FileSeen, HashComputed
-from eventsvc.log import EventLog
+from eventsvc.core.events import FileSeen, HashComputed
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner import Scanner
 from eventsvc.scanner.settle import Settling
 from eventsvc.scanner.walk import WalkEntry
-from eventsvc.settings import Library, Settings
 from tests.harness import Pipeline, running, wait_until
 
 OLD_NS = 1_600_000_000 * 10**9

@@ -19,14 +19,14 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import LibraryNotConfigured, PermanentError, UnsafePath
-from eventsvc.events import FileSeen, HashComputed, LibraryOnline
-from eventsvc.ids import file_id
-from eventsvc.log import EventLog
-from eventsvc.safe_open import fd_path, open_dir_in_root, open_in_root, opened_in_root
+from eventsvc.core.errors import LibraryNotConfigured, PermanentError, UnsafePath
+from eventsvc.core.events import FileSeen, HashComputed, LibraryOnline
+from eventsvc.core.ids import file_id
+from eventsvc.core.log import EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.safe_open import fd_path, open_dir_in_root, open_in_root, opened_in_root
+from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner.walk import Excludes, walk
-from eventsvc.settings import Library, Settings
 from projections.api import create_app
 from tests.harness import Pipeline, b3, make_jpeg, running, wait_until
 

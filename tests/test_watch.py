@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from eventsvc.events import FileSeen
-from eventsvc.log import EventLog
+from eventsvc.core.events import FileSeen
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner import Scanner
 from eventsvc.scanner.walk import Excludes
 from eventsvc.scanner.watch import WHOLE_LIBRARY, Watcher, WatchStatus
-from eventsvc.settings import Library, Settings
 from projections.api import create_app
 from projections.projector import Projector
 from tests.harness import Pipeline, make_jpeg, wait_until
@@ -305,7 +305,7 @@ import asyncio, json, sys
 from pathlib import Path
 from eventsvc.scanner.walk import Excludes
 from eventsvc.scanner.watch import Watcher
-from eventsvc.settings import Library
+from eventsvc.core.settings import Library
 
 with open("/proc/sys/user/max_inotify_watches", "w") as f:  # this user namespace only
     f.write("5")

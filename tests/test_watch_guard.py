@@ -10,10 +10,10 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from eventsvc.events import FileMissing, LibraryOnline, LibraryStale
-from eventsvc.log import EventLog
+from eventsvc.core.events import FileMissing, LibraryOnline, LibraryStale
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner import Scanner
-from eventsvc.settings import Library, Settings
 from tests.harness import Pipeline, wait_until
 
 OLD_NS = 1_600_000_000 * 10**9

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from eventsvc.core.errors import BadInput, ModelUnavailable, PermanentError, TransientError
+from eventsvc.core.events import ClipEncoded, Event, HashComputed, subject_token
+from eventsvc.core.ids import RAW_EXTENSIONS
+from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.roots import LibraryRoots
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
-from eventsvc.derive.roots import LibraryRoots
 from eventsvc.derive.versions import CLIP_VERSION
-from eventsvc.errors import BadInput, ModelUnavailable, PermanentError, TransientError
-from eventsvc.events import ClipEncoded, Event, HashComputed, subject_token
-from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import ClipBackend, ModelInfo
-from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.media import thumbs
 from eventsvc.media.load import load_upright
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
@@ -265,9 +265,9 @@ def make_clip_worker(
 ) -> ClipWorker:  # fmt: skip
     """The clip worker for the configured model (``model=None``) or another one, on the
     configured back-end or ``backend``."""
+    from eventsvc.core.settings import Settings
     from eventsvc.inference.models import clip_backend
     from eventsvc.media.sandbox import shared_sandbox
-    from eventsvc.settings import Settings
 
     assert isinstance(settings, Settings)
     backend = backend or clip_backend(settings, model)
@@ -294,8 +294,8 @@ async def reencode(
     own durable consumer (``clip-<model token>``) beside the main clip worker, which
     keeps serving meanwhile. Returns when caught up (unless ``follow``)."""
     from eventsvc.components import clip_spec
+    from eventsvc.core.settings import Settings
     from eventsvc.inference.models import clip_backend, remember_model
-    from eventsvc.settings import Settings
 
     assert isinstance(settings, Settings)
     probe = clip_backend(settings, model)

@@ -20,15 +20,15 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from eventsvc.core.errors import BadInput, ModelUnavailable, PermanentError, TransientError
+from eventsvc.core.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
+from eventsvc.core.ids import RAW_EXTENSIONS
+from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.roots import LibraryRoots
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
-from eventsvc.derive.roots import LibraryRoots
 from eventsvc.derive.versions import FACES_VERSION
 from eventsvc.derive.worker import WithBackground
-from eventsvc.errors import BadInput, ModelUnavailable, PermanentError, TransientError
-from eventsvc.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
-from eventsvc.ids import RAW_EXTENSIONS
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
-from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.media import thumbs
 from eventsvc.media.load import load_upright
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox

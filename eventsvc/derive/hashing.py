@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import blake3
 
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import PermanentError, TransientError
-from eventsvc.events import Event, FileSeen, HashComputed
-from eventsvc.safe_open import fd_path
+from eventsvc.core.errors import PermanentError, TransientError
+from eventsvc.core.events import Event, FileSeen, HashComputed
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.safe_open import fd_path
 
 __all__ = ["HashResult", "Hasher", "hash_fd", "hash_file"]
 

@@ -37,11 +37,11 @@ from typing import Any, ClassVar, Protocol
 
 from nats.aio.msg import Msg
 
+from eventsvc.core.errors import BackendUnavailable, InferenceError, ModelUnavailable
+from eventsvc.core.events import Event, HashComputed, decode
+from eventsvc.core.log import ConsumerSpec, EventLog
 from eventsvc.derive.worker import Worker, WorkerStats
-from eventsvc.errors import BackendUnavailable, InferenceError, ModelUnavailable
-from eventsvc.events import Event, HashComputed, decode
 from eventsvc.inference.protocol import ModelInfo
-from eventsvc.log import ConsumerSpec, EventLog
 
 __all__ = ["UNAVAILABLE", "InferenceDeriver", "InferenceStats", "InferenceWorker"]
 

@@ -18,17 +18,23 @@ from pathlib import Path
 
 from PIL import Image
 
-from eventsvc.derive.roots import LibraryRoots
+from eventsvc.core.errors import TransientError, UnsafePath
+from eventsvc.core.events import (
+    DerivationFailed,
+    Event,
+    ExifExtracted,
+    HashComputed,
+    ThumbnailReady,
+)
+from eventsvc.core.ids import RAW_EXTENSIONS
+from eventsvc.core.log import EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.safe_open import fd_path, open_in_root
 from eventsvc.derive.versions import MEDIA_VERSION
-from eventsvc.errors import TransientError, UnsafePath
-from eventsvc.events import DerivationFailed, Event, ExifExtracted, HashComputed, ThumbnailReady
-from eventsvc.ids import RAW_EXTENSIONS
-from eventsvc.log import EventLog
 from eventsvc.media import decode, thumbs
 from eventsvc.media import exif as exif_mod
 from eventsvc.media.dates import resolve_date_taken
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
-from eventsvc.safe_open import fd_path, open_in_root
 
 __all__ = ["MediaDeriver", "analyse_image"]
 

@@ -30,9 +30,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from eventsvc.derive.worker import Worker, WorkerStats
-from eventsvc.errors import DecodeError
-from eventsvc.events import (
+from eventsvc.core.errors import DecodeError
+from eventsvc.core.events import (
     Event,
     FaceAssigned,
     FaceReassigned,
@@ -43,7 +42,8 @@ from eventsvc.events import (
     decode,
     face_id,
 )
-from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.derive.worker import Worker, WorkerStats
 
 __all__ = ["Clusterer", "PeopleStats", "PeopleWorker", "fold_subjects", "person_id_for"]
 

@@ -28,18 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventsvc.derive.roots import LibraryRoots
+from eventsvc.core.errors import PermanentError, TransientError
+from eventsvc.core.events import DerivationFailed, Event, HashComputed, PlaylistReady
+from eventsvc.core.layout import PLAYLIST, POSTER, PREVIEW, playlist_dir, tmp_dir
+from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.safe_open import fd_path
+from eventsvc.core.settings import Settings
 from eventsvc.derive.versions import PLAYLIST_VERSION
 from eventsvc.derive.worker import WithBackground, Worker, WorkerStats
-from eventsvc.errors import PermanentError, TransientError
-from eventsvc.events import DerivationFailed, Event, HashComputed, PlaylistReady
-from eventsvc.log import ConsumerSpec, EventLog
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
-from eventsvc.safe_open import fd_path
-from eventsvc.settings import Settings
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
-from eventsvc.video.layout import PLAYLIST, POSTER, PREVIEW, playlist_dir, tmp_dir
 from eventsvc.video.probe import Probe, probe
 
 __all__ = ["Generated", "PlaylistDeriver", "PlaylistStats", "PlaylistWorker", "generate"]

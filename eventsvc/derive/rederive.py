@@ -33,13 +33,13 @@ from typing import Any, Protocol
 import nats.errors
 import nats.js.errors
 
+from eventsvc.core.errors import ConfigError
+from eventsvc.core.events import Event, HashComputed, subject_token
+from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.roots import LibraryRoots
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
-from eventsvc.derive.roots import LibraryRoots
 from eventsvc.derive.versions import STAGE_FACTS
 from eventsvc.derive.worker import WithBackground, Worker, WorkerStats
-from eventsvc.errors import ConfigError
-from eventsvc.events import Event, HashComputed, subject_token
-from eventsvc.log import ConsumerSpec, EventLog
 
 __all__ = [
     "REDERIVE_STAGES",
@@ -232,7 +232,7 @@ async def make_rederive_worker(
     stage with a model an InferenceRederiveWorker). ``deriver``: the main worker's (in
     ``up``; its back-end is shared), else one of its own. ``background`` (``up``): None
     when a new log has nothing to redo (no consumer is made)."""
-    from eventsvc.settings import Settings
+    from eventsvc.core.settings import Settings
 
     assert isinstance(settings, Settings)
     if stage not in REDERIVE_STAGES:

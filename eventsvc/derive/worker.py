@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import nats.errors
 from nats.aio.msg import Msg
 
-from eventsvc.errors import DecodeError, PermanentError, TransientError
-from eventsvc.events import DerivationFailed, Event, decode
-from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.core.errors import DecodeError, PermanentError, TransientError
+from eventsvc.core.events import DerivationFailed, Event, decode
+from eventsvc.core.log import ConsumerSpec, EventLog
 
 __all__ = ["Handler", "WithBackground", "Worker", "WorkerStats"]
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from eventsvc.errors import BadInput, ModelUnavailable
+from eventsvc.core.errors import BadInput, ModelUnavailable
 from eventsvc.inference.protocol import ModelInfo
 
 __all__ = ["OnnxClip", "Preprocess", "model_digest", "preprocess"]

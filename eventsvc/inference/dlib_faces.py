@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from eventsvc.errors import BadInput, ConfigError, ModelUnavailable
+from eventsvc.core.errors import BadInput, ConfigError, ModelUnavailable
 from eventsvc.inference.protocol import DetectedFace, ModelInfo
 
 __all__ = ["DlibFaceBackend", "DlibSettings", "model_dir", "model_files"]

@@ -24,7 +24,7 @@ try:  # litestar >= 2.23: say explicitly that the back-end is injected by name
 except ImportError:  # pragma: no cover - older litestar infers it
     FacesDep = Any  # type: ignore[misc]
 
-from eventsvc.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
+from eventsvc.core.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.inference.wire import decode_images, encode_image, error_response
 

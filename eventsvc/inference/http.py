@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from eventsvc.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
+from eventsvc.core.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
 from eventsvc.inference.protocol import ModelInfo
 from eventsvc.inference.wire import encode_image
 

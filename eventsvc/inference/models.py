@@ -13,10 +13,10 @@ import json
 import logging
 from pathlib import Path
 
-from eventsvc.errors import ModelUnavailable
-from eventsvc.events import subject_token
+from eventsvc.core.errors import ModelUnavailable
+from eventsvc.core.events import subject_token
+from eventsvc.core.settings import Settings
 from eventsvc.inference.protocol import ClipBackend
-from eventsvc.settings import Settings
 
 __all__ = [
     "REQUIRED_FILES",

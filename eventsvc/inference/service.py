@@ -12,11 +12,11 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Body
 
-from eventsvc.errors import BadInput, InferenceError, ModelUnavailable
+from eventsvc.core.errors import BadInput, InferenceError, ModelUnavailable
+from eventsvc.core.settings import Settings
 from eventsvc.inference.faces_http import FacesInferenceController
 from eventsvc.inference.protocol import ClipBackend, FaceBackend
 from eventsvc.inference.wire import MAX_ITEMS, decode_images, error_response, prestart_decoder
-from eventsvc.settings import Settings
 
 try:  # litestar >= 2.23: say explicitly that back-ends are injected by name
     from litestar.di import NamedDependency

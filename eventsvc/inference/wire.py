@@ -11,7 +11,7 @@ from typing import Any
 from litestar import Response
 from PIL import Image
 
-from eventsvc.errors import BackendUnavailable, BadInput, ModelUnavailable, TransientError
+from eventsvc.core.errors import BackendUnavailable, BadInput, ModelUnavailable, TransientError
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox, shared_sandbox
 
 __all__ = ["MAX_ITEMS", "decode_images", "encode_image", "error_response", "prestart_decoder"]
@@ -55,7 +55,7 @@ def decode_images(items: Any, sandbox: DecodeSandbox | None = None) -> list[Imag
 
 
 def _default_sandbox() -> DecodeSandbox:
-    from eventsvc.settings import Settings
+    from eventsvc.core.settings import Settings
 
     return shared_sandbox(Settings())
 

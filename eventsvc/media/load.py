@@ -8,7 +8,7 @@ from typing import Literal
 
 from PIL import Image
 
-from eventsvc.ids import RAW_EXTENSIONS
+from eventsvc.core.ids import RAW_EXTENSIONS
 from eventsvc.media import decode
 from eventsvc.media.sandbox import DecodeSandbox
 from eventsvc.media.source import Source

@@ -16,7 +16,7 @@ A child over the limits is handled so the parent never holds the pixels:
 * slower than ``decode_timeout``: the child is killed (SIGKILL) and replaced
   (``kind='timeout'``).
 
-Those are :class:`DecodeFailed` (a :class:`~eventsvc.errors.PermanentError` and a
+Those are :class:`DecodeFailed` (a :class:`~eventsvc.core.errors.PermanentError` and a
 :class:`~eventsvc.media.exif.MediaError`): the derivers record them as DerivationFailed.
 """
 
@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from eventsvc.errors import ConfigError, PermanentError, TransientError
+from eventsvc.core.errors import ConfigError, PermanentError, TransientError
 from eventsvc.media.decode import ThumbSet
 from eventsvc.media.exif import ExifFacts, MediaError
 from eventsvc.media.sandbox_child import EXIT_MEMORY, recv_frame, send_frame

@@ -13,17 +13,17 @@ from collections.abc import Collection
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from eventsvc.ids import file_id as make_file_id
+from eventsvc.core.ids import file_id as make_file_id
+from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner.probe import probe
 from eventsvc.scanner.settle import DeletionWindow, Settling
 from eventsvc.scanner.state import LibraryState, ScanState
 from eventsvc.scanner.walk import Excludes, WalkEntry, stat_one, walk
 from eventsvc.scanner.watch import WHOLE_LIBRARY, Watcher, WatchStatus
-from eventsvc.settings import Library, Settings
 
 if TYPE_CHECKING:
-    from eventsvc.log import EventLog
-    from eventsvc.scanner.health import HealthFollower
+    from eventsvc.core.health import HealthFollower
+    from eventsvc.core.log import EventLog
     from eventsvc.scanner.scanner import ScanReport
 
 __all__ = ["Watching"]

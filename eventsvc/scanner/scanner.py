@@ -15,17 +15,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from eventsvc.events import Event, FileMissing, FileSeen, LibraryOnline, LibraryStale
-from eventsvc.ids import file_id as make_file_id
-from eventsvc.log import EventLog
-from eventsvc.scanner.health import HealthFollower
+from eventsvc.core.events import Event, FileMissing, FileSeen, LibraryOnline, LibraryStale
+from eventsvc.core.health import HealthFollower
+from eventsvc.core.ids import file_id as make_file_id
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner.notified import Watching
 from eventsvc.scanner.probe import probe
 from eventsvc.scanner.settle import DeletionWindow, Settling
 from eventsvc.scanner.state import LibraryState, ScanState
 from eventsvc.scanner.walk import Excludes, WalkEntry, walk
 from eventsvc.scanner.watch import Watcher
-from eventsvc.settings import Library, Settings
 
 __all__ = ["ScanReport", "Scanner"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eventsvc.events import FileMissing, FileSeen, decode
-from eventsvc.log import EventLog
-from eventsvc.scanner.health import Health, load_health
+from eventsvc.core.events import FileMissing, FileSeen, decode
+from eventsvc.core.health import Health, load_health
+from eventsvc.core.log import EventLog
 
 __all__ = ["Known", "LibraryState", "ScanState"]
 
@@ -15,7 +15,7 @@ Known = tuple[str, int, int, int]
 
 
 LibraryState = Health
-"""A library's health as the scanner knows it (see :mod:`eventsvc.scanner.health`)."""
+"""A library's health as the scanner knows it (see :mod:`eventsvc.core.health`)."""
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ScanState:
     @classmethod
     async def load(cls, event_log: EventLog) -> ScanState:
         """The last FileSeen/FileMissing per file and each library's health (the fold of
-        :mod:`eventsvc.scanner.health`)."""
+        :mod:`eventsvc.core.health`)."""
         p = event_log.prefix
         latest: dict[str, tuple[int, FileSeen | FileMissing]] = {}
         async for batch in event_log.read(

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from eventsvc.errors import UnsafePath
-from eventsvc.ids import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from eventsvc.safe_open import display, open_dir_in_root, resolve_in_root
+from eventsvc.core.errors import UnsafePath
+from eventsvc.core.ids import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from eventsvc.core.safe_open import display, open_dir_in_root, resolve_in_root
 
 __all__ = ["Excludes", "WalkEntry", "stat_one", "walk"]
 
@@ -115,7 +115,7 @@ def walk(
     The walk never leaves the root: directories are read through descriptors (each opened
     relative to its parent's, never following a link), and a symlink, to a directory or
     to a file, is followed only when it resolves inside the root (the rules of
-    :mod:`eventsvc.safe_open`), or not at all when ``excludes.follow_symlinks`` is off. A
+    :mod:`eventsvc.core.safe_open`), or not at all when ``excludes.follow_symlinks`` is off. A
     directory is never entered below itself (a loop, cut), and through links at most once
     (a link inside the root to a directory also walked directly is followed: its files
     are indexed under the link's path too). Escapes,

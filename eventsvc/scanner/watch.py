@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from eventsvc.errors import EventsvcError
-from eventsvc.ids import media_kind
+from eventsvc.core.errors import EventsvcError
+from eventsvc.core.ids import media_kind
+from eventsvc.core.settings import Library
 from eventsvc.scanner.walk import Excludes
-from eventsvc.settings import Library
 
 __all__ = ["WHOLE_LIBRARY", "Changed", "WatchError", "WatchStatus", "Watcher", "available"]
 

@@ -22,8 +22,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventsvc.errors import PermanentError, TransientError
-from eventsvc.video.layout import PLAYLIST
+from eventsvc.core.errors import PermanentError, TransientError
+from eventsvc.core.layout import PLAYLIST
 from eventsvc.video.probe import Probe
 
 __all__ = [

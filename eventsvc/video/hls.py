@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eventsvc.video.layout import SERVABLE_RE
+from eventsvc.core.layout import SERVABLE_RE
 
 __all__ = ["MediaPlaylist", "PlaylistError", "codecs_of", "parse", "validate"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from eventsvc.errors import PermanentError
+from eventsvc.core.errors import PermanentError
 from eventsvc.media.integrity import bmff_truncation_at
 
 __all__ = ["BROWSER_AUDIO", "BROWSER_H264_PROFILES", "Probe", "probe"]

@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsvc.errors import PublishError, ReadModelError
-from eventsvc.events import PlaylistRemoved
-from eventsvc.log import EventLog
-from eventsvc.scanner.health import load_health
-from eventsvc.settings import Library
-from eventsvc.video.layout import is_hash_dir, is_shard, is_tmp_dir
+from eventsvc.core.errors import PublishError, ReadModelError
+from eventsvc.core.events import PlaylistRemoved
+from eventsvc.core.health import load_health
+from eventsvc.core.layout import is_hash_dir, is_shard, is_tmp_dir
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library
 from projections import readmodel
 
 __all__ = ["Reaper", "SweepReport", "library_states", "live_hashes", "sweep"]
@@ -118,7 +118,7 @@ def _remove(path: str, report: SweepReport) -> bool:
 
 async def library_states(event_log: EventLog) -> dict[str, tuple[str, int]]:
     """Library id -> ('online' | 'stale', seq of that event): the health fold every
-    component shares (:mod:`eventsvc.scanner.health`)."""
+    component shares (:mod:`eventsvc.core.health`)."""
     return {k: (h.state, h.seq) for k, h in (await load_health(event_log)).items()}
 
 

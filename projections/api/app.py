@@ -12,11 +12,11 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import ConfigError, LogUnavailable
-from eventsvc.log import EventLog
-from eventsvc.natsauth import credentials_for
-from eventsvc.settings import Library, Settings, load_libraries
+from eventsvc.core.errors import ConfigError, LogUnavailable
+from eventsvc.core.log import EventLog
+from eventsvc.core.natsauth import credentials_for
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Library, Settings, load_libraries
 from projections.api.auth import PUBLIC, Access, access_guard
 from projections.api.context import ApiContext, provide_context
 from projections.api.docs import fix_allow, openapi_config, static_router

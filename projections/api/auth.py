@@ -30,7 +30,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import Guard
 
-from eventsvc.settings import Settings
+from eventsvc.core.settings import Settings
 from projections.api.session import COOKIE, SessionStore
 from projections.api.tokens import Scope, TokenSet, is_loopback
 

@@ -13,9 +13,9 @@ try:  # litestar >= 2.23: say explicitly that ``ctx`` is injected by name
 except ImportError:  # pragma: no cover - older litestar infers it
     NamedDependency = None  # type: ignore[assignment,misc]
 
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.log import EventLog
-from eventsvc.settings import Settings
+from eventsvc.core.log import EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Settings
 
 __all__ = ["ApiContext", "Ctx", "provide_context"]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from eventsvc.errors import ReadModelError
+from eventsvc.core.errors import ReadModelError
 from projections import readmodel
 
 __all__ = ["read"]

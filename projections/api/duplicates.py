@@ -26,9 +26,9 @@ from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
-from eventsvc.errors import LogError
-from eventsvc.events import NotDuplicate
-from eventsvc.ids import HASH_RE
+from eventsvc.core.errors import LogError
+from eventsvc.core.events import NotDuplicate
+from eventsvc.core.ids import HASH_RE
 from projections import near, readmodel
 from projections.api import db, rows
 from projections.api.context import ApiContext, Ctx

@@ -10,7 +10,7 @@ from litestar.exceptions import ClientException, HTTPException, ValidationExcept
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
-from eventsvc.errors import ReadModelError
+from eventsvc.core.errors import ReadModelError
 from projections.api.redact import redactor_for
 from projections.api.schemas import ErrorDetail
 

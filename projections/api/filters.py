@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - older litestar infers it
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
-from eventsvc.settings import library_ids_named
+from eventsvc.core.settings import library_ids_named
 from projections.api import db, geo
 from projections.api.context import Ctx
 from projections.api.errors import bad_parameter
@@ -239,7 +239,7 @@ def build_query(
 
 
 def resolve_library(conn: sqlite3.Connection, library: str) -> list[str]:
-    """The library ids ``library`` names (``eventsvc.settings.library_ids_named``: an id
+    """The library ids ``library`` names (``eventsvc.core.settings.library_ids_named``: an id
     wins; else every library whose name it is, case-insensitive exact, in id order);
     else itself: an unknown library, which then matches nothing."""
     if not library.strip():

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from litestar.params import HeaderParameter
 
-from eventsvc.events import Event
+from eventsvc.core.events import Event
 
 __all__ = ["IDEMPOTENCY_PATTERN", "IdempotencyKey", "decision_msg_id", "keyed_person_id"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, get
 
-from eventsvc.log import EventLog
+from eventsvc.core.log import EventLog
 from projections.api import db
 from projections.api.context import Ctx
 from projections.api.errors import error_responses

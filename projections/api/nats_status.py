@@ -12,7 +12,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 
-from eventsvc.log import EventLog
+from eventsvc.core.log import EventLog
 from projections.api.schemas import ConsumerStatus, LastScan, StreamStatus
 
 __all__ = ["TIMEOUT", "consumer_statuses", "describe", "last_scan", "stream_status"]

@@ -23,9 +23,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from PIL import Image
 
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import LogError, TransientError
-from eventsvc.events import (
+from eventsvc.core.errors import LogError, TransientError
+from eventsvc.core.events import (
     Event,
     FaceReassigned,
     FaceRejected,
@@ -33,7 +32,8 @@ from eventsvc.events import (
     PersonHidden,
     PersonNamed,
 )
-from eventsvc.ids import RAW_EXTENSIONS
+from eventsvc.core.ids import RAW_EXTENSIONS
+from eventsvc.core.roots import LibraryRoots
 from eventsvc.media import thumbs
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox, shared_sandbox
 from projections.api import db

@@ -19,8 +19,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.ids import HASH_RE
+from eventsvc.core.ids import HASH_RE
+from eventsvc.core.roots import LibraryRoots
 from projections.api import db, geo, rows
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import bad_parameter, error_responses

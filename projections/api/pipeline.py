@@ -10,7 +10,7 @@ from typing import Any
 
 from litestar import Controller, get
 
-from eventsvc.settings import Settings
+from eventsvc.core.settings import Settings
 from projections import readmodel
 from projections.api import db
 from projections.api.context import ApiContext, Ctx

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from eventsvc.settings import Settings
+from eventsvc.core.settings import Settings
 
 __all__ = ["API_SEGMENTS", "Redactor", "redacted", "redactor_for"]
 

@@ -24,10 +24,10 @@ from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.params import Parameter
 from msgspec import Meta
 
-from eventsvc.errors import BackendUnavailable, InferenceError, ModelUnavailable
+from eventsvc.core.errors import BackendUnavailable, InferenceError, ModelUnavailable
+from eventsvc.core.settings import Settings
 from eventsvc.inference.models import clip_backend, known_model_specs
 from eventsvc.inference.protocol import ClipBackend, ModelInfo
-from eventsvc.settings import Settings
 from projections import readmodel
 from projections.api import db, rows
 from projections.api.context import Ctx
@@ -422,7 +422,7 @@ async def search_text(
     model_version: str | None = None,
 ) -> SearchPage:  # fmt: skip
     """The search of ``GET /photos/search`` without the HTTP (``eventsvc search``)."""
-    from eventsvc.errors import ReadModelError
+    from eventsvc.core.errors import ReadModelError
 
     search = ClipSearch(settings)
     try:

@@ -7,7 +7,7 @@ first-, or -suffix) answers 206 with ``Content-Range``; an unsatisfiable one 416
 ignored and the whole file is sent (RFC 9110 allows both). ``If-None-Match`` answers
 304, ``If-Range`` with another ETag sends the whole file. The file is opened by
 :func:`open_location` (under its *configured* library root only, through
-:mod:`eventsvc.safe_open`) and read with ``os.pread`` in a worker thread, chunk by chunk.
+:mod:`eventsvc.core.safe_open`) and read with ``os.pread`` in a worker thread, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from urllib.parse import quote
 from litestar import Request, Response
 from litestar.response import Stream
 
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.errors import UnsafePath
-from eventsvc.safe_open import open_in_root
+from eventsvc.core.errors import UnsafePath
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.safe_open import open_in_root
 
 __all__ = [
     "CHUNK",

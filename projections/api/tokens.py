@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from eventsvc.errors import ConfigError
-from eventsvc.settings import Settings
+from eventsvc.core.errors import ConfigError
+from eventsvc.core.settings import Settings
 
 __all__ = [
     "MIN_FILE_TOKEN",

@@ -16,7 +16,7 @@ from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
-from eventsvc.video.layout import PLAYLIST, POSTER, PREVIEW, SERVABLE_RE, playlist_dir
+from eventsvc.core.layout import PLAYLIST, POSTER, PREVIEW, SERVABLE_RE, playlist_dir
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import bad_parameter, error_responses

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from eventsvc.events import (
+from eventsvc.core.events import (
     DerivationFailed,
     Event,
     FileMissing,
@@ -22,10 +22,10 @@ from eventsvc.events import (
     encode,
     headers_for,
 )
-from eventsvc.ids import file_id
-from eventsvc.log import RawEvent
+from eventsvc.core.ids import file_id
+from eventsvc.core.log import RawEvent
+from eventsvc.core.settings import Library, Settings
 from eventsvc.server import EmbeddedNats
-from eventsvc.settings import Library, Settings
 from projections import readmodel
 from projections.api import create_app
 from projections.projector import apply_batch

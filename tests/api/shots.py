@@ -16,9 +16,9 @@ import blake3
 import numpy as np
 from PIL import Image
 
+from eventsvc.core.events import Event, ExifExtracted, FileSeen, HashComputed, ThumbnailReady
+from eventsvc.core.ids import file_id
 from eventsvc.derive.media import analyse_image
-from eventsvc.events import Event, ExifExtracted, FileSeen, HashComputed, ThumbnailReady
-from eventsvc.ids import file_id
 from eventsvc.media import exif as exif_mod
 from eventsvc.media.dates import resolve_date_taken
 

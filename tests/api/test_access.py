@@ -17,10 +17,10 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 from PIL import Image
 
-from eventsvc.errors import ConfigError
-from eventsvc.events import DerivationFailed, LibraryOnline, LibraryStale, ThumbnailReady
-from eventsvc.log import EventLog
-from eventsvc.settings import Settings
+from eventsvc.core.errors import ConfigError
+from eventsvc.core.events import DerivationFailed, LibraryOnline, LibraryStale, ThumbnailReady
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings
 from projections.api import create_app
 from projections.api.redact import redactor_for
 from projections.api.session import COOKIE

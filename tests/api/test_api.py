@@ -13,9 +13,9 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient, TestClient
 
-from eventsvc.log import ConsumerSpec, EventLog
+from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.settings import Settings
 from eventsvc.server import free_port
-from eventsvc.settings import Settings
 from projections import readmodel
 from projections.api import create_app
 from projections.projector import apply_batch

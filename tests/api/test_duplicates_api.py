@@ -16,9 +16,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from PIL import Image, ImageEnhance
 
-from eventsvc.events import Event, NotDuplicate
-from eventsvc.log import EventLog
-from eventsvc.settings import Settings
+from eventsvc.core.events import Event, NotDuplicate
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings
 from projections import readmodel
 from projections.api import create_app
 from projections.api.paging import encode_cursor

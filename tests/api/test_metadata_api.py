@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from eventsvc.events import DerivationFailed, FileMissing, ThumbnailReady
-from eventsvc.settings import Settings
+from eventsvc.core.events import DerivationFailed, FileMissing, ThumbnailReady
+from eventsvc.core.settings import Settings
 from projections.api import create_app
 from projections.api.geo import haversine_km
 from projections.api.sendfile import CHUNK

@@ -22,11 +22,11 @@ import httpx
 import pytest
 import uvicorn
 
-from eventsvc.events import FileSeen, LibraryOnline
-from eventsvc.ids import file_id
-from eventsvc.log import EventLog
+from eventsvc.core.events import FileSeen, LibraryOnline
+from eventsvc.core.ids import file_id
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 from eventsvc.server import EmbeddedNats
-from eventsvc.settings import Library, Settings
 from projections.api import create_app
 from projections.api.docs import STATIC_DIR
 
@@ -231,9 +231,9 @@ def test_vendored_assets_carry_their_licenses() -> None:
 
 
 def test_ids_outside_the_api_are_fullmatched_too(tmp_path: Path) -> None:
-    from eventsvc.errors import ConfigError
+    from eventsvc.core.errors import ConfigError
+    from eventsvc.core.settings import load_libraries
     from eventsvc.media.thumbs import thumb_path
-    from eventsvc.settings import load_libraries
 
     toml = tmp_path / "libraries.toml"
     toml.write_text('[[library]]\nid = "family\\n"\nroot = "/tmp"\n')

@@ -13,7 +13,7 @@ import skimage.data
 from litestar.testing import TestClient
 from PIL import Image
 
-from eventsvc.events import (
+from eventsvc.core.events import (
     Event,
     FaceAssigned,
     FaceBox,
@@ -26,7 +26,7 @@ from eventsvc.events import (
     PersonNamed,
     face_id,
 )
-from eventsvc.settings import Settings
+from eventsvc.core.settings import Settings
 
 from .conftest import ReadModel, client_for, h, hashed, online, seen
 from .http import bad, ok

@@ -10,7 +10,7 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from eventsvc.events import (
+from eventsvc.core.events import (
     ClipEncoded,
     Event,
     FaceAssigned,
@@ -20,8 +20,8 @@ from eventsvc.events import (
     PersonHidden,
     PersonNamed,
 )
+from eventsvc.core.settings import Settings
 from eventsvc.inference.models import clip_backend
-from eventsvc.settings import Settings
 from projections.api import create_app
 from tests.clip.tiny import DIM, make_tiny_clip
 

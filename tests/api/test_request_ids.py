@@ -12,8 +12,8 @@ import httpx
 from litestar import Litestar
 from nats.js.api import StreamConfig
 
-from eventsvc.log import EventLog
-from eventsvc.settings import Settings
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings
 from projections.api import create_app
 from projections.api.idempotency import keyed_person_id
 

@@ -12,10 +12,10 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from eventsvc.components import make_worker
+from eventsvc.core.log import EventLog
+from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.settings import Library, Settings
 from eventsvc.derive.clip import reencode
-from eventsvc.derive.roots import LibraryRoots
-from eventsvc.log import EventLog
-from eventsvc.settings import Library, Settings
 from projections import readmodel
 from projections.api import create_app
 from projections.projector import rebuild

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eventsvc.errors import BackendUnavailable, BadInput, ModelUnavailable
+from eventsvc.core.errors import BackendUnavailable, BadInput, ModelUnavailable
+from eventsvc.core.settings import Settings
 from eventsvc.inference.clip_onnx import OnnxClip
 from eventsvc.inference.http import HttpClip
 from eventsvc.inference.models import clip_backend
 from eventsvc.inference.protocol import ModelInfo
 from eventsvc.inference.service import create_inference_app
-from eventsvc.settings import Settings
 from tests.clip.tiny import colour_image
 from tests.harness import cli
 

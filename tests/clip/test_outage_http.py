@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from eventsvc.log import EventLog
-from eventsvc.settings import Library, Settings
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 from tests.harness import Pipeline, cli, make_jpeg, running, wait_until
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from eventsvc.errors import BadInput
-from eventsvc.events import DerivationFailed
-from eventsvc.log import EventLog
+from eventsvc.core.errors import BadInput
+from eventsvc.core.events import DerivationFailed
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings, load_libraries
 from eventsvc.media.sandbox import DecodeFailed, DecodeLimits, DecodeSandbox
-from eventsvc.settings import Settings, load_libraries
 from tests.harness import Pipeline, b3, make_jpeg, make_video, running, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -368,9 +368,9 @@ def test_face_crops_come_from_our_thumbnail_else_a_bounded_decode(
 ) -> None:
     from litestar.exceptions import NotFoundException
 
-    from eventsvc.derive.roots import LibraryRoots
+    from eventsvc.core.roots import LibraryRoots
+    from eventsvc.core.settings import Library
     from eventsvc.media.thumbs import thumb_path, write_atomic
-    from eventsvc.settings import Library
     from projections.api.people import make_crop
 
     lib, thumbs_dir = tmp_path / "lib", tmp_path / "thumbs"
@@ -432,7 +432,7 @@ def test_a_decoder_that_dies_is_reported_and_replaced(bomb: Path, tmp_path: Path
 
 
 def test_a_memory_limit_no_decoder_fits_in_is_a_config_error(tmp_path: Path) -> None:
-    from eventsvc.errors import ConfigError
+    from eventsvc.core.errors import ConfigError
     from eventsvc.media.sandbox import shared_sandbox
 
     with pytest.raises(ConfigError, match="decode_max_memory_mb=100 is too small"):

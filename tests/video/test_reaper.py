@@ -9,10 +9,10 @@ from pathlib import Path
 
 from litestar.testing import AsyncTestClient
 
-from eventsvc.events import NotDuplicate
-from eventsvc.log import EventLog
-from eventsvc.settings import Library, Settings, load_libraries
-from eventsvc.video.layout import playlist_dir
+from eventsvc.core.events import NotDuplicate
+from eventsvc.core.layout import playlist_dir
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings, load_libraries
 from eventsvc.video.reaper import Reaper, sweep
 from projections import readmodel
 from projections.api import create_app

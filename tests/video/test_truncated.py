@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from eventsvc.core.errors import PermanentError
 from eventsvc.derive.playlist import generate
-from eventsvc.errors import PermanentError
 from eventsvc.media import exif
 from eventsvc.media.exif import MediaError
 from eventsvc.media.thumbs import video_frame

@@ -10,11 +10,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from eventsvc.components import make_worker
-from eventsvc.events import DerivationFailed
-from eventsvc.log import EventLog
-from eventsvc.settings import Settings, load_libraries
+from eventsvc.core.events import DerivationFailed
+from eventsvc.core.layout import playlist_dir
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Settings, load_libraries
 from eventsvc.video import hls
-from eventsvc.video.layout import playlist_dir
 from projections.api import create_app
 from tests.harness import Pipeline, b3, make_jpeg, running
 from tests.video.media import make

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eventsvc.errors import ConfigError
+from eventsvc.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from eventsvc.settings import Settings
+    from eventsvc.core.settings import Settings
 
 __all__ = [
     "DERIVERS",

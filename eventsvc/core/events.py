@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from eventsvc.errors import DecodeError
+from eventsvc.core.errors import DecodeError
 
 __all__ = [
     "EVENT_TYPES",

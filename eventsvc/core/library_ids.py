@@ -8,11 +8,11 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
-from eventsvc.errors import EventsvcError
-from eventsvc.settings import Library, Settings, library_ids_named
+from eventsvc.core.errors import EventsvcError
+from eventsvc.core.settings import Library, Settings, library_ids_named
 
 if TYPE_CHECKING:  # imported when used: the CLI starts without them
-    from eventsvc.log import EventLog
+    from eventsvc.core.log import EventLog
 
 __all__ = [
     "event_types",
@@ -50,7 +50,7 @@ def read_model_library_ids(settings: Settings) -> dict[str, str]:
 async def log_libraries(event_log: EventLog) -> list[tuple[str, str, str]]:
     """(id, name, root) of every library the log has a LibraryOnline/LibraryStale of
     (the latest of each), in stream order."""
-    from eventsvc.events import LibraryOnline, LibraryStale, decode
+    from eventsvc.core.events import LibraryOnline, LibraryStale, decode
 
     found: dict[str, tuple[int, str, str]] = {}
     async for batch in event_log.read(
@@ -83,7 +83,7 @@ async def log_library_ids(event_log: EventLog) -> dict[str, str]:
 
 def event_types(given: list[str]) -> list[str] | str:
     """The event types named (exact, else case-insensitive), or why one is unknown."""
-    from eventsvc.events import EVENT_TYPES
+    from eventsvc.core.events import EVENT_TYPES
 
     out = []
     for t in given:

@@ -27,9 +27,9 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from eventsvc.errors import LogError, LogUnavailable, PublishError
-from eventsvc.events import HDR_TYPE, Event, encode, headers_for
-from eventsvc.natsauth import Credentials
+from eventsvc.core.errors import LogError, LogUnavailable, PublishError
+from eventsvc.core.events import HDR_TYPE, Event, encode, headers_for
+from eventsvc.core.natsauth import Credentials
 
 __all__ = [
     "ConsumerSpec",

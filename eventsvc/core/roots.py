@@ -3,7 +3,7 @@
 The log may name a library and its root (``LibraryOnline``/``LibraryStale``), but a root is
 never taken from it: anyone able to publish could otherwise point a worker at ``/``. An
 event naming a library that is not configured on this host fails with
-:class:`~eventsvc.errors.LibraryNotConfigured` (transient: retried, then recorded as a
+:class:`~eventsvc.core.errors.LibraryNotConfigured` (transient: retried, then recorded as a
 ``DerivationFailed`` with that reason); a library the log knows but this host does not is
 logged once and counted in :attr:`LibraryRoots.unconfigured`.
 """
@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from eventsvc.errors import LibraryNotConfigured, PermanentError, TransientError
-from eventsvc.events import HashComputed
-from eventsvc.log import EventLog
-from eventsvc.safe_open import open_in_root
-from eventsvc.scanner.health import load_health
-from eventsvc.settings import Library
+from eventsvc.core.errors import LibraryNotConfigured, PermanentError, TransientError
+from eventsvc.core.events import HashComputed
+from eventsvc.core.health import load_health
+from eventsvc.core.log import EventLog
+from eventsvc.core.safe_open import open_in_root
+from eventsvc.core.settings import Library
 
 __all__ = ["LibraryRoots", "Location"]
 
@@ -85,7 +85,7 @@ class LibraryRoots:
 
     def open_fd(self, event: Location) -> int:
         """A read-only descriptor of the file an event names, opened under its configured
-        root (see :mod:`eventsvc.safe_open`); the caller closes it."""
+        root (see :mod:`eventsvc.core.safe_open`); the caller closes it."""
         root = self.root(event.library_id)
         try:
             rel = event.path_bytes()

@@ -12,7 +12,7 @@ descriptor (``/proc/self/fd/N``) must lie under the root's real path: a director
 out of the root mid-walk is caught on the descriptor itself, not on a path checked
 earlier.
 
-Refusals raise :class:`~eventsvc.errors.UnsafePath` (permanent) naming the library and the
+Refusals raise :class:`~eventsvc.core.errors.UnsafePath` (permanent) naming the library and the
 relative path, never a symlink's target. Ordinary failures (missing file, permission,
 I/O) raise ``OSError`` with ``library:path`` as its file name, so callers can still tell a
 vanished file from a flaky disk by ``errno``.
@@ -28,7 +28,7 @@ import os
 import stat
 from collections.abc import Iterator
 
-from eventsvc.errors import UnsafePath
+from eventsvc.core.errors import UnsafePath
 
 __all__ = [
     "FOLLOW_LIMIT",

@@ -15,8 +15,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from eventsvc.events import Event, LibraryOnline, LibraryStale, decode
-from eventsvc.log import EventLog, RawEvent
+from eventsvc.core.events import Event, LibraryOnline, LibraryStale, decode
+from eventsvc.core.log import EventLog, RawEvent
 
 __all__ = ["Health", "HealthFollower", "fold", "health_subjects", "load_health"]
 

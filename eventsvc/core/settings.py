@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventsvc.errors import ConfigError
-from eventsvc.ids import LIBRARY_ID_RE, library_id_for_root
+from eventsvc.core.errors import ConfigError
+from eventsvc.core.ids import LIBRARY_ID_RE, library_id_for_root
 
 __all__ = [
     "DEFAULT_EXCLUDES",
