@@ -36,7 +36,7 @@ from eventsvc.media.exif_tags import (
     _tags_from_pillow,
 )
 from eventsvc.media.facts import ExifFacts, MediaError
-from eventsvc.media.heif import _ensure_heif, is_heif
+from eventsvc.media.heif import is_heif, register_heif
 from eventsvc.media.source import FdReader
 from eventsvc.media.video_meta import DEFAULT_VIDEO_TIMEOUT_S, extract_video, frame_rotation
 from eventsvc.media.xmp import _fill_from_xmp, _xmp_text, xmp_date
@@ -92,7 +92,7 @@ def _read_image(bf: _GuardedReader, scratch: _Scratch) -> None:
         return
     scratch.heif = is_heif(head)
     if scratch.heif:
-        _ensure_heif()
+        register_heif()
         try:
             with Image.open(bf, formats=_header_formats()) as im:
                 original = im.info.get("original_orientation")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["is_heif"]
+__all__ = ["is_heif", "register_heif"]
 
 # ISO-BMFF brands of still-image files (HEIF/HEIC/AVIF), major or compatible.
 _HEIF_BRANDS = frozenset(
@@ -20,7 +20,8 @@ def is_heif(head: bytes) -> bool:
     return any(b in _HEIF_BRANDS for b in brands)
 
 
-def _ensure_heif() -> None:
+def register_heif() -> None:
+    """Let Pillow open HEIF/HEIC/AVIF files (when pillow-heif is installed); idempotent."""
     try:
         import pillow_heif
     except ImportError:

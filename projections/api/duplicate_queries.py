@@ -8,6 +8,7 @@ import re
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,13 @@ _CHUNK = 500  # SQLite parameters per IN (...)
 
 
 # ------------------------------------------------------------------ exact
+
+
+def _chunks(hashes: list[str]) -> Iterator[tuple[list[str], str]]:
+    """``hashes`` in slices of at most ``_CHUNK``, each with its ``?,?,…`` placeholders."""
+    for start in range(0, len(hashes), _CHUNK):
+        part = hashes[start : start + _CHUNK]
+        yield part, ",".join("?" * len(part))
 
 
 def _library_sql(
@@ -99,9 +107,7 @@ def _locations(
 ) -> dict[str, list[Any]]:
     lib_sql, lib_params = _library_sql(conn, "library_id", library)
     by_hash: dict[str, list[Any]] = {h: [] for h in hashes}
-    for start in range(0, len(hashes), _CHUNK):
-        part = hashes[start : start + _CHUNK]
-        marks = ",".join("?" * len(part))
+    for part, marks in _chunks(hashes):
         for r in conn.execute(
             f"SELECT {rows.LOCATION_COLUMNS} FROM files WHERE content_hash IN ({marks}){lib_sql}"
             " ORDER BY library_id, path, file_id",
@@ -167,9 +173,7 @@ def _dates(
     """Earliest date_taken among each content's live locations (in the library)."""
     lib_sql, lib_params = _library_sql(conn, "library_id", library)
     out: dict[str, str | None] = dict.fromkeys(hashes)
-    for start in range(0, len(hashes), _CHUNK):
-        part = hashes[start : start + _CHUNK]
-        marks = ",".join("?" * len(part))
+    for part, marks in _chunks(hashes):
         for r in conn.execute(
             f"SELECT content_hash, min(date_taken) AS taken FROM files"
             f" WHERE content_hash IN ({marks}){lib_sql} GROUP BY content_hash",
@@ -247,9 +251,7 @@ def _near_groups(
 
 def _member_info(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(hashes), _CHUNK):
-        part = hashes[start : start + _CHUNK]
-        marks = ",".join("?" * len(part))
+    for part, marks in _chunks(hashes):
         for r in conn.execute(
             "SELECT c.content_hash, c.phash, c.size, c.media_kind, c.width, c.height,"
             " m.width AS m_width, m.height AS m_height, m.orientation, t.sizes"
