@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
@@ -33,7 +32,6 @@ from eventsvc.core.events import (
     PlaylistRemoved,
     ThumbnailReady,
     decode,
-    face_id,
 )
 from eventsvc.core.log import EventLog, RawEvent
 from projections import people, readmodel
@@ -104,33 +102,8 @@ def _version_gate(conn: sqlite3.Connection, event: Event, key: str) -> bool:
             (event.type, key, version),  # type: ignore[attr-defined]
         )
         if isinstance(event, FacesDetected) and version > have:
-            _replace_faces(conn, event)
+            people.replace_faces(conn, event)
     return True
-
-
-def _replace_faces(conn: sqlite3.Connection, e: FacesDetected) -> None:
-    """A newer face deriver's result replaces the older scan: the count, the faces it no
-    longer finds, and the geometry of those it finds at the same index (their ids, and so
-    any person they belong to, stay)."""
-    conn.execute(
-        "DELETE FROM face_scans WHERE content_hash = ? AND model = ?", (e.content_hash, e.model)
-    )
-    conn.execute(
-        "DELETE FROM faces WHERE content_hash = ? AND model = ? AND idx >= ?",
-        (e.content_hash, e.model, len(e.faces)),
-    )
-    for i, f in enumerate(e.faces):
-        left, top, right, bottom = f.box
-        conn.execute(
-            "UPDATE faces SET box = ?, area = ?, score = ?, landmarks = ? WHERE face_id = ?",
-            (
-                json.dumps(list(f.box)),
-                max(right - left, 0.0) * max(bottom - top, 0.0),
-                f.score,
-                json.dumps([list(p) for p in f.landmarks]),
-                face_id(e.content_hash, e.model, i),
-            ),
-        )
 
 
 def apply(conn: sqlite3.Connection, seq: int, event: Event) -> None:
