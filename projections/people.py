@@ -15,6 +15,7 @@ import sqlite3
 from eventsvc.core.events import (
     Event,
     FaceAssigned,
+    FaceBox,
     FaceReassigned,
     FaceRejected,
     FacesDetected,
@@ -25,7 +26,7 @@ from eventsvc.core.events import (
     face_id,
 )
 
-__all__ = ["APPLIERS", "resolve_person"]
+__all__ = ["APPLIERS", "replace_faces", "resolve_person"]
 
 
 def resolve_person(conn: sqlite3.Connection, person_id: str) -> str:
@@ -64,22 +65,40 @@ def _faces_detected(conn: sqlite3.Connection, seq: int, e: FacesDetected) -> Non
         (e.content_hash, e.model, len(e.faces), seq),
     )
     for i, f in enumerate(e.faces):
-        left, top, right, bottom = f.box
         conn.execute(
             """INSERT OR IGNORE INTO faces (face_id, content_hash, model, idx, box, area, score,
                                             landmarks, seq)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (
-                face_id(e.content_hash, e.model, i),
-                e.content_hash,
-                e.model,
-                i,
-                json.dumps(list(f.box)),
-                max(right - left, 0.0) * max(bottom - top, 0.0),
-                f.score,
-                json.dumps([list(p) for p in f.landmarks]),
-                seq,
-            ),
+            (face_id(e.content_hash, e.model, i), e.content_hash, e.model, i, *_geometry(f), seq),
+        )
+
+
+def _geometry(f: FaceBox) -> tuple[str, float, float, str]:
+    """(box, area, score, landmarks) of a detected face as the faces table holds them."""
+    left, top, right, bottom = f.box
+    return (
+        json.dumps(list(f.box)),
+        max(right - left, 0.0) * max(bottom - top, 0.0),
+        f.score,
+        json.dumps([list(p) for p in f.landmarks]),
+    )
+
+
+def replace_faces(conn: sqlite3.Connection, e: FacesDetected) -> None:
+    """A newer face deriver's result replaces the older scan: the count, the faces it no
+    longer finds, and the geometry of those it finds at the same index (their ids, and so
+    any person they belong to, stay)."""
+    conn.execute(
+        "DELETE FROM face_scans WHERE content_hash = ? AND model = ?", (e.content_hash, e.model)
+    )
+    conn.execute(
+        "DELETE FROM faces WHERE content_hash = ? AND model = ? AND idx >= ?",
+        (e.content_hash, e.model, len(e.faces)),
+    )
+    for i, f in enumerate(e.faces):
+        conn.execute(
+            "UPDATE faces SET box = ?, area = ?, score = ?, landmarks = ? WHERE face_id = ?",
+            (*_geometry(f), face_id(e.content_hash, e.model, i)),
         )
 
 

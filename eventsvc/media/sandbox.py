@@ -17,7 +17,7 @@ A child over the limits is handled so the parent never holds the pixels:
   (``kind='timeout'``).
 
 Those are :class:`DecodeFailed` (a :class:`~eventsvc.core.errors.PermanentError` and a
-:class:`~eventsvc.media.exif.MediaError`): the derivers record them as DerivationFailed.
+:class:`~eventsvc.media.facts.MediaError`): the derivers record them as DerivationFailed.
 """
 
 from __future__ import annotations
@@ -27,207 +27,29 @@ import dataclasses
 import logging
 import math
 import os
-import queue
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from eventsvc.core.errors import ConfigError, PermanentError, TransientError
+from eventsvc.core.errors import TransientError
 from eventsvc.media.decode import ThumbSet
-from eventsvc.media.exif import ExifFacts, MediaError
-from eventsvc.media.sandbox_child import EXIT_MEMORY, recv_frame, send_frame
+from eventsvc.media.facts import ExifFacts
+from eventsvc.media.sandbox_child import recv_frame, send_frame
+from eventsvc.media.sandbox_limits import (
+    MIN_MEMORY_MB,
+    DecodeFailed,
+    DecodeLimits,
+    _death,
+    _memory_message,
+)
+from eventsvc.media.sandbox_spawn import _START_TIMEOUT, _Child
 
 __all__ = ["MIN_MEMORY_MB", "DecodeFailed", "DecodeLimits", "DecodeSandbox", "shared_sandbox"]
 
 log = logging.getLogger(__name__)
-
-MIN_MEMORY_MB = 256
-"""The smallest decode_max_memory_mb accepted (0 aside: no limit)."""
-
-_START_TIMEOUT = 60.0
-"""Seconds a new child may take to import its libraries and say hello (busy machines)."""
-
-
-class DecodeFailed(PermanentError, MediaError):
-    """A decode refused or stopped by the sandbox: ``kind`` is 'budget', 'memory',
-    'timeout', 'crashed' or 'undecodable'."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeLimits:
-    max_pixels: int = 64_000_000
-    memory_mb: int = 1024
-    timeout: float = 60.0
-    processes: int = 2
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> DecodeLimits:
-        """The limits of ``settings``; ConfigError for a memory limit no decoder fits in."""
-        if 0 < int(settings.decode_max_memory_mb) < MIN_MEMORY_MB:
-            raise ConfigError(
-                f"decode_max_memory_mb={settings.decode_max_memory_mb} is too small: at least "
-                f"{MIN_MEMORY_MB} (a decoder process takes ~130 MB before decoding), or 0"
-            )
-        return cls(
-            max_pixels=int(settings.decode_max_pixels),
-            memory_mb=int(settings.decode_max_memory_mb),
-            timeout=float(settings.decode_timeout),
-            processes=max(1, int(settings.decode_processes or os.cpu_count() or 1)),
-        )
-
-
-# ------------------------------------------------------------------ spawning thread
-
-
-class _Spawner:
-    """One long-lived daemon thread that starts every child: PR_SET_PDEATHSIG fires when
-    the *thread* that forked dies, so it must not be a short-lived pool thread."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]]] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def run(self, fn: Callable[[], Any], timeout: float) -> Any:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="decode-spawner", daemon=True
-                )
-                self._thread.start()
-        answer: queue.Queue[Any] = queue.Queue(1)
-        self._jobs.put((fn, answer))
-        try:
-            ok, value = answer.get(timeout=timeout)
-        except queue.Empty:
-            raise TransientError(f"could not start a decoder process in {timeout:g}s") from None
-        if not ok:
-            raise value
-        return value
-
-    def _loop(self) -> None:
-        while True:
-            fn, answer = self._jobs.get()
-            try:
-                answer.put((True, fn()))
-            except BaseException as exc:
-                answer.put((False, exc))
-
-
-_spawner = _Spawner()
-
-
-def _package_root() -> str:
-    import eventsvc
-
-    return os.path.dirname(os.path.dirname(os.path.abspath(eventsvc.__file__)))
-
-
-_BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from eventsvc.media.sandbox_child import main; main(sys.argv[2:])"
-)
-
-
-class _Child:
-    """One decoder process and our end of its socket."""
-
-    def __init__(self, limits: DecodeLimits) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        alarm_s = math.ceil(limits.timeout) + 10
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-                   MKL_NUM_THREADS="1", MALLOC_ARENA_MAX="2")  # fmt: skip
-        args = [sys.executable, "-c", _BOOT, _package_root(), str(theirs.fileno()),
-                str(os.getpid()), str(limits.memory_mb), str(alarm_s)]  # fmt: skip
-
-        def spawn() -> subprocess.Popen[bytes]:
-            try:  # their end is closed here, after the fork: never reused too early
-                return subprocess.Popen(
-                    args, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, env=env, close_fds=True,
-                )  # fmt: skip
-            finally:
-                theirs.close()
-
-        try:
-            self.proc = _spawner.run(spawn, _START_TIMEOUT)
-        except BaseException:
-            ours.close()  # a child started late reads EOF and exits
-            raise
-        self.sock = ours
-        self.used = 0
-        try:
-            ours.settimeout(_START_TIMEOUT)
-            hello, _, _ = recv_frame(ours)
-        except (OSError, EOFError, ValueError) as exc:
-            self.kill()
-            raise TransientError(f"the decoder process did not start: {exc}") from exc
-        self.pid = int(hello["pid"])
-        self.baseline_mb = int(hello.get("vm_kb", 0)) / 1024
-        if limits.memory_mb and self.baseline_mb > limits.memory_mb * 0.75:
-            self.kill()
-            raise ConfigError(
-                f"decode_max_memory_mb={limits.memory_mb} is too small: a decoder process "
-                f"takes {self.baseline_mb:.0f} MB of address space before decoding anything"
-            )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> int | None:
-        with contextlib.suppress(OSError):
-            self.proc.send_signal(signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # unkillable (D state): leave it to the kernel
-            return None
-
-    def close(self) -> None:
-        """Polite end: EOF makes an idle child exit; a busy or stuck one is killed."""
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        try:
-            self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-def _memory_message(limits: DecodeLimits, detail: object = None) -> str:
-    text = f"over the decode memory limit of {limits.memory_mb} MB (EVENTSVC_DECODE_MAX_MEMORY_MB)"
-    detail = str(detail or "").strip()
-    return f"{text}: {detail}" if detail and detail != "MemoryError:" else text
-
-
-def _death(code: int | None, limits: DecodeLimits) -> tuple[str, str]:
-    if code == EXIT_MEMORY:
-        return "memory", _memory_message(limits)
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return "crashed", (
-            f"the decoder process died ({name}), possibly at the memory limit of "
-            f"{limits.memory_mb} MB (EVENTSVC_DECODE_MAX_MEMORY_MB)"
-        )
-    return "crashed", f"the decoder process exited (status {code})"
 
 
 # ------------------------------------------------------------------ the pool

@@ -223,8 +223,9 @@ def main(argv: list[str]) -> None:
     from PIL import Image
 
     from eventsvc.media import decode, thumbs  # noqa: F401
+    from eventsvc.media.heif import register_heif
 
-    thumbs._register_heif()
+    register_heif()
     import imagehash
 
     imagehash.phash(Image.new("L", (32, 32)))  # warm: scipy's FFT, imported on first use

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from eventsvc.media.exif import MediaError, frame_rotation, is_heif
+from eventsvc.media.heif import register_heif
 from eventsvc.media.integrity import bmff_truncation, is_bmff
 from eventsvc.media.source import FdReader, Source, open_source, source_name
 
@@ -56,14 +57,6 @@ _ROTATE_CW = {
     180: Image.Transpose.ROTATE_180,
     270: Image.Transpose.ROTATE_90,
 }
-
-
-def _register_heif() -> None:
-    try:
-        import pillow_heif
-    except ImportError:
-        return
-    pillow_heif.register_heif_opener()
 
 
 def _srgb_profile() -> Any | None:
@@ -220,7 +213,7 @@ def _decode(fh: BinaryIO, max_edge: int, max_pixels: int | None) -> Image.Image:
     fh.seek(0)
     heif = is_heif(head)
     if heif:
-        _register_heif()
+        register_heif()
         cut = bmff_truncation(fh)  # libheif decodes a cut-short file as a flat picture
         if cut is not None:
             raise MediaError(f"truncated HEIF file: {cut}")
