@@ -25,6 +25,7 @@ from eventsvc.core.settings import Library, Settings
 from eventsvc.derive.hashing import Hasher
 from eventsvc.derive.media import MediaDeriver
 from eventsvc.derive.worker import Worker
+from eventsvc.inference.models import face_backend
 from eventsvc.server import EmbeddedNats, wait_for_port
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "ApiServer",
     "NatsAccess",
     "clip_spec",
-    "face_backend",
     "faces_spec",
     "hasher_spec",
     "make_worker",
@@ -130,17 +130,6 @@ async def _clip_worker(event_log: EventLog, settings: Settings, roots: LibraryRo
     from eventsvc.derive.clip import make_clip_worker
 
     return make_clip_worker(event_log, settings, roots, clip_spec(settings))
-
-
-def face_backend(settings: Settings) -> Any:
-    """The configured face back-end: an inference service, else dlib in-process."""
-    if settings.faces_inference_url:
-        from eventsvc.inference.faces_http import HttpFaceBackend
-
-        return HttpFaceBackend(settings.faces_inference_url)
-    from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
-
-    return DlibFaceBackend(DlibSettings.from_settings(settings))
 
 
 def faces_spec(settings: Settings) -> ConsumerSpec:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eventsvc.core.dates import date_from_filename
 from eventsvc.core.errors import DecodeError
 from eventsvc.core.events import (
     ClipEncoded,
@@ -38,7 +39,6 @@ from eventsvc.core.events import (
     face_id,
 )
 from eventsvc.core.log import EventLog, RawEvent
-from eventsvc.media.dates import date_from_filename
 from projections import people, readmodel
 from projections.applier import BatchApplier, open_applier
 
@@ -508,7 +508,7 @@ async def rebuild(
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = readmodel.new_generation(directory)
-    applier = open_applier(path, await event_log.last_seq(), process=process)
+    applier = open_applier(path, await event_log.last_seq(), apply_batch, process=process)
     try:
         seq = 0
         while True:  # catch up, then once more for what arrived meanwhile
