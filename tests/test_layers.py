@@ -43,9 +43,7 @@ def test_the_layer_contracts_hold() -> None:
 def _copy(tmp: Path) -> Path:
     shutil.copy2(ROOT / "pyproject.toml", tmp / "pyproject.toml")
     for package in ("eventsvc", "projections"):
-        shutil.copytree(
-            ROOT / package, tmp / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
+        shutil.copytree(ROOT / package, tmp / package, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp
 
 

@@ -20,6 +20,7 @@ from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings, load_libraries
 from projections.api.auth import PUBLIC, Access, access_guard
 from projections.api.context import ApiContext, provide_context
+from projections.api.crops import OriginalDecoder
 from projections.api.docs import fix_allow, openapi_config, static_router
 from projections.api.duplicates import DuplicatesController
 from projections.api.errors import EXCEPTION_HANDLERS
@@ -90,6 +91,7 @@ def create_app(
     nats_connect_wait: float = 2.0,
     libraries: list[Library] | None = None,
     clip: ClipBackends | None = None,
+    originals: OriginalDecoder | None = None,
 ) -> Litestar:
     """The read API. Pass ``event_log`` to share a connection (it is then not closed
     here); otherwise ``settings.nats_url`` is connected on startup when set. Startup
@@ -98,6 +100,8 @@ def create_app(
     ``settings.libraries_file``), never under a root the log names. ``clip``: the CLIP
     back-ends text search encodes queries with, as the composition builds them
     (:class:`eventsvc.inference.models.ConfiguredClip`); None: search answers 503.
+    ``originals``: decodes an original for a face crop of a photo without a thumbnail
+    (:class:`eventsvc.components.SandboxDecoder`); None: such a crop answers 404.
     """
     tokens = load_tokens(settings)  # a bad tokens file or an open API off loopback: ConfigError
     check_bind(settings, tokens)
@@ -132,6 +136,6 @@ def create_app(
         guards=[access_guard(access)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[_lifespan(ctx, nats_connect_wait)],
-        state=State({"ctx": ctx, "access": access, "clip": clip}),
+        state=State({"ctx": ctx, "access": access, "clip": clip, "originals": originals}),
         openapi_config=openapi_config(),
     )
