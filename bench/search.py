@@ -82,6 +82,7 @@ async def _text(model: Path, texts: list[str], warm: list[str]) -> dict[str, flo
 
     from eventsvc.core.settings import Settings
     from eventsvc.inference.clip_onnx import OnnxClip
+    from eventsvc.inference.models import ConfiguredClip
     from projections.api.search import ClipSearch
 
     clip = OnnxClip(model)
@@ -93,9 +94,8 @@ async def _text(model: Path, texts: list[str], warm: list[str]) -> dict[str, flo
         str(model / "textual" / "model.onnx"), ort.SessionOptions(),
         providers=["CPUExecutionProvider"],
     )  # fmt: skip
-    search = ClipSearch(
-        Settings(data_dir="/nonexistent-bench", clip_model_dir=model, inference_url=None)
-    )
+    settings = Settings(data_dir="/nonexistent-bench", clip_model_dir=model, inference_url=None)
+    search = ClipSearch(settings, ConfiguredClip(settings))
     version = (await search.encoders.get(None))[1].version
     times: dict[str, list[float]] = {"encode": [], "vector": [], "bare": []}
 

@@ -25,7 +25,14 @@ log = logging.getLogger("eventsvc")
 
 
 async def cmd_up(args: argparse.Namespace) -> int:
-    from eventsvc.components import FACTORIES, ApiServer, make_worker, nats_access
+    from eventsvc.components import (
+        FACTORIES,
+        ApiServer,
+        SandboxDecoder,
+        make_worker,
+        nats_access,
+    )
+    from eventsvc.inference.models import ConfiguredClip
     from eventsvc.scanner import Scanner
     from projections.api import create_app
     from projections.projector import Projector
@@ -71,6 +78,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
             event_log=await nats.connect("api"),
             extra_status=extra_status,
             libraries=libraries,
+            clip=ConfiguredClip(settings),
+            originals=SandboxDecoder(settings),
         )
         api = ApiServer(app, settings.api_host, settings.api_port)
         log.info(
@@ -156,14 +165,18 @@ async def cmd_project(args: argparse.Namespace) -> int:
 
 
 async def cmd_api(args: argparse.Namespace) -> int:
-    from eventsvc.components import ApiServer, open_log
+    from eventsvc.components import ApiServer, SandboxDecoder, open_log
+    from eventsvc.inference.models import ConfiguredClip
     from projections.api import create_app
 
     settings = settings_for(args)
     libraries, _ = libraries_for(args, settings)  # originals are served from these roots only
     async with open_log(settings, role="api") as event_log:
         libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
-        app = create_app(settings, event_log=event_log, libraries=libraries)
+        app = create_app(
+            settings, event_log=event_log, libraries=libraries,
+            clip=ConfiguredClip(settings), originals=SandboxDecoder(settings),
+        )  # fmt: skip
         await until_signalled([ApiServer(app, settings.api_host, settings.api_port).run])
     return 0
 

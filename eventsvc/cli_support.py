@@ -8,20 +8,19 @@ import contextlib
 import json
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from eventsvc.core.errors import ConfigError
-from eventsvc.core.library_ids import (
-    read_model_library_ids,
-)
+from eventsvc.core.errors import ConfigError, EventsvcError
 from eventsvc.core.settings import Library, Settings, load_libraries
 
 __all__ = [
     "UP_LIBRARIES",
     "keep_libraries",
     "libraries_for",
+    "read_model_library_ids",
     "settings_for",
     "setup_logging",
     "until_signalled",
@@ -51,6 +50,28 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 UP_LIBRARIES = "libraries.toml"
 """What ``up`` was given, kept (0600) in its data dir for the other commands on that dir."""
+
+
+def read_model_library_ids(settings: Settings) -> dict[str, str]:
+    """root -> library id, as the read model (the log's LibraryOnline/LibraryStale) has
+    them; empty when there is no read model."""
+    from projections import readmodel  # imported when used: the CLI starts without it
+
+    try:
+        path = readmodel.current_path(settings.readmodel_dir)
+        if path is None or not path.exists():
+            return {}
+        conn = readmodel.open_reader(path)
+        try:
+            rows = conn.execute(
+                "SELECT root, library_id FROM libraries ORDER BY state_seq"
+            ).fetchall()
+        finally:
+            conn.close()
+    except (EventsvcError, sqlite3.Error, OSError) as exc:
+        log.warning("cannot read the library ids of the read model: %s", exc)
+        return {}
+    return {str(root): str(lib_id) for root, lib_id in rows}
 
 
 def libraries_for(

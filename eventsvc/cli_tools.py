@@ -106,11 +106,13 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_search(args: argparse.Namespace) -> int:
+    from eventsvc.inference.models import ConfiguredClip
     from projections.api.search import search_text
 
     settings = settings_for(args)
     page = await search_text(
-        settings, args.query, limit=args.limit, threshold=args.threshold,
+        settings, args.query, clip=ConfiguredClip(settings), limit=args.limit,
+        threshold=args.threshold,
         model_version=args.model_version,
     )  # fmt: skip
     if args.json or not sys.stdout.isatty():
@@ -138,7 +140,7 @@ def _stderr_progress() -> Callable[[dict[str, Any]], None]:
 
 
 async def cmd_reencode(args: argparse.Namespace) -> int:
-    from eventsvc.components import open_log
+    from eventsvc.components import clip_spec, open_log
     from eventsvc.core.roots import LibraryRoots
     from eventsvc.derive.clip import reencode
 
@@ -150,8 +152,9 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
         await roots.refresh(event_log)
         progress = _stderr_progress()
         result = await reencode(
-            event_log, settings, roots, args.model, follow=args.follow, progress=progress
-        )
+            event_log, settings, roots, args.model, follow=args.follow, progress=progress,
+            spec_for=lambda durable: clip_spec(settings, durable),
+        )  # fmt: skip
     print(json.dumps(result))
     return 0 if result.get("model_error") is None else 4
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -25,15 +25,21 @@ from eventsvc.core.settings import Library, Settings
 from eventsvc.derive.hashing import Hasher
 from eventsvc.derive.media import MediaDeriver
 from eventsvc.derive.worker import Worker
+from eventsvc.inference.models import face_backend
 from eventsvc.server import EmbeddedNats, wait_for_port
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from eventsvc.media.sandbox import DecodeSandbox
 
 __all__ = [
     "FACTORIES",
     "WORKERS",
     "ApiServer",
     "NatsAccess",
+    "SandboxDecoder",
     "clip_spec",
-    "face_backend",
     "faces_spec",
     "hasher_spec",
     "make_worker",
@@ -130,17 +136,6 @@ async def _clip_worker(event_log: EventLog, settings: Settings, roots: LibraryRo
     from eventsvc.derive.clip import make_clip_worker
 
     return make_clip_worker(event_log, settings, roots, clip_spec(settings))
-
-
-def face_backend(settings: Settings) -> Any:
-    """The configured face back-end: an inference service, else dlib in-process."""
-    if settings.faces_inference_url:
-        from eventsvc.inference.faces_http import HttpFaceBackend
-
-        return HttpFaceBackend(settings.faces_inference_url)
-    from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
-
-    return DlibFaceBackend(DlibSettings.from_settings(settings))
 
 
 def faces_spec(settings: Settings) -> ConsumerSpec:
@@ -390,6 +385,27 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[no-untyped-def,override]
         yield  # the runtime owns the signals
+
+
+class SandboxDecoder:
+    """The read side's :class:`projections.api.crops.OriginalDecoder` (face crops of a
+    photo without a thumbnail yet): the original decoded in the decode sandbox of
+    ``settings`` (or the ``sandbox`` given), never in the API process."""
+
+    def __init__(
+        self, settings: Settings | None = None, *, sandbox: DecodeSandbox | None = None
+    ) -> None:
+        if settings is None and sandbox is None:
+            raise ValueError("give settings or a sandbox")
+        self.settings = settings
+        self.sandbox = sandbox
+
+    def __call__(self, fd: int, max_edge: int, *, raw: bool) -> Image.Image:
+        from eventsvc.media.load import load_upright
+        from eventsvc.media.sandbox import shared_sandbox
+
+        box = self.sandbox if self.sandbox is not None else shared_sandbox(self.settings)
+        return load_upright("faces", fd, max_edge, raw=raw, sandbox=box)
 
 
 class ApiServer:

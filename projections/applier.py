@@ -6,8 +6,9 @@ they share one GIL. For a large replay the ``ProcessApplier`` moves decoding and
 SQLite writes to a child process (the generation's one writer) while this process only
 reads the log and hands the raw batches over a pipe. Both appliers do the same thing
 to the same file: open it for bulk writing, drop the query-only indexes, apply each
-batch with its checkpoint in one transaction (:func:`projections.projector.apply_batch`),
-then build the indexes and switch the journal to WAL.
+batch with its checkpoint in one transaction (the ``apply`` they are given:
+:func:`projections.projector.apply_batch`, a module-level function so a spawned child
+can import it by name), then build the indexes and switch the journal to WAL.
 
 A child that fails or dies ends the rebuild with a ReadModelError; the generation it
 was writing is never made current, so the read model stays as it was.
@@ -20,7 +21,7 @@ import logging
 import multiprocessing
 import sqlite3
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from eventsvc.core.errors import ReadModelError
 from eventsvc.core.log import RawEvent
 from projections import readmodel
 
-__all__ = ["BatchApplier", "InlineApplier", "ProcessApplier", "open_applier"]
+__all__ = ["ApplyBatch", "BatchApplier", "InlineApplier", "ProcessApplier", "open_applier"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ _WINDOW = 3
 """Batches handed to the child and not yet acknowledged."""
 
 _Raw = tuple[int, str, bytes, "dict[str, str] | None"]
+
+ApplyBatch = Callable[[sqlite3.Connection, Sequence[RawEvent]], None]
+"""Applies one batch and its checkpoint in one transaction (the projector's)."""
 
 
 class BatchApplier(Protocol):
@@ -70,14 +74,13 @@ def _complete(conn: sqlite3.Connection) -> None:
 class InlineApplier:
     """Applies in a worker thread of this process (short replays, tests)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, apply: ApplyBatch) -> None:
         self.conn = _prepare(path)
+        self.apply = apply
         self.last = 0
 
     async def submit(self, batch: Sequence[RawEvent]) -> int:
-        from projections.projector import apply_batch
-
-        await asyncio.to_thread(apply_batch, self.conn, batch)
+        await asyncio.to_thread(self.apply, self.conn, batch)
         self.last = batch[-1].seq
         return self.last
 
@@ -92,10 +95,8 @@ class InlineApplier:
         self.conn.close()
 
 
-def _child(path: str, pipe: Connection) -> None:
+def _child(path: str, pipe: Connection, apply_batch: ApplyBatch) -> None:
     """The child's loop: batches in, ``("ok", last_seq)`` out; ``None`` ends it."""
-    from projections.projector import apply_batch
-
     try:
         conn = _prepare(Path(path))
         try:
@@ -122,11 +123,11 @@ def _child(path: str, pipe: Connection) -> None:
 class ProcessApplier:
     """Applies in a child process; at most ``_WINDOW`` batches in flight."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, apply: ApplyBatch) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._pipe, theirs = ctx.Pipe(duplex=True)
         self._proc = ctx.Process(
-            target=_child, args=(str(path), theirs), name="rebuild-applier", daemon=True
+            target=_child, args=(str(path), theirs, apply), name="rebuild-applier", daemon=True
         )
         self._proc.start()
         theirs.close()
@@ -180,11 +181,14 @@ class ProcessApplier:
         self._pipe.close()
 
 
-def open_applier(path: Path, events: int, *, process: bool | None = None) -> BatchApplier:
-    """A process applier for ``events`` >= PROCESS_MIN_EVENTS (or as ``process`` says)."""
+def open_applier(
+    path: Path, events: int, apply: ApplyBatch, *, process: bool | None = None
+) -> BatchApplier:
+    """A process applier for ``events`` >= PROCESS_MIN_EVENTS (or as ``process`` says),
+    applying each batch with ``apply`` (picklable: a module-level function)."""
     if process is None:
         process = events >= PROCESS_MIN_EVENTS
     if process:
         log.info("rebuild: applying %d events in a separate process", events)
-        return ProcessApplier(path)
-    return InlineApplier(path)
+        return ProcessApplier(path, apply)
+    return InlineApplier(path, apply)

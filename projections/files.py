@@ -13,6 +13,7 @@ import sqlite3
 
 import numpy as np
 
+from eventsvc.core.dates import date_from_filename
 from eventsvc.core.events import (
     ClipEncoded,
     DerivationFailed,
@@ -28,7 +29,6 @@ from eventsvc.core.events import (
     PlaylistRemoved,
     ThumbnailReady,
 )
-from eventsvc.media.dates import date_from_filename
 
 __all__: list[str] = []
 

@@ -242,7 +242,7 @@ async def rebuild(
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = readmodel.new_generation(directory)
-    applier = open_applier(path, await event_log.last_seq(), process=process)
+    applier = open_applier(path, await event_log.last_seq(), apply_batch, process=process)
     try:
         seq = 0
         while True:  # catch up, then once more for what arrived meanwhile

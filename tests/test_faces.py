@@ -24,11 +24,11 @@ from PIL import Image, ImageOps
 
 from eventsvc.core.errors import BackendUnavailable, BadInput, ConfigError, ModelUnavailable
 from eventsvc.core.events import FacesDetected
+from eventsvc.core.inference import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Library, Settings
 from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
 from eventsvc.inference.faces_http import HttpFaceBackend
-from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.inference.service import create_inference_app
 from projections.api import create_app
 from projections.projector import rebuild

@@ -17,11 +17,11 @@ from PIL import Image
 
 from eventsvc.components import faces_spec
 from eventsvc.core.errors import BackendUnavailable
+from eventsvc.core.inference import DetectedFace, ModelInfo
 from eventsvc.core.log import EventLog
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings
 from eventsvc.derive.faces import FacesDeriver, FacesWorker
-from eventsvc.inference.protocol import DetectedFace, ModelInfo
 from eventsvc.server import EmbeddedNats
 from tests.harness import Pipeline, make_jpeg, running, wait_until
 

@@ -5,11 +5,10 @@ dir or its log already has for its root; ``--library`` and ``--type`` take names
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import TYPE_CHECKING
 
 from eventsvc.core.errors import EventsvcError
-from eventsvc.core.settings import Library, Settings, library_ids_named
+from eventsvc.core.settings import Library, library_ids_named
 
 if TYPE_CHECKING:  # imported when used: the CLI starts without them
     from eventsvc.core.log import EventLog
@@ -19,32 +18,9 @@ __all__ = [
     "library_filter",
     "log_libraries",
     "log_library_ids",
-    "read_model_library_ids",
 ]
 
 log = logging.getLogger("eventsvc")
-
-
-def read_model_library_ids(settings: Settings) -> dict[str, str]:
-    """root -> library id, as the read model (the log's LibraryOnline/LibraryStale) has
-    them; empty when there is no read model."""
-    from projections import readmodel
-
-    try:
-        path = readmodel.current_path(settings.readmodel_dir)
-        if path is None or not path.exists():
-            return {}
-        conn = readmodel.open_reader(path)
-        try:
-            rows = conn.execute(
-                "SELECT root, library_id FROM libraries ORDER BY state_seq"
-            ).fetchall()
-        finally:
-            conn.close()
-    except (EventsvcError, sqlite3.Error, OSError) as exc:
-        log.warning("cannot read the library ids of the read model: %s", exc)
-        return {}
-    return {str(root): str(lib_id) for root, lib_id in rows}
 
 
 async def log_libraries(event_log: EventLog) -> list[tuple[str, str, str]]:

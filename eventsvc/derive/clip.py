@@ -27,11 +27,11 @@ from PIL import Image
 from eventsvc.core.errors import BadInput, ModelUnavailable, PermanentError, TransientError
 from eventsvc.core.events import ClipEncoded, Event, HashComputed, subject_token
 from eventsvc.core.ids import RAW_EXTENSIONS
+from eventsvc.core.inference import ClipBackend, ModelInfo
 from eventsvc.core.log import ConsumerSpec, EventLog
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.versions import CLIP_VERSION
-from eventsvc.inference.protocol import ClipBackend, ModelInfo
 from eventsvc.media import thumbs
 from eventsvc.media.load import load_upright
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
@@ -289,11 +289,12 @@ async def reencode(
     event_log: EventLog, settings: object, roots: LibraryRoots, model: str, *,
     follow: bool = False, stop: asyncio.Event | None = None,
     progress: Callable[[dict[str, object]], None] | None = None,
+    spec_for: Callable[[str], ConsumerSpec],
 ) -> dict[str, object]:  # fmt: skip
     """Backfill ClipEncoded for ``model`` over every image content in the log, on its
-    own durable consumer (``clip-<model token>``) beside the main clip worker, which
-    keeps serving meanwhile. Returns when caught up (unless ``follow``)."""
-    from eventsvc.components import clip_spec
+    own durable consumer (``clip-<model token>``, its spec from ``spec_for``: the
+    composition's) beside the main clip worker, which keeps serving meanwhile. Returns
+    when caught up (unless ``follow``)."""
     from eventsvc.core.settings import Settings
     from eventsvc.inference.models import clip_backend, remember_model
 
@@ -305,7 +306,7 @@ async def reencode(
         await probe.aclose()
     remember_model(settings, model)
     name = "clip-" + subject_token(info.version)[:120]
-    worker = make_clip_worker(event_log, settings, roots, clip_spec(settings, name), model=model)
+    worker = make_clip_worker(event_log, settings, roots, spec_for(name), model=model)
     stop = stop or asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from eventsvc.core.dates import resolve_date_taken
 from eventsvc.core.errors import TransientError, UnsafePath
 from eventsvc.core.events import (
     DerivationFailed,
@@ -33,7 +34,6 @@ from eventsvc.core.safe_open import fd_path, open_in_root
 from eventsvc.derive.versions import MEDIA_VERSION
 from eventsvc.media import decode, thumbs
 from eventsvc.media import exif as exif_mod
-from eventsvc.media.dates import resolve_date_taken
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = ["MediaDeriver", "analyse_image"]

@@ -197,8 +197,8 @@ def _deriver(event_log: EventLog, settings: Any, roots: LibraryRoots, stage: str
 
     box = shared_sandbox(settings, prestart=1)
     if stage == "faces":
-        from eventsvc.components import face_backend
         from eventsvc.derive.faces import FacesDeriver
+        from eventsvc.inference.models import face_backend
 
         backend = face_backend(settings)
         return FacesDeriver(roots, event_log, backend, settings.faces_max_edge, box)

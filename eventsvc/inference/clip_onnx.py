@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from eventsvc.core.errors import BadInput, ModelUnavailable
-from eventsvc.inference.protocol import ModelInfo
+from eventsvc.core.inference import ModelInfo
 
 __all__ = ["OnnxClip", "Preprocess", "model_digest", "preprocess"]
 
@@ -100,7 +100,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 class OnnxClip:
-    """A :class:`~eventsvc.inference.protocol.ClipBackend` on ONNX Runtime."""
+    """A :class:`~eventsvc.core.inference.ClipBackend` on ONNX Runtime."""
 
     def __init__(self, directory: Path, *, name: str | None = None, threads: int = 0) -> None:
         self.directory = Path(directory)

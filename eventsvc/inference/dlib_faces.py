@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from eventsvc.core.errors import BadInput, ConfigError, ModelUnavailable
-from eventsvc.inference.protocol import DetectedFace, ModelInfo
+from eventsvc.core.inference import DetectedFace, ModelInfo
 
 __all__ = ["DlibFaceBackend", "DlibSettings", "model_dir", "model_files"]
 

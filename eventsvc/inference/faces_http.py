@@ -1,5 +1,5 @@
 """Faces over HTTP: the ``POST /v1/faces/detect`` controller of ``eventsvc inference`` and
-the client back-end workers use to call it (wire format: ``eventsvc.inference.protocol``).
+the client back-end workers use to call it (wire format: ``eventsvc.core.inference``).
 
 Errors: 503 ``model_unavailable`` -> ModelUnavailable (the worker pauses), 422
 ``bad_input`` -> BadInput (permanent for that image), other 5xx, timeouts and connection
@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - older litestar infers it
     FacesDep = Any  # type: ignore[misc]
 
 from eventsvc.core.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
-from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
+from eventsvc.core.inference import DetectedFace, FaceBackend, ModelInfo
 from eventsvc.inference.wire import decode_images, encode_image, error_response
 
 __all__ = [

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from eventsvc.core.errors import BackendUnavailable, BadInput, InferenceError, ModelUnavailable
-from eventsvc.inference.protocol import ModelInfo
+from eventsvc.core.inference import ModelInfo
 from eventsvc.inference.wire import encode_image
 
 __all__ = ["HttpClip"]

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from eventsvc.core.errors import ModelUnavailable
 from eventsvc.core.events import subject_token
+from eventsvc.core.inference import ClipBackend, FaceBackend
 from eventsvc.core.settings import Settings
-from eventsvc.inference.protocol import ClipBackend
 
 __all__ = [
     "REQUIRED_FILES",
+    "ConfiguredClip",
     "clip_backend",
+    "face_backend",
     "known_model_specs",
     "remember_model",
     "resolve_model_dir",
@@ -172,3 +174,29 @@ def known_model_specs(settings: Settings) -> list[str]:
         if isinstance(s, str) and s not in out:
             out.append(s)
     return out
+
+
+class ConfiguredClip:
+    """The :class:`~eventsvc.core.inference.ClipBackends` of ``settings``: the configured
+    model, then ``clip_extra_models`` and the models ``eventsvc reencode`` noted (read
+    again on every call, so a reencode shows up without a restart)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def specs(self) -> list[str]:
+        return ["", *known_model_specs(self.settings)]
+
+    def open(self, spec: str) -> ClipBackend:
+        return clip_backend(self.settings, spec or None)
+
+
+def face_backend(settings: Settings) -> FaceBackend:
+    """The configured face back-end: an inference service, else dlib in-process."""
+    if settings.faces_inference_url:
+        from eventsvc.inference.faces_http import HttpFaceBackend
+
+        return HttpFaceBackend(settings.faces_inference_url)
+    from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
+
+    return DlibFaceBackend(DlibSettings.from_settings(settings))

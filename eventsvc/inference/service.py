@@ -1,5 +1,5 @@
 """``eventsvc inference``: a small Litestar service exposing in-process back-ends over
-HTTP (wire format in :mod:`eventsvc.inference.protocol`), so inference can run on a GPU
+HTTP (wire format in :mod:`eventsvc.core.inference`), so inference can run on a GPU
 host (onnxruntime's CUDA provider is used there when installed) while workers run
 elsewhere."""
 
@@ -13,9 +13,9 @@ from litestar.di import Provide
 from litestar.params import Body
 
 from eventsvc.core.errors import BadInput, InferenceError, ModelUnavailable
+from eventsvc.core.inference import ClipBackend, FaceBackend
 from eventsvc.core.settings import Settings
 from eventsvc.inference.faces_http import FacesInferenceController
-from eventsvc.inference.protocol import ClipBackend, FaceBackend
 from eventsvc.inference.wire import MAX_ITEMS, decode_images, error_response, prestart_decoder
 
 try:  # litestar >= 2.23: say explicitly that back-ends are injected by name

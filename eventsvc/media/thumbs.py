@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from eventsvc.core.files import write_atomic
 from eventsvc.media.exif import MediaError, frame_rotation, is_heif
 from eventsvc.media.heif import register_heif
 from eventsvc.media.integrity import bmff_truncation, is_bmff
@@ -286,23 +287,6 @@ def thumb_path(root: str | os.PathLike[str], content_hash: str, size: str) -> Pa
     if not _SAFE_NAME.fullmatch(size):
         raise ValueError(f"invalid thumbnail size name {size!r}")
     return Path(root) / content_hash[:2] / content_hash / f"{size}.jpg"
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + os.replace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def video_frame(

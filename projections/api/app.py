@@ -13,12 +13,14 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from eventsvc.core.errors import ConfigError, LogUnavailable
+from eventsvc.core.inference import ClipBackends
 from eventsvc.core.log import EventLog
 from eventsvc.core.natsauth import credentials_for
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings, load_libraries
 from projections.api.auth import PUBLIC, Access, access_guard
 from projections.api.context import ApiContext, provide_context
+from projections.api.crops import OriginalDecoder
 from projections.api.docs import fix_allow, openapi_config, static_router
 from projections.api.duplicates import DuplicatesController
 from projections.api.errors import EXCEPTION_HANDLERS
@@ -88,12 +90,18 @@ def create_app(
     extra_status: Callable[[], dict[str, Any]] | None = None,
     nats_connect_wait: float = 2.0,
     libraries: list[Library] | None = None,
+    clip: ClipBackends | None = None,
+    originals: OriginalDecoder | None = None,
 ) -> Litestar:
     """The read API. Pass ``event_log`` to share a connection (it is then not closed
     here); otherwise ``settings.nats_url`` is connected on startup when set. Startup
     waits at most ``nats_connect_wait`` seconds for NATS, then keeps trying behind.
     Originals and face crops are read only under ``libraries`` (default: those of
-    ``settings.libraries_file``), never under a root the log names.
+    ``settings.libraries_file``), never under a root the log names. ``clip``: the CLIP
+    back-ends text search encodes queries with, as the composition builds them
+    (:class:`eventsvc.inference.models.ConfiguredClip`); None: search answers 503.
+    ``originals``: decodes an original for a face crop of a photo without a thumbnail
+    (:class:`eventsvc.components.SandboxDecoder`); None: such a crop answers 404.
     """
     tokens = load_tokens(settings)  # a bad tokens file or an open API off loopback: ConfigError
     check_bind(settings, tokens)
@@ -128,6 +136,6 @@ def create_app(
         guards=[access_guard(access)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[_lifespan(ctx, nats_connect_wait)],
-        state=State({"ctx": ctx, "access": access}),
+        state=State({"ctx": ctx, "access": access, "clip": clip, "originals": originals}),
         openapi_config=openapi_config(),
     )

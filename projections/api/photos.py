@@ -4,7 +4,6 @@ content's bytes: /photos/{content_hash}/thumbnail and /photos/{content_hash}/ori
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import sqlite3
@@ -15,7 +14,6 @@ from typing import Annotated, Any, BinaryIO, Literal
 
 from litestar import Controller, Request, Response, get
 from litestar.exceptions import NotFoundException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
@@ -28,11 +26,13 @@ from projections.api.filters import Filters, Query, filter_dependencies
 from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import CURSOR_PATTERN, HASH_PATTERN, binary_operation
 from projections.api.redact import redacted
-from projections.api.schemas import ErrorDetail, PhotoDetail, PhotoPage, PhotoPerson
+from projections.api.schemas import PhotoDetail, PhotoPage, PhotoPerson
 from projections.api.sendfile import (
+    BYTES_RESPONSES,
     content_disposition,
     guess_media_type,
     open_location,
+    rel_bytes,
     send_file,
 )
 
@@ -232,17 +232,11 @@ class _Live:
     name: str
 
 
-def _rel_bytes(row: sqlite3.Row) -> bytes:
-    if row["raw_path"]:
-        return base64.b64decode(row["raw_path"])
-    return str(row["path"]).encode("utf-8")
-
-
 def _open_location(row: sqlite3.Row, roots: LibraryRoots | None) -> BinaryIO | str:
     """The opened file of a location, or why it cannot be served (its configured root
     only: see ``sendfile.open_location``)."""
     try:
-        rel = _rel_bytes(row)
+        rel = rel_bytes(row)
     except ValueError as exc:  # undecodable base64
         return f"its path is unusable ({exc})"
     return open_location(roots, row["library_id"], rel, row["size"], row["mtime_ns"])
@@ -274,15 +268,6 @@ def _original_rows(conn: sqlite3.Connection, content_hash: str) -> list[sqlite3.
     if not found and not _known(conn, content_hash):
         return None
     return found
-
-
-_BYTES_RESPONSES = {
-    206: ResponseSpec(None, description="The requested byte range (Content-Range says which)."),
-    304: ResponseSpec(None, description="If-None-Match matched the ETag: nothing sent."),
-    416: ResponseSpec(
-        ErrorDetail, description="The range is beyond the end; Content-Range: bytes */size."
-    ),
-}
 
 
 class PhotosController(Controller):
@@ -373,7 +358,7 @@ class PhotosController(Controller):
         "the thumbnail is pending or failed. Byte ranges are honoured.",
         media_type="image/jpeg",
         response_description="The thumbnail (image/jpeg).",
-        responses={**error_responses(400, 404), **_BYTES_RESPONSES},
+        responses={**error_responses(400, 404), **BYTES_RESPONSES},
         operation_class=binary_operation(["image/jpeg"]),
     )
     async def get_thumbnail(
@@ -412,7 +397,7 @@ class PhotosController(Controller):
         "If-Range; the ETag is the content hash.",
         response_description="The file, with a content type guessed from its name "
         "(image/..., video/..., else application/octet-stream).",
-        responses={**error_responses(400, 404), **_BYTES_RESPONSES},
+        responses={**error_responses(400, 404), **BYTES_RESPONSES},
         operation_class=binary_operation(["image/*", "video/*", "application/octet-stream"]),
     )
     async def get_original(

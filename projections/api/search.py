@@ -25,9 +25,8 @@ from litestar.params import Parameter
 from msgspec import Meta
 
 from eventsvc.core.errors import BackendUnavailable, InferenceError, ModelUnavailable
+from eventsvc.core.inference import ClipBackend, ClipBackends, ModelInfo
 from eventsvc.core.settings import Settings
-from eventsvc.inference.models import clip_backend, known_model_specs
-from eventsvc.inference.protocol import ClipBackend, ModelInfo
 from projections import readmodel
 from projections.api import db, rows
 from projections.api.context import Ctx
@@ -63,25 +62,28 @@ class SearchPage(msgspec.Struct):
 
 
 class ClipEncoders:
-    """Text encoders by model version: the configured model, ``clip_extra_models`` and
-    models noted by ``eventsvc reencode``. Failures are retried after ``retry`` s."""
+    """Text encoders by model version, from the back-ends the composition gave
+    (``clip``: the configured model, ``clip_extra_models`` and models noted by
+    ``eventsvc reencode``; None: no text search). Failures are retried after ``retry`` s."""
 
-    def __init__(self, settings: Settings, retry: float = 30.0) -> None:
-        self.settings = settings
+    def __init__(self, clip: ClipBackends | None, retry: float = 30.0) -> None:
+        self.clip = clip
         self.retry = retry
         self._ready: dict[str, tuple[ClipBackend, ModelInfo]] = {}
         self._failed: dict[str, tuple[float, str]] = {}
         self._lock = asyncio.Lock()
 
     async def get(self, version: str | None) -> tuple[ClipBackend, ModelInfo]:
+        if self.clip is None:
+            raise ModelUnavailable("cannot encode queries: this API was started without CLIP")
         async with self._lock:
-            for key in ["", *known_model_specs(self.settings)]:
+            for key in self.clip.specs():
                 got = self._ready.get(key)
                 if got is None:
                     failed = self._failed.get(key)
                     if failed is not None and time.monotonic() - failed[0] < self.retry:
                         continue
-                    backend = clip_backend(self.settings, key or None)
+                    backend = self.clip.open(key)
                     try:
                         info = await backend.info()
                     except (ModelUnavailable, BackendUnavailable) as exc:
@@ -105,10 +107,10 @@ class ClipEncoders:
 class ClipSearch:
     """Per-app search state: the vector index, the encoders, the query cache."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clip: ClipBackends | None) -> None:
         self.settings = settings
         self.index = VectorIndex(settings.readmodel_dir)
-        self.encoders = ClipEncoders(settings)
+        self.encoders = ClipEncoders(clip)
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.cache_hits = 0
         self._candidates: OrderedDict[tuple[Any, ...], tuple[ModelMatrix, np.ndarray]] = (
@@ -159,7 +161,7 @@ class ClipSearch:
 def clip_search(state: State, settings: Settings) -> ClipSearch:
     found = state.get("clip_search")
     if found is None:
-        found = ClipSearch(settings)
+        found = ClipSearch(settings, state.get("clip"))
         state["clip_search"] = found
     return found  # type: ignore[no-any-return]
 
@@ -418,13 +420,13 @@ class SearchController(Controller):
 
 
 async def search_text(
-    settings: Settings, text: str, *, limit: int = 20, threshold: float | None = 0.2,
-    model_version: str | None = None,
+    settings: Settings, text: str, *, clip: ClipBackends, limit: int = 20,
+    threshold: float | None = 0.2, model_version: str | None = None,
 ) -> SearchPage:  # fmt: skip
     """The search of ``GET /photos/search`` without the HTTP (``eventsvc search``)."""
     from eventsvc.core.errors import ReadModelError
 
-    search = ClipSearch(settings)
+    search = ClipSearch(settings, clip)
     try:
         m, _ = await asyncio.to_thread(_pick, search, model_version)
         if m is None:

@@ -13,6 +13,7 @@ ignored and the whole file is sent (RFC 9110 allows both). ``If-None-Match`` ans
 from __future__ import annotations
 
 import asyncio
+import base64
 import mimetypes
 import os
 import re
@@ -21,20 +22,33 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from litestar import Request, Response
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Stream
 
 from eventsvc.core.errors import UnsafePath
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.safe_open import open_in_root
+from projections.api.schemas import ErrorDetail
 
 __all__ = [
+    "BYTES_RESPONSES",
     "CHUNK",
     "content_disposition",
     "guess_media_type",
     "open_location",
     "parse_range",
+    "rel_bytes",
     "send_file",
 ]
+
+BYTES_RESPONSES = {
+    206: ResponseSpec(None, description="The requested byte range (Content-Range says which)."),
+    304: ResponseSpec(None, description="If-None-Match matched the ETag: nothing sent."),
+    416: ResponseSpec(
+        ErrorDetail, description="The range is beyond the end; Content-Range: bytes */size."
+    ),
+}
+"""The answers of a file sent by :func:`send_file` besides 200 (for the OpenAPI)."""
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -194,3 +208,11 @@ def send_file(
         media_type=media_type,
         headers=base,
     )
+
+
+def rel_bytes(row: Any) -> bytes:
+    """The path of a location row (``path``, ``raw_path``) under its root, as the bytes
+    the file system has: ``raw_path`` (base64) when the name is not UTF-8."""
+    if row["raw_path"]:
+        return base64.b64decode(row["raw_path"])
+    return str(row["path"]).encode("utf-8")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from eventsvc.components import SandboxDecoder
 from eventsvc.core.events import (
     DerivationFailed,
     Event,
@@ -178,5 +179,6 @@ def client_for(settings: Settings, **roots: Path) -> Iterator[TestClient[Any]]:
     """A client of an API with these libraries configured (id=root): the only roots it reads
     originals from (a root named by a LibraryOnline in the log is never used)."""
     libs = [Library(id=lib_id, name=lib_id, root=root) for lib_id, root in roots.items()]
-    with TestClient(create_app(settings, libraries=libs), base_url="http://127.0.0.1") as c:
+    app = create_app(settings, libraries=libs, originals=SandboxDecoder(settings))
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c

@@ -16,11 +16,11 @@ import blake3
 import numpy as np
 from PIL import Image
 
+from eventsvc.core.dates import resolve_date_taken
 from eventsvc.core.events import Event, ExifExtracted, FileSeen, HashComputed, ThumbnailReady
 from eventsvc.core.ids import file_id
 from eventsvc.derive.media import analyse_image
 from eventsvc.media import exif as exif_mod
-from eventsvc.media.dates import resolve_date_taken
 
 SECOND = 1_000_000_000
 

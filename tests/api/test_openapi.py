@@ -26,6 +26,7 @@ from eventsvc.core.events import FileSeen, LibraryOnline
 from eventsvc.core.ids import file_id
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Library, Settings
+from eventsvc.inference.models import ConfiguredClip
 from eventsvc.server import EmbeddedNats
 from projections.api import create_app
 from projections.api.docs import STATIC_DIR
@@ -82,7 +83,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         port = _free_port()
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(cfg, libraries=[Library(id="real", name="Real", root=root)]),
+                create_app(
+                    cfg,
+                    libraries=[Library(id="real", name="Real", root=root)],
+                    clip=ConfiguredClip(cfg),
+                ),
                 host="127.0.0.1",
                 port=port,
                 log_level="warning",

@@ -21,7 +21,7 @@ from eventsvc.core.events import (
     PersonNamed,
 )
 from eventsvc.core.settings import Settings
-from eventsvc.inference.models import clip_backend
+from eventsvc.inference.models import ConfiguredClip, clip_backend
 from projections.api import create_app
 from tests.clip.tiny import DIM, make_tiny_clip
 
@@ -149,7 +149,9 @@ def test_search_hits_carry_tags(model: ReadModel, settings: Settings, tmp_path: 
         ClipEncoded(content_hash=h(5), model_version=v, dim=DIM, vector=vec(1.0, 0.2)),
         ClipEncoded(content_hash=h(6), model_version=v, dim=DIM, vector=vec(0.0, 1.0)),
     ).publish()
-    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+    with TestClient(
+        create_app(settings, clip=ConfiguredClip(settings)), base_url="http://127.0.0.1"
+    ) as c:
         page = ok(c, "/photos/search", q="red", threshold=0.5)
         assert page["model_version"] == v
         assert [(i["content_hash"], i["tags"]) for i in page["items"]] == [

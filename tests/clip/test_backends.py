@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from eventsvc.core.errors import BadInput, ModelUnavailable
+from eventsvc.core.inference import ClipBackend
 from eventsvc.core.settings import Settings
 from eventsvc.inference.clip_onnx import OnnxClip
 from eventsvc.inference.models import clip_backend, resolve_model_dir
-from eventsvc.inference.protocol import ClipBackend
 from projections.vectors import ModelMatrix, VectorIndex, top_k
 from tests.clip.tiny import DIM, colour_image, make_tiny_clip
 

@@ -11,11 +11,12 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from eventsvc.components import make_worker
+from eventsvc.components import clip_spec, make_worker
 from eventsvc.core.log import EventLog
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings
 from eventsvc.derive.clip import reencode
+from eventsvc.inference.models import ConfiguredClip
 from projections import readmodel
 from projections.api import create_app
 from projections.projector import rebuild
@@ -94,7 +95,9 @@ async def test_clip_pipeline_search_similar_filters_and_rebuild(
         assert [f.content_hash for f in failures] == [b3(files["broken.jpg"])]
         assert "cannot decode for CLIP" in failures[0].reason
 
-        async with AsyncTestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+        async with AsyncTestClient(
+            create_app(settings, clip=ConfiguredClip(settings)), base_url="http://127.0.0.1"
+        ) as c:
             page = await _search(c, q="red")
             items = page["items"]
             assert page["model_version"] == worker.stats.model and page["next"] is None
@@ -232,7 +235,9 @@ async def test_no_model_pauses_clip_only_then_model_files_start_it(
             out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
             shown = json.loads(out.decode()[out.decode().index("{") :])
             assert "someone/tiny-clip" in shown["workers"]["clip"]["model_error"]
-            async with AsyncTestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+            async with AsyncTestClient(
+                create_app(settings, clip=ConfiguredClip(settings)), base_url="http://127.0.0.1"
+            ) as c:
                 r = await c.get("/photos/search", params={"q": "red"})
                 assert r.status_code == 503, r.text
                 assert "someone/tiny-clip" in r.json()["detail"]
@@ -261,7 +266,9 @@ async def test_reencode_with_a_second_model_while_the_first_serves(
         await pipe.scanner.tick(full=True)
         await pipe.settled(timeout=60)
         first = pipe.workers["clip"].stats.model
-        async with AsyncTestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+        async with AsyncTestClient(
+            create_app(settings, clip=ConfiguredClip(settings)), base_url="http://127.0.0.1"
+        ) as c:
             assert (await _search(c, q="blue"))["model_version"] == first
             roots = LibraryRoots([lib])
             seen: list[dict[str, Any]] = []
@@ -287,8 +294,9 @@ async def test_reencode_with_a_second_model_while_the_first_serves(
             poller = asyncio.create_task(poll())
             try:
                 result = await reencode(
-                    event_log, settings, roots, str(tiny_models[1]), progress=progress
-                )
+                    event_log, settings, roots, str(tiny_models[1]), progress=progress,
+                    spec_for=lambda durable: clip_spec(settings, durable),
+                )  # fmt: skip
             finally:
                 poller.cancel()
             second = result["model_version"]

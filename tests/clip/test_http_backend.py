@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from eventsvc.core.errors import BackendUnavailable, BadInput, ModelUnavailable
+from eventsvc.core.inference import ModelInfo
 from eventsvc.core.settings import Settings
 from eventsvc.inference.clip_onnx import OnnxClip
 from eventsvc.inference.http import HttpClip
 from eventsvc.inference.models import clip_backend
-from eventsvc.inference.protocol import ModelInfo
 from eventsvc.inference.service import create_inference_app
 from tests.clip.tiny import colour_image
 from tests.harness import cli

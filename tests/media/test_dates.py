@@ -1,4 +1,4 @@
-"""Tests for eventsvc.media.dates: file-name dates and the date-taken waterfall."""
+"""Tests for eventsvc.core.dates: file-name dates and the date-taken waterfall."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from eventsvc.media.dates import SOURCES, date_from_filename, resolve_date_taken
+from eventsvc.core.dates import SOURCES, date_from_filename, resolve_date_taken
 
 
 @pytest.mark.parametrize(

@@ -368,10 +368,11 @@ def test_face_crops_come_from_our_thumbnail_else_a_bounded_decode(
 ) -> None:
     from litestar.exceptions import NotFoundException
 
+    from eventsvc.components import SandboxDecoder
     from eventsvc.core.roots import LibraryRoots
     from eventsvc.core.settings import Library
     from eventsvc.media.thumbs import thumb_path, write_atomic
-    from projections.api.people import make_crop
+    from projections.api.crops import make_crop
 
     lib, thumbs_dir = tmp_path / "lib", tmp_path / "thumbs"
     lib.mkdir()
@@ -387,12 +388,13 @@ def test_face_crops_come_from_our_thumbnail_else_a_bounded_decode(
     roots = LibraryRoots([Library(id="lib", name="lib", root=lib)])
     with DecodeSandbox(DecodeLimits(processes=1)) as box:
         # No thumbnail yet: the original (opened under its root), decoded in the sandbox.
-        crop = make_crop(thumbs_dir, "a" * 64 + "-000000-0", src(photo, {}), roots, box)
+        decode = SandboxDecoder(sandbox=box)
+        crop = make_crop(thumbs_dir, "a" * 64 + "-000000-0", src(photo, {}), roots, decode)
         with Image.open(crop) as im:
             assert max(im.size) <= 256
         # The bomb is refused by its header: a 404 saying why, no decode in this process.
         with pytest.raises(NotFoundException, match="over the 64 MP decode budget"):
-            make_crop(thumbs_dir, "b" * 64 + "-000000-0", src(lib / "bomb.png", {}), roots, box)
+            make_crop(thumbs_dir, "b" * 64 + "-000000-0", src(lib / "bomb.png", {}), roots, decode)
         # With our large thumbnail, the original is not touched at all (even a bomb's).
         large = thumb_path(thumbs_dir, "c" * 64, "large")
         buf = io.BytesIO()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from eventsvc.core.dates import SOURCES, resolve_date_taken
 from eventsvc.media import decode, exif
-from eventsvc.media.dates import SOURCES, resolve_date_taken
 from eventsvc.media.exif import MediaError
 from eventsvc.media.integrity import bmff_truncation
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
