@@ -86,10 +86,12 @@ class Stream:
             sorted(k for k, v in self.stream_config().as_dict().items() if got.get(k) != v)
         )
 
-    async def ensure_stream(self, *, manage: bool = True) -> None:
-        """With ``manage`` (an admin: `eventsvc up`, `eventsvc setup`) create the
-        stream or bring its configuration up to date. Without it only check that it
-        exists: a differing configuration is logged, never changed."""
+    async def ensure_stream(self, *, manage: bool = True, update: bool | None = None) -> None:
+        """With ``manage`` (the admin user) create the stream when it is missing, and
+        with ``update`` (default: ``manage``; only `eventsvc up` and `eventsvc setup`)
+        bring its configuration up to date. Otherwise only check that it exists: a
+        differing configuration is logged, never changed."""
+        update = manage if update is None else update
         cfg = self.stream_config()
         try:
             info = await self.js.stream_info(self.stream)
@@ -112,7 +114,7 @@ class Stream:
         differs = self._differs(info.config)
         if not differs:
             return  # up to date: nothing to change (and no admin right needed)
-        if not manage:
+        if not update:
             log.warning(
                 "stream %s differs from this version's config (%s); an admin may update it "
                 "(`eventsvc setup`)", self.stream, ", ".join(differs),
