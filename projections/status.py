@@ -127,8 +127,8 @@ async def pipeline_state(
         stream = got_stream
         if not stream.exists:
             stream_error = (
-                f"stream {stream.name} does not exist yet (`eventsvc up` or `eventsvc setup` "
-                "creates it)"
+                f"stream {stream.name} not found: it does not exist yet (`eventsvc up` or "
+                "`eventsvc setup` creates it)"
             )
     consumers: tuple[ConsumerStats, ...] = ()
     if isinstance(got_consumers, LogError):
