@@ -385,22 +385,28 @@ class EventLog(Stream, Consumers):
             if start_seq <= 1
             else DeliverPolicy.BY_START_SEQUENCE
         )
-        sub = await self.js.subscribe(
-            filters[0] if len(filters) == 1 else "",
-            stream=self.stream,
-            cb=_cb,
-            ordered_consumer=True,
-            deliver_policy=policy,
-            config=cfg,
-            pending_msgs_limit=1 << 22,
-            pending_bytes_limit=1 << 31,
-        )
+        try:
+            sub = await self.js.subscribe(
+                filters[0] if len(filters) == 1 else "",
+                stream=self.stream,
+                cb=_cb,
+                ordered_consumer=True,
+                deliver_policy=policy,
+                config=cfg,
+                pending_msgs_limit=1 << 22,
+                pending_bytes_limit=1 << 31,
+            )
+        except NATS_ERRORS as exc:
+            raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
         reconnects_at_start = self.reconnects
         at = self.type_token
         try:
             done = False
             if not follow:
-                ci = await sub.consumer_info()
+                try:
+                    ci = await sub.consumer_info()
+                except NATS_ERRORS as exc:
+                    raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
                 # (A filtered consumer's delivered.stream_seq moves past messages that
                 # do not match; consumer_seq counts what was delivered.)
                 if ci.num_pending == 0 and (ci.delivered.consumer_seq or 0) == 0 and not queue:
