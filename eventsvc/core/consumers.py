@@ -148,10 +148,11 @@ class Delivery:
     """One message delivered by a durable consumer: what it holds, and the answers a
     consumer gives (each raises LogError when the server cannot be told)."""
 
-    __slots__ = ("_msg", "headers")
+    __slots__ = ("_msg", "_seq", "headers")
 
     def __init__(self, msg: Msg, at: int) -> None:
         self._msg = msg
+        self._seq = 0
         self.headers: dict[str, str] = bind_type(msg.subject, msg.headers, at)
 
     @property
@@ -165,7 +166,12 @@ class Delivery:
     @property
     def seq(self) -> int:
         """Its stream sequence."""
-        return position(self._msg)[0]
+        if not self._seq:
+            try:
+                self._seq = position(self._msg)[0]
+            except (nats.errors.Error, ValueError, AttributeError) as exc:
+                raise LogError(f"not a JetStream delivery: {self._msg.subject}") from exc
+        return self._seq
 
     @property
     def deliveries(self) -> int:
