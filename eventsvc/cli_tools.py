@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsvc.cli_support import libraries_for, settings_for, until_signalled
 from eventsvc.core.errors import ConfigError, EventsvcError
@@ -18,6 +18,9 @@ from eventsvc.core.library_ids import (
     log_library_ids,
 )
 from eventsvc.core.settings import Library
+
+if TYPE_CHECKING:
+    from projections.status import PipelineState
 
 __all__ = [
     "cmd_events",
@@ -33,25 +36,51 @@ __all__ = [
 log = logging.getLogger("eventsvc")
 
 
+def _status_out(state: PipelineState) -> dict[str, Any]:
+    """`eventsvc status --json`: the status service's state (``/pipeline`` serialises the
+    same state)."""
+    from projections.status import since_text
+
+    st = state.stream
+    stream: dict[str, Any] = {"name": st.name if st else None, "last_seq": None}
+    if st is not None:
+        stream |= {"exists": st.exists, "last_seq": st.last_seq, "messages": st.messages,
+                   "bytes": st.bytes, "replicas": st.replicas}  # fmt: skip
+        if st.differs:
+            stream["differs"] = list(st.differs)
+    if state.stream_error:
+        stream["error"] = state.stream_error
+    out: dict[str, Any] = {
+        "nats": {"connected": state.connected, "since": since_text(state.connected_since)},
+        "stream": stream,
+        "consumers": [
+            {
+                "name": c.name,
+                "pending": c.pending,
+                "ack_pending": c.ack_pending,
+                "redelivered": c.redelivered,
+                "last_delivered": c.last_delivered,
+            }
+            for c in state.consumers
+        ],
+    }
+    if state.consumers_error:
+        out["consumers_error"] = state.consumers_error
+    return out
+
+
 async def cmd_status(args: argparse.Namespace) -> int:
     from eventsvc.components import open_log
     from projections import readmodel
+    from projections.status import pipeline_state, read_position
 
     settings = settings_for(args)
-    out: dict[str, Any] = {}
-    async with open_log(settings, role="inspect") as event_log:
-        last = await event_log.last_seq()
-        out["stream"] = {"name": settings.stream, "last_seq": last}
-        out["consumers"] = [
-            {
-                "name": ci.name,
-                "pending": ci.num_pending,
-                "ack_pending": ci.num_ack_pending,
-                "redelivered": ci.num_redelivered,
-            }
-            for ci in await event_log.js.consumers_info(settings.stream)
-            if ci.config.durable_name
-        ]
+    async with open_log(settings, role="inspect", reader=True) as event_log:
+        # the checkpoint before the stream: the stream only grows, so lag >= 0
+        position = await read_position(settings.readmodel_dir)
+        state = await pipeline_state(event_log, position)
+        out = _status_out(state)
+        out["stream"]["name"] = settings.stream
         workers = {}
         for name in settings.workers:
             found = await event_log.get_status(f"worker.{name}")
@@ -59,11 +88,12 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 workers[name] = found
         if workers:
             out["workers"] = workers
-        path = readmodel.current_path(settings.readmodel_dir)
-        if path is not None and path.exists():
-            conn = readmodel.open_reader(path)
-            cp = readmodel.checkpoint(conn)
-            out["projector"] = {"generation": path.name, "checkpoint": cp, "lag": last - cp}
+    path = readmodel.current_path(settings.readmodel_dir)
+    if position[0] is not None and path is not None and path.exists():
+        p = state.projector
+        out["projector"] = {"generation": p.generation, "checkpoint": p.checkpoint, "lag": p.lag}
+        conn = readmodel.open_reader(path)
+        try:
             out["libraries"] = [
                 dict(r)
                 for r in conn.execute(
@@ -72,37 +102,51 @@ async def cmd_status(args: argparse.Namespace) -> int:
                     "FROM libraries l ORDER BY l.name"
                 )
             ]
+        finally:
             conn.close()
     if args.json or not sys.stdout.isatty():
         print(json.dumps(out, indent=2))
     else:
-        from rich.console import Console
-        from rich.table import Table
+        _print_status(out)
+    return 1 if state.stream is None else 0
 
-        console = Console()
-        console.print(f"stream {settings.stream}: last seq {out['stream']['last_seq']}")
-        if "projector" in out:
-            p = out["projector"]
-            console.print(
-                f"projector {p['generation']}: checkpoint {p['checkpoint']}, lag {p['lag']}"
-            )
-        t = Table("consumer", "pending", "ack pending", "redelivered")
-        for c in out["consumers"]:
-            t.add_row(c["name"], str(c["pending"]), str(c["ack_pending"]), str(c["redelivered"]))
-        console.print(t)
-        lt = Table("library", "id", "state", "files", "reason")
-        for lib in out.get("libraries", []):
-            lt.add_row(
-                lib["name"], lib["library_id"], lib["state"], str(lib["files"]), lib["reason"] or ""
-            )
-        console.print(lt)
-        for name, w in out.get("workers", {}).items():
-            if w.get("model_error"):
-                held = f", {w['held']} held" if w.get("held") else ""
-                console.print(f"[red]{name}: paused{held}: {w['model_error']}[/red]")
-            elif w.get("model"):
-                console.print(f"{name}: model {w['model']}")
-    return 0
+
+def _print_status(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    st = out["stream"]
+    if st.get("exists", True) and st["last_seq"] is not None:
+        console.print(f"stream {st['name']}: last seq {st['last_seq']}")
+    if st.get("error"):
+        console.print(f"[red]{st['error']}[/red]")
+    if st.get("differs"):
+        console.print(
+            f"[yellow]stream {st['name']} differs from this version's configuration "
+            f"({', '.join(st['differs'])}); `eventsvc setup` updates it[/yellow]"
+        )
+    if "projector" in out:
+        p = out["projector"]
+        console.print(f"projector {p['generation']}: checkpoint {p['checkpoint']}, lag {p['lag']}")
+    t = Table("consumer", "pending", "ack pending", "redelivered")
+    for c in out["consumers"]:
+        t.add_row(c["name"], str(c["pending"]), str(c["ack_pending"]), str(c["redelivered"]))
+    console.print(t)
+    if out.get("consumers_error"):
+        console.print(f"[red]{out['consumers_error']}[/red]")
+    lt = Table("library", "id", "state", "files", "reason")
+    for lib in out.get("libraries", []):
+        lt.add_row(
+            lib["name"], lib["library_id"], lib["state"], str(lib["files"]), lib["reason"] or ""
+        )
+    console.print(lt)
+    for name, w in out.get("workers", {}).items():
+        if w.get("model_error"):
+            held = f", {w['held']} held" if w.get("held") else ""
+            console.print(f"[red]{name}: paused{held}: {w['model_error']}[/red]")
+        elif w.get("model"):
+            console.print(f"{name}: model {w['model']}")
 
 
 async def cmd_search(args: argparse.Namespace) -> int:
@@ -222,7 +266,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
     filters = (
         [f for t in types for f in (f"{p}.*.*.{t}", f"{p}.*.*.{t}.*")] if types else [f"{p}.>"]
     )
-    async with open_log(settings, role="inspect") as event_log:
+    async with open_log(settings, role="inspect", reader=True) as event_log:
         libraries: set[str] | None = None
         if args.library:
             try:
@@ -265,7 +309,7 @@ async def cmd_nats_context(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     async with nats_access(settings) as nats:
-        await nats.setup()
+        await nats.setup(update=False)
         creds = nats.credentials("inspect")
         if creds is None:
             raise EventsvcError("this NATS has no users (no authorization): nothing to write")

@@ -272,8 +272,19 @@ class NatsAccess:
             return (s.nats_creds_dir / "admin.json").exists()
         return True
 
-    async def connect(self, role: str, *, connect_timeout: float = 5.0) -> EventLog:
-        """A connection as ``role``'s user; closed with this access."""
+    async def connect(
+        self,
+        role: str,
+        *,
+        connect_timeout: float = 5.0,
+        manage: bool = False,
+        update: bool = True,
+        require_stream: bool = True,
+    ) -> EventLog:
+        """A connection as ``role``'s user; closed with this access. It checks that the
+        stream exists (unless not ``require_stream``: a reader reports a missing one);
+        only with ``manage`` (``setup``, as the admin) it creates the stream, and
+        updates its configuration with ``update`` too."""
         creds = self.credentials(role)
         s = self.settings
         event_log = await EventLog.connect(
@@ -287,7 +298,8 @@ class NatsAccess:
         self.logs.append(event_log)
         event_log.replicas = s.stream_replicas
         try:
-            await event_log.ensure_stream(manage=creds is None or role == "admin")
+            if manage or require_stream:
+                await event_log.ensure_stream(manage=manage, update=manage and update)
         except BaseException:
             await self.release(event_log)
             raise
@@ -298,13 +310,14 @@ class NatsAccess:
             self.logs.remove(event_log)
         await event_log.close()
 
-    async def setup(self, *, force: bool = False) -> None:
-        """As the admin: create or update the stream and the status bucket (components
-        may write their status keys but not create buckets). Skipped where no admin
-        credentials are known, unless ``force`` (`eventsvc setup`)."""
+    async def setup(self, *, force: bool = False, update: bool = True) -> None:
+        """As the admin: create the stream and the status bucket (components may write
+        their status keys but not create buckets), and with ``update`` (`eventsvc up`,
+        `eventsvc setup`) bring the stream's configuration up to date. Skipped where no
+        admin credentials are known, unless ``force`` (`eventsvc setup`)."""
         if not (force or self._may_manage()):
             return  # components check that the stream is there
-        admin = await self.connect("admin")
+        admin = await self.connect("admin", manage=True, update=update)
         try:
             if self.authenticated:
                 try:
@@ -372,13 +385,20 @@ def _running_url(server: EmbeddedNats) -> str | None:
 
 @asynccontextmanager
 async def open_log(
-    settings: Settings, *, role: str = "admin", embedded: bool | None = None
+    settings: Settings,
+    *,
+    role: str = "admin",
+    embedded: bool | None = None,
+    reader: bool = False,
 ) -> AsyncIterator[EventLog]:
     """One connection as ``role``'s user (see ``NatsAccess``), after the admin made sure
-    the stream exists; the embedded server is started when nobody runs it."""
+    the stream exists (never changing an existing stream's configuration: only `up`
+    and `setup` do); the embedded server is started when nobody runs it. A ``reader``
+    (`status`, `events`) changes nothing: it does not even create a missing stream."""
     async with nats_access(settings, embedded=embedded) as access:
-        await access.setup()
-        yield await access.connect(role)
+        if not reader:
+            await access.setup(update=False)
+        yield await access.connect(role, require_stream=not reader)
 
 
 class _Server(uvicorn.Server):

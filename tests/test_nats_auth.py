@@ -727,7 +727,7 @@ async def test_an_api_that_connects_by_itself_logs_in_as_the_api_user(
         r = await c.get("/pipeline")  # stream and consumers, read as the api user
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["nats"] == {"connected": True} and body["stream"]["name"] == "PHOTOS"
+        assert body["nats"]["connected"] is True and body["stream"]["name"] == "PHOTOS"
     assert not _violations(server)
     bad = Settings(
         data_dir=tmp_path / "api", nats_url=server.url, nats_user=api.user,

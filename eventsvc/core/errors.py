@@ -5,6 +5,7 @@ EventsvcError
  ├── ServerError          the embedded nats-server did not start or answer
  ├── LogError             JetStream failed
  │    ├── LogUnavailable  no server, or a server without JetStream
+ │    │    └── LogClosed  the connection was closed (or is draining): stop consuming
  │    └── PublishError    a publish was not acknowledged
  ├── DecodeError          bytes on a subject are not an event we know
  ├── DerivationError      a deriver could not derive
@@ -33,6 +34,7 @@ __all__ = [
     "EventsvcError",
     "InferenceError",
     "LibraryNotConfigured",
+    "LogClosed",
     "LogError",
     "LogUnavailable",
     "ModelUnavailable",
@@ -62,6 +64,10 @@ class LogError(EventsvcError):
 
 
 class LogUnavailable(LogError):
+    pass
+
+
+class LogClosed(LogUnavailable):
     pass
 
 

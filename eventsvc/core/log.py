@@ -1,10 +1,13 @@
-"""The one module that talks to JetStream: stream and consumers, publish, consume, replay."""
+"""The JetStream boundary: the only modules that use nats-py are this one (connection,
+publish, replay), :mod:`eventsvc.core.stream` (the stream's configuration and state,
+direct reads, the status bucket) and :mod:`eventsvc.core.consumers` (durable consumers,
+their deliveries and state). nats-py errors never leave them: they become LogError,
+LogUnavailable, LogClosed or PublishError (:mod:`eventsvc.core.errors`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -17,26 +20,36 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    DiscardPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from eventsvc.core.consumers import (
+    NATS_ERRORS,
+    Consumers,
+    ConsumerSpec,
+    ConsumerStats,
+    Delivery,
+    PullConsumer,
+    bind_type,
+    describe,
+    position,
+)
 from eventsvc.core.errors import LogError, LogUnavailable, PublishError
-from eventsvc.core.events import HDR_TYPE, Event, encode, headers_for
+from eventsvc.core.events import Event, encode, headers_for
 from eventsvc.core.natsauth import Credentials
+from eventsvc.core.stream import Stream, StreamState, fact_version_of
 
 __all__ = [
+    "ConnectionState",
     "ConsumerSpec",
+    "ConsumerStats",
+    "Delivery",
     "EventLog",
     "Published",
+    "PullConsumer",
     "RawEvent",
+    "StreamState",
     "bind_type",
+    "describe",
     "fact_version_of",
 ]
 
@@ -47,111 +60,6 @@ WRONG_LAST_SEQUENCE = 10071
 
 class _Moved(Exception):
     """The subject's last sequence was not the expected one (another writer)."""
-
-
-def fact_version_of(data: bytes) -> int:
-    """The ``deriver_version`` of an encoded fact (1 when absent or unreadable)."""
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return 1
-    v = body.get("deriver_version", 1) if isinstance(body, dict) else 1
-    return v if isinstance(v, int) and v >= 1 else 1
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerSpec:
-    """A durable pull consumer's configuration, as data."""
-
-    durable: str
-    filter_subjects: tuple[str, ...]
-    max_deliver: int = 5
-    ack_wait: float = 30.0
-    backoff: tuple[float, ...] = ()
-    max_ack_pending: int = 256
-    description: str = ""
-
-    def config(self) -> ConsumerConfig:
-        backoff = list(self.backoff[: max(self.max_deliver - 1, 0)]) or None
-        return ConsumerConfig(
-            durable_name=self.durable,
-            description=self.description or None,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=backoff[0] if backoff and backoff[0] > self.ack_wait else self.ack_wait,
-            max_deliver=self.max_deliver,
-            backoff=[max(b, self.ack_wait) for b in backoff] if backoff else None,
-            filter_subjects=list(self.filter_subjects),
-            max_ack_pending=self.max_ack_pending,
-            max_waiting=512,
-        )
-
-
-def _position(msg: Msg) -> tuple[int, int]:
-    """(stream sequence, messages pending) of a JetStream message, from its reply subject
-    (``Msg.metadata`` builds dataclasses and a datetime per message: a third of a replay's
-    reading time). Both ack-subject forms: ``$JS.ACK.<stream>.<consumer>.<delivered>.
-    <sseq>.<cseq>.<ts>.<pending>`` and the one with domain and account hash in front."""
-    tokens = (msg.reply or "").split(".")
-    try:
-        if len(tokens) == 9 and tokens[0] == "$JS":
-            return int(tokens[5]), int(tokens[8])
-        if len(tokens) >= 11 and tokens[0] == "$JS":
-            return int(tokens[7]), int(tokens[10])
-    except ValueError:
-        pass
-    md = msg.metadata  # anything else: nats-py's parser, and its error
-    return md.sequence.stream, md.num_pending
-
-
-def bind_type(subject: str, headers: dict[str, str] | None, at: int = 3) -> dict[str, str]:
-    """Headers whose event type is the one the subject names (token ``at``).
-
-    NATS grants publishing per subject, and subjects end in the event type: a user
-    allowed ``photos.file.*.FileSeen`` must not get a ``PersonNamed`` body accepted from
-    there. ``decode`` refuses a body whose type differs from this header, so every
-    event read through the log is of the type its (permitted) subject says."""
-    parts = subject.split(".", at + 1)
-    etype = parts[at] if len(parts) > at else ""
-    if headers is not None and headers.get(HDR_TYPE) == etype:
-        return headers
-    return {**(headers or {}), HDR_TYPE: etype}
-
-
-class _TypedPull:
-    """A worker's pull subscription: fetched messages carry ``bind_type`` headers, and
-    every ``check_every`` seconds the consumer on the server is compared with the spec
-    (any user that reads can change a consumer by name through JetStream's ephemeral
-    create call, which permissions cannot tell apart): a changed one is restored."""
-
-    def __init__(
-        self,
-        sub: JetStreamContext.PullSubscription,
-        event_log: EventLog,
-        spec: ConsumerSpec,
-        check_every: float,
-    ) -> None:
-        self._sub = sub
-        self._log = event_log
-        self._spec = spec
-        self._at = event_log._type_token
-        self._check_every = check_every
-        self._next_check = time.monotonic() + check_every
-
-    async def fetch(self, *args: object, **kwargs: object) -> list[Msg]:
-        if time.monotonic() >= self._next_check:
-            self._next_check = time.monotonic() + self._check_every
-            try:
-                await self._log.guard_consumer(self._spec)
-            except Exception as exc:  # never in the way of consuming
-                log.warning("cannot check consumer %s: %r", self._spec.durable, exc)
-        msgs = await self._sub.fetch(*args, **kwargs)  # type: ignore[arg-type]
-        for msg in msgs:
-            msg.headers = bind_type(msg.subject, msg.headers, self._at)
-        return msgs
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._sub, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +79,17 @@ class Published:
 
 
 @dataclass
-class EventLog:
+class ConnectionState:
+    """Whether the connection is up, and since when (``time.time()``): since it was
+    made or came back while connected, since it was lost otherwise."""
+
+    connected: bool = True
+    since: float = field(default_factory=time.time)
+    reconnects: int = 0
+
+
+@dataclass
+class EventLog(Stream, Consumers):
     nc: Client
     js: JetStreamContext
     stream: str = "PHOTOS"
@@ -180,12 +98,23 @@ class EventLog:
     duplicate_window: float = 120.0
     """Seconds JetStream de-duplicates on Nats-Msg-Id (the once-only guards in
     ``publish`` hold beyond it; tests make it short to show that)."""
-    _reconnects: list[int] = field(default_factory=lambda: [0])
+    state: ConnectionState = field(default_factory=ConnectionState)
+    """Kept up to date by the connection's callbacks."""
 
     @property
     def reconnects(self) -> int:
         """How often the connection came back; readers resubscribe when it moves."""
-        return self._reconnects[0]
+        return self.state.reconnects
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (publishing can work)."""
+        return bool(self.nc.is_connected)
+
+    @property
+    def connected_since(self) -> float | None:
+        """Since when (``time.time()``) the connection is up; None while it is not."""
+        return self.state.since if self.connected else None
 
     # ------------------------------------------------------------ connection
 
@@ -208,11 +137,16 @@ class EventLog:
             del errors[:-20]
             log.warning("nats: %s", exc)
 
-        reconnects = [0]
+        state = ConnectionState()
 
         async def _reconnected() -> None:
-            reconnects[0] += 1
+            state.reconnects += 1
+            state.connected, state.since = True, time.time()
             log.warning("nats: reconnected to %s", url)
+
+        async def _disconnected() -> None:
+            if state.connected:
+                state.connected, state.since = False, time.time()
 
         auth: dict[str, str] = {}
         if credentials is not None:
@@ -235,6 +169,7 @@ class EventLog:
                     allow_reconnect=True,
                     error_cb=_quiet,
                     reconnected_cb=_reconnected,
+                    disconnected_cb=_disconnected,
                     pending_size=64 * 1024 * 1024,
                 ),
                 timeout=connect_timeout * 2,
@@ -254,75 +189,14 @@ class EventLog:
         except (TimeoutError, nats.js.errors.Error, nats.errors.Error) as exc:
             await nc.close()
             raise LogUnavailable(f"NATS at {url} has no JetStream enabled: {exc!r}") from exc
-        return cls(nc=nc, js=js, stream=stream, prefix=prefix, _reconnects=reconnects)
+        state.since = time.time()
+        return cls(nc=nc, js=js, stream=stream, prefix=prefix, state=state)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.nc.drain()
         with contextlib.suppress(Exception):
             await self.nc.close()
-
-    # ------------------------------------------------------------ setup (idempotent)
-
-    def stream_config(self) -> StreamConfig:
-        return StreamConfig(
-            name=self.stream,
-            description="eventsvc: the source of truth for the photo index",
-            subjects=[f"{self.prefix}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            discard=DiscardPolicy.OLD,
-            max_msgs=-1,
-            max_bytes=-1,
-            max_age=0,
-            max_msgs_per_subject=-1,
-            duplicate_window=self.duplicate_window,
-            allow_direct=True,
-            num_replicas=self.replicas,
-        )
-
-    async def ensure_stream(self, *, manage: bool = True) -> None:
-        """Create the stream, or bring its configuration up to date. Without ``manage``
-        (a component's user, which may not change streams) only check that it exists."""
-        cfg = self.stream_config()
-        try:
-            info = await self.js.stream_info(self.stream)
-        except nats.js.errors.NotFoundError:
-            if not manage:
-                raise LogError(
-                    f"stream {self.stream} does not exist; create it with the admin user "
-                    "(`eventsvc setup`, or any command run with admin credentials)"
-                ) from None
-            try:
-                await self.js.add_stream(cfg)
-            except nats.js.errors.BadRequestError:
-                await self.js.stream_info(self.stream)  # lost a race: it exists now
-            return
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise LogError(f"cannot read stream {self.stream}: {exc!r}") from exc
-        have = info.config.as_dict()
-        if all(have.get(k) == v for k, v in cfg.as_dict().items()):
-            return  # up to date: nothing to change (and no admin right needed)
-        if not manage:
-            log.warning("stream %s differs from this version's config; an admin may "
-                        "update it (`eventsvc setup`)", self.stream)  # fmt: skip
-            return
-        try:
-            await self.js.update_stream(cfg)
-        except nats.js.errors.Error as exc:
-            raise LogError(
-                f"stream {self.stream} exists with an incompatible config: {exc}"
-            ) from exc
-
-    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
-        cfg = spec.config()
-        try:
-            await self.js.add_consumer(self.stream, cfg)
-        except nats.js.errors.BadRequestError as exc:
-            # An older config with other filters: replace it, keeping nothing but the name.
-            log.warning("consumer %s config changed (%s); recreating", spec.durable, exc)
-            await self.js.delete_consumer(self.stream, spec.durable)
-            await self.js.add_consumer(self.stream, cfg)
 
     # ------------------------------------------------------------ publish
 
@@ -435,17 +309,6 @@ class EventLog:
             seq = mseq + 1
         return 0, upto
 
-    async def last_fact(self, subject: str) -> tuple[int, int]:
-        """(sequence, deriver version) of the last message on ``subject``; (0, 0) when
-        none. A body without ``deriver_version`` (older logs) is version 1."""
-        try:
-            msg = await self.js.get_last_msg(self.stream, subject)
-        except nats.js.errors.NotFoundError:
-            return 0, 0
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise LogError(f"cannot read {subject}: {exc!r}") from exc
-        return int(msg.seq or 0), fact_version_of(msg.data or b"")
-
     async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> list[Published]:
         """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding)."""
         futures: list[asyncio.Future] = []
@@ -468,108 +331,17 @@ class EventLog:
     async def publish_raw(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
     ) -> int:
-        ack = await self.js.publish(subject, data, stream=self.stream, headers=headers)
+        try:
+            ack = await self.js.publish(subject, data, stream=self.stream, headers=headers)
+        except NATS_ERRORS as exc:
+            raise PublishError(f"publish of {subject} failed: {describe(exc)}") from exc
         return ack.seq
-
-    # ------------------------------------------------------------ status (not history)
-
-    STATUS_BUCKET = "EVENTSVC_STATUS"
-
-    async def _status_kv(self, create: bool):  # type: ignore[no-untyped-def]
-        try:
-            return await self.js.key_value(self.STATUS_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            if not create:
-                return None
-            from nats.js.api import KeyValueConfig
-
-            return await self.js.create_key_value(
-                KeyValueConfig(bucket=self.STATUS_BUCKET, history=1, description="scan status")
-            )
-
-    async def ensure_status_bucket(self) -> None:
-        """Create the status bucket up front (an admin's job: components may only write
-        their own keys)."""
-        try:
-            await self._status_kv(create=True)
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise LogError(f"cannot create the status bucket: {exc!r}") from exc
-
-    async def put_status(self, key: str, value: dict) -> None:
-        """Operational status (last scan per library): a KV bucket, not the event log."""
-        import json
-
-        try:
-            kv = await self._status_kv(create=True)
-            await kv.put(key, json.dumps(value).encode())
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            log.warning("cannot write status %s: %r", key, exc)
-
-    async def get_status(self, key: str) -> dict | None:
-        import json
-
-        try:
-            kv = await self._status_kv(create=False)
-            if kv is None:
-                return None
-            entry = await kv.get(key)
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
-            return None
-        return json.loads(entry.value) if entry and entry.value else None
 
     # ------------------------------------------------------------ read
 
-    async def has_subject(self, subject: str) -> bool:
-        """Whether the stream holds a message on this exact subject."""
-        return await self.last_subject_seq(subject) > 0
-
-    async def last_subject_seq(self, subject: str) -> int:
-        """The sequence of the last message on this exact subject (0: none)."""
-        try:
-            msg = await self.js.get_last_msg(self.stream, subject)
-        except nats.js.errors.NotFoundError:
-            return 0
-        return int(msg.seq or 0)
-
-    async def last_seq(self) -> int:
-        info = await self.js.stream_info(self.stream)
-        return int(info.state.last_seq)
-
     @property
-    def _type_token(self) -> int:
+    def type_token(self) -> int:
         return self.prefix.count(".") + 3
-
-    CONSUMER_CHECK = 30.0
-    """Seconds between checks that a worker's consumer is still as configured."""
-
-    async def pull(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
-        await self.ensure_consumer(spec)
-        sub = await self.js.pull_subscribe_bind(
-            spec.durable, stream=self.stream, pending_msgs_limit=spec.max_ack_pending * 4
-        )
-        return _TypedPull(sub, self, spec, self.CONSUMER_CHECK)  # type: ignore[return-value]
-
-    async def guard_consumer(self, spec: ConsumerSpec) -> bool:
-        """Restore ``spec``'s consumer when the server's differs (durable name, filters,
-        deliveries) or is gone; True when it had to."""
-        try:
-            info = await self.js.consumer_info(self.stream, spec.durable)
-        except nats.js.errors.NotFoundError:
-            why = "is gone"
-        else:
-            have = info.config
-            filters = sorted(have.filter_subjects or [have.filter_subject or ">"])
-            if (
-                have.durable_name == spec.durable
-                and filters == sorted(spec.filter_subjects)
-                and have.max_deliver == spec.max_deliver
-                and have.max_ack_pending == spec.max_ack_pending
-            ):
-                return False
-            why = f"was changed (durable {have.durable_name!r}, filters {filters})"
-        log.warning("consumer %s %s on the server; restoring it", spec.durable, why)
-        await self.ensure_consumer(spec)
-        return True
 
     async def read(
         self,
@@ -613,22 +385,28 @@ class EventLog:
             if start_seq <= 1
             else DeliverPolicy.BY_START_SEQUENCE
         )
-        sub = await self.js.subscribe(
-            filters[0] if len(filters) == 1 else "",
-            stream=self.stream,
-            cb=_cb,
-            ordered_consumer=True,
-            deliver_policy=policy,
-            config=cfg,
-            pending_msgs_limit=1 << 22,
-            pending_bytes_limit=1 << 31,
-        )
+        try:
+            sub = await self.js.subscribe(
+                filters[0] if len(filters) == 1 else "",
+                stream=self.stream,
+                cb=_cb,
+                ordered_consumer=True,
+                deliver_policy=policy,
+                config=cfg,
+                pending_msgs_limit=1 << 22,
+                pending_bytes_limit=1 << 31,
+            )
+        except NATS_ERRORS as exc:
+            raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
         reconnects_at_start = self.reconnects
-        at = self._type_token
+        at = self.type_token
         try:
             done = False
             if not follow:
-                ci = await sub.consumer_info()
+                try:
+                    ci = await sub.consumer_info()
+                except NATS_ERRORS as exc:
+                    raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
                 # (A filtered consumer's delivered.stream_seq moves past messages that
                 # do not match; consumer_seq counts what was delivered.)
                 if ci.num_pending == 0 and (ci.delivered.consumer_seq or 0) == 0 and not queue:
@@ -651,7 +429,7 @@ class EventLog:
                 out: list[RawEvent] = []
                 while queue and len(out) < batch:
                     msg = queue.popleft()
-                    seq, pending = _position(msg)
+                    seq, pending = position(msg)
                     if seq > stop_at:
                         done = True
                         break

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from eventsvc.core.errors import BadInput, ModelUnavailable, PermanentError, TransientError
+from eventsvc.core.errors import (
+    BadInput,
+    LogError,
+    ModelUnavailable,
+    PermanentError,
+    TransientError,
+)
 from eventsvc.core.events import ClipEncoded, Event, HashComputed, subject_token
 from eventsvc.core.ids import RAW_EXTENSIONS
 from eventsvc.core.inference import ClipBackend, ModelInfo
@@ -313,21 +319,23 @@ async def reencode(
         while not task.done():
             await asyncio.sleep(0.5)
             try:
-                ci = await event_log.js.consumer_info(event_log.stream, name)
-            except Exception:  # not created yet
-                continue
+                ci = await event_log.consumer_stats(name)
+            except LogError:
+                ci = None
+            if ci is None:
+                continue  # not created yet
             state = {
                 "worker": name,
                 "model_version": info.version,
-                "pending": ci.num_pending,
-                "in_flight": ci.num_ack_pending,
+                "pending": ci.pending,
+                "in_flight": ci.ack_pending,
                 "encoded": worker.stats.encoded,
                 "skipped": worker.stats.skipped,
                 "failed": worker.stats.failed,
             }
             if progress is not None:
                 progress(state)
-            if not follow and ci.num_pending == 0 and ci.num_ack_pending == 0:
+            if not follow and ci.pending == 0 and ci.ack_pending == 0:
                 break
             if worker.stats.model_error is not None:
                 break  # the model went away: say so rather than wait forever

@@ -35,11 +35,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from nats.aio.msg import Msg
-
 from eventsvc.core.errors import BackendUnavailable, InferenceError, ModelUnavailable
 from eventsvc.core.events import Event, HashComputed, decode
-from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
 from eventsvc.derive.worker import Worker, WorkerStats
 from eventsvc.inference.protocol import ModelInfo
 
@@ -93,7 +91,7 @@ class InferenceWorker(Worker):
         self.recheck = max(recheck, 0.01)
         self.label = label
         self._paused = True  # until the first check finds the model
-        self._held_msgs: dict[int, tuple[Msg, asyncio.Task[None]]] = {}
+        self._held_msgs: dict[int, tuple[Delivery, asyncio.Task[None]]] = {}
         self._strikes: dict[int, int] = {}
         self._attempt = 0
         self._next_check = 0.0
@@ -119,16 +117,16 @@ class InferenceWorker(Worker):
             )  # fmt: skip
         self.stats.model_error = reason
 
-    def _hold(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
+    def _hold(self, msg: Delivery) -> None:
+        seq = msg.seq
         if seq not in self._held_msgs:
             self._held_msgs[seq] = (msg, asyncio.create_task(self._keep_alive(msg)))
         self.stats.held = len(self._held_msgs)
 
-    async def _held(self, msg: Msg, exc: Exception) -> bool:
+    async def _held(self, msg: Delivery, exc: Exception) -> bool:
         if not isinstance(exc, UNAVAILABLE):
             return False
-        seq = msg.metadata.sequence.stream
+        seq = msg.seq
         if seq in self._strikes:  # held before: the back-end answered its check since
             self._strikes[seq] += 1
             if self._strikes[seq] > self.STRIKES:
@@ -143,7 +141,7 @@ class InferenceWorker(Worker):
         self._hold(msg)
         return True
 
-    async def _one(self, msg: Msg) -> None:
+    async def _one(self, msg: Delivery) -> None:
         if self._paused:  # fetched before the pause: held with the rest, not tried
             self._hold(msg)
             return
@@ -175,7 +173,7 @@ class InferenceWorker(Worker):
                 self._attempt = 0
         await self._report()
 
-    async def _retry(self, msg: Msg, heartbeat: asyncio.Task[None]) -> None:
+    async def _retry(self, msg: Delivery, heartbeat: asyncio.Task[None]) -> None:
         try:  # its heartbeat goes on until the handler's own one has started
             await self._guarded(msg, self.sem)
         finally:
@@ -242,7 +240,7 @@ class InferenceWorker(Worker):
         self.stats.held = 0
         for seq, (msg, heartbeat) in held:
             heartbeat.cancel()
-            deliveries = msg.metadata.num_delivered
+            deliveries = msg.deliveries
             try:
                 if deliveries < self.spec.max_deliver:
                     await msg.nak()

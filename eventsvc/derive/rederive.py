@@ -30,10 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import nats.errors
-import nats.js.errors
-
-from eventsvc.core.errors import ConfigError
+from eventsvc.core.errors import ConfigError, LogError
 from eventsvc.core.events import Event, HashComputed, subject_token
 from eventsvc.core.log import ConsumerSpec, EventLog
 from eventsvc.core.roots import LibraryRoots
@@ -160,15 +157,15 @@ async def _upto(event_log: EventLog, durable: str, version: int) -> tuple[int, b
     """(where this version's backfill ends, whether it starts now): kept in its
     consumer's description (resumed across restarts), else the stream's last sequence."""
     try:
-        ci = await event_log.js.consumer_info(event_log.stream, durable)
-    except (nats.js.errors.NotFoundError, nats.errors.Error, TimeoutError):
+        ci = await event_log.consumer_stats(durable)
+    except LogError:
         ci = None
-    m = _DESC.search((ci.config.description or "") if ci and ci.config else "")
+    m = _DESC.search(ci.description if ci else "")
     if m and int(m.group(1)) == version:
         return int(m.group(2)), False
     if ci is not None:  # another version's backfill: start over from the first message
         # (an update in place would keep its position: JetStream updates a description)
-        await event_log.js.delete_consumer(event_log.stream, durable)
+        await event_log.delete_consumer(durable)
     return await event_log.last_seq(), True
 
 
@@ -182,12 +179,10 @@ async def _derived_before(event_log: EventLog, stage: str) -> bool:
     for fact in STAGE_FACTS[stage]:
         subject = f"{event_log.prefix}.content.*.{fact}" + (".*" if fact in _PER_MODEL else "")
         try:
-            await event_log.js.get_msg(event_log.stream, seq=1, subject=subject, next=True)
-        except nats.js.errors.NotFoundError:
-            continue
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            if await event_log.holds_any(subject):
+                return True
+        except LogError:
             return True  # cannot tell: look through them
-        return True
     return False
 
 
@@ -330,15 +325,17 @@ async def rederive(
             if isinstance(stats, InferenceStats) and stats.model_error is not None:
                 break  # no face model: say so rather than wait forever
             try:
-                ci = await event_log.js.consumer_info(event_log.stream, durable)
-            except (nats.js.errors.NotFoundError, nats.errors.Error, TimeoutError):
+                ci = await event_log.consumer_stats(durable)
+            except LogError:
+                ci = None
+            if ci is None:
                 continue  # not created yet
-            result = state(ci.num_pending or 0, ci.num_ack_pending or 0)
+            result = state(ci.pending, ci.ack_pending)
             if progress is not None:
                 progress(result)
             # every message up to the end of the backfill was delivered and acked
-            if (ci.delivered.stream_seq or 0) >= handler.upto or ci.num_pending == 0:
-                if ci.num_ack_pending == 0:
+            if ci.last_delivered >= handler.upto or ci.pending == 0:
+                if ci.ack_pending == 0:
                     done = True
                     break
     finally:
@@ -346,7 +343,7 @@ async def rederive(
         await task
         if not keep_consumer:
             with contextlib.suppress(Exception):
-                await event_log.js.delete_consumer(event_log.stream, durable)
+                await event_log.delete_consumer(durable)
     if done:
         result |= {"pending": 0, "in_flight": 0}
     return result | state(result["pending"], result["in_flight"])

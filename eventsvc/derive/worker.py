@@ -11,12 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import nats.errors
-from nats.aio.msg import Msg
-
-from eventsvc.core.errors import DecodeError, PermanentError, TransientError
+from eventsvc.core.errors import DecodeError, LogClosed, LogError, PermanentError, TransientError
 from eventsvc.core.events import DerivationFailed, Event, decode
-from eventsvc.core.log import ConsumerSpec, EventLog
+from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
 
 __all__ = ["Handler", "WithBackground", "Worker", "WorkerStats"]
 
@@ -82,11 +79,9 @@ class Worker:
                     continue
                 try:
                     msgs = await sub.fetch(room, timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                except LogClosed:
                     break
-                except nats.errors.Error as exc:
+                except LogError as exc:
                     log.warning("%s: fetch failed (%r); retrying", self.name, exc)
                     await asyncio.sleep(1.0)
                     continue
@@ -103,22 +98,21 @@ class Worker:
     async def _gate(self, stop: asyncio.Event) -> None:
         """Called before each fetch: a subclass that must not consume waits here."""
 
-    async def _held(self, msg: Msg, exc: Exception) -> bool:
+    async def _held(self, msg: Delivery, exc: Exception) -> bool:
         """Whether a subclass keeps this failed message (un-acked) instead of the
         retry/failure below; the base worker never does."""
         return False
 
-    async def _guarded(self, msg: Msg, sem: asyncio.Semaphore) -> None:
+    async def _guarded(self, msg: Delivery, sem: asyncio.Semaphore) -> None:
         async with sem:
             try:
                 await self._one(msg)
             except Exception:
                 log.exception("%s: unexpected error handling %s", self.name, msg.subject)
 
-    async def _one(self, msg: Msg) -> None:
-        md = msg.metadata
-        seq = md.sequence.stream
-        deliveries = md.num_delivered
+    async def _one(self, msg: Delivery) -> None:
+        seq = msg.seq
+        deliveries = msg.deliveries
         try:
             event = decode(msg.data, msg.headers)
         except DecodeError as exc:
@@ -165,7 +159,7 @@ class Worker:
         steps = self.spec.backoff or (1.0,)
         return float(steps[min(deliveries - 1, len(steps) - 1)])
 
-    async def _keep_alive(self, msg: Msg) -> None:
+    async def _keep_alive(self, msg: Delivery) -> None:
         """Tell the server we are still at it, so long jobs are not redelivered."""
         while True:
             await asyncio.sleep(self.heartbeat_period)
@@ -173,7 +167,13 @@ class Worker:
                 await msg.in_progress()
 
     async def _fail(
-        self, msg: Msg, seq: int, deliveries: int, event: Event | None, reason: str, permanent: bool
+        self,
+        msg: Delivery,
+        seq: int,
+        deliveries: int,
+        event: Event | None,
+        reason: str,
+        permanent: bool,
     ) -> None:
         self.stats.failed += 1
         self.stats.last_error = reason

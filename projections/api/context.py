@@ -13,6 +13,7 @@ try:  # litestar >= 2.23: say explicitly that ``ctx`` is injected by name
 except ImportError:  # pragma: no cover - older litestar infers it
     NamedDependency = None  # type: ignore[assignment,misc]
 
+from eventsvc.core.errors import LogUnavailable
 from eventsvc.core.log import EventLog
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Settings
@@ -31,6 +32,13 @@ class ApiContext:
     """True when the app connected the log itself and so closes it on shutdown."""
     roots: LibraryRoots | None = None
     """The libraries configured on this host: the only roots originals are read from."""
+
+    def require_log(self) -> EventLog:
+        """The event log, connected; else LogUnavailable saying why (which the app's
+        exception handler answers with 503: :mod:`projections.api.errors`)."""
+        if self.event_log is None or not self.event_log.connected:
+            raise LogUnavailable(self.nats_error or "NATS connection lost")
+        return self.event_log
 
 
 def provide_context(state: State) -> ApiContext:

@@ -17,11 +17,10 @@ import sqlite3
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, delete, get, post
-from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
-from eventsvc.core.errors import LogError
 from eventsvc.core.events import NotDuplicate
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
@@ -83,18 +82,12 @@ async def _record(
     unknown = await db.read(ctx.settings.readmodel_dir, lambda c: _unknown(c, [a, b]), [a, b])
     if unknown:
         raise NotFoundException(detail=f"unknown content_hash {', '.join(unknown)}")
-    event_log = ctx.event_log
-    if event_log is None or not event_log.nc.is_connected:
-        why = ctx.nats_error or "NATS connection lost"
-        raise ServiceUnavailableException(detail=f"cannot record the decision: {why}")
+    event_log = ctx.require_log()  # LogError: 503 (projections.api.errors)
     lo, hi = sorted((a, b))
-    try:
-        ev = NotDuplicate(a=lo, b=hi, undo=undo)
-        published = await event_log.publish(
-            ev, msg_id=decision_msg_id(ev, key), dedupe_after=0 if key else None
-        )
-    except LogError as exc:
-        raise ServiceUnavailableException(detail=f"cannot record the decision: {exc}") from exc
+    ev = NotDuplicate(a=lo, b=hi, undo=undo)
+    published = await event_log.publish(
+        ev, msg_id=decision_msg_id(ev, key), dedupe_after=0 if key else None
+    )
     return NotDuplicateAccepted(
         seq=published.seq, duplicate=published.duplicate, a=lo, b=hi, undo=undo
     )

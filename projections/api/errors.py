@@ -10,7 +10,7 @@ from litestar.exceptions import ClientException, HTTPException, ValidationExcept
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
-from eventsvc.core.errors import ReadModelError
+from eventsvc.core.errors import LogError, ReadModelError
 from projections.api.redact import redactor_for
 from projections.api.schemas import ErrorDetail
 
@@ -88,6 +88,17 @@ def _read_model(_: Request[Any, Any, Any], exc: ReadModelError) -> Response[Any]
     )
 
 
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _event_log(request: Request[Any, Any, Any], exc: LogError) -> Response[Any]:
+    """The one place NATS trouble (no connection, a publish not acknowledged) becomes
+    503: routes call ``ctx.require_log()`` and publish, and let LogError through."""
+    log.warning("%s %s: event log unavailable: %s", request.method, request.url.path, exc)
+    doing = "cannot record the decision" if request.method in _WRITES else "event log unavailable"
+    return Response(_body(f"{doing}: {exc}"), status_code=HTTP_503_SERVICE_UNAVAILABLE)
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return Response(
@@ -99,5 +110,6 @@ EXCEPTION_HANDLERS = {
     ValidationException: _validation,
     HTTPException: _http,
     ReadModelError: _read_model,
+    LogError: _event_log,
     Exception: _internal,
 }

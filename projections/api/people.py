@@ -17,11 +17,10 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.exceptions import NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
-from eventsvc.core.errors import LogError
 from eventsvc.core.events import (
     Event,
     FaceReassigned,
@@ -90,20 +89,14 @@ def _check_face(face_id: str) -> str:
 async def _publish(
     ctx: ApiContext, events: list[Event], key: str | None = None
 ) -> tuple[list[int], bool]:
-    event_log = ctx.event_log
-    if event_log is None or not event_log.nc.is_connected:
-        why = ctx.nats_error or "NATS connection lost"
-        raise ServiceUnavailableException(detail=f"cannot record the decision: {why}")
+    event_log = ctx.require_log()  # LogError: 503 (projections.api.errors)
     seqs, dup = [], True
-    try:
-        for ev in events:
-            published = await event_log.publish(
-                ev, msg_id=decision_msg_id(ev, key), dedupe_after=0 if key else None
-            )
-            seqs.append(published.seq)
-            dup = dup and published.duplicate
-    except LogError as exc:
-        raise ServiceUnavailableException(detail=f"cannot record the decision: {exc}") from exc
+    for ev in events:
+        published = await event_log.publish(
+            ev, msg_id=decision_msg_id(ev, key), dedupe_after=0 if key else None
+        )
+        seqs.append(published.seq)
+        dup = dup and published.duplicate
     return seqs, dup
 
 

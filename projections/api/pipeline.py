@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from pathlib import Path
@@ -15,15 +14,17 @@ from projections import readmodel
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import error_responses
-from projections.api.nats_status import consumer_statuses, stream_status
 from projections.api.redact import Redactor, redactor_for
 from projections.api.schemas import (
+    ConsumerStatus,
     Failure,
     FailureSummary,
     NatsStatus,
     PipelineStatus,
     ProjectorStatus,
+    StreamStatus,
 )
+from projections.status import PipelineState, pipeline_state, since_text
 
 __all__ = ["RECENT_FAILURES", "PipelineController"]
 
@@ -65,6 +66,19 @@ def _extra(ctx: ApiContext) -> dict[str, Any] | None:
         return {"error": repr(exc)}
 
 
+def _stream(state: PipelineState, name: str) -> StreamStatus:
+    st = state.stream
+    if st is None or not st.exists:
+        return StreamStatus(name=name, error=state.stream_error)
+    return StreamStatus(
+        name=st.name,
+        last_seq=st.last_seq,
+        messages=st.messages,
+        bytes=st.bytes,
+        differs=list(st.differs) or None,
+    )
+
+
 class PipelineController(Controller):
     path = "/pipeline"
     tags = ("pipeline",)
@@ -79,22 +93,32 @@ class PipelineController(Controller):
     async def pipeline(self, ctx: Ctx) -> PipelineStatus:
         settings = ctx.settings
         empty = (None, 0, FailureSummary(total=0, by_stage={}, recent=[]), redactor_for(settings))
-        (generation, checkpoint, failures, redact), stream, consumers = await asyncio.gather(
-            db.read(settings.readmodel_dir, lambda c: _read_side(c, settings), empty),
-            stream_status(ctx.event_log, settings.stream, ctx.nats_error),
-            consumer_statuses(ctx.event_log, settings.stream),
+        # the checkpoint before the stream: the stream only grows, so lag >= 0
+        generation, checkpoint, failures, redact = await db.read(
+            settings.readmodel_dir, lambda c: _read_side(c, settings), empty
         )
-        lag = stream.last_seq - checkpoint if stream.last_seq is not None else None
-        connected = ctx.event_log is not None and ctx.event_log.nc.is_connected
-        nats = NatsStatus(
-            connected=connected,
-            error=None if connected else (ctx.nats_error or "NATS connection lost"),
-        )
+        state = await pipeline_state(ctx.event_log, (generation, checkpoint), why=ctx.nats_error)
         return PipelineStatus(
-            nats=nats,
-            stream=stream,
-            projector=ProjectorStatus(generation=generation, checkpoint=checkpoint, lag=lag),
-            consumers=consumers,
+            nats=NatsStatus(
+                connected=state.connected,
+                error=state.nats_error,
+                since=since_text(state.connected_since),
+            ),
+            stream=_stream(state, settings.stream),
+            projector=ProjectorStatus(
+                generation=generation, checkpoint=checkpoint, lag=state.projector.lag
+            ),
+            consumers=[
+                ConsumerStatus(
+                    name=c.name,
+                    pending=c.pending,
+                    ack_pending=c.ack_pending,
+                    redelivered=c.redelivered,
+                    last_delivered=c.last_delivered,
+                )
+                for c in state.consumers
+            ],
+            consumers_error=state.consumers_error,
             failures=failures,
             extra=redact.tree(_extra(ctx)),
         )

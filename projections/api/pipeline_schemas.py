@@ -24,6 +24,9 @@ class NatsStatus(msgspec.Struct, omit_defaults=True):
 
     connected: Annotated[bool, Meta(description="Whether the API holds a NATS connection.")]
     error: Annotated[str | None, Meta(description="Why not (absent when connected).")] = None
+    since: Annotated[
+        str | None, Meta(description="Since when it is up (ISO 8601, UTC; absent when not).")
+    ] = None
 
 
 class StreamStatus(msgspec.Struct, omit_defaults=True):
@@ -35,6 +38,13 @@ class StreamStatus(msgspec.Struct, omit_defaults=True):
     bytes: Annotated[int | None, Meta(description="Bytes held.")] = None
     error: Annotated[
         str | None, Meta(description="Why the stream could not be read (only on failure).")
+    ] = None
+    differs: Annotated[
+        list[str] | None,
+        Meta(
+            description="Configuration fields that differ from this version's (an admin "
+            "updates them with `eventsvc setup`; nothing else changes the stream)."
+        ),
     ] = None
 
 
@@ -97,3 +107,7 @@ class PipelineStatus(msgspec.Struct):
         dict[str, Any] | None,
         Meta(description="Status from the hosting process (e.g. workers); null if none."),
     ]
+    consumers_error: Annotated[
+        str | None,
+        Meta(description="Why the consumers could not be listed (then the list is empty)."),
+    ] = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -384,6 +385,7 @@ async def test_pipeline_and_last_scan_with_nats(nats_url: str, settings: Setting
             r = await c.get("/pipeline")
             assert r.status_code == 200, r.text
             pipe = r.json()
+            assert pipe["nats"].pop("since") <= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             assert pipe["nats"] == {"connected": True}
             stream = pipe["stream"]
             assert (stream["name"], stream["last_seq"], stream["messages"]) == ("PHOTOS", 4, 4)
@@ -407,7 +409,8 @@ async def test_pipeline_and_last_scan_with_nats(nats_url: str, settings: Setting
         # app on another loop; a connection made here must be used on this one.)
         async with serve_here(create_app(settings, event_log=log)) as c:
             pipe = (await c.get("/pipeline")).json()
-            assert pipe["stream"]["last_seq"] == 4 and pipe["nats"] == {"connected": True}
+            assert pipe["stream"]["last_seq"] == 4 and pipe["nats"]["connected"] is True
+            assert set(pipe["nats"]) == {"connected", "since"}
             libs = (await c.get("/libraries")).json()["items"]
             assert libs[0]["last_scan"]["new"] == 2
         assert log.nc.is_connected
