@@ -306,9 +306,10 @@ def test_generation_swap_is_visible_without_restart(
 
 def test_pipeline_failures_from_read_model(small: ReadModel, client: TestClient[Any]) -> None:
     failures = ok(client, "/pipeline")["failures"]
-    assert failures["total"] == 3 and failures["by_stage"] == {"hash": 2, "thumbs": 1}
+    assert failures["total"] == 4
+    assert failures["by_stage"] == {"hash": 2, "thumbs": 1, "thumbnail": 1}
     recent = failures["recent"]
-    assert [f["stage"] for f in recent] == ["thumbs", "hash", "hash"]
+    assert [f["stage"] for f in recent] == ["thumbs", "hash", "hash", "thumbnail"]
     assert recent[0]["reason"] == "boom 3" and recent[0]["permanent"] is True
     assert recent[0]["seq"] == len(small_events())
 
