@@ -43,13 +43,14 @@ def test_subjects_and_msg_ids_of_v1_events_are_unchanged(row: dict[str, Any]) ->
         assert ev.headers_for(event)["Nats-Msg-Id"] == row["headers"]["Nats-Msg-Id"]
 
 
+@pytest.mark.parametrize("process", [False, True], ids=["in-process", "child-process"])
 async def test_rebuilding_the_v1_log_gives_the_same_read_model(
-    tmp_path: Path, event_log: EventLog
+    tmp_path: Path, event_log: EventLog, process: bool
 ) -> None:
     for row in ROWS:
         seq = await event_log.publish_raw(row["subject"], row["data"].encode(), row["headers"])
         assert seq == row["seq"]
-    path, last = await rebuild(event_log, tmp_path / "readmodel", process=False)
+    path, last = await rebuild(event_log, tmp_path / "readmodel", process=process)
     assert last == SNAPSHOT["last_seq"]
     got = dump_tables(path)
     want = SNAPSHOT["tables"]
