@@ -290,12 +290,14 @@ def test_media_facts_have_the_extractor_fields_and_the_projected_columns() -> No
     ExifFacts (less its warnings, plus the sidecar's date) and every column the
     projector fills from it are fields of it."""
     import dataclasses
+    import sys
 
     from eventsvc.media.exif import ExifFacts
-    from projections.projector import _MEDIA_COLUMNS
+    from projections.projector import APPLIERS
 
     extractor = {f.name for f in dataclasses.fields(ExifFacts)} - {"warnings"}
     assert set(ev.MediaFacts.model_fields) == extractor | {"xmp_sidecar_date"}
-    assert set(_MEDIA_COLUMNS) <= set(ev.MediaFacts.model_fields)
+    columns = sys.modules[APPLIERS[ev.ExifExtracted].__module__]._MEDIA_COLUMNS  # type: ignore[attr-defined]
+    assert columns and set(columns) <= set(ev.MediaFacts.model_fields)
     with pytest.raises(ValidationError):
         ev.MediaFacts(make="x", colour="red")  # type: ignore[call-arg]
