@@ -103,15 +103,18 @@ def make_mix(n: int, *, batch: int = 5000, libraries: int = 4, seed: int = 11) -
             h = rng.choice(hashes) if reuse else f"{rng.getrandbits(256):064x}"
             if not reuse:
                 hashes.append(h)
-            w, hgt = rng.choice(((4032, 3024), (3024, 4032), (1920, 1080)))
             ev = HashComputed(
-                content_hash=h, library_id=seen.library_id, file_id=seen.file_id,
-                path=seen.path, size=seen.size, mtime_ns=seen.mtime_ns, media_kind="image",
-                phash=f"{rng.getrandbits(64):016x}", dhash=f"{rng.getrandbits(64):016x}",
-                width=w, height=hgt, causation=seen_seq,
-            )  # fmt: skip
+                content_hash=h,
+                library_id=seen.library_id,
+                file_id=seen.file_id,
+                path=seen.path,
+                size=seen.size,
+                mtime_ns=seen.mtime_ns,
+                media_kind="image",
+                causation=seen_seq,
+            )  # HashComputed v2: perceptual hashes and sizes are ThumbnailReady's
             seq = add(ev, ev.default_msg_id())
-            rows[-1].content.append((h, seen.size, "image", ev.phash, ev.dhash, w, hgt, None, seq))
+            rows[-1].content.append((h, seen.size, "image", None, None, None, None, None, seq))
             rows[-1].hashes.append((h, seq, seen.file_id, seen.size, seen.mtime_ns))
             counts["HashComputed"] += 1
         elif r >= 0.95 and len(live) > 100:

@@ -105,28 +105,12 @@ def _library(conn: sqlite3.Connection, seq: int, e: LibraryStale | LibraryOnline
 
 
 def _hash_computed(conn: sqlite3.Connection, seq: int, e: HashComputed) -> None:
+    # Content identity only: perceptual hashes and dimensions come from ThumbnailReady
+    # (the media deriver's decode), a failed decode from its DerivationFailed.
     conn.execute(
-        """INSERT INTO content (content_hash, size, media_kind, phash, dhash, width, height,
-                                decode_error, first_seq)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (content_hash) DO UPDATE SET
-              decode_error = CASE WHEN content.phash IS NULL AND excluded.phash IS NOT NULL
-                                  THEN NULL ELSE content.decode_error END,
-              phash = coalesce(content.phash, excluded.phash),
-              dhash = coalesce(content.dhash, excluded.dhash),
-              width = coalesce(content.width, excluded.width),
-              height = coalesce(content.height, excluded.height)""",
-        (
-            e.content_hash,
-            e.size,
-            e.media_kind,
-            e.phash,
-            e.dhash,
-            e.width,
-            e.height,
-            e.decode_error,
-            seq,
-        ),
+        """INSERT INTO content (content_hash, size, media_kind, first_seq) VALUES (?, ?, ?, ?)
+           ON CONFLICT (content_hash) DO NOTHING""",
+        (e.content_hash, e.size, e.media_kind, seq),
     )
     # Only the version of the file that was hashed gets the hash.
     conn.execute(
@@ -174,7 +158,7 @@ def _resolve_dates(conn: sqlite3.Connection, where: str, args: tuple[object, ...
     conn.execute(_DATES_SQL + where, args)
 
 
-_MEDIA_COLUMNS = (
+_MEDIA_COLUMNS: tuple[str, ...] = (
     "make",
     "model",
     "lens",
@@ -200,7 +184,7 @@ _MEDIA_COLUMNS = (
 
 
 def _exif(conn: sqlite3.Connection, seq: int, e: ExifExtracted) -> None:
-    values = [e.fields.get(c) for c in _MEDIA_COLUMNS]
+    values = [getattr(e.fields, c) for c in _MEDIA_COLUMNS]
     cols = ", ".join(_MEDIA_COLUMNS)
     marks = ", ".join("?" for _ in _MEDIA_COLUMNS)
     conn.execute(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from eventsvc.core import events as ev
 from eventsvc.core.errors import DecodeError
+from eventsvc.core.events import upcast
 from eventsvc.core.ids import file_id
 
 
@@ -28,32 +29,15 @@ def _seen(**kw: object) -> ev.FileSeen:
     return ev.FileSeen(**base)  # type: ignore[arg-type]
 
 
-def test_round_trip_every_type_with_and_without_headers() -> None:
-    samples: list[ev.Event] = [
-        _seen(),
-        ev.FileMissing(library_id="l", file_id="f" * 32, path="a.jpg"),
-        ev.LibraryStale(library_id="l", name="n", root="/r", reason="gone"),
-        ev.LibraryOnline(library_id="l", name="n", root="/r"),
-        ev.HashComputed(
-            content_hash="a" * 64,
-            library_id="l",
-            file_id="f" * 32,
-            size=1,
-            mtime_ns=2,
-            media_kind="image",
-            phash="00ff",
-            causation=7,
-        ),
-        ev.DerivationFailed(stage="hasher", reason="boom", input_subject="s", causation=9),
-        ev.ClipEncoded(content_hash="b" * 64, model_version="m", dim=2, vector=[0.5, 0.25]),
-        ev.FacesDetected(content_hash="b" * 64, model="hog", faces=[]),
-    ]
-    for e in samples:
-        data = ev.encode(e)
-        assert ev.decode(data, ev.headers_for(e)) == e
-        assert ev.decode(data) == e
-        body = json.loads(data)
-        assert body["type"] == e.type and body["v"] == 1  # type: ignore[attr-defined]
+@pytest.mark.parametrize("cls", list(ev.EVENT_TYPES.values()), ids=lambda c: c.__name__)
+def test_round_trip_every_type_with_and_without_headers(cls: type[ev.Event]) -> None:
+    e = _full(cls)
+    data = ev.encode(e)
+    assert ev.decode(data, ev.headers_for(e)) == e
+    assert ev.decode(data) == e
+    body = json.loads(data)
+    assert body["type"] == e.type == cls.model_fields["type"].default  # type: ignore[attr-defined]
+    assert body["v"] == ev.CURRENT_VERSION[e.type] == int(ev.headers_for(e)[ev.HDR_VERSION])  # type: ignore[attr-defined]
 
 
 def test_events_are_frozen() -> None:
@@ -80,19 +64,27 @@ def test_subjects_put_the_key_before_the_type_and_never_a_path() -> None:
 
 
 def test_headers_carry_msg_id_type_and_causation() -> None:
-    h = ev.HashComputed(
-        content_hash="c" * 64,
-        library_id="l",
-        file_id="f" * 32,
-        size=1,
-        mtime_ns=2,
-        media_kind="image",
-        causation=42,
-    )
-    hdrs = ev.headers_for(h)
+    def hashed(causation: int) -> ev.HashComputed:
+        return ev.HashComputed(
+            content_hash="c" * 64,
+            library_id="l",
+            file_id="f" * 32,
+            size=1,
+            mtime_ns=2,
+            media_kind="image",
+            causation=causation,
+        )
+
+    hdrs = ev.headers_for(hashed(42))
     assert hdrs[ev.HDR_TYPE] == "HashComputed"
+    assert hdrs[ev.HDR_VERSION] == "2"
     assert hdrs[ev.HDR_CAUSATION] == "42"
-    assert hdrs["Nats-Msg-Id"] == ev.headers_for(h)["Nats-Msg-Id"]  # deterministic
+    assert hdrs["Nats-Msg-Id"] == f"HashComputed:{'c' * 64}:42"
+    # Deterministic: the same fact made again (another instant) has the same id …
+    assert ev.headers_for(hashed(42))["Nats-Msg-Id"] == hdrs["Nats-Msg-Id"]
+    # … another cause does not, and an explicit id wins.
+    assert ev.headers_for(hashed(43))["Nats-Msg-Id"] != hdrs["Nats-Msg-Id"]
+    assert ev.headers_for(hashed(42), "mine")["Nats-Msg-Id"] == "mine"
 
 
 @pytest.mark.parametrize(
@@ -111,25 +103,34 @@ def test_garbage_is_a_decode_error(data: bytes) -> None:
         ev.decode(data, {ev.HDR_TYPE: "FileSeen", ev.HDR_VERSION: "1"})
 
 
-def test_upcasting_old_versions_happens_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Pretend FileMissing is at v2 and v1 bodies lack nothing but need a rename.
-    old = {
-        "type": "FileMissing",
-        "v": 0,
-        "library": "l",
+def test_upcasting_old_versions_happens_in_one_place() -> None:
+    """The real upcaster: HashComputed v1 (with the perceptual-hash fields it had) is
+    read as v2, through the fast path's headers and without them; a version without an
+    upcaster is a decode error."""
+    assert ev.UPCASTERS[("HashComputed", 1)] is upcast.hash_computed_1_to_2
+    assert all(v < ev.CURRENT_VERSION[t] for t, v in ev.UPCASTERS)
+    v1 = {
+        "occurred_at": "2026-01-02T03:04:05Z",
+        "causation": 7,
+        "type": "HashComputed",
+        "v": 1,
+        "content_hash": "a" * 64,
+        "library_id": "l",
         "file_id": "f" * 32,
-        "path": "a.jpg",
-        "occurred_at": "2024-01-01T00:00:00Z",
+        "size": 1,
+        "mtime_ns": 2,
+        "media_kind": "image",
+        "phash": "00ff00ff00ff00ff",
+        "width": 4,
     }
-
-    def up0(body: dict) -> dict:
-        body = dict(body)
-        body["library_id"] = body.pop("library")
-        return body
-
-    monkeypatch.setitem(ev.UPCASTERS, ("FileMissing", 0), up0)
-    out = ev.decode(json.dumps(old).encode())
-    assert isinstance(out, ev.FileMissing) and out.library_id == "l"
+    data = json.dumps(v1).encode()
+    for headers in ({ev.HDR_TYPE: "HashComputed", ev.HDR_VERSION: "1"}, None):
+        got = ev.decode(data, headers)
+        assert isinstance(got, ev.HashComputed) and got.v == 2 and got.causation == 7
+        assert "phash" not in json.loads(ev.encode(got))
+        assert got.subject() == f"photos.content.{'a' * 64}.HashComputed"
+    with pytest.raises(DecodeError, match="no upcaster"):
+        ev.decode(json.dumps({**v1, "v": 0}).encode())
 
 
 def test_non_utf8_paths_keep_their_bytes() -> None:
@@ -151,7 +152,7 @@ def _concrete_event_classes() -> list[type[ev.Event]]:
     while stack:
         cls = stack.pop()
         stack += cls.__subclasses__()
-        if cls.__module__ == ev.__name__ and "type" in cls.model_fields:
+        if cls.__module__.startswith(f"{ev.__name__}.") and "type" in cls.model_fields:
             found.append(cls)
     return sorted(set(found), key=lambda c: c.__name__)
 
@@ -182,6 +183,12 @@ def _sample(tp: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp(**{n: _sample(f.annotation) for n, f in tp.model_fields.items()})
     raise AssertionError(f"no sample for {tp!r}: teach _sample this annotation")
+
+
+def _full(cls: type[ev.Event]) -> ev.Event:
+    """An instance of ``cls`` with every field set."""
+    fields = {n: f for n, f in cls.model_fields.items() if n not in ("type", "v")}
+    return cls(**{n: _sample(f.annotation) for n, f in fields.items()})
 
 
 def _admits_none(tp: Any) -> bool:
@@ -222,3 +229,75 @@ def test_person_named_clears_and_old_nameless_bodies_decode_as_a_clear() -> None
     old = b'{"occurred_at":"2026-01-02T03:04:05Z","type":"PersonNamed","v":1,"person_id":"p-1"}'
     got = ev.decode(old, {ev.HDR_TYPE: "PersonNamed", ev.HDR_VERSION: "1"})
     assert isinstance(got, ev.PersonNamed) and got.name is None and got.person_id == "p-1"
+
+
+# ---------------------------------------------------------------- declarations, catalog
+
+
+@pytest.mark.parametrize("cls", list(ev.EVENT_TYPES.values()), ids=lambda c: c.__name__)
+def test_declarations_name_fields_of_the_event(cls: type[ev.Event]) -> None:
+    fields = set(cls.model_fields)
+    keys = list(cls.key_fields) + [f for f, _ in cls.key_choice]
+    assert keys and set(keys) <= fields, (cls.__name__, keys)
+    assert set(cls.msg_id_fields) - {"key"} <= fields, cls.msg_id_fields
+    assert cls.variant_field is None or cls.variant_field in fields
+    assert "path" not in keys and "raw_path" not in keys  # never a path in a subject
+
+
+def test_the_module_docstring_is_the_whole_catalog() -> None:
+    doc = ev.__doc__ or ""
+    rows = ev.catalog()
+    assert [r[0] for r in rows] == list(ev.EVENT_TYPES)
+    for etype, version, subject, msg_id in rows:
+        assert f"{etype} v{version}, msg id ``{msg_id}``::" in doc, etype
+        for pattern in subject.split(" | "):
+            assert f"\n    {pattern}\n" in doc, pattern
+
+
+def test_person_face_pair_and_failure_subjects() -> None:
+    at = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    h = "d" * 64
+    fid = ev.face_id(h, "hog", 2)
+    cases: list[tuple[ev.Event, str, str]] = [
+        (ev.PersonCreated(person_id="p-1", founder=fid, causation=5),
+         "photos.person.p-1.PersonCreated", "PersonCreated:p-1"),
+        (ev.FaceAssigned(face_id=fid, person_id="p-1", content_hash=h, causation=6),
+         f"photos.face.{fid}.FaceAssigned", f"FaceAssigned:{fid}:p-1"),
+        (ev.PersonNamed(person_id="p-1", name="A", occurred_at=at),
+         "photos.person.p-1.PersonNamed", f"PersonNamed:p-1:{at.isoformat()}"),
+        (ev.PeopleMerged(source="p-2", target="p-1", occurred_at=at),
+         "photos.person.p-2.PeopleMerged", f"PeopleMerged:p-2:{at.isoformat()}"),
+        (ev.FaceRejected(face_id=fid, occurred_at=at),
+         f"photos.face.{fid}.FaceRejected", f"FaceRejected:{fid}:{at.isoformat()}"),
+        (ev.NotDuplicate(a="x", b="y", undo=True, occurred_at=at),
+         "photos.pair.x-y.NotDuplicate", f"NotDuplicate:x-y:True:{at.isoformat()}"),
+        (ev.FacesDetected(content_hash=h, model="dlib v1.2", faces=[], deriver_version=3),
+         f"photos.content.{h}.FacesDetected.dlib_v1_2", f"FacesDetected:{h}:dlib v1.2:v3"),
+        (ev.DerivationFailed(stage="faces", reason="r", input_subject="s", causation=9),
+         "photos.stage.faces.DerivationFailed", "DerivationFailed:faces:9"),
+        (ev.DerivationFailed(stage="faces", reason="r", input_subject="s", file_id="f1"),
+         "photos.file.f1.DerivationFailed", "DerivationFailed:faces:None"),
+        (ev.DerivationFailed(stage="thumbnail", reason="r", input_subject="s", file_id="f1",
+                             content_hash=h, causation=3),
+         f"photos.content.{h}.DerivationFailed", "DerivationFailed:thumbnail:3"),
+    ]  # fmt: skip
+    for event, subject, msg_id in cases:
+        assert (event.subject(), event.default_msg_id()) == (subject, msg_id)
+
+
+def test_media_facts_have_the_extractor_fields_and_the_projected_columns() -> None:
+    """``ExifExtracted.fields`` is typed by the core's MediaFacts: the extractor's
+    ExifFacts (less its warnings, plus the sidecar's date) and every column the
+    projector fills from it are fields of it."""
+    import dataclasses
+    import sys
+
+    from eventsvc.media.exif import ExifFacts
+    from projections.projector import APPLIERS
+
+    extractor = {f.name for f in dataclasses.fields(ExifFacts)} - {"warnings"}
+    assert set(ev.MediaFacts.model_fields) == extractor | {"xmp_sidecar_date"}
+    columns = sys.modules[APPLIERS[ev.ExifExtracted].__module__]._MEDIA_COLUMNS  # type: ignore[attr-defined]
+    assert columns and set(columns) <= set(ev.MediaFacts.model_fields)
+    with pytest.raises(ValidationError):
+        ev.MediaFacts(make="x", colour="red")  # type: ignore[call-arg]

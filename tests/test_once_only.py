@@ -118,7 +118,7 @@ async def test_once_facts_hold_beyond_the_window_and_per_deriver_version(
     # … and an older deriver (a worker not yet upgraded) appends nothing after it
     assert (await lg.publish(v1.model_copy(update={"causation": 11}))).duplicate
     facts = await _on(lg, f"photos.content.{H1}.ExifExtracted")
-    assert [(e.fields["make"], e.fact_version) for e in facts] == [("Old", 1), ("New", 2)]
+    assert [(e.fields.make, e.fact_version) for e in facts] == [("Old", 1), ("New", 2)]
     assert await lg.last_fact(f"photos.content.{H1}.ExifExtracted") == (got.seq, 2)
 
 

@@ -25,6 +25,7 @@ from eventsvc.core.events import (
     Event,
     ExifExtracted,
     HashComputed,
+    MediaFacts,
     ThumbnailReady,
 )
 from eventsvc.core.ids import RAW_EXTENSIONS
@@ -148,15 +149,12 @@ class MediaDeriver:
             except exif_mod.MediaError as exc:
                 out.append(self._failed(event, seq, "exif", str(exc)))
             else:
-                fields = {
-                    k: v
-                    for k, v in dataclasses.asdict(facts).items()
-                    if k != "warnings" and v is not None
-                }
                 warnings = list(facts.warnings)
                 sidecar = self._sidecar_date(event, warnings)
-                if sidecar is not None:
-                    fields["xmp_sidecar_date"] = sidecar
+                fields = MediaFacts(
+                    **{k: v for k, v in dataclasses.asdict(facts).items() if k != "warnings"},
+                    xmp_sidecar_date=sidecar,
+                )
                 date, source = resolve_date_taken(
                     exif_original=facts.date_original,
                     exif_digitized=facts.date_digitized,

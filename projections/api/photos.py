@@ -117,9 +117,14 @@ def list_rows(
 
 
 def _detail(content_hash: str, conn: sqlite3.Connection) -> PhotoDetail | None:
+    # Perceptual hashes and dimensions are the media deriver's (ThumbnailReady); while
+    # there are none, its latest thumbnail failure says why.
     content = conn.execute(
-        "SELECT size, media_kind, phash, dhash, width, height, decode_error"
-        " FROM content WHERE content_hash = ?",
+        "SELECT c.size, c.media_kind, c.phash, c.dhash, c.width, c.height,"
+        " CASE WHEN c.phash IS NULL THEN (SELECT f.reason FROM failures AS f"
+        "  WHERE f.stage = 'thumbnail' AND f.content_hash = c.content_hash"
+        "  ORDER BY f.seq DESC LIMIT 1) END AS decode_error"
+        " FROM content AS c WHERE c.content_hash = ?",
         (content_hash,),
     ).fetchone()
     locs = conn.execute(
