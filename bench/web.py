@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             "scroll_ms": round(p50["scroll"], 2), "scroll_json_ms": round(p50["scroll_json"], 2),
             "scroll_ratio": round(scroll_ratio, 3), "scroll_met": scroll_ratio <= 1.5,
             "months_ms": round(p50["months"], 2),
-            "months_uncached_ms": round(p50["months_uncached"], 2), "photo_page_ms": round(p50["photo_page"], 2),
+            "months_uncached_ms": round(p50["months_uncached"], 2),
+            "photo_page_ms": round(p50["photo_page"], 2),
             "photo_json_ms": round(p50["photo_json"], 2), "photos": n, "rounds": rounds,
             "cpus": os.cpu_count(),
         }  # fmt: skip
