@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> Outcome:
         from eventsvc.core.settings import Settings
-        from projections.api import create_app
+        from projections.app import create_app
 
         with scratch_dir("web", a.tmp, a.keep) as d:
             settings = Settings(data_dir=d / "data", nats_url=None, api_token=None,

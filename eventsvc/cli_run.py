@@ -34,7 +34,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     )
     from eventsvc.inference.models import ConfiguredClip
     from eventsvc.scanner import Scanner
-    from projections.api import create_app
+    from projections.app import create_app
     from projections.projector import Projector
 
     settings = settings_for(args)
@@ -167,7 +167,7 @@ async def cmd_project(args: argparse.Namespace) -> int:
 async def cmd_api(args: argparse.Namespace) -> int:
     from eventsvc.components import ApiServer, SandboxDecoder, open_log
     from eventsvc.inference.models import ConfiguredClip
-    from projections.api import create_app
+    from projections.app import create_app
 
     settings = settings_for(args)
     libraries, _ = libraries_for(args, settings)  # originals are served from these roots only

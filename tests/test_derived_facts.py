@@ -14,7 +14,7 @@ from eventsvc.core.log import EventLog
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings, load_libraries
 from eventsvc.derive.media import MAX_SIDECAR, MediaDeriver
-from projections.api import create_app
+from projections.app import create_app
 from tests.harness import Pipeline, b3, running
 from tests.media.heif_grid import grid_heic
 from tests.video.media import make

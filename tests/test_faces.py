@@ -30,7 +30,7 @@ from eventsvc.core.settings import Library, Settings
 from eventsvc.inference.dlib_faces import DlibFaceBackend, DlibSettings
 from eventsvc.inference.faces_http import HttpFaceBackend
 from eventsvc.inference.service import create_inference_app
-from projections.api import create_app
+from projections.app import create_app
 from projections.projector import rebuild
 from tests.harness import Pipeline, running, wait_until
 

@@ -715,7 +715,7 @@ async def test_an_api_that_connects_by_itself_logs_in_as_the_api_user(
     logs in with the settings' credentials; wrong ones are reported in /pipeline."""
     from litestar.testing import AsyncTestClient
 
-    from projections.api import create_app
+    from projections.app import create_app
 
     api = server.credentials("api")
     good = Settings(

@@ -352,7 +352,7 @@ async def test_a_name_is_cleared_through_the_api_end_to_end(
     import httpx
 
     from eventsvc.core.events import decode
-    from projections.api import create_app
+    from projections.app import create_app
 
     stop = asyncio.Event()
     projector = Projector(event_log, settings.readmodel_dir, batch=100)

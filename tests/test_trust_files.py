@@ -27,7 +27,7 @@ from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.safe_open import fd_path, open_dir_in_root, open_in_root, opened_in_root
 from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner.walk import Excludes, walk
-from projections.api import create_app
+from projections.app import create_app
 from tests.harness import Pipeline, b3, make_jpeg, running, wait_until
 
 # ------------------------------------------------------------------ fixtures

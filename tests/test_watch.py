@@ -19,7 +19,7 @@ from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner import Scanner
 from eventsvc.scanner.walk import Excludes
 from eventsvc.scanner.watch import WHOLE_LIBRARY, Watcher, WatchStatus
-from projections.api import create_app
+from projections.app import create_app
 from projections.projector import Projector
 from tests.harness import Pipeline, make_jpeg, wait_until
 

@@ -1,5 +1,7 @@
-"""The read side over HTTP: a Litestar app answering from the SQLite read model."""
+"""The read side's JSON API: a Litestar app answering from the SQLite read model.
 
-from projections.api.app import create_app
+:func:`projections.app.create_app` is the whole HTTP app (this API and the web pages)."""
 
-__all__ = ["create_app"]
+from projections.api.app import create_api
+
+__all__ = ["create_api"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.template import TemplateConfig
 
 from eventsvc.core.errors import ConfigError, LogUnavailable
 from eventsvc.core.inference import ClipBackends
@@ -18,7 +19,6 @@ from eventsvc.core.log import EventLog
 from eventsvc.core.natsauth import credentials_for
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings, load_libraries
-from projections import web
 from projections.api.auth import PUBLIC, Access, access_guard
 from projections.api.context import ApiContext, provide_context
 from projections.api.crops import OriginalDecoder
@@ -35,7 +35,7 @@ from projections.api.search import SearchController
 from projections.api.tokens import check_bind, load_tokens
 from projections.api.videos import VideosController
 
-__all__ = ["create_app"]
+__all__ = ["create_api"]
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,11 @@ def _lifespan(ctx: ApiContext, connect_wait: float) -> Callable[[Litestar], Any]
     return lifespan
 
 
-def create_app(
+def create_api(
     settings: Settings,
     *,
+    pages: Sequence[Any] = (),
+    template_config: TemplateConfig | None = None,
     event_log: EventLog | None = None,
     extra_status: Callable[[], dict[str, Any]] | None = None,
     nats_connect_wait: float = 2.0,
@@ -94,8 +96,9 @@ def create_app(
     clip: ClipBackends | None = None,
     originals: OriginalDecoder | None = None,
 ) -> Litestar:
-    """The read API. Pass ``event_log`` to share a connection (it is then not closed
-    here); otherwise ``settings.nats_url`` is connected on startup when set. Startup
+    """The read API (plus ``pages``: route handlers mounted beside it, rendered with
+    ``template_config``; :func:`projections.app.create_app` passes the web app's).
+    Pass ``event_log`` to share a connection (it is then not closed here); otherwise ``settings.nats_url`` is connected on startup when set. Startup
     waits at most ``nats_connect_wait`` seconds for NATS, then keeps trying behind.
     Originals and face crops are read only under ``libraries`` (default: those of
     ``settings.libraries_file``), never under a root the log names. ``clip``: the CLIP
@@ -131,7 +134,7 @@ def create_app(
             FacesController,
             VideosController,
             static_router(PUBLIC),
-            *web.route_handlers(),  # the web app's pages at / and its files at /web/static
+            *pages,
         ],
         before_send=[fix_allow],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
@@ -140,5 +143,5 @@ def create_app(
         lifespan=[_lifespan(ctx, nats_connect_wait)],
         state=State({"ctx": ctx, "access": access, "clip": clip, "originals": originals}),
         openapi_config=openapi_config(),
-        template_config=web.template_config(),
+        template_config=template_config,
     )

@@ -7,10 +7,9 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-__all__ = ["environment", "human_bytes", "month_label", "with_query"]
+from projections.web.tiles import month_label, tile_html, tiles_html
 
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")  # fmt: skip
+__all__ = ["environment", "human_bytes", "month_label", "with_query"]
 
 
 def human_bytes(n: int | None) -> str:
@@ -22,16 +21,6 @@ def human_bytes(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
-
-
-def month_label(month: str | None) -> str:
-    """``2023-06`` -> ``June 2023``; no month: ``Undated``."""
-    if not month or len(month) < 7:
-        return "Undated"
-    try:
-        return f"{_MONTHS[int(month[5:7]) - 1]} {month[:4]}"
-    except (ValueError, IndexError):
-        return month
 
 
 def with_query(path: str, params: dict[str, object]) -> str:
@@ -51,8 +40,6 @@ def environment(directory: Path) -> Environment:
     env.filters["bytes"] = human_bytes
     env.filters["month_label"] = month_label
     env.globals["with_query"] = with_query
-    from projections.web.tiles import tile_html, tiles_html  # it uses month_label
-
     env.globals["tiles"] = tiles_html
     env.globals["tile"] = tile_html
     return env

@@ -10,9 +10,20 @@ from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
 
-from projections.web.render import month_label
+__all__ = ["month_label", "tile_html", "tiles_html"]
 
-__all__ = ["tile_html", "tiles_html"]
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+
+
+def month_label(month: str | None) -> str:
+    """``2023-06`` -> ``June 2023``; no month: ``Undated``."""
+    if not month or len(month) < 7:
+        return "Undated"
+    try:
+        return f"{_MONTHS[int(month[5:7]) - 1]} {month[:4]}"
+    except (ValueError, IndexError):
+        return month
 
 
 class _Tile(Protocol):

@@ -29,7 +29,7 @@ from eventsvc.core.log import RawEvent
 from eventsvc.core.settings import Library, Settings
 from eventsvc.server import EmbeddedNats
 from projections import readmodel
-from projections.api import create_app
+from projections.app import create_app
 from projections.projector import apply_batch
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -21,9 +21,9 @@ from eventsvc.core.errors import ConfigError
 from eventsvc.core.events import DerivationFailed, LibraryOnline, LibraryStale, ThumbnailReady
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Settings
-from projections.api import create_app
 from projections.api.redact import redactor_for
 from projections.api.session import COOKIE
+from projections.app import create_app
 
 from .conftest import B_IMG1, ReadModel, h, hashed, seen, small_events
 

@@ -18,7 +18,7 @@ from eventsvc.core.log import ConsumerSpec, EventLog
 from eventsvc.core.settings import Settings
 from eventsvc.server import free_port
 from projections import readmodel
-from projections.api import create_app
+from projections.app import create_app
 from projections.projector import apply_batch
 
 from .conftest import (

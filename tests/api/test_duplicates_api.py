@@ -20,8 +20,8 @@ from eventsvc.core.events import Event, NotDuplicate
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Settings
 from projections import readmodel
-from projections.api import create_app
 from projections.api.paging import encode_cursor
+from projections.app import create_app
 from projections.near import hamming
 from projections.projector import Projector
 

@@ -14,9 +14,9 @@ from litestar.testing import TestClient
 
 from eventsvc.core.events import DerivationFailed, FileMissing, ThumbnailReady
 from eventsvc.core.settings import Settings
-from projections.api import create_app
 from projections.api.geo import haversine_km
 from projections.api.sendfile import CHUNK
+from projections.app import create_app
 
 from .conftest import ReadModel, client_for, online, seen
 from .http import bad, ok

@@ -28,8 +28,8 @@ from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Library, Settings
 from eventsvc.inference.models import ConfiguredClip
 from eventsvc.server import EmbeddedNats
-from projections.api import create_app
 from projections.api.docs import STATIC_DIR
+from projections.app import create_app
 
 from .conftest import T0, ReadModel, h, hashed, small_events
 from .test_people_api import fid, people_events, pid

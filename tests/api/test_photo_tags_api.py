@@ -22,7 +22,7 @@ from eventsvc.core.events import (
 )
 from eventsvc.core.settings import Settings
 from eventsvc.inference.models import ConfiguredClip, clip_backend
-from projections.api import create_app
+from projections.app import create_app
 from tests.clip.tiny import DIM, make_tiny_clip
 
 from .conftest import ReadModel, h, hashed, seen

@@ -14,8 +14,8 @@ from nats.js.api import StreamConfig
 
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Settings
-from projections.api import create_app
 from projections.api.idempotency import keyed_person_id
+from projections.app import create_app
 
 from .conftest import ReadModel, h, small_events
 

@@ -17,7 +17,7 @@ from eventsvc.components import SandboxDecoder
 from eventsvc.core.events import ClipEncoded, FaceBox, FacesDetected, face_id
 from eventsvc.core.inference import ClipBackend, ClipBackends, ModelInfo
 from eventsvc.core.settings import Library, Settings
-from projections.api import create_app
+from projections.app import create_app
 
 from .conftest import ReadModel, h, hashed, online, seen
 from .http import bad, ok

@@ -18,7 +18,7 @@ from eventsvc.core.settings import Library, Settings
 from eventsvc.derive.clip import reencode
 from eventsvc.inference.models import ConfiguredClip
 from projections import readmodel
-from projections.api import create_app
+from projections.app import create_app
 from projections.projector import rebuild
 from tests.clip.tiny import colour_image
 from tests.harness import Pipeline, b3, cli, running, wait_until

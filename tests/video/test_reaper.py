@@ -15,7 +15,7 @@ from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Library, Settings, load_libraries
 from eventsvc.video.reaper import Reaper, sweep
 from projections import readmodel
-from projections.api import create_app
+from projections.app import create_app
 from projections.projector import rebuild
 from tests.harness import Pipeline, b3, make_jpeg, make_video, running, wait_until
 

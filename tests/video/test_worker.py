@@ -15,7 +15,7 @@ from eventsvc.core.layout import playlist_dir
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Settings, load_libraries
 from eventsvc.video import hls
-from projections.api import create_app
+from projections.app import create_app
 from tests.harness import Pipeline, b3, make_jpeg, running
 from tests.video.media import make
 

@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import TestClient
 
 from eventsvc.core.settings import Settings
-from projections.api import create_app
+from projections.app import create_app
 from projections.web import STATIC_DIR, STATIC_PATH, TEMPLATES_DIR
 from tests.api.conftest import ReadModel
 

@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import TestClient
 
 from eventsvc.core.settings import Settings
-from projections.api import create_app
+from projections.app import create_app
 from tests.api.conftest import ReadModel
 
 from .pages import Library, build_library, links

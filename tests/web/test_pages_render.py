@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 
 from eventsvc.core.events import NotDuplicate
 from eventsvc.core.settings import Settings
-from projections.api import create_app
+from projections.app import create_app
 from projections.web.common import CSP
 from projections.web.timeline import FIRST_SCREEN, PAGE_SIZE
 from tests.api.conftest import ReadModel

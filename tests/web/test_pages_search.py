@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from eventsvc.core.events import ClipEncoded
 from eventsvc.core.settings import Settings
 from eventsvc.inference.models import clip_backend
-from projections.api import create_app
+from projections.app import create_app
 from projections.web.search import SEARCH_PAGE
 from tests.api.conftest import ReadModel, h
 from tests.clip.tiny import DIM, make_tiny_clip
