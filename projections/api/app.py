@@ -98,8 +98,9 @@ def create_api(
 ) -> Litestar:
     """The read API (plus ``pages``: route handlers mounted beside it, rendered with
     ``template_config``; :func:`projections.app.create_app` passes the web app's).
-    Pass ``event_log`` to share a connection (it is then not closed here); otherwise ``settings.nats_url`` is connected on startup when set. Startup
-    waits at most ``nats_connect_wait`` seconds for NATS, then keeps trying behind.
+    Pass ``event_log`` to share a connection (it is then not closed here); otherwise
+    ``settings.nats_url`` is connected on startup when set. Startup waits at most
+    ``nats_connect_wait`` seconds for NATS, then keeps trying behind.
     Originals and face crops are read only under ``libraries`` (default: those of
     ``settings.libraries_file``), never under a root the log names. ``clip``: the CLIP
     back-ends text search encodes queries with, as the composition builds them

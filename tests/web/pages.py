@@ -74,15 +74,17 @@ def build_library(model: ReadModel, photos: int = 130) -> Library:
             phash = f"{int(phash, 16) ^ 1:016x}"
         evs += [
             fs,
-            hashed(fs, h(n), phash=phash, dhash=phash, width=fields["width"], height=300),
+            hashed(fs, h(n)),
             ExifExtracted(
                 content_hash=h(n), fields=fields, date_taken=taken, date_source="exif_original"
             ),
             ThumbnailReady(
                 content_hash=h(n),
                 sizes={"small": f"{n:02x}/s.jpg", "large": f"{n:02x}/l.jpg"},
-                width=256,
-                height=192,
+                width=fields["width"],  # the upright size and perceptual hashes of its decode
+                height=300,
+                phash=phash,
+                dhash=phash,
             ),
         ]
     v = photos + 1

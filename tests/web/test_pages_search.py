@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 
 from eventsvc.core.events import ClipEncoded
 from eventsvc.core.settings import Settings
-from eventsvc.inference.models import clip_backend
+from eventsvc.inference.models import ConfiguredClip, clip_backend
 from projections.app import create_app
 from projections.web.search import SEARCH_PAGE
 from tests.api.conftest import ReadModel, h
@@ -60,7 +60,8 @@ def lib(settings: Settings) -> Library:
 
 @pytest.fixture
 def client(settings: Settings, lib: Library) -> Iterator[TestClient[Any]]:
-    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+    app = create_app(settings, clip=ConfiguredClip(settings))
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
 
