@@ -19,6 +19,7 @@ from eventsvc.core.events import (
     HashComputed,
     LibraryOnline,
     LibraryStale,
+    ThumbnailReady,
     encode,
     headers_for,
 )
@@ -81,6 +82,27 @@ def failed(stage: str, n: int) -> DerivationFailed:
     )  # fmt: skip
 
 
+def thumbnailed(content_hash: str, **facts: Any) -> ThumbnailReady:
+    """The media deriver's fact: thumbnails (paths as it names them) and, from the same
+    decode, the upright size and the perceptual hashes."""
+    sizes = {s: f"{content_hash[:2]}/{content_hash}/{s}.jpg" for s in ("small", "large")}
+    return ThumbnailReady(content_hash=content_hash, sizes=sizes, **facts)
+
+
+def undecodable(fs: FileSeen, content_hash: str, why: str) -> DerivationFailed:
+    """What the media deriver writes for an image it cannot decode for thumbnails."""
+    return DerivationFailed(
+        stage="thumbnail", reason=f"{fs.library_id}:{fs.path}: cannot decode: {why}",
+        input_subject=f"photos.content.{content_hash}.HashComputed", content_hash=content_hash,
+        file_id=fs.file_id, library_id=fs.library_id,
+    )  # fmt: skip
+
+
+# 64-bit perceptual hashes, as imagehash writes them (16 hex digits).
+PHASH_1 = "ff00ff00ff00ff00"
+DHASH_1 = "00ff00ff00ff00ff"
+
+
 class ReadModel:
     """Builds read-model generations in a directory the way the projector does."""
 
@@ -127,12 +149,14 @@ def small_events() -> list[Event]:
         online("beta"),
         stale("beta", "root is empty"),
         A_IMG1, A_IMG2, A_VID, A_PNG, A_GONE, B_IMG1, B_IMG1B, B_VID,
-        hashed(A_IMG1, h(1), phash="ff00", dhash="00ff", width=640, height=480),
+        hashed(A_IMG1, h(1)),
+        thumbnailed(h(1), width=640, height=480, phash=PHASH_1, dhash=DHASH_1),
         hashed(B_IMG1, h(1)),
         hashed(B_IMG1B, h(1)),
         hashed(A_VID, h(2)),
         hashed(B_VID, h(2)),
-        hashed(A_IMG2, h(3), decode_error="truncated"),
+        hashed(A_IMG2, h(3)),
+        undecodable(A_IMG2, h(3), "truncated"),
         hashed(A_GONE, h(4)),
         missing(A_GONE),
         failed("hash", 1),

@@ -337,7 +337,7 @@ def test_served_reasons_hold_no_absolute_path(
         bad := seen("alpha", "2023/bad.jpg"),
         hashed(bad, h(5), decode_error=f"cannot identify image file '{root}/2023/bad.jpg'"),
         DerivationFailed(stage="thumbnail", reason=f"cannot identify image file "
-                         f"'{root}/2023/a b.jpg'", content_hash=h(1), library_id="alpha",
+                         f"'{root}/2023/a b.jpg'", content_hash=h(3), library_id="alpha",
                          input_subject="photos.content.x.HashComputed"),
         DerivationFailed(stage="playlist", reason=f"cannot create {data}/videos/ab/.tmp-x: "
                          "[Errno 28] No space left", content_hash=h(2),
@@ -351,7 +351,7 @@ def test_served_reasons_hold_no_absolute_path(
         served = {
             url: c.get(url).text
             for url in ("/pipeline", "/libraries", f"/photos/{h(5)}", f"/videos/{h(2)}",
-                        f"/videos/{h(2)}/index.m3u8", f"/photos/{h(1)}/thumbnail")
+                        f"/videos/{h(2)}/index.m3u8", f"/photos/{h(3)}/thumbnail")
         }  # fmt: skip
     # /libraries shows each configured root on purpose; nothing else may.
     served["/libraries"] = re.sub(r'"root":"[^"]*"', '"root":""', served["/libraries"])
@@ -366,8 +366,8 @@ def test_served_reasons_hold_no_absolute_path(
     assert "alpha:2023/bad.jpg" in served[f"/photos/{h(5)}"]
     assert "gamma: is not a directory" in served["/libraries"]
     assert (
-        "alpha:2023/a b.jpg" in served[f"/photos/{h(1)}/thumbnail"]
-        or "a b.jpg" in (served[f"/photos/{h(1)}/thumbnail"])
+        "alpha:2023/a b.jpg" in served[f"/photos/{h(3)}/thumbnail"]
+        or "a b.jpg" in (served[f"/photos/{h(3)}/thumbnail"])
     )
 
 

@@ -29,6 +29,8 @@ from .conftest import (
     B_IMG1,
     B_IMG1B,
     B_VID,
+    DHASH_1,
+    PHASH_1,
     ReadModel,
     h,
     hashed,
@@ -101,7 +103,8 @@ def test_photos_filters(small: ReadModel, client: TestClient[Any]) -> None:
         "mtime_ns": A_IMG1.mtime_ns, "mtime": "2023-11-14T22:18:20+00:00",
         "media_kind": "image", "content_hash": h(1),
         "date_taken": "2023-11-14T22:18:20Z", "date_source": "filesystem", "width": 640,
-        "height": 480, "make": None, "model": None, "gps": None, "thumbnail": None,
+        "height": 480, "make": None, "model": None, "gps": None,
+        "thumbnail": f"/photos/{h(1)}/thumbnail?size=small",
         "tags": [],
     }  # fmt: skip
     assert paths(ok(client, "/photos", library="beta")) == [
@@ -225,9 +228,10 @@ def test_photo_detail(small: ReadModel, client: TestClient[Any]) -> None:
     detail = ok(client, f"/photos/{h(1)}")
     locations = detail.pop("locations")
     assert detail == {
-        "content_hash": h(1), "size": 1000, "media_kind": "image", "phash": "ff00",
-        "dhash": "00ff", "width": 640, "height": 480, "decode_error": None, "exif": None,
-        "thumbnails": {}, "tags": [], "people": [],
+        "content_hash": h(1), "size": 1000, "media_kind": "image", "phash": PHASH_1,
+        "dhash": DHASH_1, "width": 640, "height": 480, "decode_error": None, "exif": None,
+        "thumbnails": {s: f"/photos/{h(1)}/thumbnail?size={s}" for s in ("small", "large")},
+        "tags": [], "people": [],
     }  # fmt: skip
     assert [(loc["library"], loc["path"]) for loc in locations] == [
         ("alpha", "2023/img1.jpg"), ("beta", "dup/img1.jpg"), ("beta", "dup2/img1.jpg"),
@@ -237,7 +241,8 @@ def test_photo_detail(small: ReadModel, client: TestClient[Any]) -> None:
         "mtime_ns": B_IMG1.mtime_ns, "mtime": "2020-09-13T12:26:40+00:00",
         "date_taken": "2020-09-13T12:26:40Z", "date_source": "filesystem",
     }  # fmt: skip
-    assert ok(client, f"/photos/{h(3)}")["decode_error"] == "truncated"
+    # An image the media deriver could not decode: its thumbnail says why.
+    assert "truncated" in bad(client, f"/photos/{h(3)}/thumbnail", 404)
     # Content whose only location went missing is still known, with no locations.
     gone = ok(client, f"/photos/{h(4)}")
     assert gone["locations"] == [] and gone["size"] == A_GONE.size
@@ -306,9 +311,10 @@ def test_generation_swap_is_visible_without_restart(
 
 def test_pipeline_failures_from_read_model(small: ReadModel, client: TestClient[Any]) -> None:
     failures = ok(client, "/pipeline")["failures"]
-    assert failures["total"] == 3 and failures["by_stage"] == {"hash": 2, "thumbs": 1}
+    assert failures["total"] == 4
+    assert failures["by_stage"] == {"hash": 2, "thumbs": 1, "thumbnail": 1}
     recent = failures["recent"]
-    assert [f["stage"] for f in recent] == ["thumbs", "hash", "hash"]
+    assert [f["stage"] for f in recent] == ["thumbs", "hash", "hash", "thumbnail"]
     assert recent[0]["reason"] == "boom 3" and recent[0]["permanent"] is True
     assert recent[0]["seq"] == len(small_events())
 
