@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import io
 import json
 import mmap
@@ -300,7 +301,7 @@ def time_bare(
     """(seconds, {cpu_s, others_cores, read_bytes}, content hash -> (phash, dhash))."""
     results: dict[str, tuple[str, str]] = {}
     out.mkdir(parents=True, exist_ok=True)
-    pool = multiprocessing.Pool(procs)
+    pool = multiprocessing.Pool(procs, initializer=gc.disable)  # quiet_gc in every worker
     try:
         pool.map(_ready, range(procs))  # workers up (and imported) before the clock starts
         pids = [p.pid for p in multiprocessing.active_children()]
