@@ -377,12 +377,14 @@ def test_broken_files_never_raise(tmp_path: Path, name: str) -> None:
     path = _broken_files(tmp_path)[name]
     facts, elapsed = timed(path, timeout_s=BOUND_S)
     assert elapsed < BOUND_S + SLACK_S
-    if name == "truncated_jpeg":
-        assert (facts.make, facts.width, facts.height) == ("Canon", 400, 300)
-    elif name == "png_named_jpg":
-        assert (facts.width, facts.height) == (12, 34)
-    elif name in ("text_named_jpg", "empty", "random"):
-        assert facts.make is None and facts.width is None
+    # What each file still gives: the header of a cut JPEG, a PNG's size; nothing (and a
+    # warning saying why) from the rest.
+    expected = {
+        "truncated_jpeg": ("Canon", 400, 300),
+        "png_named_jpg": (None, 12, 34),
+    }.get(name, (None, None, None))
+    assert (facts.make, facts.width, facts.height) == expected, facts
+    if expected == (None, None, None):
         assert facts.warnings
 
 
