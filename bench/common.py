@@ -1,4 +1,5 @@
-"""Shared pieces: options, progress lines, the result line, scratch dirs, a NATS server."""
+"""Shared pieces: options, progress lines, the result line, scratch dirs, a NATS server,
+and the one statistic every benchmark reports for both sides: the median of N runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import gc
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -17,15 +19,20 @@ from typing import Any
 from eventsvc.server import EmbeddedNats
 
 __all__ = [
+    "DEFAULT_RUNS",
     "Outcome",
+    "add_runs",
     "base_parser",
     "emit",
+    "median",
     "nats_server",
     "quiet_gc",
     "rate",
     "run_main",
+    "runs_of",
     "say",
     "scratch_dir",
+    "spread",
 ]
 
 Outcome = dict[str, Any]
@@ -78,11 +85,55 @@ def nats_server(store: Path) -> Iterator[str]:
         server.stop()
 
 
+DEFAULT_RUNS = 3
+"""Timed runs of each side unless ``--runs`` says otherwise (``--quick`` may use fewer)."""
+
+
+def add_runs(
+    p: argparse.ArgumentParser, *aliases: str, default: int = DEFAULT_RUNS, quick: int = 1
+) -> None:
+    """``--runs N`` (and the bench's older names for it): runs of each side, alternating
+    which goes first; each side's median counts. ``default`` >= 3; ``quick`` for --quick."""
+    if default < 3:
+        raise ValueError("a median needs at least 3 runs by default")
+    p.add_argument(
+        "--runs", *aliases, dest="runs", type=int, default=None, metavar="N",
+        help=f"timed runs of each side, the median counts (default {default}; --quick {quick})",
+    )  # fmt: skip
+    p.set_defaults(runs_default=default, runs_quick=quick)
+
+
+def runs_of(a: argparse.Namespace) -> int:
+    """The number of runs ``add_runs`` asked for: --runs, else the quick or full default."""
+    if a.runs is not None:
+        return max(1, int(a.runs))
+    return int(a.runs_quick if a.quick else a.runs_default)
+
+
+def median(samples: list[float]) -> float:
+    """The statistic of every benchmark, ours and the limit alike."""
+    if not samples:
+        raise ValueError("no samples")
+    return float(statistics.median(samples))
+
+
+def spread(samples: list[float], digits: int = 3) -> list[float]:
+    """Every run, sorted, for the result line (what the median was taken of)."""
+    return [round(x, digits) for x in sorted(samples)]
+
+
 @contextlib.contextmanager
 def quiet_gc() -> Iterator[None]:
-    """Collect first so one measurement does not pay for the garbage of the previous one."""
+    """No garbage collection inside the timed block: collect first (one measurement does
+    not pay for the previous one's garbage), then disable the collector, and restore it."""
     gc.collect()
-    yield
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def emit(outcome: Outcome) -> None:

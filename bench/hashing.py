@@ -3,7 +3,8 @@
 Main figure: N large files (default 8 x 256 MB), hashed one after the other by
 ``eventsvc.derive.hashing.hash_file`` (ours) and by one ``b3sum FILES`` process (limit).
 Secondary: a few hundred JPEG-size files (0.2-6 MB), same comparison, extra keys.
-REPS rounds alternate who goes first; value/limit are the medians (best_* the best).
+RUNS rounds alternate who goes first, the garbage collector off around both; value/limit
+are the medians (best_* the best).
 ratio = ours / b3sum throughput; goal >= 0.9.
 """
 
@@ -12,12 +13,23 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from bench.common import Outcome, base_parser, quiet_gc, rate, run_main, say, scratch_dir
+from bench.common import (
+    Outcome,
+    add_runs,
+    base_parser,
+    median,
+    quiet_gc,
+    rate,
+    run_main,
+    runs_of,
+    say,
+    scratch_dir,
+    spread,
+)
 from eventsvc.derive.hashing import hash_file
 
 __all__ = ["main", "make_files", "time_b3sum", "time_ours"]
@@ -78,11 +90,12 @@ def time_ours(paths: list[Path]) -> tuple[float, dict[str, str]]:
 
 
 def time_b3sum(b3sum: str, paths: list[Path]) -> tuple[float, dict[str, str]]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [b3sum, "--", *map(str, paths)], capture_output=True, text=True, check=True
-    )
-    dt = time.perf_counter() - t0
+    with quiet_gc():
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [b3sum, "--", *map(str, paths)], capture_output=True, text=True, check=True
+        )
+        dt = time.perf_counter() - t0
     out = {}
     for line in proc.stdout.splitlines():
         digest, _, name = line.partition("  ")
@@ -118,10 +131,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--files", type=int, default=8, help="number of large files (8)")
     p.add_argument("--file-mb", type=int, default=256, help="size of each large file, MiB (256)")
     p.add_argument("--small", type=int, default=300, help="number of JPEG-size files (300)")
-    p.add_argument("--reps", type=int, default=5, help="repetitions, best taken (5)")
+    add_runs(p, "--reps", default=5, quick=5)
     a = p.parse_args(argv)
     if a.quick:
-        a.files, a.file_mb, a.small, a.reps = 2, 256, 40, 5
+        a.files, a.file_mb, a.small = 2, 256, 40
+    runs = runs_of(a)
 
     def body() -> Outcome:
         b3sum = shutil.which("b3sum")
@@ -139,22 +153,23 @@ def main(argv: list[str]) -> int:
             _warm(large + small)
             big = sum(p.stat().st_size for p in large)
             sml = sum(p.stat().st_size for p in small)
-            t_ours, t_b3 = _compare("large", b3sum, large, a.reps)
-            s_ours, s_b3 = _compare("small", b3sum, small, a.reps) if small else ([], [])
+            t_ours, t_b3 = _compare("large", b3sum, large, runs)
+            s_ours, s_b3 = _compare("small", b3sum, small, runs) if small else ([], [])
         # Medians: a single lucky (or unlucky) rep on a shared machine does not decide.
-        ours, limit = statistics.median(t_ours), statistics.median(t_b3)
+        ours, limit = median(t_ours), median(t_b3)
         value, lim = rate(big / MB, ours), rate(big / MB, limit)
         out: Outcome = {
             "value": round(value, 1), "limit": round(lim, 1), "unit": "MB/s",
             "ratio": round(value / lim, 3), "goal": GOAL,
             "ours_s": round(ours, 3), "b3sum_s": round(limit, 3), "bytes": big,
             "best_value": round(rate(big / MB, min(t_ours)), 1),
-            "best_limit": round(rate(big / MB, min(t_b3)), 1),
+            "best_limit": round(rate(big / MB, min(t_b3)), 1), "runs": runs,
+            "ours_runs_s": spread(t_ours), "b3sum_runs_s": spread(t_b3),
             "files": len(large), "cpus": os.cpu_count(), "b3sum": ver,
         }  # fmt: skip
         if small:
-            sv = rate(sml / MB, statistics.median(s_ours))
-            sl = rate(sml / MB, statistics.median(s_b3))
+            sv = rate(sml / MB, median(s_ours))
+            sl = rate(sml / MB, median(s_b3))
             out |= {
                 "small_files": len(small), "small_bytes": sml, "small_value": round(sv, 1),
                 "small_limit": round(sl, 1), "small_ratio": round(sv / sl, 3),

@@ -19,8 +19,9 @@ Limit: a bare loop doing the same per-file work with the same libraries in a
 ``thumbs.decode_for_thumbs`` + ``render_thumbnails`` (each size written to disk), and
 ``imagehash.phash``/``dhash`` of the grey image. Its perceptual hashes must agree with the
 read model's. Context: ``exiftool -j`` (one process) over the same files.
-ratio = ours / bare files/s; goal >= 0.8. With ``--reps`` the runs alternate which goes
-first and the best of each counts. Every timed run also reports the cores our processes
+ratio = ours / bare files/s; goal >= 0.8. ``--runs`` runs of each alternate which goes
+first and the median of each counts (the extra figures are those of the median run).
+Every timed run also reports the cores our processes
 used and those other processes used meanwhile (``/proc/stat``): on a busy machine a
 one-process pipeline (threads, one GIL) and a pool of processes do not lose alike.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import io
 import json
 import mmap
@@ -43,9 +45,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bench.common import Outcome, base_parser, quiet_gc, rate, run_main, say, scratch_dir
+from bench.common import (
+    Outcome,
+    add_runs,
+    base_parser,
+    median,
+    quiet_gc,
+    rate,
+    run_main,
+    runs_of,
+    say,
+    scratch_dir,
+)
 
 __all__ = [
     "bare_one",
@@ -288,7 +301,7 @@ def time_bare(
     """(seconds, {cpu_s, others_cores, read_bytes}, content hash -> (phash, dhash))."""
     results: dict[str, tuple[str, str]] = {}
     out.mkdir(parents=True, exist_ok=True)
-    pool = multiprocessing.Pool(procs)
+    pool = multiprocessing.Pool(procs, initializer=gc.disable)  # quiet_gc in every worker
     try:
         pool.map(_ready, range(procs))  # workers up (and imported) before the clock starts
         pids = [p.pid for p in multiprocessing.active_children()]
@@ -488,13 +501,13 @@ def _compare(ours: dict[str, tuple[str, str]], bare: dict[str, tuple[str, str]],
 def _runs(
     a: Any, tmp: Path, paths: list[Path], procs: int
 ) -> tuple[list[tuple[float, dict[str, Any]]], list[tuple[float, dict[str, float]]]]:
-    """``a.reps`` runs of each, alternating which goes first; perceptual hashes compared."""
+    """``a.runs`` runs of each, alternating which goes first; perceptual hashes compared."""
     lib_root = paths[0].parents[2]
     ours_runs: list[tuple[float, dict[str, Any]]] = []
     bare_runs: list[tuple[float, dict[str, float]]] = []
     ours_hashes: dict[str, tuple[str, str]] = {}
     bare_hashes: dict[str, tuple[str, str]] = {}
-    for r in range(a.reps):
+    for r in range(a.runs):
         for who in ("bare", "ours") if r % 2 == 0 else ("ours", "bare"):
             if who == "bare":
                 out = tmp / f"bare-thumbs-{r}"
@@ -502,7 +515,7 @@ def _runs(
                 shutil.rmtree(out, ignore_errors=True)
                 bare_runs.append((dt, stats))
                 say(
-                    f"rep {r + 1}/{a.reps} bare: {dt:.1f}s {rate(a.files, dt):.2f} files/s "
+                    f"run {r + 1}/{a.runs} bare: {dt:.1f}s {rate(a.files, dt):.2f} files/s "
                     f"(cpu {stats['cpu_s']:.0f}s = {stats['cpu_s'] / dt:.2f} cores; other "
                     f"processes {stats['others_cores']:.2f} cores; read from storage "
                     f"{stats['read_bytes'] / 1e9:.2f} GB)"
@@ -512,7 +525,7 @@ def _runs(
                 ours_runs.append((dt, extra))
                 busy = (extra["cpu_s"] + extra["nats_cpu_s"]) / dt
                 say(
-                    f"rep {r + 1}/{a.reps} ours: {dt:.1f}s {rate(a.files, dt):.2f} files/s "
+                    f"run {r + 1}/{a.runs} ours: {dt:.1f}s {rate(a.files, dt):.2f} files/s "
                     f"(scan {extra['scan_s']:.2f}s, all hashed at {extra['hashed_s'] or 0:.1f}s;"
                     f" cpu {extra['cpu_s']:.0f}s + nats {extra['nats_cpu_s']:.1f}s = "
                     f"{busy:.2f} cores; other processes {extra['others_cores']:.2f} cores; "
@@ -523,15 +536,18 @@ def _runs(
     return ours_runs, bare_runs
 
 
+_S = TypeVar("_S")
+
+
+def _median_run(runs: list[tuple[float, _S]]) -> _S:
+    """The figures of the median run (the lower middle one when the count is even)."""
+    return sorted(runs, key=lambda x: x[0])[(len(runs) - 1) // 2][1]
+
+
 def main(argv: list[str]) -> int:
     p = base_parser("ingest", __doc__)
     p.add_argument("--files", type=int, default=2000, help="number of 12 MP JPEGs (2000)")
-    p.add_argument(
-        "--reps",
-        type=int,
-        default=1,
-        help="runs of each, alternating which goes first; best taken (1)",
-    )
+    add_runs(p, "--reps", quick=1)
     p.add_argument(
         "--cache",
         action="store_true",
@@ -547,6 +563,7 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.files = 40
+    a.runs = runs_of(a)
     procs = os.cpu_count() or 1
 
     def body() -> Outcome:
@@ -579,12 +596,13 @@ def main(argv: list[str]) -> int:
                             f"{exif_note} -j: {exif_s:.1f}s {rate(a.files, exif_s):.1f} "
                             "files/s (one process)"
                         )
-        ours_s, extra = min(ours_runs, key=lambda x: x[0])
-        bare_s, bare = min(bare_runs, key=lambda x: x[0])
+        ours_s, bare_s = median([t for t, _ in ours_runs]), median([t for t, _ in bare_runs])
+        extra = _median_run(ours_runs)
+        bare = _median_run(bare_runs)
         ours_cpu = extra["cpu_s"] + extra["nats_cpu_s"]
         value, limit = rate(a.files, ours_s), rate(a.files, bare_s)
         out: Outcome = {
-            "value": round(value, 3), "limit": round(limit, 3), "unit": "files/s",
+            "value": round(value, 3), "limit": round(limit, 3), "unit": "files/s (medians)",
             "ratio": round(value / limit, 3), "goal": GOAL, "files": a.files,
             "bytes": total, "pinned_bytes": held, "cpus": procs,
             "ours_s": round(ours_s, 2), "bare_s": round(bare_s, 2),
@@ -603,7 +621,7 @@ def main(argv: list[str]) -> int:
             "bare_runs_files_per_s": [round(rate(a.files, t), 3) for t, _ in bare_runs],
             "media_concurrency": extra["media_concurrency"],
             "hash_concurrency": extra["hash_concurrency"], "retried": extra["retried"],
-            "reps": a.reps,
+            "runs": a.runs,
         }  # fmt: skip
         if exif_s is not None:
             out["exiftool_files_per_s"] = round(rate(a.files, exif_s), 2)

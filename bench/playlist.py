@@ -5,10 +5,11 @@ Two sources, made with ffmpeg's testsrc + sine: an H.264/AAC file with 2 s key f
 default preset). Ours = ``eventsvc.derive.playlist.generate`` end to end without the
 poster/preview (probe with PyAV, plan, ffmpeg into a temp dir, playlist validation,
 codec string, rename into place); limit = one ``ffmpeg`` process with the very
-arguments our plan built, into an empty directory. REPS rounds (3 x REPS for the short
-remux jobs) alternate who goes first; medians. ratio = bare seconds / our seconds (wall)
-per path; the headline ratio is the worse of the two; goal >= 0.95. ``*_cpu_ratio``
-compares CPU seconds (ours: this process + its ffmpeg), steadier on a shared machine.
+arguments our plan built, into an empty directory. RUNS rounds (3 x RUNS for the short
+remux jobs) alternate who goes first; medians, garbage collector off around both sides.
+ratio = bare seconds / our seconds (wall) per path; the headline ratio is the worse of
+the two; goal >= 0.95. ``*_cpu_ratio`` compares CPU seconds (ours: this process + its
+ffmpeg), steadier on a shared machine.
 ``extras_s`` is what the poster + preview add per job (one run, so noisy).
 """
 
@@ -18,12 +19,21 @@ import asyncio
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from bench.common import Outcome, base_parser, quiet_gc, run_main, say, scratch_dir
+from bench.common import (
+    Outcome,
+    add_runs,
+    base_parser,
+    median,
+    quiet_gc,
+    run_main,
+    runs_of,
+    say,
+    scratch_dir,
+)
 from eventsvc.derive.playlist import generate
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video.probe import probe
@@ -76,9 +86,10 @@ def _ours(
 
 def _bare(args: list[str], out: Path) -> tuple[float, float]:
     out.mkdir()
-    c0, t0 = _cpu(), time.perf_counter()
-    subprocess.run(args, check=True)
-    dt, dc = time.perf_counter() - t0, _cpu() - c0
+    with quiet_gc():
+        c0, t0 = _cpu(), time.perf_counter()
+        subprocess.run(args, check=True)
+        dt, dc = time.perf_counter() - t0, _cpu() - c0
     shutil.rmtree(out)
     return dt, dc
 
@@ -87,11 +98,12 @@ def main(argv: list[str]) -> int:
     p = base_parser("playlist", __doc__)
     p.add_argument("--remux-seconds", type=int, default=60, help="remux source length (60)")
     p.add_argument("--transcode-seconds", type=int, default=20, help="transcode source (20)")
-    p.add_argument("--reps", type=int, default=5, help="repetitions, medians taken (5)")
+    add_runs(p, "--reps", default=5, quick=3)
     p.add_argument("--preset", default="veryfast", help="x264 preset of transcodes (veryfast)")
     a = p.parse_args(argv)
     if a.quick:
-        a.remux_seconds, a.transcode_seconds, a.reps = 20, 6, 3
+        a.remux_seconds, a.transcode_seconds = 20, 6
+    a.reps = runs_of(a)
 
     def body() -> Outcome:
         try:
@@ -133,12 +145,12 @@ def main(argv: list[str]) -> int:
                             bare.append(dt)
                         cpu[who].append(dc)
                         say(f"{label} rep {r + 1}/{reps} {who:<4}: {dt:.3f}s ({dc:.3f} s CPU)")
-                mo, mb = statistics.median(ours), statistics.median(bare)
+                mo, mb = median(ours), median(bare)
                 ratios[label] = mb / mo
                 totals["ours"] += mo
                 totals["bare"] += mb
                 extras = _ours(src, root / "videos", 99, opts, ffmpeg, True)[0] - mo
-                co, cb = statistics.median(cpu["ours"]), statistics.median(cpu["bare"])
+                co, cb = median(cpu["ours"]), median(cpu["bare"])
                 out |= {
                     f"{label}_ours_s": round(mo, 3), f"{label}_bare_s": round(mb, 3),
                     f"{label}_ratio": round(mb / mo, 3), f"{label}_extras_s": round(extras, 3),
@@ -151,7 +163,7 @@ def main(argv: list[str]) -> int:
         return {
             "value": round(totals["ours"], 3), "limit": round(totals["bare"], 3),
             "unit": "s (remux + transcode job, medians)", "ratio": round(headline, 3),
-            "goal": GOAL, **out, "reps": a.reps, "cpus": os.cpu_count(),
+            "goal": GOAL, **out, "runs": a.reps, "cpus": os.cpu_count(),
         }  # fmt: skip
 
     return run_main("playlist", body, a.strict)

@@ -6,8 +6,8 @@ included: it is part of the path). Raw: the same subjects, pre-encoded payloads 
 headers (``encode``/``headers_for``, so ``Nats-Msg-Id`` too) through ``js.publish_async``,
 then one ``gather``. Every run gets a freshly created stream (same config) and a fresh
 connection, so no run inherits the previous one's messages or duplicate-window table;
-rounds alternate the order (raw, ours), (ours, raw), ... and the best of each counts.
-ratio = ours / raw events/s; goal >= 0.7.
+runs alternate the order (raw, ours), (ours, raw), ... and the median of each counts
+(timed with the garbage collector off). ratio = ours / raw events/s; goal >= 0.7.
 """
 
 from __future__ import annotations
@@ -20,7 +20,20 @@ from collections.abc import Awaitable, Callable
 
 import nats.js.errors
 
-from bench.common import Outcome, base_parser, nats_server, rate, run_main, say, scratch_dir
+from bench.common import (
+    Outcome,
+    add_runs,
+    base_parser,
+    median,
+    nats_server,
+    quiet_gc,
+    rate,
+    run_main,
+    runs_of,
+    say,
+    scratch_dir,
+    spread,
+)
 from eventsvc.core.events import Event, FileSeen, encode, headers_for
 from eventsvc.core.ids import file_id
 from eventsvc.core.log import EventLog
@@ -82,10 +95,10 @@ async def _fresh_log(url: str) -> EventLog:
 async def _run(url: str, label: str, n: int, fn: Callable[[EventLog], Awaitable[int]]) -> float:
     log = await _fresh_log(url)
     try:
-        gc.collect()
-        t0 = time.perf_counter()
-        stored = await fn(log)
-        dt = time.perf_counter() - t0
+        with quiet_gc():
+            t0 = time.perf_counter()
+            stored = await fn(log)
+            dt = time.perf_counter() - t0
         last = await log.last_seq()
     finally:
         await log.close()
@@ -137,12 +150,12 @@ async def _measure(url: str, n: int, rounds: int, chunk: int, same_stream: int) 
                 t_ours.append(await _run(url, "ours", n, ours))
             else:
                 t_raw.append(await _run(url, "raw", n, raw))
-    value, limit = rate(n, min(t_ours)), rate(n, min(t_raw))
+    value, limit = rate(n, median(t_ours)), rate(n, median(t_raw))
     out: Outcome = {
-        "value": round(value), "limit": round(limit), "unit": "events/s",
+        "value": round(value), "limit": round(limit), "unit": "events/s (medians)",
         "ratio": round(value / limit, 3), "goal": GOAL, "events": n, "chunk": chunk,
-        "ours_s": round(min(t_ours), 3), "raw_s": round(min(t_raw), 3),
-        "ours_runs_s": [round(t, 3) for t in t_ours], "raw_runs_s": [round(t, 3) for t in t_raw],
+        "runs": rounds, "ours_s": round(median(t_ours), 3), "raw_s": round(median(t_raw), 3),
+        "ours_runs_s": spread(t_ours), "raw_runs_s": spread(t_raw),
     }  # fmt: skip
     if same_stream:
         out["same_stream_events_per_s"] = [
@@ -154,7 +167,7 @@ async def _measure(url: str, n: int, rounds: int, chunk: int, same_stream: int) 
 def main(argv: list[str]) -> int:
     p = base_parser("publish", __doc__)
     p.add_argument("--events", type=int, default=50_000, help="events per run (50000)")
-    p.add_argument("--rounds", type=int, default=2, help="alternating rounds, best taken (2)")
+    add_runs(p, "--rounds", quick=3)
     p.add_argument(
         "--chunk",
         type=int,
@@ -174,6 +187,6 @@ def main(argv: list[str]) -> int:
 
     def body() -> Outcome:
         with scratch_dir("publish", a.tmp, a.keep) as tmp, nats_server(tmp / "nats") as url:
-            return asyncio.run(_measure(url, a.events, a.rounds, a.chunk, a.same_stream))
+            return asyncio.run(_measure(url, a.events, runs_of(a), a.chunk, a.same_stream))
 
     return run_main("publish", body, a.strict)

@@ -50,12 +50,19 @@ def make_jpeg(
 
 
 def make_video(path: Path, seconds: float = 1.0) -> Path:
-    """A tiny real video via the ffmpeg of imageio-ffmpeg, else a minimal MPEG-4 stub."""
+    """A tiny real H.264 video made by the ffmpeg of imageio-ffmpeg.
+
+    No fallback: a test that asks for a video gets a real one or fails here, loudly,
+    naming what is missing (imageio-ffmpeg is in the `video` extra).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import imageio_ffmpeg
 
         ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        raise AssertionError(f"make_video needs imageio-ffmpeg's ffmpeg: {exc}") from exc
+    try:
         subprocess.run(
             [
                 ffmpeg,
@@ -74,9 +81,15 @@ def make_video(path: Path, seconds: float = 1.0) -> Path:
             ],
             check=True,
             timeout=60,
+            capture_output=True,
         )
-    except (ImportError, subprocess.SubprocessError, OSError):
-        path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2048))
+    except subprocess.CalledProcessError as exc:
+        err = exc.stderr.decode(errors="replace")
+        raise AssertionError(f"ffmpeg could not make {path}: {err}") from exc
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise AssertionError(f"ffmpeg could not make {path}: {exc}") from exc
+    if path.stat().st_size == 0:
+        raise AssertionError(f"ffmpeg wrote an empty {path}")
     return path
 
 

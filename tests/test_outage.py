@@ -62,6 +62,10 @@ async def _failures(p: Pipeline) -> list[Any]:
     return [e for _, e in await p.events("DerivationFailed") if e.stage == "faces"]
 
 
+async def _count(p: Pipeline, etype: str, n: int) -> bool:
+    return len(await p.events(etype)) >= n
+
+
 async def _nothing_to_redeliver(event_log: EventLog, s: Settings) -> None:
     """Another client of the durable gets nothing: the held messages' ack timers were
     reset (+WPI), so JetStream has nothing to hand out again."""
@@ -99,6 +103,18 @@ async def test_back_end_outages_hold_messages_and_spend_no_deliveries(
             # Longer than the old nak delays of all deliveries, and than ack_wait.
             outage = max(s.max_deliver * max(s.backoff), 1.5 * s.ack_wait)
             for cycle, reason in enumerate(("connection refused", "HTTP 502: bad gateway")):
+                if cycle == 0:
+                    # The worker stopped (idle, no pull request left on the server) while
+                    # the outage's files are hashed: its first fetch then takes them all,
+                    # so every message is held and none is left to hand out but a redelivery.
+                    stop.set()
+                    await task
+
+                    async def idle() -> bool:
+                        ci = await event_log.js.consumer_info(s.stream, "faces")
+                        return ci.num_waiting == 0 and ci.num_ack_pending == 0
+
+                    await wait_until(idle, 30)
                 host.down = reason
                 retried, failures = worker.stats.retried, len(await _failures(p))
                 for i in range(3):
@@ -106,10 +122,14 @@ async def test_back_end_outages_hold_messages_and_spend_no_deliveries(
                 if cycle == 0:
                     make_jpeg(root / "poison.jpg", 99, size=(POISON_WIDTH, 50))
                 await p.scanner.tick(full=True)
+                if cycle == 0:
+                    await wait_until(lambda: _count(p, "HashComputed", 6), 30)
+                    stop = asyncio.Event()
+                    task = asyncio.create_task(worker.run(stop))
                 # What the worker holds is what its first fetch of the outage got (it
-                # fetches nothing more while paused): 1 to 4 messages, as the hasher's
-                # pace had it. Wait until every new file is hashed and the consumer's
-                # un-acked count agrees with the worker's.
+                # fetches nothing more while paused): all 4 in cycle 0, 1 to 3 in cycle 1
+                # as the hasher's pace had it. Wait until every new file is hashed and the
+                # consumer's un-acked count agrees with the worker's.
                 hashed = 6 + 3 * cycle
 
                 async def settled(hashed: int = hashed) -> bool:
@@ -129,8 +149,10 @@ async def test_back_end_outages_hold_messages_and_spend_no_deliveries(
                 await wait_until(shown, 20)
                 checks = host.info_calls
                 await asyncio.sleep(outage if cycle == 0 else s.ack_wait)  # the outage itself
-                ci = await event_log.js.consumer_info(s.stream, "faces")
-                if cycle == 0 and ci.num_pending == 0:  # (one not held would be handed out)
+                if cycle == 0:  # all four held: nothing pending, and nothing redelivered
+                    assert held == 4
+                    ci = await event_log.js.consumer_info(s.stream, "faces")
+                    assert ci.num_pending == 0
                     await _nothing_to_redeliver(event_log, s)
                 assert host.info_calls > checks + 1  # it kept checking, with back-off
                 ci = await event_log.js.consumer_info(s.stream, "faces")

@@ -98,7 +98,13 @@ async def test_a_tick_defers_a_file_being_written_until_it_settles(
     writer = threading.Thread(target=_copy_in_chunks, args=(data, root / "new.jpg", 8, 1.6))
     writer.start()
     try:
-        await asyncio.sleep(0.3)  # the copy is under way when the scan walks
+
+        def under_way() -> bool:
+            with contextlib.suppress(FileNotFoundError):
+                return 0 < (root / "new.jpg").stat().st_size < len(data)
+            return False
+
+        await wait_until(under_way, 10, 0.01)  # the copy is under way when the scan walks
         [report] = await scanner.tick(full=True)
     finally:
         await asyncio.to_thread(writer.join)

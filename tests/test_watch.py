@@ -158,7 +158,9 @@ async def test_new_directories_are_watched_and_moved_out_ones_are_not(
         make_jpeg(lib.root / "@eaDir" / "thumb.jpg", 6)
         # Moved out of the root: no longer watched.
         os.rename(lib.root / "incoming", outside / "gone")
-        await asyncio.sleep(0.5)
+        await wait_until(
+            lambda: b"incoming" not in scanner.watcher.watches["alpha"].dirs, 10, step=0.02
+        )
         make_jpeg(outside / "gone" / "after.jpg", 7)
         make_jpeg(outside / "target" / "via-link.jpg", 8)  # through the symlinked directory
         make_jpeg(lib.root / "marker.jpg", 9)  # handled after the ones above
@@ -242,7 +244,6 @@ async def test_cancelling_the_scanner_stops_watching_and_closes_descriptors(
     # (after the first tick: Python 3.11's wait_for, which nats-py uses, may swallow a cancel
     # that lands while a reply arrives; that is the tick's matter, not the watcher's)
     await wait_until(lambda: len(scanner.reports) == 3, 10, step=0.02)
-    await asyncio.sleep(0.2)
     assert _inotify_fds() == before + 3
     loop = asyncio.get_running_loop()
     t0 = loop.time()

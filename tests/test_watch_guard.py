@@ -54,8 +54,8 @@ async def _watching(
     try:
         n = len(_files(lib))
         await wait_until(lambda: len(scanner.state.lib_files(lib.id)) == n, 20)
+        # A library's watch is listed once every directory under it has its inotify watch.
         await wait_until(lambda: scanner.watcher and lib.id in scanner.watcher.watches, 10)
-        await asyncio.sleep(0.3)  # every directory is watched
         yield scanner
     finally:
         stop.set()

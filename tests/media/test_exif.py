@@ -19,8 +19,9 @@ from eventsvc.media.exif import ExifFacts, MediaError, extract_image, extract_vi
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")
 
 R = IFDRational
-BOUND_S = 1.0  # the timeout used for hostile files
-SLACK_S = 1.5  # scheduling slack on a busy 2-core machine
+BOUND_S = 2.0  # the timeout used for hostile files
+SLACK_S = 1.0  # scheduling slack on a busy machine: less than the bound, so a file that
+# ran to the end of its time and then some more still fails the check
 
 
 def make_exif(
@@ -376,17 +377,19 @@ def test_broken_files_never_raise(tmp_path: Path, name: str) -> None:
     path = _broken_files(tmp_path)[name]
     facts, elapsed = timed(path, timeout_s=BOUND_S)
     assert elapsed < BOUND_S + SLACK_S
-    if name == "truncated_jpeg":
-        assert (facts.make, facts.width, facts.height) == ("Canon", 400, 300)
-    elif name == "png_named_jpg":
-        assert (facts.width, facts.height) == (12, 34)
-    elif name in ("text_named_jpg", "empty", "random"):
-        assert facts.make is None and facts.width is None
+    # What each file still gives: the header of a cut JPEG, a PNG's size; nothing (and a
+    # warning saying why) from the rest.
+    expected = {
+        "truncated_jpeg": ("Canon", 400, 300),
+        "png_named_jpg": (None, 12, 34),
+    }.get(name, (None, None, None))
+    assert (facts.make, facts.width, facts.height) == expected, facts
+    if expected == (None, None, None):
         assert facts.warnings
 
 
 def _ifd_chain_tiff(path: Path, ifds: int = 200, entries: int = 65534) -> Path:
-    """Distinct, overlapping IFDs of 65534 entries each: minutes of exifread work."""
+    """Distinct, overlapping IFDs of 65534 entries each: work until the read budget stops it."""
     stride = 8
     buf = bytearray(8 + stride * ifds + 2 + 12 * entries + 8)
     buf[0:8] = b"II*\0" + u32(8)
@@ -401,10 +404,16 @@ def _ifd_chain_tiff(path: Path, ifds: int = 200, entries: int = 65534) -> Path:
 
 def test_time_bound_abandons_and_stops_worker(tmp_path: Path) -> None:
     path = _ifd_chain_tiff(tmp_path / "chain.tif")
-    facts, elapsed = timed(path, timeout_s=0.3)
-    assert elapsed < 0.3 + SLACK_S
-    assert any("timed out" in w for w in facts.warnings)
-    deadline = time.monotonic() + 5
+    # Unbounded, the chain runs until the read budget stops it: that time is the yardstick.
+    full, full_s = timed(path, timeout_s=120.0)
+    assert not any("timed out" in w for w in full.warnings)
+    assert any("gave up" in w for w in full.warnings)
+    # A bound of a tenth of that must cut the work short and say so.
+    facts, elapsed = timed(path, timeout_s=full_s / 10)
+    assert any("timed out" in w for w in facts.warnings), facts.warnings
+    assert not any("gave up" in w for w in facts.warnings)
+    assert full_s / 10 <= elapsed < full_s / 2, (elapsed, full_s)
+    deadline = time.monotonic() + 5 + 2 * full_s
     while any(t.name == "exif-extract" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "abandoned worker kept running"
         time.sleep(0.02)
@@ -422,9 +431,10 @@ def test_work_budget_stops_ifd_chain_inside_the_buffer(tmp_path: Path) -> None:
         blob[link : link + 4] = u32(8 + stride * (k + 1) if k < ifds - 1 else 0)
     path = tmp_path / "chain.jpg"
     path.write_bytes(jpeg_with_app1(bytes(blob)))
-    facts, elapsed = timed(path, timeout_s=5.0)
-    assert elapsed < 4.0
-    assert any("gave up" in w or "timed out" in w for w in facts.warnings)
+    facts, _ = timed(path, timeout_s=120.0)
+    # The read budget stopped it, not the time bound.
+    assert any("gave up" in w for w in facts.warnings), facts.warnings
+    assert not any("timed out" in w for w in facts.warnings)
     assert (facts.width, facts.height) == (8, 8)
 
 
