@@ -396,7 +396,7 @@ class PlaylistWorker(WithBackground, Worker):
         from eventsvc.video.reaper import Reaper
 
         reaper = Reaper(
-            self.settings.videos_dir, self.settings.readmodel_dir, self.log,
+            self.settings.videos_dir, self.log,
             self.roots.configured, max_remove=self.settings.playlist_cleanup_max,
             tmp_max_age=self.settings.playlist_timeout + 600, stats=self.stats.cleanup,
         )  # fmt: skip
