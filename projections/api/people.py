@@ -271,7 +271,7 @@ def _source_image(
         if path.is_relative_to(Path(thumbs_dir).resolve()) and path.is_file():
             with Image.open(path, formats=["JPEG"]) as img:
                 return img.convert("RGB")
-    from eventsvc.derive.faces import load_image
+    from eventsvc.media.load import load_upright
 
     for loc in src["locations"]:  # opened under its configured root only
         opened = open_location(roots, loc["library_id"], loc["rel"], loc["size"], loc["mtime_ns"])
@@ -281,7 +281,9 @@ def _source_image(
             if sandbox is None:
                 raise NotFoundException(detail="no thumbnail to crop the face from yet")
             try:
-                return load_image(opened.fileno(), 1440, raw=_is_raw(loc), sandbox=sandbox)
+                return load_upright(
+                    "faces", opened.fileno(), 1440, raw=_is_raw(loc), sandbox=sandbox
+                )
             except (DecodeFailed, TransientError) as exc:
                 raise NotFoundException(detail=f"the photo cannot be decoded: {exc}") from exc
     raise NotFoundException(detail="no thumbnail and no live location to crop the face from")
