@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.common import Outcome, base_parser, quiet_gc, run_main, say, scratch_dir
 from eventsvc.derive.playlist import generate
 from eventsvc.video import ffmpeg as ff
-from eventsvc.video.probe import probe
+from eventsvc.media.probe import probe
 
 __all__ = ["main"]
 

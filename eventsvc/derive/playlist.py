@@ -40,7 +40,7 @@ from eventsvc.derive.worker import WithBackground, Worker, WorkerStats
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
-from eventsvc.video.probe import Probe, probe
+from eventsvc.media.probe import Probe, probe
 
 __all__ = ["Generated", "PlaylistDeriver", "PlaylistStats", "PlaylistWorker", "generate"]
 
