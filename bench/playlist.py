@@ -25,8 +25,8 @@ from pathlib import Path
 
 from bench.common import Outcome, base_parser, quiet_gc, run_main, say, scratch_dir
 from eventsvc.derive.playlist import generate
-from eventsvc.video import ffmpeg as ff
 from eventsvc.media.probe import probe
+from eventsvc.video import ffmpeg as ff
 
 __all__ = ["main"]
 

@@ -94,7 +94,7 @@ async def _text(model: Path, texts: list[str], warm: list[str]) -> dict[str, flo
         providers=["CPUExecutionProvider"],
     )  # fmt: skip
     search = ClipSearch(
-        Settings(data_dir="/nonexistent-bench", clip_model_dir=model, inference_url=None)
+        Settings(data_dir="/nonexistent-bench", clip_model_dir=model, clip_inference_url=None)
     )
     version = (await search.encoders.get(None))[1].version
     times: dict[str, list[float]] = {"encode": [], "vector": [], "bare": []}

@@ -8,7 +8,7 @@ for a batch to fill, with at most ``clip_concurrency`` batches in flight.
 When there is no model (offline, no local files) or the inference host is away, the
 worker pauses (:mod:`eventsvc.derive.hold`): it says why (log, ``stats.model_error``,
 the status bucket), holds what it had fetched without spending deliveries, and looks
-again with back-off up to ``clip_recheck`` seconds, so model files dropped in place or a
+again with back-off up to ``clip_recheck_interval`` seconds, so model files dropped in place or a
 host coming back start it without a restart.
 """
 
@@ -254,7 +254,7 @@ def make_clip_worker(
     in_flight = max(1, settings.clip_batch) * max(1, settings.clip_concurrency)
     return ClipWorker(
         spec.durable, event_log, spec, deriver, concurrency=in_flight,
-        batch=in_flight * 2, recheck=settings.clip_recheck,
+        batch=in_flight * 2, recheck=settings.clip_recheck_interval,
     )  # fmt: skip
 
 

@@ -37,10 +37,10 @@ from eventsvc.core.safe_open import fd_path
 from eventsvc.core.settings import Settings
 from eventsvc.derive.versions import PLAYLIST_VERSION
 from eventsvc.derive.worker import WithBackground, Worker, WorkerStats
+from eventsvc.media.probe import Probe, probe
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
-from eventsvc.media.probe import Probe, probe
 
 __all__ = ["Generated", "PlaylistDeriver", "PlaylistStats", "PlaylistWorker", "generate"]
 
