@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> Outcome:
         import onnxruntime as ort
 
-        from eventsvc.derive.clip import load_image
+        from eventsvc.derive.clip import DECODE_EDGE
         from eventsvc.inference.clip_onnx import OnnxClip, preprocess
+        from eventsvc.media.load import load_upright
 
         cache = a.model_cache or default_cache()
         t0 = time.perf_counter()
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             lib = scratch / "lib"
             lib.mkdir()
             files = _images(lib, n)
-            imgs = [load_image(str(f)) for f in files]
+            imgs = [load_upright("clip", str(f), DECODE_EDGE) for f in files]
             cfg = OnnxClip(model)._load()["pre"]
             tensors = np.stack([preprocess(i, cfg) for i in imgs])
             session = ort.InferenceSession(

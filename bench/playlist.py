@@ -35,8 +35,8 @@ from bench.common import (
     scratch_dir,
 )
 from eventsvc.derive.playlist import generate
+from eventsvc.media.probe import probe
 from eventsvc.video import ffmpeg as ff
-from eventsvc.video.probe import probe
 
 __all__ = ["main"]
 

@@ -94,7 +94,9 @@ async def _text(model: Path, texts: list[str], warm: list[str]) -> dict[str, flo
         str(model / "textual" / "model.onnx"), ort.SessionOptions(),
         providers=["CPUExecutionProvider"],
     )  # fmt: skip
-    settings = Settings(data_dir="/nonexistent-bench", clip_model_dir=model, inference_url=None)
+    settings = Settings(
+        data_dir="/nonexistent-bench", clip_model_dir=model, clip_inference_url=None
+    )
     search = ClipSearch(settings, ConfiguredClip(settings))
     version = (await search.encoders.get(None))[1].version
     times: dict[str, list[float]] = {"encode": [], "vector": [], "bare": []}

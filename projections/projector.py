@@ -150,7 +150,7 @@ def apply_batch(conn: sqlite3.Connection, batch: Sequence[RawEvent]) -> int:
 
 
 @dataclass
-class ProjectorStatus:
+class ProjectorProgress:
     path: Path | None = None
     last_seq: int = 0
     applied: int = 0
@@ -163,7 +163,7 @@ class Projector:
         self.log = event_log
         self.directory = Path(directory)
         self.batch = batch
-        self.status = ProjectorStatus()
+        self.status = ProjectorProgress()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -128,7 +128,7 @@ async def test_boxes_are_relative_to_the_upright_image(
     """A JPEG stored sideways with EXIF Orientation 6, and a HEIC: boxes as displayed."""
     from pillow_heif import register_heif_opener
 
-    from eventsvc.derive.faces import load_image
+    from eventsvc.media.load import load_upright
 
     register_heif_opener()
     a = astronaut()
@@ -139,12 +139,12 @@ async def test_boxes_are_relative_to_the_upright_image(
     heic = tmp_path / "astro.heic"
     a.save(heic, quality=90)
     for path in (sideways, heic):
-        img = load_image(str(path), 1024)
+        img = load_upright("faces", str(path), 1024)
         assert img.size == (512, 512)
         (face,) = (await backend.detect([img]))[0]
         left, top, right, bottom = face.box
         assert abs((left + right) / 2 - 0.43) < 0.05 and abs((top + bottom) / 2 - 0.24) < 0.05
-    capped = load_image(str(sideways), 256)  # the long edge is capped
+    capped = load_upright("faces", str(sideways), 256)  # the long edge is capped
     assert capped.size == (256, 256)
 
 

@@ -10,8 +10,10 @@ EventsvcError
  ├── DecodeError          bytes on a subject are not an event we know
  ├── DerivationError      a deriver could not derive
  │    ├── PermanentError  record a DerivationFailed and move on
- │    │    └── UnsafePath  refused: outside its configured root, a symlink where
- │    │                    none may be followed, a loop, not a regular file
+ │    │    ├── UnsafePath  refused: outside its configured root, a symlink where
+ │    │    │               none may be followed, a loop, not a regular file
+ │    │    └── ChangedSinceHashed  the file at a location is no longer the bytes
+ │    │                    that were hashed (size or mtime differ)
  │    └── TransientError  retry with back-off, up to max_deliver
  │         └── LibraryNotConfigured  an event names a library this host has no
  │                                   configured root for
@@ -28,6 +30,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailable",
     "BadInput",
+    "ChangedSinceHashed",
     "ConfigError",
     "DecodeError",
     "DerivationError",
@@ -102,6 +105,11 @@ class UnsafePath(PermanentError):
         self.why = why
         self.kind = kind
         """escape, loop, symlink (following disabled), not_regular, absolute"""
+
+
+class ChangedSinceHashed(PermanentError):
+    """A location no longer holds the bytes that were hashed (its size or mtime differ):
+    a newer HashComputed covers it."""
 
 
 class LibraryNotConfigured(TransientError):

@@ -18,14 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from eventsvc.core.errors import LibraryNotConfigured, PermanentError, TransientError
+from eventsvc.core.errors import (
+    ChangedSinceHashed,
+    LibraryNotConfigured,
+    PermanentError,
+    TransientError,
+)
 from eventsvc.core.events import HashComputed
 from eventsvc.core.health import load_health
 from eventsvc.core.log import EventLog
 from eventsvc.core.safe_open import open_in_root
 from eventsvc.core.settings import Library
 
-__all__ = ["LibraryRoots", "Location"]
+__all__ = ["LibraryRoots", "Location", "open_unchanged"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,26 @@ class Location(Protocol):
     file_id: str
 
     def path_bytes(self) -> bytes | None: ...
+
+
+def open_unchanged(
+    root: Path, rel: bytes, *, library_id: str, size: int, mtime_ns: int,
+    follow_symlinks: bool = True,
+) -> int:  # fmt: skip
+    """The one "file unchanged since hashed" check: a read-only descriptor of ``rel`` opened
+    under ``root`` (:func:`~eventsvc.core.safe_open.open_in_root`), still of the ``size``
+    and ``mtime_ns`` that were hashed (fstat of that very descriptor), else
+    :class:`ChangedSinceHashed`. OSError and UnsafePath pass through; the caller closes
+    the descriptor."""
+    fd = open_in_root(root, rel, library_id=library_id, follow_symlinks=follow_symlinks)
+    try:
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            raise ChangedSinceHashed(f"{library_id}: changed since it was hashed")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class LibraryRoots:
@@ -83,42 +108,50 @@ class LibraryRoots:
             if library_id not in self._roots and library_id not in self.unconfigured:
                 self._note(library_id, health.root)
 
-    def open_fd(self, event: Location) -> int:
-        """A read-only descriptor of the file an event names, opened under its configured
-        root (see :mod:`eventsvc.core.safe_open`); the caller closes it."""
-        root = self.root(event.library_id)
+    def _rel(self, event: Location) -> bytes:
         try:
             rel = event.path_bytes()
         except ValueError as exc:  # a raw_path that is not base64
             raise PermanentError(f"{event.file_id}: unusable path in the event: {exc}") from exc
         if rel is None:
             raise TransientError(f"no location known for {event.file_id}")
+        return rel
+
+    def open_fd(self, event: Location) -> int:
+        """A read-only descriptor of the file an event names, opened under its configured
+        root (see :mod:`eventsvc.core.safe_open`); the caller closes it."""
+        root = self.root(event.library_id)
         return open_in_root(
-            root, rel, library_id=event.library_id, follow_symlinks=self.follow_symlinks
-        )
+            root, self._rel(event), library_id=event.library_id,
+            follow_symlinks=self.follow_symlinks,
+        )  # fmt: skip
+
+    def open_unchanged(self, library_id: str, rel: bytes, size: int, mtime_ns: int) -> int:
+        """:func:`open_unchanged` under the library's configured root
+        (LibraryNotConfigured when it has none here); the caller closes it."""
+        return open_unchanged(
+            self.root(library_id), rel, library_id=library_id, size=size, mtime_ns=mtime_ns,
+            follow_symlinks=self.follow_symlinks,
+        )  # fmt: skip
 
     def open_hashed(self, event: HashComputed, stage: str) -> int:
-        """:meth:`open_fd` of the location a HashComputed names, still holding the bytes that
-        were hashed (size and mtime, from fstat of the descriptor); the caller closes it.
+        """The location a HashComputed names, opened under its configured root and still
+        holding the bytes that were hashed (:meth:`open_unchanged`); the caller closes it.
         A vanished or changed file is a PermanentError (a newer event covers it)."""
         label = f"{event.library_id}:{event.path or '?'}"
+        self.root(event.library_id)  # LibraryNotConfigured first, as ever
+        rel = self._rel(event)
         try:
-            fd = self.open_fd(event)
+            return self.open_unchanged(event.library_id, rel, event.size, event.mtime_ns)
+        except ChangedSinceHashed:
+            # Not the bytes that were hashed: a newer HashComputed will come for them.
+            raise ChangedSinceHashed(f"changed since it was hashed: {label}") from None
         except FileNotFoundError as exc:
             raise PermanentError(f"location vanished before {stage}: {label}") from exc
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN):
                 raise TransientError(f"I/O error opening {label}: {exc.strerror}") from exc
             raise PermanentError(f"cannot open {label}: {exc.strerror or exc}") from exc
-        try:
-            st = os.fstat(fd)
-            if (st.st_size, st.st_mtime_ns) != (event.size, event.mtime_ns):
-                # Not the bytes that were hashed: a newer HashComputed will come for them.
-                raise PermanentError(f"changed since it was hashed: {label}")
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     @contextlib.contextmanager
     def open(self, event: Location) -> Iterator[int]:

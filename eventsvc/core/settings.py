@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventsvc.core.errors import ConfigError
@@ -71,7 +71,7 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EVENTSVC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EVENTSVC_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     api_host: str = "127.0.0.1"
@@ -220,8 +220,14 @@ class Settings(BaseSettings):
     """A local model directory in the Immich layout; overrides clip_model (offline use)."""
     clip_extra_models: list[str] = Field(default_factory=list)
     """More models (ids or directories) the API may encode queries with (see reencode)."""
-    inference_url: str | None = None
-    """Use `eventsvc inference` at this URL instead of in-process ONNX Runtime."""
+    # (renamed, issue 15: clip_inference_url was inference_url, clip_recheck_interval was
+    # clip_recheck, as the faces_ settings are named; the old env names still work)
+    clip_inference_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EVENTSVC_CLIP_INFERENCE_URL", "EVENTSVC_INFERENCE_URL"),
+    )
+    """Use `eventsvc inference` at this URL instead of in-process ONNX Runtime
+    (``EVENTSVC_CLIP_INFERENCE_URL``; the old ``EVENTSVC_INFERENCE_URL`` still works)."""
     inference_timeout: float = 30.0
     inference_retries: int = 3
     clip_batch: int = 16
@@ -230,9 +236,13 @@ class Settings(BaseSettings):
     """Seconds a partial batch waits for more images."""
     clip_concurrency: int = 1
     """CLIP batches in flight at once."""
-    clip_recheck: float = 60.0
+    clip_recheck_interval: float = Field(
+        default=60.0,
+        validation_alias=AliasChoices("EVENTSVC_CLIP_RECHECK_INTERVAL", "EVENTSVC_CLIP_RECHECK"),
+    )
     """Longest wait between checks of a paused worker's model or inference host (the
-    first comes after 1 s, then twice as long each time, up to this)."""
+    first comes after 1 s, then twice as long each time, up to this;
+    ``EVENTSVC_CLIP_RECHECK_INTERVAL``, the old ``EVENTSVC_CLIP_RECHECK`` still works)."""
     clip_threads: int = 0
     """ONNX Runtime intra-op threads (0: its default)."""
     clip_text_cache: int = 1024

@@ -8,7 +8,7 @@ for a batch to fill, with at most ``clip_concurrency`` batches in flight.
 When there is no model (offline, no local files) or the inference host is away, the
 worker pauses (:mod:`eventsvc.derive.hold`): it says why (log, ``stats.model_error``,
 the status bucket), holds what it had fetched without spending deliveries, and looks
-again with back-off up to ``clip_recheck`` seconds, so model files dropped in place or a
+again with back-off up to ``clip_recheck_interval`` seconds, so model files dropped in place or a
 host coming back start it without a restart.
 """
 
@@ -29,25 +29,21 @@ from eventsvc.core.errors import (
     LogError,
     ModelUnavailable,
     PermanentError,
-    TransientError,
 )
 from eventsvc.core.events import ClipEncoded, Event, HashComputed, subject_token
-from eventsvc.core.ids import RAW_EXTENSIONS
 from eventsvc.core.inference import ClipBackend, ModelInfo
 from eventsvc.core.log import ConsumerSpec, EventLog
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.versions import CLIP_VERSION
-from eventsvc.media import thumbs
-from eventsvc.media.load import load_upright
-from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
+from eventsvc.media.load import load_hashed
+from eventsvc.media.sandbox import DecodeSandbox
 
 __all__ = [
     "Batcher",
     "ClipDeriver",
     "ClipStats",
     "ClipWorker",
-    "load_image",
     "make_clip_worker",
     "reencode",
 ]
@@ -56,19 +52,6 @@ log = logging.getLogger(__name__)
 
 DECODE_EDGE = 448
 """Images are decoded with their longest edge at least this (2x ViT-B/32's 224)."""
-
-
-def load_image(
-    source: thumbs.Source,
-    max_edge: int = DECODE_EDGE,
-    *,
-    raw: bool | None = None,
-    sandbox: DecodeSandbox | None = None,
-) -> Image.Image:
-    """Upright RGB, decoded small; RAW through its embedded preview (``raw`` None: judged
-    from a path's extension). With a ``sandbox``, decoded in its child process within its
-    pixel, memory and time limits (:class:`DecodeFailed`)."""
-    return load_upright("clip", source, max_edge, raw=raw, sandbox=sandbox)
 
 
 @dataclass
@@ -229,20 +212,9 @@ class ClipDeriver:
         ]
 
     def _decode(self, event: HashComputed) -> Image.Image:
-        fd = self.roots.open_hashed(event, "CLIP encoding")  # under its configured root only
-        raw = os.path.splitext(event.path or "")[1].lower() in RAW_EXTENSIONS
-        try:
-            return load_image(fd, raw=raw, sandbox=self.sandbox)
-        except TransientError:
-            raise  # no decoder process to be had right now: retried later
-        except DecodeFailed as exc:  # over a limit: recorded with the sandbox's reason
-            raise DecodeFailed(exc.kind, f"cannot decode for CLIP: {exc}"[:500]) from exc
-        except Exception as exc:  # undecodable: recorded, never retried forever
-            raise PermanentError(
-                f"cannot decode for CLIP: {type(exc).__name__}: {exc}"[:500]
-            ) from exc
-        finally:
-            os.close(fd)
+        return load_hashed(
+            "clip", self.roots, event, DECODE_EDGE, purpose="CLIP", sandbox=self.sandbox
+        )
 
 
 class ClipWorker(InferenceWorker):
@@ -287,7 +259,7 @@ def make_clip_worker(
     in_flight = max(1, settings.clip_batch) * max(1, settings.clip_concurrency)
     return ClipWorker(
         spec.durable, event_log, spec, deriver, concurrency=in_flight,
-        batch=in_flight * 2, recheck=settings.clip_recheck,
+        batch=in_flight * 2, recheck=settings.clip_recheck_interval,
     )  # fmt: skip
 
 

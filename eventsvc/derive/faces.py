@@ -15,40 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 
 from PIL import Image
 
-from eventsvc.core.errors import BadInput, ModelUnavailable, PermanentError, TransientError
+from eventsvc.core.errors import BadInput, ModelUnavailable, PermanentError
 from eventsvc.core.events import Event, FaceBox, FacesDetected, HashComputed, subject_token
-from eventsvc.core.ids import RAW_EXTENSIONS
 from eventsvc.core.log import ConsumerSpec, EventLog
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.derive.hold import InferenceStats, InferenceWorker
 from eventsvc.derive.versions import FACES_VERSION
 from eventsvc.derive.worker import WithBackground
 from eventsvc.inference.protocol import DetectedFace, FaceBackend, ModelInfo
-from eventsvc.media import thumbs
-from eventsvc.media.load import load_upright
-from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
+from eventsvc.media.load import load_hashed
+from eventsvc.media.sandbox import DecodeSandbox
 
-__all__ = ["FacesDeriver", "FacesStats", "FacesWorker", "load_image", "to_event"]
+__all__ = ["FacesDeriver", "FacesStats", "FacesWorker", "to_event"]
 
 log = logging.getLogger(__name__)
-
-
-def load_image(
-    source: thumbs.Source,
-    max_edge: int,
-    *,
-    raw: bool | None = None,
-    sandbox: DecodeSandbox | None = None,
-) -> Image.Image:
-    """Upright RGB, long edge at most ``max_edge``; RAW via its preview when it has one
-    (``raw`` None: judged from a path's extension). With a ``sandbox``, decoded in its
-    child process within its pixel, memory and time limits (:class:`DecodeFailed`)."""
-    return load_upright("faces", source, max_edge, raw=raw, sandbox=sandbox)
 
 
 def to_event(content_hash: str, model: str, faces: list[DetectedFace], seq: int | None):
@@ -133,20 +117,9 @@ class FacesDeriver:
         return version < self.version
 
     def _load(self, event: HashComputed) -> Image.Image:
-        fd = self.roots.open_hashed(event, "analysis")  # under its configured root only
-        raw = os.path.splitext(event.path or "")[1].lower() in RAW_EXTENSIONS
-        try:
-            return load_image(fd, self.max_edge, raw=raw, sandbox=self.sandbox)
-        except TransientError:
-            raise  # no decoder process to be had right now: retried later
-        except DecodeFailed as exc:  # over a limit: recorded with the sandbox's reason
-            raise DecodeFailed(exc.kind, f"cannot decode for faces: {exc}"[:500]) from exc
-        except Exception as exc:  # undecodable: recorded, never retried forever
-            raise PermanentError(
-                f"cannot decode for faces: {type(exc).__name__}: {exc}"[:500]
-            ) from exc
-        finally:
-            os.close(fd)
+        return load_hashed(
+            "faces", self.roots, event, self.max_edge, purpose="faces", sandbox=self.sandbox
+        )
 
 
 class FacesWorker(WithBackground, InferenceWorker):

@@ -28,13 +28,13 @@ from eventsvc.core.events import (
     MediaFacts,
     ThumbnailReady,
 )
-from eventsvc.core.ids import RAW_EXTENSIONS
 from eventsvc.core.log import EventLog
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.safe_open import fd_path, open_in_root
 from eventsvc.derive.versions import MEDIA_VERSION
 from eventsvc.media import decode, thumbs
 from eventsvc.media import exif as exif_mod
+from eventsvc.media.load import is_raw
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = ["MediaDeriver", "analyse_image"]
@@ -177,7 +177,7 @@ class MediaDeriver:
                 )
         if need_thumb:
             try:
-                raw = os.path.splitext(event.path or "")[1].lower() in RAW_EXTENSIONS
+                raw = is_raw(event.path)
                 if video and self.sandbox is None:
                     img = thumbs.video_frame(fd, 0.1)
                     sizes, (w, h), ph, dh = _store(img, self.thumb_root, event.content_hash)

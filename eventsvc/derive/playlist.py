@@ -37,10 +37,10 @@ from eventsvc.core.safe_open import fd_path
 from eventsvc.core.settings import Settings
 from eventsvc.derive.versions import PLAYLIST_VERSION
 from eventsvc.derive.worker import WithBackground, Worker, WorkerStats
+from eventsvc.media.probe import Probe, probe
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
-from eventsvc.video.probe import Probe, probe
 
 __all__ = ["Generated", "PlaylistDeriver", "PlaylistStats", "PlaylistWorker", "generate"]
 
@@ -396,7 +396,7 @@ class PlaylistWorker(WithBackground, Worker):
         from eventsvc.video.reaper import Reaper
 
         reaper = Reaper(
-            self.settings.videos_dir, self.settings.readmodel_dir, self.log,
+            self.settings.videos_dir, self.log,
             self.roots.configured, max_remove=self.settings.playlist_cleanup_max,
             tmp_max_age=self.settings.playlist_timeout + 600, stats=self.stats.cleanup,
         )  # fmt: skip

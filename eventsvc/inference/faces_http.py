@@ -63,6 +63,7 @@ class FacesInferenceController(Controller):
     async def detect(
         self,
         faces_backend: FacesDep,
+        decoder: FacesDep,  # the service's decode sandbox (injected by name too)
         data: Annotated[dict[str, Any], Body(description='{"images": [base64 JPEG/PNG, ...]}')],
     ) -> Response[Any]:
         """``{"images": [b64, ...]}`` -> ``{"model": ModelInfo, "faces": [[face, ...], ...]}``."""
@@ -70,7 +71,7 @@ class FacesInferenceController(Controller):
             backend: FaceBackend | None = faces_backend
             if backend is None:
                 raise ModelUnavailable("this inference service has no face back-end")
-            images = decode_images(data.get("images") if isinstance(data, dict) else None)
+            images = decode_images(data.get("images") if isinstance(data, dict) else None, decoder)
             info = await backend.info()
             found = await backend.detect(images)
         except InferenceError as exc:

@@ -103,11 +103,11 @@ def clip_backend(settings: Settings, spec: str | None = None) -> ClipBackend:
     """The back-end for ``spec`` (default: the configured model). Nothing is loaded
     here: the first ``info()`` resolves (and maybe downloads) the model, raising
     ModelUnavailable when it cannot."""
-    if spec is None and settings.inference_url:
+    if spec is None and settings.clip_inference_url:
         from eventsvc.inference.http import HttpClip
 
         return HttpClip(
-            settings.inference_url,
+            settings.clip_inference_url,
             timeout=settings.inference_timeout,
             retries=settings.inference_retries,
         )

@@ -17,6 +17,7 @@ from eventsvc.core.inference import ClipBackend, FaceBackend
 from eventsvc.core.settings import Settings
 from eventsvc.inference.faces_http import FacesInferenceController
 from eventsvc.inference.wire import MAX_ITEMS, decode_images, error_response, prestart_decoder
+from eventsvc.media.sandbox import DecodeSandbox, shared_sandbox
 
 try:  # litestar >= 2.23: say explicitly that back-ends are injected by name
     from litestar.di import NamedDependency
@@ -26,7 +27,8 @@ except ImportError:  # pragma: no cover - older litestar infers it
 __all__ = ["Backend", "ClipInferenceController", "create_inference_app"]
 
 Backend = NamedDependency[Any] if NamedDependency is not None else Any
-"""How handlers declare ``clip_backend`` / ``faces_backend`` (None when not configured)."""
+"""How handlers declare ``clip_backend`` / ``faces_backend`` (None when not configured)
+and ``decoder`` (the service's decode sandbox, made from the settings it was given)."""
 JsonBody = Annotated[dict[str, Any], Body()]
 
 
@@ -44,9 +46,11 @@ class ClipInferenceController(Controller):
     path = "/v1/clip"
 
     @post("/images", status_code=200)
-    async def images(self, clip_backend: Backend, data: JsonBody) -> dict[str, Any]:
+    async def images(
+        self, clip_backend: Backend, decoder: Backend, data: JsonBody
+    ) -> dict[str, Any]:
         backend = _need(clip_backend, "clip")
-        imgs = decode_images(data.get("images"))
+        imgs = decode_images(data.get("images"), decoder)
         vectors = await backend.encode_images(imgs)
         info = await backend.info()
         return {"model": info.to_json(), "vectors": vectors.tolist()}
@@ -82,6 +86,10 @@ def create_inference_app(
     settings: Settings, *, clip: ClipBackend | None, faces: FaceBackend | None
 ) -> Litestar:
     state = State({"clip": clip, "faces": faces})
+    sandbox = shared_sandbox(settings)  # the settings given, never built again here
+
+    def provide_decoder() -> DecodeSandbox:
+        return sandbox
 
     def provide_clip(state: State) -> Any:
         return state.clip
@@ -103,9 +111,10 @@ def create_inference_app(
         dependencies={
             "clip_backend": Provide(provide_clip, sync_to_thread=False),
             "faces_backend": Provide(provide_faces, sync_to_thread=False),
+            "decoder": Provide(provide_decoder, sync_to_thread=False),
         },
         exception_handlers={InferenceError: _handler},  # type: ignore[dict-item]
-        on_startup=[lambda _app: prestart_decoder()],
+        on_startup=[lambda _app: prestart_decoder(sandbox)],
         on_shutdown=[close],
         state=state,
         request_max_body_size=256 * 1024 * 1024,

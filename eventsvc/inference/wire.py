@@ -12,7 +12,7 @@ from litestar import Response
 from PIL import Image
 
 from eventsvc.core.errors import BackendUnavailable, BadInput, ModelUnavailable, TransientError
-from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox, shared_sandbox
+from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
 __all__ = ["MAX_ITEMS", "decode_images", "encode_image", "error_response", "prestart_decoder"]
 
@@ -27,16 +27,16 @@ def encode_image(img: Image.Image, quality: int = 95) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def decode_images(items: Any, sandbox: DecodeSandbox | None = None) -> list[Image.Image]:
+def decode_images(items: Any, sandbox: DecodeSandbox) -> list[Image.Image]:
     """Base64 JPEG/PNG strings -> RGB images; BadInput names the first bad one.
 
-    Decoded in ``sandbox`` (default: the process's shared one, from the EVENTSVC_DECODE_*
-    settings): within the pixel budget, memory and time limits, as for library files."""
+    Decoded in ``sandbox`` (the service's, from its settings' EVENTSVC_DECODE_* limits):
+    within the pixel budget, memory and time limits, as for library files."""
     if not isinstance(items, list) or not items:
         raise BadInput("'images' must be a non-empty list of base64 strings")
     if len(items) > MAX_ITEMS:
         raise BadInput(f"at most {MAX_ITEMS} images per request")
-    box = sandbox if sandbox is not None else _default_sandbox()
+    box = sandbox
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, str):
@@ -54,16 +54,10 @@ def decode_images(items: Any, sandbox: DecodeSandbox | None = None) -> list[Imag
     return out
 
 
-def _default_sandbox() -> DecodeSandbox:
-    from eventsvc.core.settings import Settings
-
-    return shared_sandbox(Settings())
-
-
-def prestart_decoder() -> None:
-    """Start the default sandbox's decoder process now, in the background (a service
-    calls it at startup, so the first upload does not wait for one)."""
-    _default_sandbox().prestart(1)
+def prestart_decoder(sandbox: DecodeSandbox) -> None:
+    """Start the sandbox's decoder process now, in the background (a service calls it at
+    startup, so the first upload does not wait for one)."""
+    sandbox.prestart(1)
 
 
 def error_response(exc: Exception) -> Response[Any]:

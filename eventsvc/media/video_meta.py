@@ -17,6 +17,7 @@ from typing import Any
 from eventsvc.media.bounded import _open_regular, _run_bounded, _Warnings
 from eventsvc.media.exif_values import _num, _offset, _text
 from eventsvc.media.facts import ExifFacts, MediaError
+from eventsvc.media.probe import ContainerUnreadable, duration_of, first_streams, open_container
 
 __all__ = ["DEFAULT_VIDEO_TIMEOUT_S", "extract_video", "frame_rotation"]
 
@@ -114,14 +115,13 @@ def _probe_video(path: str, warnings: _Warnings) -> dict[str, Any]:
     if cut is not None:
         raise MediaError(f"{path}: truncated: {cut}")
     try:
-        container = av.open(path, mode="r", metadata_errors="ignore")
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise MediaError(f"cannot open {path} as a media container: {exc}") from exc
+        container = open_container(path)  # the one video probe's open
+    except ContainerUnreadable as exc:
+        raise MediaError(f"cannot open {path} as a media container: {exc.__cause__}") from exc
     with container:
-        if not container.streams.video and not container.streams.audio:
+        video, audio = first_streams(container)
+        if video is None and audio is None:
             raise MediaError(f"{path}: no audio or video stream")
-        video = container.streams.video[0] if container.streams.video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
         metas: list[Mapping[str, str]] = [container.metadata]
         if video is not None:
             metas.append(video.metadata)
@@ -185,11 +185,8 @@ def _codec_name(stream: Any, warnings: _Warnings) -> str | None:
 
 
 def _duration(container: Any, stream: Any) -> float | None:
-    if container.duration and container.duration > 0:
-        return round(container.duration / 1_000_000, 3)
-    if stream is not None and stream.duration and stream.time_base:
-        return round(float(stream.duration * stream.time_base), 3)
-    return None
+    seconds = duration_of(container, stream)
+    return None if seconds is None else round(seconds, 3)
 
 
 def extract_video(

@@ -13,11 +13,12 @@ from collections.abc import Collection
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from eventsvc.core.health import Health
 from eventsvc.core.ids import file_id as make_file_id
 from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner.probe import probe
 from eventsvc.scanner.settle import DeletionWindow, Settling
-from eventsvc.scanner.state import LibraryState, ScanState
+from eventsvc.scanner.state import ScanState
 from eventsvc.scanner.walk import Excludes, WalkEntry, stat_one, walk
 from eventsvc.scanner.watch import WHOLE_LIBRARY, Watcher, WatchStatus
 
@@ -170,7 +171,7 @@ class Watching:
         fresh = await ScanState.load(self.log)
         self.state.files[lib.id] = fresh.lib_files(lib.id)
         self.state.gone.update(fresh.gone)
-        self.state.libraries[lib.id] = fresh.libraries.get(lib.id) or LibraryState(**vars(theirs))
+        self.state.libraries[lib.id] = fresh.libraries.get(lib.id) or Health(**vars(theirs))
         self.pending_missing.pop(lib.id, None)
         self._close_window(lib.id)
 

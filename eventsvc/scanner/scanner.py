@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from eventsvc.core.events import Event, FileMissing, FileSeen, LibraryOnline, LibraryStale
-from eventsvc.core.health import HealthFollower
+from eventsvc.core.health import Health, HealthFollower
 from eventsvc.core.ids import file_id as make_file_id
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner.notified import Watching
 from eventsvc.scanner.probe import probe
 from eventsvc.scanner.settle import DeletionWindow, Settling
-from eventsvc.scanner.state import LibraryState, ScanState
+from eventsvc.scanner.state import ScanState
 from eventsvc.scanner.walk import Excludes, WalkEntry, walk
 from eventsvc.scanner.watch import Watcher
 
@@ -122,7 +122,7 @@ class Scanner(Watching):
             ev = LibraryOnline(library_id=lib.id, name=lib.name, root=str(lib.root))
         prev = cur.seq if cur else 0
         [seq] = await self._publish([(ev, f"{ev.type}:{lib.id}:{prev}")])  # type: ignore[attr-defined]
-        self.state.libraries[lib.id] = LibraryState(want, seq, reason)
+        self.state.libraries[lib.id] = Health(want, seq, reason)
 
     def _seen_event(
         self, lib: Library, e: WalkEntry, known_seq: int, fid: str
@@ -344,7 +344,7 @@ class Scanner(Watching):
         await self.load()
         self._background = True
         self.follower = HealthFollower(self.log)
-        self.follower.states = {k: LibraryState(**vars(v)) for k, v in self.state.libraries.items()}
+        self.follower.states = {k: Health(**vars(v)) for k, v in self.state.libraries.items()}
         follower = asyncio.create_task(self.follower.run(stop))
         watcher = asyncio.create_task(self.watch(stop))
         last_full = 0.0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from eventsvc.core.errors import PermanentError, TransientError
 from eventsvc.core.layout import PLAYLIST
-from eventsvc.video.probe import Probe
+from eventsvc.media.probe import Probe
 
 __all__ = [
     "FfmpegTimeout",

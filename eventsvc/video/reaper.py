@@ -2,12 +2,13 @@
 
 A tick acts only when every library (enabled in configuration, or known from the log and
 not disabled) is Online, with the same LibraryOnline event as on the previous tick (so
-online on two consecutive ticks, with no stale spell between them), and only once the
-read model has caught up with the log as of the tick's start. It then removes, under the
-video root, only directories of the exact shapes we write: ``<2-hex>/<64-hex>`` whose
-hash has no live location in the read model, and ``<2-hex>/.tmp-<64-hex>-<12-hex>``
-work directories older than ``tmp_max_age``. Symlinks are never followed; anything else
-is never touched; at most ``max_remove`` directories go per tick.
+online on two consecutive ticks, with no stale spell between them), and only once its own
+fold of the log (:class:`~eventsvc.core.library_state.LibraryState`, caught up to the log's
+last sequence at the tick's start) says so: the reaper never reads the read model. It then
+removes, under the video root, only directories of the exact shapes we write:
+``<2-hex>/<64-hex>`` whose hash no current location holds (per that fold), and
+``<2-hex>/.tmp-<64-hex>-<12-hex>`` work directories older than ``tmp_max_age``. Symlinks
+are never followed; anything else is never touched; at most ``max_remove`` directories go per tick.
 
 Each playlist removal is announced first, as a ``PlaylistRemoved`` event: the read model
 stops calling the playlist ready, and a content that comes back gets its playlist made
@@ -21,22 +22,21 @@ import contextlib
 import logging
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsvc.core.errors import PublishError, ReadModelError
+from eventsvc.core.errors import PublishError
 from eventsvc.core.events import PlaylistRemoved
 from eventsvc.core.health import load_health
 from eventsvc.core.layout import is_hash_dir, is_shard, is_tmp_dir
+from eventsvc.core.library_state import LibraryState
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Library
-from projections import readmodel
 
-__all__ = ["Reaper", "SweepReport", "library_states", "live_hashes", "sweep"]
+__all__ = ["Reaper", "SweepReport", "library_states", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -122,53 +122,25 @@ async def library_states(event_log: EventLog) -> dict[str, tuple[str, int]]:
     return {k: (h.state, h.seq) for k, h in (await load_health(event_log)).items()}
 
 
-def live_hashes(readmodel_dir: Path, min_seq: int) -> set[str] | None:
-    """Content hashes with a live location; None when the read model has not reached
-    ``min_seq`` (or does not exist)."""
-    path = readmodel.current_path(readmodel_dir)
-    if path is None or not path.exists():
-        return None
-    try:
-        conn = readmodel.open_reader(path)
-    except ReadModelError as exc:
-        log.warning("clean-up: %s", exc)
-        return None
-    try:
-        conn.execute("BEGIN")
-        if readmodel.checkpoint(conn) < min_seq:
-            return None
-        rows = conn.execute(
-            "SELECT DISTINCT content_hash FROM files WHERE content_hash IS NOT NULL"
-        )
-        return {r[0] for r in rows}
-    except sqlite3.Error as exc:
-        log.warning("clean-up: cannot read the read model: %s", exc)
-        return None
-    finally:
-        conn.close()
-
-
 class Reaper:
     def __init__(
         self,
         video_root: Path,
-        readmodel_dir: Path,
         event_log: EventLog,
         libraries: tuple[Library, ...] | list[Library],
         *,
         max_remove: int = 500,
         tmp_max_age: float = 3600.0,
-        catch_up_wait: float = 30.0,
         stats: dict[str, Any] | None = None,
     ) -> None:
         self.video_root = Path(video_root)
-        self.readmodel_dir = Path(readmodel_dir)
-        self.log = event_log
+        self.event_log = event_log
+        self.state = LibraryState()
+        """The reaper's own fold of the log, caught up at each tick."""
         self.enabled = {lib.id for lib in libraries if lib.enabled}
         self.disabled = {lib.id for lib in libraries if not lib.enabled}
         self.max_remove = max_remove
         self.tmp_max_age = tmp_max_age
-        self.catch_up_wait = catch_up_wait
         self._previous: dict[str, int] | None = None
         self.stats = stats if stats is not None else {}
         self.stats.update(
@@ -179,7 +151,11 @@ class Reaper:
     async def tick(self) -> SweepReport | None:
         """One clean-up tick: a report when it swept, None when it held back (why: stats)."""
         self.stats["ticks"] += 1
-        states = await library_states(self.log)
+        target = await self.event_log.last_seq()
+        if await self.state.catch_up(self.event_log, target) < target:
+            self._previous = None
+            return self._skip(f"the log could not be read up to seq {target}")
+        states = {k: (h.state, h.seq) for k, h in self.state.libraries.items()}
         ids = self.enabled | (set(states) - self.disabled)
         not_online = sorted(i for i in ids if states.get(i, ("unknown", 0))[0] != "online")
         if not ids or not_online:
@@ -190,15 +166,7 @@ class Reaper:
         previous, self._previous = self._previous, snapshot
         if previous != snapshot:
             return self._skip("libraries online on this tick; acting on the next healthy one")
-        target = await self.log.last_seq()
-        deadline = time.monotonic() + self.catch_up_wait
-        while True:
-            live = await asyncio.to_thread(live_hashes, self.readmodel_dir, target)
-            if live is not None:
-                break
-            if time.monotonic() >= deadline:
-                return self._skip(f"the read model has not reached seq {target}")
-            await asyncio.sleep(0.2)
+        live = self.state.live_hashes()
         loop = asyncio.get_running_loop()
 
         def announce(content_hash: str) -> bool:  # from the sweep's thread
@@ -226,7 +194,7 @@ class Reaper:
             reason="no live location held this content on two consecutive healthy ticks",
         )
         try:
-            await asyncio.wait_for(self.log.publish(event), 30)
+            await asyncio.wait_for(self.event_log.publish(event), 30)
         except (PublishError, TimeoutError) as exc:
             log.warning("clean-up: keeping %s for now: %s", content_hash[:12], exc)
             return False

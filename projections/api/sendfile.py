@@ -25,9 +25,8 @@ from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Stream
 
-from eventsvc.core.errors import UnsafePath
-from eventsvc.core.roots import LibraryRoots
-from eventsvc.core.safe_open import open_in_root
+from eventsvc.core.errors import ChangedSinceHashed, UnsafePath
+from eventsvc.core.roots import LibraryRoots, open_unchanged
 from projections.api.schemas import ErrorDetail
 
 __all__ = [
@@ -130,19 +129,19 @@ def open_location(
     if root is None:
         return f"library {library_id} is not configured on this host"
     try:
-        fd = open_in_root(root, rel, library_id=library_id, follow_symlinks=roots.follow_symlinks)
+        fd = open_unchanged(
+            root, rel, library_id=library_id, size=size, mtime_ns=mtime_ns,
+            follow_symlinks=roots.follow_symlinks,
+        )  # fmt: skip
     except UnsafePath as exc:
         if exc.kind in ("escape", "absolute"):
             return "it resolves outside its library root; refused"
         return exc.why
+    except ChangedSinceHashed:
+        return "it changed since it was hashed (size or mtime differ)"
     except (OSError, ValueError) as exc:  # a NUL byte, a vanished file, no permission
         return f"cannot open it ({getattr(exc, 'strerror', None) or type(exc).__name__})"
-    f = os.fdopen(fd, "rb", buffering=0)
-    st = os.fstat(fd)
-    if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-        f.close()
-        return "it changed since it was hashed (size or mtime differ)"
-    return f
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def _etag_matches(header: str, etag: str) -> bool:

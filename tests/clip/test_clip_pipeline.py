@@ -46,7 +46,7 @@ def _library(root: Path) -> dict[str, Path]:
 def _settings(settings: Settings, model: Path | None, **kw: Any) -> Settings:
     return settings.model_copy(
         update={"clip_model_dir": model, "clip_batch": 4, "clip_batch_window": 0.05,
-                "clip_recheck": 0.3, **kw}
+                "clip_recheck_interval": 0.3, **kw}
     )  # fmt: skip
 
 

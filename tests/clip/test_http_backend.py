@@ -60,7 +60,7 @@ def inference_url(tmp_path: Path, tiny_models: tuple[Path, Path]) -> Iterator[st
 async def test_http_backend_matches_in_process(
     inference_url: str, tiny_models: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "d", inference_url=inference_url)
+    settings = Settings(data_dir=tmp_path / "d", clip_inference_url=inference_url)
     remote = clip_backend(settings)
     assert isinstance(remote, HttpClip)
     local = OnnxClip(tiny_models[0])

@@ -62,8 +62,8 @@ async def test_inference_restart_mid_run_holds_and_finishes(
         make_jpeg(root / f"before{i}.jpg", i + 1)
     s = settings.model_copy(
         update={
-            "workers": ["hasher"], "inference_url": service.url, "inference_retries": 1,
-            "faces_inference_url": service.url, "clip_recheck": 0.3,
+            "workers": ["hasher"], "clip_inference_url": service.url, "inference_retries": 1,
+            "faces_inference_url": service.url, "clip_recheck_interval": 0.3,
             "faces_recheck_interval": 0.3, "clip_batch": 4, "faces_concurrency": 2,
         }
     )  # fmt: skip

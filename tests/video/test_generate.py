@@ -12,9 +12,9 @@ import pytest
 from eventsvc.core.errors import PermanentError
 from eventsvc.core.layout import PLAYLIST, playlist_dir
 from eventsvc.derive.playlist import generate
+from eventsvc.media.probe import probe
 from eventsvc.video import ffmpeg as ff
 from eventsvc.video import hls
-from eventsvc.video.probe import probe
 from tests.harness import b3, wait_until
 from tests.video.media import FFMPEG, decode_all, displayed_size, make
 

@@ -4,6 +4,7 @@ exact shapes we write are removed, strays and symlinks survive, the per-tick cap
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_sweep_removes_only_exact_shapes(tmp_path: Path) -> None:
     assert not (root / orphan2[:2]).exists()  # its emptied shard went too
 
 
-async def test_reaper_needs_two_healthy_ticks_and_a_caught_up_read_model(
+async def test_reaper_needs_two_healthy_ticks(
     tmp_path: Path, event_log: EventLog, settings: Settings
 ) -> None:
     lib = tmp_path / "lib"
@@ -98,7 +99,7 @@ async def test_reaper_needs_two_healthy_ticks_and_a_caught_up_read_model(
     async with running(Pipeline(event_log, settings, libs), media=False) as p:
         await p.scanner.tick(full=True)  # 'usb' has no root: LibraryStale
         await p.settled()
-        reaper = Reaper(root, settings.readmodel_dir, event_log, libs, catch_up_wait=5)
+        reaper = Reaper(root, event_log, libs)
         for _ in range(3):  # one library stale: nothing, however often
             assert await reaper.tick() is None
         assert "usb" in reaper.stats["last_skip"]
@@ -122,15 +123,16 @@ async def test_a_stale_spell_between_ticks_restarts_the_count(
     tmp_path: Path, event_log: EventLog, settings: Settings
 ) -> None:
     lib = tmp_path / "lib"
-    make_video(lib / "clip.mp4")
+    live = b3(make_video(lib / "clip.mp4"))
     libs, _ = load_libraries([str(lib)])
     root = settings.videos_dir
     orphan = _hash(5)
     _playlist(root, orphan)
+    _playlist(root, live)
     async with running(Pipeline(event_log, settings, libs), media=False) as p:
         await p.scanner.tick(full=True)
         await p.settled()
-        reaper = Reaper(root, settings.readmodel_dir, event_log, libs, catch_up_wait=5)
+        reaper = Reaper(root, event_log, libs)
         assert await reaper.tick() is None
         # The library goes away and comes back between two clean-up ticks.
         hidden = tmp_path / "hidden"
@@ -141,13 +143,17 @@ async def test_a_stale_spell_between_ticks_restarts_the_count(
         await p.settled()
         assert await reaper.tick() is None  # online now, but not since the last tick
         assert playlist_dir(root, orphan).is_dir()
-        # The read model lags (projector stopped, one more event): no clean-up.
+        assert reaper.stats["runs"] == 0
+        # The reaper folds the log itself: with the projector stopped and no read model
+        # at all, its next healthy tick still tells the live content from the orphan.
         await p.stop()
-        await event_log.publish(NotDuplicate(a=_hash(1), b=_hash(2)))
-        reaper.catch_up_wait = 0.5
-        assert await reaper.tick() is None  # healthy twice now, but the read model lags
-        assert "read model" in reaper.stats["last_skip"]
-        assert playlist_dir(root, orphan).is_dir() and reaper.stats["runs"] == 0
+        await event_log.publish(NotDuplicate(a=_hash(1), b=_hash(2)))  # the log moves on
+        moved = await event_log.last_seq()
+        shutil.rmtree(settings.readmodel_dir)
+        report = await reaper.tick()
+        assert report is not None and (report.inspected, report.removed) == (2, 1)
+        assert not playlist_dir(root, orphan).exists() and playlist_dir(root, live).is_dir()
+        assert reaper.state.seq == moved  # folded up to the log's end at the tick's start
 
 
 async def test_the_worker_runs_the_clean_up_and_reports_it(

@@ -1,4 +1,9 @@
-"""What a video holds, from PyAV, cheaply: the container header only (no frame decoded,
+"""The one video probe: how a media file is opened with PyAV (:func:`open_container`), its
+first streams and duration (:func:`first_streams`, :func:`duration_of`) for everyone (the
+EXIF/container facts of :mod:`eventsvc.media.exif` build on them), and :func:`probe`, what
+a video holds for the playlist worker.
+
+:func:`probe` is cheap: the container header only (no frame decoded,
 no packet scan), so the remux path pays ~1 ms here. Key-frame spacing is not probed: the
 remux output's segment durations tell it (see ``eventsvc.derive.playlist.generate``).
 
@@ -11,17 +16,58 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from eventsvc.core.errors import PermanentError
 from eventsvc.media.integrity import bmff_truncation_at
 
-__all__ = ["BROWSER_AUDIO", "BROWSER_H264_PROFILES", "Probe", "probe"]
+__all__ = [
+    "BROWSER_AUDIO",
+    "BROWSER_H264_PROFILES",
+    "ContainerUnreadable",
+    "Probe",
+    "duration_of",
+    "first_streams",
+    "open_container",
+    "probe",
+]
 
 BROWSER_AUDIO = frozenset({"aac"})
 BROWSER_H264_PROFILES = {66: "Baseline", 77: "Main", 88: "Extended", 100: "High"}
 """profile_idc -> name of the H.264 profiles every browser decodes (8-bit 4:2:0)."""
 _BROWSER_PROFILE_NAMES = frozenset({*BROWSER_H264_PROFILES.values(), "Constrained Baseline"})
 _FAST = {"probesize": "32", "analyzeduration": "0"}
+
+
+class ContainerUnreadable(PermanentError):
+    """PyAV cannot open the file as a media container (the PyAV error is the cause)."""
+
+
+def open_container(name: str, *, fast: bool = False) -> Any:
+    """The file opened with PyAV for reading (metadata that does not decode is ignored);
+    ``fast``: the header only, no stream analysis. Close it (it is a context manager)."""
+    import av
+
+    try:
+        return av.open(name, mode="r", metadata_errors="ignore", options=_FAST if fast else {})
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ContainerUnreadable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def first_streams(container: Any) -> tuple[Any | None, Any | None]:
+    """The container's first video and first audio stream (None where it has none)."""
+    video = container.streams.video[0] if container.streams.video else None
+    audio = container.streams.audio[0] if container.streams.audio else None
+    return video, audio
+
+
+def duration_of(container: Any, stream: Any | None) -> float | None:
+    """Seconds: the container's duration, else the stream's (None: neither says)."""
+    if container.duration and container.duration > 0:
+        return container.duration / 1_000_000
+    if stream is not None and stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +117,14 @@ def _avcc_profile(extradata: bytes) -> str | None:
 
 
 def _read(name: str, fast: bool) -> Probe | None:
-    import av
-
     try:
-        container = av.open(name, metadata_errors="ignore", options=_FAST if fast else {})
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise PermanentError(f"cannot open as a video: {type(exc).__name__}: {exc}") from exc
+        container = open_container(name, fast=fast)
+    except ContainerUnreadable as exc:
+        raise PermanentError(f"cannot open as a video: {exc}") from exc.__cause__
     with container:
-        if not container.streams.video:
+        v, a = first_streams(container)
+        if v is None:
             raise PermanentError("no video stream")
-        v = container.streams.video[0]
-        a = container.streams.audio[0] if container.streams.audio else None
         cc = v.codec_context
         if cc is None or not cc.width or not cc.height:
             if fast:
@@ -97,11 +140,7 @@ def _read(name: str, fast: bool) -> Probe | None:
                 profile = cc.profile
             else:
                 pix_fmt = None  # implied by the profile; the fast open may not know it
-        duration = 0.0
-        if container.duration:
-            duration = container.duration / 1_000_000
-        elif v.duration and v.time_base is not None:
-            duration = float(v.duration * v.time_base)
+        duration = duration_of(container, v) or 0.0
         acc = a.codec_context if a is not None else None
         codecs = None
         if cc.name == "h264":
