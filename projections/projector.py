@@ -426,7 +426,7 @@ class Projector:
     """The live projector: follows the stream from the checkpoint, moves to new generations."""
 
     def __init__(self, event_log: EventLog, directory: Path, *, batch: int = 2000) -> None:
-        self.log = event_log
+        self.event_log = event_log
         self.directory = Path(directory)
         self.batch = batch
         self.status = ProjectorProgress()
@@ -438,14 +438,16 @@ class Projector:
                 conn = readmodel.open_writer(path)
             except readmodel.SchemaOutdated as exc:
                 log.warning("projector: %s; rebuilding from the log", exc)
-                await rebuild(self.log, self.directory)
+                await rebuild(self.event_log, self.directory)
                 continue
             self.status.path = path
             try:
                 start = readmodel.checkpoint(conn) + 1
                 self.status.last_seq = start - 1
                 log.info("projector: %s from seq %d", path.name, start)
-                async for batch in self.log.read(start_seq=start, follow=True, batch=self.batch):
+                async for batch in self.event_log.read(
+                    start_seq=start, follow=True, batch=self.batch
+                ):
                     if batch:
                         self.status.applied += await asyncio.to_thread(apply_batch, conn, batch)
                         self.status.last_seq = batch[-1].seq

@@ -109,7 +109,7 @@ class Pipeline:
     """Scanner, hasher and projector in-process on a real nats-server and SQLite."""
 
     def __init__(self, event_log: EventLog, settings: Settings, libraries: list[Library]) -> None:
-        self.log = event_log
+        self.event_log = event_log
         self.settings = settings
         self.libraries = libraries
         self.scanner = Scanner(event_log, libraries, settings)
@@ -131,19 +131,19 @@ class Pipeline:
         they are kept in ``self.workers``."""
         await self.scanner.load()
         if hasher:
-            self.hasher = await make_worker("hasher", self.log, self.settings, self.libraries)
+            self.hasher = await make_worker("hasher", self.event_log, self.settings, self.libraries)
             self._tasks.append(asyncio.create_task(self.hasher.run(self._stop)))
         self.media = None
         if media:
-            self.media = await make_worker("media", self.log, self.settings, self.libraries)
+            self.media = await make_worker("media", self.event_log, self.settings, self.libraries)
             self._tasks.append(asyncio.create_task(self.media.run(self._stop)))
         self.workers: dict[str, Any] = {}
         for name in workers:
-            w = await make_worker(name, self.log, self.settings, self.libraries)
+            w = await make_worker(name, self.event_log, self.settings, self.libraries)
             self.workers[name] = w
             self._tasks.append(asyncio.create_task(w.run(self._stop)))
         if projector:
-            self.projector = Projector(self.log, self.settings.readmodel_dir, batch=500)
+            self.projector = Projector(self.event_log, self.settings.readmodel_dir, batch=500)
             self._tasks.append(asyncio.create_task(self.projector.run(self._stop)))
         return self
 
@@ -155,10 +155,10 @@ class Pipeline:
         """Until the hasher has nothing pending and the projector is at the stream's end."""
 
         async def done() -> bool:
-            last = await self.log.last_seq()
+            last = await self.event_log.last_seq()
             names = ["hasher", "media"] if self.media else ["hasher"]
             for name in [*names, *self.workers]:
-                ci = await self.log.js.consumer_info(self.settings.stream, name)
+                ci = await self.event_log.js.consumer_info(self.settings.stream, name)
                 if ci.num_pending or ci.num_ack_pending:
                     return False
             return self.projector is None or self.projector.status.last_seq >= last
@@ -170,7 +170,7 @@ class Pipeline:
 
     async def events(self, etype: str | None = None) -> list[tuple[int, Any]]:
         out = []
-        async for batch in self.log.read():
+        async for batch in self.event_log.read():
             for raw in batch:
                 with contextlib.suppress(Exception):
                     ev = decode(raw.data, raw.headers)

@@ -75,7 +75,7 @@ class HealthFollower:
     """Keeps :attr:`states` folded from the log as events arrive (any publisher)."""
 
     def __init__(self, event_log: EventLog) -> None:
-        self.log = event_log
+        self.event_log = event_log
         self.states: dict[str, Health] = {}
         self.changed = asyncio.Event()
         """Set whenever :attr:`states` changed (the reader clears it)."""
@@ -84,8 +84,8 @@ class HealthFollower:
         """Follow the health subjects until ``stop`` (re-subscribing after a reconnect)."""
         while not stop.is_set():
             try:
-                async for batch in self.log.read(
-                    health_subjects(self.log), last_per_subject=True, follow=True, idle=0.5
+                async for batch in self.event_log.read(
+                    health_subjects(self.event_log), last_per_subject=True, follow=True, idle=0.5
                 ):
                     for raw in batch:
                         if _fold_raw(self.states, raw):

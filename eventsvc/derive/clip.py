@@ -143,7 +143,7 @@ class ClipDeriver:
         stats: ClipStats,
     ) -> None:  # fmt: skip
         self.roots = roots
-        self.log = event_log
+        self.event_log = event_log
         self.backend = backend
         self.batcher = batcher
         self.stats = stats
@@ -158,7 +158,7 @@ class ClipDeriver:
         model = self.model
         if model is None:
             raise ModelUnavailable("the CLIP model is not loaded yet")
-        p, h = self.log.prefix, event.content_hash
+        p, h = self.event_log.prefix, event.content_hash
         subject = f"{p}.content.{h}.ClipEncoded.{subject_token(model.version)}"
         while (other := self._inflight.get(h)) is not None:  # same content elsewhere, now
             await asyncio.wait({other})
@@ -170,7 +170,7 @@ class ClipDeriver:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[h] = mine
         try:
-            if (await self.log.last_fact(subject))[1] >= CLIP_VERSION:
+            if (await self.event_log.last_fact(subject))[1] >= CLIP_VERSION:
                 self.stats.skipped += 1
                 mine.set_result(None)
                 return []  # this content was encoded from another location, or before

@@ -71,7 +71,7 @@ class FacesDeriver:
         sandbox: DecodeSandbox | None = None,
     ) -> None:
         self.roots = roots
-        self.log = event_log
+        self.event_log = event_log
         self.backend = backend
         self.max_edge = max_edge
         self.sandbox = sandbox
@@ -110,10 +110,10 @@ class FacesDeriver:
         if event.media_kind != "image":
             return False
         subject = (
-            f"{self.log.prefix}.content.{event.content_hash}.FacesDetected."
+            f"{self.event_log.prefix}.content.{event.content_hash}.FacesDetected."
             f"{subject_token(self._model().version)}"
         )
-        _, version = await self.log.last_fact(subject)
+        _, version = await self.event_log.last_fact(subject)
         return version < self.version
 
     def _load(self, event: HashComputed) -> Image.Image:

@@ -221,7 +221,7 @@ class InferenceWorker(Worker):
         if now == self._reported:
             return
         self._reported = now
-        await self.log.put_status(
+        await self.event_log.put_status(
             f"worker.{self.name}",
             {"model": now[0], "model_error": now[1], "held": now[2], "at": time.time()},
         )

@@ -90,7 +90,7 @@ class MediaDeriver:
     ) -> None:
         self.roots = roots
         self.thumb_root = Path(thumb_root)
-        self.log = event_log
+        self.event_log = event_log
         self.sandbox = sandbox
         """Where images are decoded (None: in this process, unbounded: tests only)."""
         self.version = MEDIA_VERSION
@@ -114,9 +114,9 @@ class MediaDeriver:
     async def needs(self, content_hash: str) -> tuple[bool, bool]:
         """(EXIF, thumbnails) still to derive: no fact yet, or one of an older version
         (the once-only key is (content, fact, deriver version))."""
-        p = f"{self.log.prefix}.content.{content_hash}"
-        _, exif_v = await self.log.last_fact(f"{p}.ExifExtracted")
-        _, thumb_v = await self.log.last_fact(f"{p}.ThumbnailReady")
+        p = f"{self.event_log.prefix}.content.{content_hash}"
+        _, exif_v = await self.event_log.last_fact(f"{p}.ExifExtracted")
+        _, thumb_v = await self.event_log.last_fact(f"{p}.ThumbnailReady")
         return exif_v < self.version, thumb_v < self.version
 
     async def stale(self, event: HashComputed) -> bool:
@@ -266,7 +266,7 @@ class MediaDeriver:
             stage=stage,
             reason=reason,
             permanent=True,
-            input_subject=event.subject(self.log.prefix),
+            input_subject=event.subject(self.event_log.prefix),
             causation=seq,
             content_hash=event.content_hash,
             file_id=event.file_id,

@@ -421,8 +421,8 @@ class PeopleWorker(Worker):
 
     async def fold(self) -> int:
         """Build the state from the log, up to its current end."""
-        end = await self.log.last_seq()
-        async for batch in self.log.read(fold_subjects(self.log.prefix), stop_at=end):
+        end = await self.event_log.last_seq()
+        async for batch in self.event_log.read(fold_subjects(self.event_log.prefix), stop_at=end):
             for raw in batch:
                 try:
                     event = decode(raw.data, raw.headers)
@@ -457,7 +457,7 @@ class PeopleWorker(Worker):
                 pending.remove(fid)
                 decided = c.place(fid)
                 for ev in decided:  # published before applied: a failed publish retries
-                    await self.log.publish(ev.model_copy(update={"causation": seq}))
+                    await self.event_log.publish(ev.model_copy(update={"causation": seq}))
                     self.stats.published += 1
                 for ev in decided:
                     c.apply(ev)

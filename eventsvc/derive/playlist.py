@@ -269,7 +269,7 @@ class PlaylistDeriver:
         self.roots = roots
         self.sandbox = sandbox
         """Where poster frames are decoded (None: in this process, unbounded: tests only)."""
-        self.log = event_log
+        self.event_log = event_log
         self.settings = settings
         self.ffmpeg = ffmpeg
         self.video_root = settings.videos_dir
@@ -307,7 +307,7 @@ class PlaylistDeriver:
             return [
                 DerivationFailed(
                     stage="playlist", reason=str(exc), permanent=False,
-                    input_subject=event.subject(self.log.prefix), causation=seq,
+                    input_subject=event.subject(self.event_log.prefix), causation=seq,
                     content_hash=h, file_id=event.file_id, library_id=event.library_id,
                 )
             ]  # fmt: skip
@@ -332,16 +332,16 @@ class PlaylistDeriver:
             )
         ]  # fmt: skip
         if ready:  # again (clean-up, newer version): guarded by the one it replaces
-            await self.log.publish(made[0], expected_last_subject_seq=ready)
+            await self.event_log.publish(made[0], expected_last_subject_seq=ready)
             return []
         return made
 
     async def _state(self, content_hash: str) -> tuple[int, bool]:
         """(the last PlaylistReady's sequence or 0, whether it stands): not after a
         clean-up since, nor of an older deriver version (then it is made again)."""
-        p = f"{self.log.prefix}.content.{content_hash}"
-        ready, version = await self.log.last_fact(f"{p}.PlaylistReady")
-        removed = await self.log.last_subject_seq(f"{p}.PlaylistRemoved")
+        p = f"{self.event_log.prefix}.content.{content_hash}"
+        ready, version = await self.event_log.last_fact(f"{p}.PlaylistReady")
+        removed = await self.event_log.last_subject_seq(f"{p}.PlaylistRemoved")
         return ready, ready > removed and version >= self.version
 
     async def stale(self, event: HashComputed) -> bool:
@@ -396,7 +396,7 @@ class PlaylistWorker(WithBackground, Worker):
         from eventsvc.video.reaper import Reaper
 
         reaper = Reaper(
-            self.settings.videos_dir, self.log,
+            self.settings.videos_dir, self.event_log,
             self.roots.configured, max_remove=self.settings.playlist_cleanup_max,
             tmp_max_age=self.settings.playlist_timeout + 600, stats=self.stats.cleanup,
         )  # fmt: skip

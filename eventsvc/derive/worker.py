@@ -51,7 +51,7 @@ class Worker:
         accepts: tuple[type[Event], ...] = (),
     ) -> None:
         self.name = name
-        self.log = event_log
+        self.event_log = event_log
         self.spec = spec
         self.handler = handler
         self.concurrency = max(1, concurrency)
@@ -68,7 +68,7 @@ class Worker:
         return max(self.spec.ack_wait / 3, 0.5)
 
     async def run(self, stop: asyncio.Event) -> None:
-        sub = await self.log.pull(self.spec)
+        sub = await self.event_log.pull(self.spec)
         sem = self.sem
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -156,7 +156,7 @@ class Worker:
         finally:
             heartbeat.cancel()
         for out in outputs:
-            await self.log.publish(out)
+            await self.event_log.publish(out)
             self.stats.published += 1
         await msg.ack()
         self.stats.done += 1
@@ -190,7 +190,7 @@ class Worker:
             content_hash=getattr(event, "content_hash", None),
             library_id=getattr(event, "library_id", None),
         )
-        await self.log.publish(failed)
+        await self.event_log.publish(failed)
         await msg.ack()
 
 

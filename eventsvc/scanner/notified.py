@@ -35,7 +35,7 @@ log = logging.getLogger("eventsvc.scanner.scanner")
 class Watching:
     """What :class:`Scanner` does between ticks (its attributes, set in its ``__init__``)."""
 
-    log: EventLog
+    event_log: EventLog
     libraries: list[Library]
     settings: Settings
     excludes: dict[str, Excludes]
@@ -86,7 +86,7 @@ class Watching:
                 await self._check_paths(lib, rels, getattr(rels, "moved", None))
 
     async def _on_watch_status(self, lib: Library, status: WatchStatus) -> None:
-        await self.log.put_status(f"watch.{lib.id}", asdict(status))
+        await self.event_log.put_status(f"watch.{lib.id}", asdict(status))
 
     async def _check_paths(
         self, lib: Library, rels: Collection[bytes], moved: set[bytes] | None = None
@@ -168,7 +168,7 @@ class Watching:
             "library %s (%s) is %s by another process (event %d); following the log",
             lib.name, lib.id, theirs.state, theirs.seq,
         )  # fmt: skip
-        fresh = await ScanState.load(self.log)
+        fresh = await ScanState.load(self.event_log)
         self.state.files[lib.id] = fresh.lib_files(lib.id)
         self.state.gone.update(fresh.gone)
         self.state.libraries[lib.id] = fresh.libraries.get(lib.id) or Health(**vars(theirs))

@@ -71,7 +71,7 @@ class Scanner(Watching):
         extra_excludes: list[str] | None = None,
         progress: Progress | None = None,
     ) -> None:
-        self.log = event_log
+        self.event_log = event_log
         self.libraries = [lib for lib in libraries if lib.enabled]
         self.settings = settings
         self.progress = progress
@@ -97,14 +97,14 @@ class Scanner(Watching):
         self._background = False
 
     async def load(self) -> None:
-        self.state = await ScanState.load(self.log)
+        self.state = await ScanState.load(self.event_log)
 
     # ------------------------------------------------------------ publishing
 
     async def _publish(self, items: list[tuple[Event, str]]) -> list[int]:
         if not items:
             return []
-        acks = await self.log.publish_many(items)
+        acks = await self.event_log.publish_many(items)
         self.published += sum(1 for a in acks if not a.duplicate)
         return [a.seq for a in acks]
 
@@ -320,7 +320,7 @@ class Scanner(Watching):
         report.duration_s = round(time.monotonic() - t0, 3)
         report.finished_at = datetime.now(UTC).isoformat()
         self.reports[report.library_id] = report
-        await self.log.put_status(f"scan.{report.library_id}", asdict(report))
+        await self.event_log.put_status(f"scan.{report.library_id}", asdict(report))
         return report
 
     # ------------------------------------------------------------ ticks
@@ -343,7 +343,7 @@ class Scanner(Watching):
         with ``watch``, file-system notifications are handled in between."""
         await self.load()
         self._background = True
-        self.follower = HealthFollower(self.log)
+        self.follower = HealthFollower(self.event_log)
         self.follower.states = {k: Health(**vars(v)) for k, v in self.state.libraries.items()}
         follower = asyncio.create_task(self.follower.run(stop))
         watcher = asyncio.create_task(self.watch(stop))
