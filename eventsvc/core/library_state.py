@@ -124,9 +124,6 @@ class LibraryState:
         """Content hashes that some current location still holds."""
         return {f.content_hash for f in self.files.values() if f.content_hash is not None}
 
-    def library_files(self, library_id: str) -> dict[str, FileState]:
-        return {k: f for k, f in self.files.items() if f.library_id == library_id}
-
     # ------------------------------------------------------------ reading the log
 
     @staticmethod
