@@ -17,6 +17,7 @@ from eventsvc.core.log import EventLog
 from eventsvc.core.natsauth import credentials_for
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings, load_libraries
+from projections import web
 from projections.api.auth import PUBLIC, Access, access_guard
 from projections.api.context import ApiContext, provide_context
 from projections.api.docs import fix_allow, openapi_config, static_router
@@ -122,6 +123,7 @@ def create_app(
             FacesController,
             VideosController,
             static_router(PUBLIC),
+            *web.route_handlers(),  # the web app's pages at / and its files at /web/static
         ],
         before_send=[fix_allow],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
@@ -130,4 +132,5 @@ def create_app(
         lifespan=[_lifespan(ctx, nats_connect_wait)],
         state=State({"ctx": ctx, "access": access}),
         openapi_config=openapi_config(),
+        template_config=web.template_config(),
     )
