@@ -144,7 +144,7 @@ class Library:
     files: list[Path] = field(default_factory=list)
 
 
-def make_library(root: Path, fillers: int = 40) -> Library:
+def make_library(root: Path, fillers: int = 70) -> Library:
     lib = Library(root=root)
     reds = [(220, 40, 40), (200, 30, 50), (235, 60, 30), (210, 50, 60)]
     blues = [(40, 60, 220), (30, 50, 200), (60, 40, 235)]
