@@ -204,12 +204,15 @@ class Browser:
         self.context = browser.new_context(viewport={"width": 1280, "height": 860})
         self.errors: dict[Page, list[str]] = {}
         self.hosts: dict[Page, set[str]] = {}
+        self.requests: dict[Page, list[str]] = {}
+        """Each page's requests to the app (path and query), in order."""
 
     def open(self, path: str, wait: str = "networkidle") -> Page:
         page = self.context.new_page()
         errors: list[str] = []
         hosts: set[str] = set()
         self.errors[page], self.hosts[page] = errors, hosts
+        self.requests[page] = sent = []
 
         def console(msg: ConsoleMessage) -> None:
             if msg.type == "error":
@@ -217,7 +220,7 @@ class Browser:
 
         page.on("console", console)
         page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-        page.on("request", lambda r: hosts.add(_host(r.url)))
+        page.on("request", lambda r: (hosts.add(_host(r.url)), sent.append(_path(r.url))))
         page.goto(self.server.url + path, wait_until=wait)  # type: ignore[arg-type]
         return page
 
@@ -232,6 +235,11 @@ class Browser:
 
     def close(self) -> None:
         self.context.close()
+
+
+def _path(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _host(url: str) -> str:
