@@ -261,11 +261,38 @@ def chromium(playwright: Playwright) -> Iterator[PwBrowser]:
     b.close()
 
 
+DOC_SHOTS = ("timeline", "photo", "people", "person", "duplicates", "pipeline")
+"""The screenshots README shows (docs/screenshots/), written with EVENTSVC_DOCS_SCREENSHOTS."""
+
+
+def small_png(src: Path, dst: Path, width: int = 1000, limit: int = 150_000) -> None:
+    """A README-sized copy: at most ``width`` px wide, 256 colours, at most ``limit`` bytes."""
+    from PIL import Image
+
+    with Image.open(src) as img:
+        img = img.convert("RGB")
+        if img.width > width:
+            img = img.resize(
+                (width, round(img.height * width / img.width)), Image.Resampling.LANCZOS
+            )
+        for colors in (256, 128, 64):
+            img.quantize(colors=colors, dither=Image.Dither.NONE).save(dst, optimize=True)
+            if dst.stat().st_size <= limit:
+                return
+    raise AssertionError(f"{dst} stays over {limit} bytes")
+
+
 @pytest.fixture(scope="session")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     d = shots_dir(tmp_path_factory)
     yield d
     print(f"\nscreenshots: {d}", file=sys.stderr)
+    docs = os.environ.get("EVENTSVC_DOCS_SCREENSHOTS")
+    if docs:
+        Path(docs).mkdir(parents=True, exist_ok=True)
+        for name in DOC_SHOTS:
+            if (d / f"{name}.png").exists():
+                small_png(d / f"{name}.png", Path(docs) / f"{name}.png")
 
 
 @pytest.fixture
