@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
+from litestar.params import Parameter
 from litestar.response import Redirect, Template
 
 from projections.api.auth import PUBLIC, Access
@@ -27,8 +28,9 @@ class LoginPage(Controller):
 
     @get("/", opt=PUBLIC, name="web-login")
     async def login(
-        self, request: Request[Any, Any, Any], next: str | None = None
-    ) -> Template | Redirect:
+        self, request: Request[Any, Any, Any],
+        next: Annotated[str | None, Parameter(description="Where to go after.")] = None,
+    ) -> Template | Redirect:  # fmt: skip
         access: Access = request.app.state.access
         target = safe_next(next)
         if access.open:  # nothing to log in to

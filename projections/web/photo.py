@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import Parameter
 from litestar.response import Template
 
 from eventsvc.core.settings import Settings
@@ -214,8 +215,9 @@ class PhotoPages(Controller):
 
     @get("/photo/{content_hash:str}", name="web-photo")
     async def photo(
-        self, request: Request[Any, Any, Any], ctx: Ctx, state: State, content_hash: str,
-        f: str | None = None,
+        self, request: Request[Any, Any, Any], ctx: Ctx, state: State,
+        content_hash: Annotated[str, Parameter(description="BLAKE3 hex of the content.")],
+        f: Annotated[str | None, Parameter(description="The file id opened.")] = None,
     ) -> Template:  # fmt: skip
         check_hash(content_hash)
         form = parse_form(request)
@@ -237,7 +239,9 @@ class PhotoPages(Controller):
         )  # fmt: skip
 
     @get("/web/photo/{content_hash:str}/near", name="web-photo-near")
-    async def near(self, ctx: Ctx, content_hash: str) -> Template:
+    async def near(
+        self, ctx: Ctx, content_hash: Annotated[str, Parameter(description="BLAKE3 hex.")]
+    ) -> Template:
         check_hash(content_hash)
         found = await db.read(
             ctx.settings.readmodel_dir, lambda c: near_duplicates(c, content_hash), []

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
+from litestar.params import Parameter
 from litestar.response import Template
 
 from eventsvc.core.errors import InferenceError, ReadModelError
@@ -123,8 +124,9 @@ class SearchPages(Controller):
 
     @get("/search", name="web-search")
     async def search(
-        self, request: Request[Any, Any, Any], ctx: Ctx, state: State, q: str | None = None
-    ) -> Template:
+        self, request: Request[Any, Any, Any], ctx: Ctx, state: State,
+        q: Annotated[str | None, Parameter(description="The words.")] = None,
+    ) -> Template:  # fmt: skip
         form = parse_form(request)
         text = (q or "").strip()[:1000]
         settings = ctx.settings
@@ -154,8 +156,10 @@ class SearchPages(Controller):
 
     @get("/web/search/page", name="web-search-page")
     async def more(
-        self, request: Request[Any, Any, Any], ctx: Ctx, state: State, q: str, cursor: str
-    ) -> Template:
+        self, request: Request[Any, Any, Any], ctx: Ctx, state: State,
+        q: Annotated[str, Parameter(description="The words.")],
+        cursor: Annotated[str, Parameter(description="The previous page's next.")],
+    ) -> Template:  # fmt: skip
         form = parse_form(request)
         text = q.strip()[:1000]
         search = clip_search(state, ctx.settings)

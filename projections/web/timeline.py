@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.exceptions import ClientException
+from litestar.params import Parameter
 from litestar.response import Template
 
 from projections.api import db, rows
@@ -126,8 +127,10 @@ class TimelinePages(Controller):
 
     @get("/web/timeline/page", name="web-timeline-page")
     async def scroll_page(
-        self, request: Request[Any, Any, Any], ctx: Ctx, cursor: str, month: str = "-"
-    ) -> Template:
+        self, request: Request[Any, Any, Any], ctx: Ctx,
+        cursor: Annotated[str, Parameter(description="The previous page's next.")],
+        month: Annotated[str, Parameter(description="The month shown last.")] = "-",
+    ) -> Template:  # fmt: skip
         form = parse_form(request)
         after = api_after(cursor, form.sort)  # type: ignore[arg-type]
 
