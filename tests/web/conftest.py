@@ -161,7 +161,7 @@ class Server:
         video = next(p for p in photos if p["media_kind"] == "video")
         if self.api(f"/videos/{video['content_hash']}")["state"] != "ready":
             return False
-        return self.quiet()
+        return self.quiet() and self.api("/pipeline")["failures"]["total"] == 1
 
     def rebuild(self) -> None:
         """`eventsvc rebuild` on the live data dir, as README says (the API keeps serving)."""

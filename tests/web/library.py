@@ -7,6 +7,7 @@ product's inference protocol (served by ``eventsvc.inference.service``'s own app
 * an exact duplicate (a byte copy of A's first photo in ``copies/``);
 * a near duplicate (a landscape and its half-size re-encode, same EXIF date);
 * fillers (grey block patterns, no face, distinct perceptual hashes) over several months;
+* a photo whose green face the fake detector refuses (a permanent faces failure);
 * a 2-second H.264 video.
 """
 
@@ -26,14 +27,16 @@ import numpy as np
 import uvicorn
 from PIL import Image, ImageDraw
 
+from eventsvc.core.errors import BadInput
 from eventsvc.core.settings import Settings
 from eventsvc.inference.protocol import DetectedFace, ModelInfo
 from eventsvc.inference.service import create_inference_app
 from tests.harness import make_video
 
-__all__ = ["FakeFaces", "Library", "fake_inference", "make_library"]
+__all__ = ["TOO_GREEN", "FakeFaces", "Library", "fake_inference", "make_library"]
 
 FACE_BOX = (0.35, 0.3, 0.65, 0.7)
+TOO_GREEN = "the fake detector refuses green faces"
 
 
 def _center(seed: int) -> np.ndarray:
@@ -53,12 +56,14 @@ class FakeFaces:
         return self.info_
 
     async def detect(self, images: Sequence[Image.Image]) -> list[list[DetectedFace]]:
-        return [self._one(img) for img in images]
+        return [self._one(img, i) for i, img in enumerate(images)]
 
-    def _one(self, img: Image.Image) -> list[DetectedFace]:
+    def _one(self, img: Image.Image, index: int) -> list[DetectedFace]:
         w, h = img.size
         mid = np.asarray(img.convert("RGB").crop((w * 2 // 5, h * 2 // 5, w * 3 // 5, h * 3 // 5)))
         r, g, b = (float(x) for x in mid.reshape(-1, 3).mean(axis=0))
+        if g > r + 60 and g > b + 60:  # a permanent failure for the pipeline page to show
+            raise BadInput(TOO_GREEN, index=index)
         who = "A" if r > g + 60 and r > b + 60 else "B" if b > r + 60 and b > g + 60 else None
         if who is None:
             return []
@@ -141,6 +146,8 @@ class Library:
     exact: tuple[Path, Path] | None = None
     near: tuple[Path, Path] | None = None
     video: Path | None = None
+    failing: Path | None = None
+    """A photo the fake detector refuses (a DerivationFailed of the faces stage)."""
     files: list[Path] = field(default_factory=list)
 
 
@@ -176,6 +183,8 @@ def make_library(root: Path, fillers: int = 70) -> Library:
             p, quality=80, exif=_exif(f"2022:{month:02d}:{1 + i // 12:02d} 08:00:00")
         )
         lib.files.append(p)
+    lib.failing = _face_photo(root / "misc" / "green.jpg", 99, (40, 200, 40), "2021:06:01 10:00:00")
+    lib.files.append(lib.failing)
     lib.video = make_video(root / "video" / "clip.mp4", seconds=2.0)
     lib.files += [*lib.people["A"], *lib.people["B"], copy, a, b, lib.video]
     return lib

@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.harness import b3
 from tests.web.conftest import Browser, Server, wait_for
+from tests.web.library import TOO_GREEN
 
 DONE: dict[str, Any] = {}
 
@@ -46,7 +47,11 @@ def test_each_page_loads_clean(server: Server, browser: Browser) -> None:
     rows = page.locator("#libraries tbody tr")
     assert rows.count() == 1 and "online" in rows.first.inner_text()
     assert page.locator("#consumers tbody tr").count() >= 4  # the stages up runs
-    assert "No failure recorded" in page.locator("#failures").inner_text()
+    failures = page.locator("#failures tbody tr")
+    assert failures.count() == 1, page.locator("#failures").inner_text()
+    assert "faces" in failures.first.inner_text() and TOO_GREEN in failures.first.inner_text()
+    assert "permanent" in failures.first.inner_text()
+    assert "1 in all (faces 1)" in page.locator("#fail-total").inner_text()
     assert "connected" in page.locator("#summary").inner_text()
     browser.check(page, "pipeline")
 

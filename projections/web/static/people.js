@@ -7,10 +7,13 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const form of document.querySelectorAll("form.rename")) {
     const input = form.querySelector("input.name");
     const person = form.dataset.person;
-    const save = () => {
+    let sent = (input.defaultValue || "").trim();
+    const save = () => {  /* Enter fires both change and submit: send a name once */
       const name = input.value.trim();
-      if (name === (input.defaultValue || "").trim()) return;
-      decide("PATCH", `/people/${person}`, { name: name || null }, `Naming ${name || "(no name)"}`);
+      if (name === sent) return;
+      sent = name;
+      decide("PATCH", `/people/${person}`, { name: name || null }, `Naming ${name || "(no name)"}`)
+        .then((r) => { if (!r) sent = null; });  // failed: the same name may be sent again
     };
     form.addEventListener("submit", (e) => { e.preventDefault(); save(); });
     input.addEventListener("change", save);
