@@ -1,8 +1,8 @@
 """The People, Duplicates and Libraries & pipeline pages in a real browser: each loads
 without a console error or a request to another host; naming, merging and splitting
-people and marking a near pair "not a duplicate" are visible after a reload and after
-`eventsvc rebuild` (they are events). Runs in file order: later tests build on the
-decisions of earlier ones (recorded in DONE)."""
+people, rejecting a face, hiding a person and marking a near pair "not a duplicate" are
+visible after a reload and after `eventsvc rebuild` (they are events). Runs in file order:
+later tests build on the decisions of earlier ones (recorded in DONE)."""
 
 from __future__ import annotations
 
@@ -122,11 +122,32 @@ def test_name_merge_and_split_people(server: Server, browser: Browser) -> None:
     person.reload()
     assert person.locator(".person-photo").count() == 1
     browser.check(person, "person-split")
+    browser.check(person)
+
+    # reject: "not a face" takes Anna's last photo's face out for good
+    person = browser.open(f"/web/people/{anna}")
+    gone = person.locator(f'.person-photo[data-hash="{b3(server.lib.people["A"][3])}"]')
+    rejected = gone.locator(".face-row").get_attribute("data-face")
+    with person.expect_navigation():
+        gone.locator("button.reject").click()
+    assert person.locator(".person-photo").count() == 5 and gone.count() == 0
+    assert server.api(f"/faces/{rejected}")["rejected"] is True
+    browser.check(person)
+
+    # hide and show again
     page.reload()
-    assert "6 faces" in _card(page, anna).locator(".counts").inner_text()
+    with page.expect_navigation():
+        _card(page, new_id).locator("button.hide").click()
+    assert _card(page, new_id).count() == 0 and _card(page, anna).count() == 1
+    page.goto(server.url + "/web/people?hidden=true")
+    assert "hidden" in _card(page, new_id).locator(".counts").inner_text()
+    with page.expect_navigation():
+        _card(page, new_id).locator("button.hide").click()  # now "Show"
+    page.goto(server.url + "/web/people")
+    assert "5 faces" in _card(page, anna).locator(".counts").inner_text()
     assert "1 face" in _card(page, new_id).locator(".counts").inner_text()
     browser.check(page)
-    DONE["people"] = {"anna": anna, "split": new_id, "face": face_id}
+    DONE["people"] = {"anna": anna, "split": new_id, "face": face_id, "rejected": rejected}
 
 
 def test_mark_a_near_pair_not_a_duplicate(server: Server, browser: Browser) -> None:
@@ -159,12 +180,13 @@ def test_decisions_survive_a_rebuild(server: Server, browser: Browser) -> None:
     page = browser.open("/web/people")
     assert page.locator(".person-card").count() == 2
     assert _card(page, ids["anna"]).locator("input.name").input_value() == "Anna"
-    assert "6 faces" in _card(page, ids["anna"]).locator(".counts").inner_text()
+    assert "5 faces" in _card(page, ids["anna"]).locator(".counts").inner_text()
     assert "1 face" in _card(page, ids["split"]).locator(".counts").inner_text()
     browser.check(page)
     person = browser.open(f"/web/people/{ids['split']}")
     assert person.locator(f'.face-row[data-face="{ids["face"]}"]').count() == 1
     browser.check(person)
+    assert server.api(f"/faces/{ids['rejected']}")["rejected"] is True
     dup = browser.open("/web/duplicates")
     assert dup.locator(".pair").count() == 0 and dup.locator(".exact-group").count() == 1
     browser.check(dup)
