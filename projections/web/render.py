@@ -43,6 +43,7 @@ def with_query(path: str, params: dict[str, object]) -> str:
 def environment(directory: Path) -> Environment:
     env = Environment(
         loader=FileSystemLoader(directory),
+        auto_reload=False,  # templates ship with the package: no stat() per render
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -50,4 +51,8 @@ def environment(directory: Path) -> Environment:
     env.filters["bytes"] = human_bytes
     env.filters["month_label"] = month_label
     env.globals["with_query"] = with_query
+    from projections.web.tiles import tile_html, tiles_html  # it uses month_label
+
+    env.globals["tiles"] = tiles_html
+    env.globals["tile"] = tile_html
     return env

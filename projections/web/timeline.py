@@ -9,7 +9,10 @@ are that API's cursors. The month scrubber is a fragment too
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -18,7 +21,8 @@ from litestar.exceptions import ClientException
 from litestar.params import Parameter
 from litestar.response import Template
 
-from projections.api import db, rows
+from projections import readmodel
+from projections.api import db, geo, rows
 from projections.api.context import Ctx
 from projections.api.filters import Query
 from projections.api.paging import encode_cursor
@@ -75,15 +79,40 @@ def month_start(month: str, sort: str) -> tuple[str, str] | None:
     return (f"{y:04d}-{m:02d}-01", "")  # everything before the next month
 
 
+_MEDIA = re.compile(r"\bm\.")
+_MONTHS_CACHE: OrderedDict[tuple[Any, ...], list[tuple[str, int]]] = OrderedDict()
+_MONTHS_LOCK = threading.Lock()
+
+
 def _months(conn: sqlite3.Connection, q: Query) -> list[tuple[str, int]]:
+    """Photos per month of date_taken, newest first; cached per read-model generation and
+    checkpoint (a full count over the files costs more than a page)."""
+    db_file = conn.execute("PRAGMA database_list").fetchone()[2]
+    key = (db_file, readmodel.checkpoint(conn), tuple(q.where), tuple(q.params))
+    with _MONTHS_LOCK:
+        found = _MONTHS_CACHE.get(key)
+        if found is not None:
+            _MONTHS_CACHE.move_to_end(key)
+            return found
+    found = _count_months(conn, q)
+    with _MONTHS_LOCK:
+        _MONTHS_CACHE[key] = found
+        while len(_MONTHS_CACHE) > 32:
+            _MONTHS_CACHE.popitem(last=False)
+    return found
+
+
+def _count_months(conn: sqlite3.Connection, q: Query) -> list[tuple[str, int]]:
     where = " AND ".join(["f.date_taken IS NOT NULL", *q.where])
     if q.near is not None:
-        from projections.api import geo
-
         conn.create_function("haversine_km", 4, geo.haversine_km, deterministic=True)
+    # The media join only when a filter reads it: without it the count is one pass over
+    # the files_by_taken index.
+    join = (
+        " LEFT JOIN media AS m ON m.content_hash = f.content_hash" if _MEDIA.search(where) else ""
+    )
     sql = (
-        "SELECT substr(f.date_taken, 1, 7) AS month, count(*) FROM files AS f"
-        " LEFT JOIN media AS m ON m.content_hash = f.content_hash"
+        f"SELECT substr(f.date_taken, 1, 7) AS month, count(*) FROM files AS f{join}"
         f" WHERE {where} GROUP BY month ORDER BY month DESC"
     )
     return [(r[0], r[1]) for r in conn.execute(sql, q.params)]

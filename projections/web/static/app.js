@@ -1,7 +1,7 @@
 /* eventsvc web app: the little JavaScript the pages need (no inline scripts: CSP). */
 "use strict";
 
-const ROW_HEIGHT = () => (window.innerWidth < 600 ? 110 : 180);
+const ROW_HEIGHT = () => (window.innerWidth < 600 ? 100 : 160);
 
 /* Writes go to the JSON API with the session cookie (same origin, JSON body). */
 async function api(method, url, body) {

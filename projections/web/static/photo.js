@@ -37,6 +37,23 @@
     }
   }
 
+  /* The image fits the stage and the window (small images scaled up), ratio kept, so
+     the face boxes (relative to the image) stay on the faces. */
+  const img = document.getElementById("photo-img");
+  const stage = article.querySelector(".stage");
+  function fit() {
+    if (!img || !img.naturalWidth) return;
+    const r = img.naturalWidth / img.naturalHeight;
+    const maxW = stage.clientWidth, maxH = Math.max(200, window.innerHeight - 140);
+    const w = Math.min(maxW, maxH * r);
+    img.style.width = `${Math.round(w)}px`;
+    img.style.height = `${Math.round(w / r)}px`;
+  }
+  if (img) {
+    if (img.complete) fit(); else img.addEventListener("load", fit);
+    window.addEventListener("resize", fit);
+  }
+
   /* Face boxes: placed over the image from their relative [left, top, right, bottom]. */
   for (const b of article.querySelectorAll(".face[data-box]")) {
     const [l, t, r, bo] = b.dataset.box.split(",").map(Number);
@@ -55,6 +72,18 @@
     return null;
   }
 
+  /* A decision is an event: the new person exists once the projector applied it. Ask the
+     face (always there, so no 404 while waiting) until it names that person. */
+  async function untilProjected(faceId, personId) {
+    const deadline = Date.now() + 20000;
+    while (Date.now() < deadline) {
+      const face = await api("GET", `/faces/${encodeURIComponent(faceId)}`);
+      if (face.person_id === personId) return;
+      await new Promise((ok) => setTimeout(ok, 300));
+    }
+    throw new Error("the new person is not in the read model yet (is the projector running?): try again");
+  }
+
   function openEditor(box) {
     closeEditor();
     const tpl = document.getElementById("face-editor");
@@ -63,6 +92,7 @@
     const input = form.querySelector("input[name=name]");
     const msg = form.querySelector(".message");
     input.value = box.dataset.name || "";
+    if (!box.dataset.person) form.querySelector("[data-act=split]").hidden = true;
     box.parentNode.appendChild(form);
     form.style.left = box.style.left;
     form.style.top = `calc(${box.style.top} + ${box.style.height} + 1.6em)`;
@@ -90,6 +120,8 @@
           await api("PATCH", `/people/${encodeURIComponent(current)}`, { name: name || null });
         } else if (name) {
           const r = await api("POST", `/faces/${encodeURIComponent(faceId)}/reassign`, { new_person: true });
+          msg.textContent = "Creating the person…";
+          await untilProjected(faceId, r.person_id);
           await api("PATCH", `/people/${encodeURIComponent(r.person_id)}`, { name });
           box.dataset.person = r.person_id;
         }
