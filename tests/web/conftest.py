@@ -199,9 +199,11 @@ def shots_dir(factory: pytest.TempPathFactory) -> Path:
 class Browser:
     """Opens pages of the app and keeps, per page, its console errors and request hosts."""
 
-    def __init__(self, browser: PwBrowser, server: Server, shots: Path) -> None:
+    def __init__(
+        self, browser: PwBrowser, server: Server, shots: Path, width: int = 1280, height: int = 860
+    ) -> None:
         self.browser, self.server, self.shots = browser, server, shots
-        self.context = browser.new_context(viewport={"width": 1280, "height": 860})
+        self.context = browser.new_context(viewport={"width": width, "height": height})
         self.errors: dict[Page, list[str]] = {}
         self.hosts: dict[Page, set[str]] = {}
         self.requests: dict[Page, list[str]] = {}
@@ -261,7 +263,7 @@ def chromium(playwright: Playwright) -> Iterator[PwBrowser]:
     b.close()
 
 
-DOC_SHOTS = ("timeline", "photo", "people", "person", "duplicates", "pipeline")
+DOC_SHOTS = ("timeline", "photo", "people-named", "person", "duplicates", "pipeline")
 """The screenshots README shows (docs/screenshots/), written with EVENTSVC_DOCS_SCREENSHOTS."""
 
 
@@ -298,6 +300,14 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def browser(chromium: PwBrowser, server: Server, screenshots: Path) -> Iterator[Browser]:
     b = Browser(chromium, server, screenshots)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def phone(chromium: PwBrowser, server: Server, screenshots: Path) -> Iterator[Browser]:
+    """A phone-sized browser (390 x 844 CSS pixels)."""
+    b = Browser(chromium, server, screenshots, width=390, height=844)
     yield b
     b.close()
 

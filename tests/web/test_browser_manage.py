@@ -56,6 +56,18 @@ def test_each_page_loads_clean(server: Server, browser: Browser) -> None:
     browser.check(page, "pipeline")
 
 
+def test_pages_fit_a_phone(server: Server, phone: Browser) -> None:
+    people = _people(server)
+    for path in ("/web/people", f"/web/people/{people[0]['person_id']}", "/web/duplicates",
+                 "/web/pipeline"):  # fmt: skip
+        page = phone.open(path)
+        if path == "/web/pipeline":
+            page.wait_for_selector("body[data-loaded=true]")
+        wide = page.evaluate("() => document.documentElement.scrollWidth")
+        assert wide <= 390, f"{path} is {wide} px wide on a 390 px phone"
+        phone.check(page, "phone-" + path.strip("/").replace("/", "-")[:20])
+
+
 def test_the_pipeline_page_updates_live(server: Server, browser: Browser) -> None:
     page = browser.open("/web/pipeline")
     page.wait_for_selector("body[data-loaded=true]")
@@ -91,6 +103,7 @@ def test_name_merge_and_split_people(server: Server, browser: Browser) -> None:
     assert _card(page, anna).locator("input.name").input_value() == "Anna"
     assert _card(page, ben).locator("input.name").input_value() == "Ben"
     assert [(p["name"], p["face_count"]) for p in _people(server)] == [("Anna", 4), ("Ben", 3)]
+    browser.check(page, "people-named")
 
     # merge: tick both, the first (most faces) keeps its id and name
     _card(page, anna).locator("input.select").check()
