@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import urllib.request
 
+import pytest
+
 from tests.harness import b3
 from tests.web.conftest import Browser, Server
+
+pytestmark = pytest.mark.timeout(300)  # the first test also waits for `up` to index the library
 
 
 def test_timeline_scrolls_and_photos_step_with_the_keys(server: Server, browser: Browser) -> None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.harness import b3
 from tests.web.conftest import Browser, Server, wait_for
 from tests.web.library import TOO_GREEN
+
+pytestmark = pytest.mark.timeout(300)  # the first test also waits for `up` to index the library
 
 DONE: dict[str, Any] = {}
 
