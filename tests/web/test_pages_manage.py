@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 
 from eventsvc.core.settings import Settings
 from projections.api import create_app
-from tests.api.conftest import ReadModel
+from tests.api.conftest import ReadModel, hashed, seen
 
 from .pages import ANNA, Library, build_library, links
 
@@ -82,6 +82,29 @@ def test_pages_render_from_the_read_model(client: TestClient[Any], lib: Library)
     for url in ("/web/static/people.js", "/web/static/duplicates.js", "/web/static/pipeline.js",
                 "/web/static/manage.js", "/web/static/manage.css"):  # fmt: skip
         assert client.get(url).status_code == 200, url
+
+
+def test_exact_groups_show_an_image_only_where_a_thumbnail_exists(
+    settings: Settings, lib: Library
+) -> None:
+    model = ReadModel(settings.readmodel_dir)
+    build_library(model, photos=20)
+    for path, h, kind in (("copy/face.jpg", lib.face_hash, "image"),
+                          ("copy/holiday.mp4", lib.video_hash, "video")):  # fmt: skip
+        fs = seen("alpha", path, size=50_000 if kind == "video" else 1000, kind=kind)
+        model.add(fs, hashed(fs, h))
+    model.publish()
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        _login(client, READ)
+        html = client.get("/web/duplicates").text
+    groups = re.findall(
+        r'<li class="exact-group" data-hash="([0-9a-f]{64})">(.*?)</li>\n', html, re.S
+    )
+    by_hash = dict(groups)
+    assert set(by_hash) == {lib.face_hash, lib.video_hash}
+    assert f"/photos/{lib.face_hash}/thumbnail?size=small" in by_hash[lib.face_hash]
+    assert "/thumbnail" not in by_hash[lib.video_hash]  # no broken image: the file name
+    assert "holiday.mp4" in by_hash[lib.video_hash]
 
 
 def test_unknown_and_merged_people(client: TestClient[Any]) -> None:
