@@ -230,11 +230,15 @@ class PhotoPages(Controller):
         if view is None:
             raise NotFoundException(detail=f"unknown content_hash {content_hash}")
         p = view.detail
+        words = (request.query_params.get("q") or "").strip()[:1000]  # opened from a search
         similar = p.media_kind == "image" and await embedding_known(state, settings, content_hash)
         return page(
             request, "photo.html", "timeline", p=p, v=view, form=form,
-            prev_url=_link(view.prev, form), next_url=_link(view.next, form),
-            back_url=with_query("/", form.params()), similar=similar,
+            prev_url=None if words else _link(view.prev, form),
+            next_url=None if words else _link(view.next, form),
+            back_url=with_query("/search", form.params(q=words)) if words
+            else with_query("/", form.params()),
+            similar=similar,
             title=p.locations[0].path.rsplit("/", 1)[-1] if p.locations else content_hash[:12],
         )  # fmt: skip
 

@@ -166,7 +166,7 @@ class SearchPages(Controller):
         outcome = await run_search(search, ctx.settings, form, text, cursor)
         return Template(
             template_name="search_items.html",
-            context={"outcome": outcome, "form": form,
+            context={"outcome": outcome, "form": form, "words": text,
                      "next_url": _next_url(form, text, outcome.next)},
             headers=PAGE_HEADERS,
         )  # fmt: skip

@@ -26,8 +26,8 @@ class _Tile(Protocol):
     tags: list[str]
 
 
-def _query(form: Any) -> str:
-    return urlencode({k: v for k, v in form.params().items() if v not in (None, "")})
+def _query(form: Any, extra: dict[str, str] | None = None) -> str:
+    return urlencode({k: v for k, v in form.params(**(extra or {})).items() if v not in (None, "")})
 
 
 def _tile(p: _Tile, base: str, score: float | None) -> str:
@@ -57,11 +57,12 @@ def tile_html(p: _Tile, form: Any, score: float | None = None) -> Markup:
 
 def tiles_html(
     items: Iterable[_Tile], by_date: bool, prev_month: str | None, form: Any,
-    scores: bool = False,
+    scores: bool = False, words: str | None = None,
 ) -> Markup:  # fmt: skip
     """Tiles, with a month heading (and a row filler before it) where the month changes
-    when ``by_date``; ``prev_month`` is the month the previous page ended with."""
-    base = _query(form)
+    when ``by_date``; ``prev_month`` is the month the previous page ended with. ``words``:
+    search hits, whose photo view goes back to the search."""
+    base = _query(form, {"q": words} if words else None)
     month = prev_month
     out = []
     for p in items:
