@@ -249,14 +249,16 @@ def _host(url: str) -> str:
     return "" if parts.scheme in ("data", "blob", "about") else parts.netloc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Per module: Playwright's sync API marks an asyncio loop as running in this thread
+    while it is open, which would break asyncio.run() and async tests of later modules."""
     assert sync_playwright is not None
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright: Playwright) -> Iterator[PwBrowser]:
     b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=QUIET)
     yield b
