@@ -20,7 +20,7 @@ from litestar.response import Template
 from projections.api import db
 from projections.api.context import Ctx
 from projections.api.duplicates import DEFAULT_MAX_DISTANCE, MAX_MAX_DISTANCE, _groups, _near_groups
-from projections.api.schemas import NearDuplicateMember
+from projections.api.schemas import DuplicateGroup, NearDuplicateGroup, NearDuplicateMember
 from projections.web.common import page
 
 __all__ = ["MAX_GROUPS", "DuplicatePages"]
@@ -55,7 +55,9 @@ class DuplicatePages(Controller):
         max_distance: Annotated[int, Parameter(ge=0, le=MAX_MAX_DISTANCE)] = DEFAULT_MAX_DISTANCE,
         window: Annotated[float | None, Parameter(ge=0)] = None,
     ) -> Template:
-        def load(c: Any) -> tuple[list[Any], list[Any], set[str]]:
+        def load(
+            c: sqlite3.Connection,
+        ) -> tuple[list[DuplicateGroup], list[NearDuplicateGroup], set[str]]:
             exact = _groups(c, None, None, MAX_GROUPS + 1)
             near = _near_groups(c, None, max_distance, window, None, MAX_GROUPS + 1)
             return exact, near, _with_thumbnail(c, [g.content_hash for g in exact])

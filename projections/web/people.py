@@ -11,6 +11,7 @@ the projector has applied the event.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from litestar import Controller, Request, get
@@ -20,6 +21,7 @@ from litestar.response import Redirect, Template
 from projections.api import db
 from projections.api.context import Ctx
 from projections.api.people import _check_person, _get_person, _list_people, _person_photos
+from projections.api.people_schemas import Person, PersonPhoto
 from projections.web.common import page
 
 __all__ = ["MAX_PEOPLE", "MAX_PHOTOS", "PeoplePages"]
@@ -28,7 +30,6 @@ MAX_PEOPLE = 1000
 """People shown on one page (most faces first); the rest are counted, not shown."""
 MAX_PHOTOS = 500
 """Photos shown on a person's page."""
-_HEAD = "people_head.html"
 
 
 class PeoplePages(Controller):
@@ -55,7 +56,7 @@ class PeoplePages(Controller):
     ) -> Template | Redirect:
         _check_person(person_id)
 
-        def load(c: Any) -> tuple[Any, Any, Any] | None:
+        def load(c: sqlite3.Connection) -> tuple[Person, list[PersonPhoto], list[Person]] | None:
             p = _get_person(c, person_id)
             if p is None:
                 return None
