@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
@@ -81,6 +81,14 @@ def principal(request: Request[Any, Any, Any]) -> Principal:
 
 
 def login_redirect(request: Request[Any, Any, Any], _: LoginRequired) -> Response[Any]:
+    if request.headers.get("hx-request"):
+        # A fragment (scroll page, months) of a page whose session ended: the whole page
+        # goes to the login, back to where the browser is now.
+        here = request.headers.get("hx-current-url") or "/"
+        target = urlsplit(here).path + (f"?{urlsplit(here).query}" if urlsplit(here).query else "")
+        return Response(
+            "", status_code=200, headers={"HX-Redirect": f"/login?next={quote(target, safe='')}"}
+        )
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return Redirect(f"/login?next={quote(target, safe='')}", status_code=303)
 

@@ -57,6 +57,16 @@ def test_pages_redirect_to_login_without_a_session(client: TestClient[Any], url:
     assert client.get("/photos").status_code == 401
 
 
+def test_a_scroll_fragment_sends_the_whole_page_to_login(client: TestClient[Any]) -> None:
+    r = client.get(
+        "/web/timeline/page?cursor=abc",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://127.0.0.1/?sort=taken"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 200 and r.text == ""
+    assert r.headers["hx-redirect"] == "/login?next=%2F%3Fsort%3Dtaken"
+
+
 def test_photo_page_redirects_too(client: TestClient[Any], lib: Library) -> None:
     r = client.get(f"/photo/{lib.face_hash}", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login?next=%2Fphoto%2F")
