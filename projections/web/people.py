@@ -12,10 +12,11 @@ the projector has applied the event.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
 from litestar.response import Redirect, Template
 
 from projections.api import db
@@ -38,7 +39,10 @@ class PeoplePages(Controller):
 
     @get("/", name="web-people")
     async def people(
-        self, request: Request[Any, Any, Any], ctx: Ctx, hidden: bool = False
+        self,
+        request: Request[Any, Any, Any],
+        ctx: Ctx,
+        hidden: Annotated[bool, Parameter(description="List hidden people too.")] = False,
     ) -> Template:
         found = await db.read(
             ctx.settings.readmodel_dir,
@@ -52,7 +56,10 @@ class PeoplePages(Controller):
 
     @get("/{person_id:str}", name="web-person")
     async def person(
-        self, request: Request[Any, Any, Any], ctx: Ctx, person_id: str
+        self,
+        request: Request[Any, Any, Any],
+        ctx: Ctx,
+        person_id: Annotated[str, Parameter(description="A person id (p-<16 hex>).")],
     ) -> Template | Redirect:
         _check_person(person_id)
 
