@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from eventsvc.core.errors import BadInput
 from eventsvc.core.settings import Settings
 from eventsvc.inference.protocol import DetectedFace, ModelInfo
 from eventsvc.inference.service import create_inference_app
+from eventsvc.server import free_port
 from tests.harness import make_video
 
 __all__ = ["TOO_GREEN", "FakeFaces", "Library", "fake_inference", "make_library"]
@@ -78,17 +78,11 @@ class FakeFaces:
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def fake_inference() -> Iterator[str]:
     """``eventsvc inference``'s app with the fake face back-end, on a loopback port."""
     app = create_inference_app(Settings(), clip=None, faces=FakeFaces())
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
