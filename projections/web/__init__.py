@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from projections.api.auth import PUBLIC
-from projections.web import login, photo, search, timeline
+from projections.web import duplicates, login, people, photo, pipeline, search, timeline
 from projections.web.common import LoginRequired, login_redirect, page_guard
 from projections.web.render import environment
 
@@ -35,6 +35,9 @@ PAGES: list[Any] = [
     timeline.TimelinePages,
     photo.PhotoPages,
     search.SearchPages,
+    people.PeoplePages,
+    duplicates.DuplicatePages,
+    pipeline.PipelinePages,
 ]
 """Controllers of the pages that need a login (``page_guard``)."""
 
