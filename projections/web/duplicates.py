@@ -19,8 +19,17 @@ from litestar.response import Template
 
 from projections.api import db
 from projections.api.context import Ctx
-from projections.api.duplicates import DEFAULT_MAX_DISTANCE, MAX_MAX_DISTANCE, _groups, _near_groups
-from projections.api.schemas import DuplicateGroup, NearDuplicateGroup, NearDuplicateMember
+from projections.api.duplicate_queries import (
+    DEFAULT_MAX_DISTANCE,
+    MAX_MAX_DISTANCE,
+    _groups,
+    _near_groups,
+)
+from projections.api.duplicate_schemas import (
+    DuplicateGroup,
+    NearDuplicateGroup,
+    NearDuplicateMember,
+)
 from projections.web.common import page
 
 __all__ = ["MAX_GROUPS", "DuplicatePages"]

@@ -21,7 +21,8 @@ from litestar.response import Redirect, Template
 
 from projections.api import db
 from projections.api.context import Ctx
-from projections.api.people import _check_person, _get_person, _list_people, _person_photos
+from projections.api.people import _check_person
+from projections.api.people_queries import get_person, list_people, person_photos
 from projections.api.people_schemas import Person, PersonPhoto
 from projections.web.common import page
 
@@ -46,7 +47,7 @@ class PeoplePages(Controller):
     ) -> Template:
         found = await db.read(
             ctx.settings.readmodel_dir,
-            lambda c: _list_people(c, hidden, None, None, MAX_PEOPLE + 1),
+            lambda c: list_people(c, hidden, None, None, MAX_PEOPLE + 1),
             [],
         )
         return page(
@@ -64,13 +65,13 @@ class PeoplePages(Controller):
         _check_person(person_id)
 
         def load(c: sqlite3.Connection) -> tuple[Person, list[PersonPhoto], list[Person]] | None:
-            p = _get_person(c, person_id)
+            p = get_person(c, person_id)
             if p is None:
                 return None
-            photos = _person_photos(c, p.person_id, None, MAX_PHOTOS + 1) or []
+            photos = person_photos(c, p.person_id, None, MAX_PHOTOS + 1) or []
             others = [
                 o
-                for o in _list_people(c, True, None, None, MAX_PEOPLE)
+                for o in list_people(c, True, None, None, MAX_PEOPLE)
                 if o.person_id != p.person_id
             ]
             return p, photos, others
