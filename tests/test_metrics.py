@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 from litestar.testing import AsyncTestClient
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventsvc.components import ApiServer
@@ -23,6 +24,7 @@ from eventsvc.core.metrics import ProcessMetrics
 from eventsvc.core.settings import Settings, load_libraries
 from eventsvc.server import EmbeddedNats, free_port
 from projections.app import create_app
+from tests.clip.tiny import colour_image, make_tiny_clip
 from tests.harness import Pipeline, cli, make_jpeg, make_video, running, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,3 +258,37 @@ async def test_dashboard_and_scrape_config_use_exported_names(tmp_path: Path) ->
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     assert jobs["eventsvc"].get("metrics_path", "/metrics") == "/metrics"
+
+
+async def test_model_state_follows_the_clip_model(
+    tmp_path: Path, event_log: EventLog, settings: Settings
+) -> None:
+    """No CLIP model: the stage reports not ready and derives nothing; once the model is
+    there it reports ready, with its version, and its counters move."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i, colour in enumerate(("red", "green")):
+        colour_image(colour, (40 + i, 30)).save(lib / f"{colour}.jpg")
+    model = tmp_path / "model"
+    s = settings.model_copy(
+        update={"clip_model_dir": model, "clip_batch_window": 0.05, "clip_recheck_interval": 0.3}
+    )
+    libs, _ = load_libraries([str(lib)])
+    metrics = ProcessMetrics()
+    registry = metrics.registry
+
+    def now() -> Samples:
+        return parse(generate_latest(registry).decode())[1]
+
+    async with running(Pipeline(event_log, s, libs), media=False, workers=("clip",)) as p:
+        metrics.add_worker(p.workers["clip"])
+        await p.scanner.tick(full=True)
+        await wait_until(lambda: value(now(), "eventsvc_model_ready", stage="clip", model="") == 0)
+        await asyncio.sleep(1.0)  # rechecks come and go: still nothing derived
+        assert value(now(), "eventsvc_stage_done_total", stage="clip") == 0
+        make_tiny_clip(model)
+        await wait_until(lambda: value(now(), "eventsvc_stage_done_total", stage="clip") == 2, 60)
+    ready = {dict(k[1])["model"]: v for k, v in now().items() if k[0] == "eventsvc_model_ready"}
+    [(version, state)] = ready.items()
+    assert version and state == 1
+    assert value(now(), "eventsvc_stage_seconds_count", stage="clip", outcome="ok") == 2
