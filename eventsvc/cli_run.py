@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from eventsvc.cli_support import (
@@ -24,6 +26,20 @@ __all__ = ["cmd_api", "cmd_project", "cmd_rebuild", "cmd_scan", "cmd_up", "cmd_w
 log = logging.getLogger("eventsvc")
 
 
+@contextlib.contextmanager
+def metrics_served(settings: Any) -> Iterator[Any]:
+    """This process's metrics, served on ``settings.metrics_port`` (if set) meanwhile."""
+    from eventsvc.core.metrics import ProcessMetrics, serve
+
+    metrics = ProcessMetrics()
+    server = serve(metrics, settings.metrics_host, settings.metrics_port)
+    try:
+        yield metrics
+    finally:
+        if server is not None:
+            server.close()
+
+
 async def cmd_up(args: argparse.Namespace) -> int:
     from eventsvc.components import (
         FACTORIES,
@@ -32,6 +48,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
         make_worker,
         nats_access,
     )
+    from eventsvc.core.metrics import ProcessMetrics
     from eventsvc.inference.models import ConfiguredClip
     from eventsvc.scanner import Scanner
     from projections.app import create_app
@@ -65,6 +82,11 @@ async def cmd_up(args: argparse.Namespace) -> int:
         projector = Projector(
             await nats.connect("projector"), settings.readmodel_dir, batch=settings.projector_batch
         )
+        metrics = ProcessMetrics()  # all of up's, on the API's GET /metrics
+        metrics.add_scanner(scanner)
+        for w in workers:
+            metrics.add_worker(w)
+        metrics.add_projector(projector)
 
         def extra_status() -> dict[str, Any]:
             return {
@@ -80,6 +102,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
             libraries=libraries,
             clip=ConfiguredClip(settings),
             originals=SandboxDecoder(settings),
+            metrics=metrics,
         )
         api = ApiServer(app, settings.api_host, settings.api_port)
         log.info(
@@ -107,7 +130,9 @@ async def cmd_scan(args: argparse.Namespace) -> int:
         async with open_log(settings, role="scanner") as event_log:
             libraries, extra = libraries_for(args, settings, await log_library_ids(event_log))
             scanner = Scanner(event_log, libraries, settings, extra_excludes=extra)
-            await until_signalled([scanner.run])
+            with metrics_served(settings) as metrics:
+                metrics.add_scanner(scanner)
+                await until_signalled([scanner.run])
         return 0
     async with open_log(settings, role="scanner") as event_log:
         libraries, extra = libraries_for(args, settings, await log_library_ids(event_log))
@@ -149,7 +174,9 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         # the ids the scanner uses: a root the log knows keeps its id there too
         libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
         worker = await make_worker(args.name, event_log, settings, libraries)
-        await until_signalled([worker.run])
+        with metrics_served(settings) as metrics:
+            metrics.add_worker(worker)
+            await until_signalled([worker.run])
     return 0
 
 
@@ -160,7 +187,9 @@ async def cmd_project(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     async with open_log(settings, role="projector") as event_log:
         projector = Projector(event_log, settings.readmodel_dir, batch=settings.projector_batch)
-        await until_signalled([projector.run])
+        with metrics_served(settings) as metrics:
+            metrics.add_projector(projector)
+            await until_signalled([projector.run])
     return 0
 
 

@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     api_cookie_secure: bool | None = None
     """Session cookies with ``Secure``: None: when the request came over https."""
     # ---- end API access
+    # ---- Prometheus metrics (issue 14: GET /metrics, a port per process without an API)
+    metrics_port: int | None = None
+    """``eventsvc worker``/``scan --loop``/``project``: serve ``/metrics`` on this port
+    (0: any free one); None: none. ``up`` and ``api`` serve it on the API."""
+    metrics_host: str = "127.0.0.1"
+    """Where ``metrics_port`` listens (loopback: set e.g. 0.0.0.0 for a remote scraper;
+    that server has no authentication)."""
+    metrics_open_on_loopback: bool | None = None
+    """The API's ``GET /metrics`` without a token for a client on loopback. None: only
+    when the API itself binds loopback; False: a ``read`` token always (e.g. behind a
+    reverse proxy on the same host, whose requests all come from loopback)."""
+    # ---- end Prometheus metrics
     nats_url: str | None = None
     """An existing NATS server; None starts the embedded one in the data dir."""
     # ---- NATS credentials (issue 11: authenticated NATS, least privilege)

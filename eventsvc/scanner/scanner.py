@@ -19,6 +19,7 @@ from eventsvc.core.events import Event, FileMissing, FileSeen, LibraryOnline, Li
 from eventsvc.core.health import Health, HealthFollower
 from eventsvc.core.ids import file_id as make_file_id
 from eventsvc.core.log import EventLog
+from eventsvc.core.metrics import ProcessMetrics
 from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner.notified import Watching
 from eventsvc.scanner.probe import probe
@@ -62,6 +63,9 @@ Progress = Callable[[str, int], None]
 
 
 class Scanner(Watching):
+    metrics: ProcessMetrics | None = None
+    """Where each scan's duration is observed (set by ``ProcessMetrics.add_scanner``)."""
+
     def __init__(
         self,
         event_log: EventLog,
@@ -320,6 +324,8 @@ class Scanner(Watching):
         report.duration_s = round(time.monotonic() - t0, 3)
         report.finished_at = datetime.now(UTC).isoformat()
         self.reports[report.library_id] = report
+        if self.metrics is not None:
+            self.metrics.observe_scan(report)
         await self.event_log.put_status(f"scan.{report.library_id}", asdict(report))
         return report
 

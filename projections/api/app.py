@@ -16,6 +16,7 @@ from litestar.template import TemplateConfig
 from eventsvc.core.errors import ConfigError, LogUnavailable
 from eventsvc.core.inference import ClipBackends
 from eventsvc.core.log import EventLog
+from eventsvc.core.metrics import ProcessMetrics
 from eventsvc.core.natsauth import credentials_for
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings, load_libraries
@@ -28,6 +29,7 @@ from projections.api.errors import EXCEPTION_HANDLERS
 from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
 from projections.api.login import AuthController
+from projections.api.metrics import ApiMetrics, metrics_endpoint, request_timer
 from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
@@ -95,6 +97,7 @@ def create_api(
     libraries: list[Library] | None = None,
     clip: ClipBackends | None = None,
     originals: OriginalDecoder | None = None,
+    metrics: ProcessMetrics | None = None,
 ) -> Litestar:
     """The read API (plus ``pages``: route handlers mounted beside it, rendered with
     ``template_config``; :func:`projections.app.create_app` passes the web app's).
@@ -107,6 +110,8 @@ def create_api(
     (:class:`eventsvc.inference.models.ConfiguredClip`); None: search answers 503.
     ``originals``: decodes an original for a face crop of a photo without a thumbnail
     (:class:`eventsvc.components.SandboxDecoder`); None: such a crop answers 404.
+    ``metrics``: the process's registry ``GET /metrics`` serves (``up``: the one its
+    workers, scanner and projector count in); None: one of this app's own.
     """
     tokens = load_tokens(settings)  # a bad tokens file or an open API off loopback: ConfigError
     check_bind(settings, tokens)
@@ -122,6 +127,7 @@ def create_api(
         nats_error=None if event_log or settings.nats_url else "no NATS URL configured",
         roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks),
     )
+    api_metrics = ApiMetrics(metrics)
     return Litestar(
         route_handlers=[
             HealthController,
@@ -134,15 +140,25 @@ def create_api(
             PeopleController,
             FacesController,
             VideosController,
+            metrics_endpoint,
             static_router(PUBLIC),
             *pages,
         ],
         before_send=[fix_allow],
+        middleware=[request_timer(api_metrics)],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         guards=[access_guard(access)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[_lifespan(ctx, nats_connect_wait)],
-        state=State({"ctx": ctx, "access": access, "clip": clip, "originals": originals}),
+        state=State(
+            {
+                "ctx": ctx,
+                "access": access,
+                "clip": clip,
+                "originals": originals,
+                "metrics": api_metrics,
+            }
+        ),
         openapi_config=openapi_config(),
         template_config=template_config,
     )
