@@ -344,7 +344,7 @@ def test_openapi_documents_every_response_field(client: TestClient[Any]) -> None
     assert {"/healthz", "/libraries", "/photos", "/photos/{content_hash}", "/duplicates",
             "/pipeline"} <= set(spec["paths"])  # fmt: skip
     schemas = spec["components"]["schemas"]
-    for name in ("Photo", "PhotoPage", "PhotoDetail", "Library", "DuplicateGroup",
+    for name in ("Photo", "PhotoPage", "PhotoDetail", "LibraryStatus", "DuplicateGroup",
                  "PipelineStatus", "StreamStatus", "ConsumerStatus", "Failure"):  # fmt: skip
         for field, prop in schemas[name]["properties"].items():
             assert prop.get("description"), f"{name}.{field} has no description"
