@@ -124,12 +124,13 @@ def _hash_computed(conn: sqlite3.Connection, seq: int, e: HashComputed) -> None:
 
 def _failed(conn: sqlite3.Connection, seq: int, e: DerivationFailed) -> None:
     conn.execute(
-        """INSERT OR REPLACE INTO failures (seq, stage, reason, permanent, input_subject,
-               deliveries, file_id, content_hash, library_id, occurred_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        """INSERT OR REPLACE INTO failures (seq, stage, operation, reason, permanent,
+               input_subject, deliveries, file_id, content_hash, library_id, occurred_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             seq,
             e.stage,
+            e.operation,
             e.reason[:2000],
             int(e.permanent),
             e.input_subject,

@@ -123,7 +123,8 @@ def photo_detail(content_hash: str, conn: sqlite3.Connection) -> PhotoDetail | N
     content = conn.execute(
         "SELECT c.size, c.media_kind, c.phash, c.dhash, c.width, c.height,"
         " CASE WHEN c.phash IS NULL THEN (SELECT f.reason FROM failures AS f"
-        "  WHERE f.stage = 'thumbnail' AND f.content_hash = c.content_hash"
+        "  WHERE f.stage = 'media' AND f.operation = 'thumbnail'"
+        "  AND f.content_hash = c.content_hash"
         "  ORDER BY f.seq DESC LIMIT 1) END AS decode_error"
         " FROM content AS c WHERE c.content_hash = ?",
         (content_hash,),

@@ -72,7 +72,8 @@ def _thumbnail_lookup(conn: sqlite3.Connection, content_hash: str, size: str) ->
     if not is_known(conn, content_hash):
         raise NotFoundException(detail=f"unknown content_hash {content_hash}")
     failure = conn.execute(
-        "SELECT reason FROM failures WHERE stage = 'thumbnail' AND content_hash = ?"
+        "SELECT reason FROM failures"
+        " WHERE stage = 'media' AND operation = 'thumbnail' AND content_hash = ?"
         " ORDER BY seq DESC LIMIT 1",
         (content_hash,),
     ).fetchone()
