@@ -1,12 +1,10 @@
 """ingest: first ingest of N 12-megapixel JPEGs (hash, EXIF, thumbnails, pHash/dHash).
 
-Files (:mod:`bench.ingest_files`): a few (8) distinct 4000x3000 base images (gradients, shapes, texture, mild noise;
-~3 MB at quality 90) with Pillow-written EXIF (Make, Model, Orientation, DateTimeOriginal,
-GPS, exposure), each encoded once; N distinct files are byte copies whose EXIF
-ImageUniqueID (a fixed-length ASCII field) is patched in place, so every file is a valid
-JPEG with its own content hash. Both runs are warm: every file is read once and then
-held mapped (``pinned``) until the end, since some kernels page out idle page cache within
-a minute (``--no-pin`` to skip); each run reports the bytes it read from storage.
+Files (:mod:`bench.ingest_files`): N distinct 4000x3000 JPEGs with EXIF, byte copies of
+8 base images with their EXIF ImageUniqueID patched. Both runs are warm: every file is
+read once and then held mapped (``pinned``) until the end, since some kernels page out
+idle page cache within a minute (``--no-pin`` to skip); each run reports the bytes it
+read from storage.
 
 Ours: the real pipeline in-process on a private embedded nats-server: ``Scanner.tick``
 (full), the ``hasher`` and ``media`` workers from ``make_worker`` and the ``Projector``,
