@@ -52,10 +52,11 @@ CREATE TABLE IF NOT EXISTS content (
     first_seq    INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- Recorded failures (DerivationFailed), newest wins per (stage, subject key).
+-- Recorded failures (DerivationFailed): the stage (worker) that failed and what it was doing.
 CREATE TABLE IF NOT EXISTS failures (
     seq           INTEGER PRIMARY KEY,
     stage         TEXT NOT NULL,
+    operation     TEXT NOT NULL,
     reason        TEXT NOT NULL,
     permanent     INTEGER NOT NULL,
     input_subject TEXT NOT NULL,

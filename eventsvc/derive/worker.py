@@ -194,6 +194,7 @@ class Worker:
         log.warning("%s: recording failure for seq %d: %s", self.name, seq, reason)
         failed = DerivationFailed(
             stage=self.name,
+            operation=self.name,
             reason=reason,
             permanent=permanent,
             input_subject=msg.subject,

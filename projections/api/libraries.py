@@ -16,7 +16,7 @@ from projections.api.context import Ctx
 from projections.api.errors import error_responses
 from projections.api.nats_status import TIMEOUT, last_scan
 from projections.api.redact import redactor_for
-from projections.api.schemas import Library, LibraryPage, WatchState
+from projections.api.schemas import LibraryPage, LibraryStatus, WatchState
 
 __all__ = ["LibrariesController", "watch_state"]
 
@@ -80,7 +80,7 @@ class LibrariesController(Controller):
                 s.error, s.issues = redact(s.error), redact.tree(s.issues)
         return LibraryPage(
             items=[
-                Library(**r, last_scan=s, watch=w)
+                LibraryStatus(**r, last_scan=s, watch=w)
                 for r, s, w in zip(rows, scans, watches, strict=True)
             ]
         )

@@ -27,8 +27,8 @@ __all__ = [
     "Gps",
     "Health",
     "LastScan",
-    "Library",
     "LibraryPage",
+    "LibraryStatus",
     "Location",
     "NatsStatus",
     "Photo",
@@ -116,7 +116,7 @@ class WatchState(msgspec.Struct, kw_only=True):
     since: Annotated[str | None, Meta(description="When it entered this state (ISO 8601).")] = None
 
 
-class Library(msgspec.Struct):
+class LibraryStatus(msgspec.Struct):
     """A library (a root directory) and what the read model holds for it."""
 
     library_id: Annotated[str, Meta(description="Stable library id (goes into subjects).")]
@@ -145,7 +145,7 @@ class Library(msgspec.Struct):
 class LibraryPage(msgspec.Struct):
     """All libraries (never paged)."""
 
-    items: Annotated[list[Library], Meta(description="Libraries ordered by library_id.")]
+    items: Annotated[list[LibraryStatus], Meta(description="Libraries ordered by library_id.")]
     next: Annotated[str | None, Meta(description="Always null: libraries are not paged.")] = None
 
 

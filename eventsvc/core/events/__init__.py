@@ -36,7 +36,7 @@ HashComputed v2, msg id ``HashComputed:<content_hash>:<causation>``::
 
     photos.content.<content_hash>.HashComputed
 
-DerivationFailed v1, msg id ``DerivationFailed:<stage>:<causation>``::
+DerivationFailed v2, msg id ``DerivationFailed:<operation>:<causation>``::
 
     photos.content.<content_hash>.DerivationFailed
     photos.file.<file_id>.DerivationFailed

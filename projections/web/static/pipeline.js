@@ -95,7 +95,8 @@
     const f = st.failures;
     const by = Object.entries(f.by_stage).map(([k, v]) => `${k} ${v}`).join(", ");
     document.getElementById("fail-total").textContent = f.total ? `${num(f.total)} in all (${by})` : "none";
-    fill("failures", f.recent.map((x) => row([when(x.occurred_at), x.stage, el("span", x.reason, "reason"),
+    fill("failures", f.recent.map((x) => row([when(x.occurred_at),
+      x.operation && x.operation !== x.stage ? `${x.stage} (${x.operation})` : x.stage, el("span", x.reason, "reason"),
       x.permanent ? "permanent" : `gave up after ${x.deliveries} tries`,
       x.content_hash ? (() => { const a = el("a", x.content_hash.slice(0, 12)); a.href = `/photo/${x.content_hash}`; return a; })()
         : (x.file_id || x.input_subject)])),
