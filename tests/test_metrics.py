@@ -120,7 +120,9 @@ async def test_counters_move_as_a_generated_library_is_indexed(
     assert value(after, "eventsvc_stage_published_total", stage="hasher") == len(files)
     assert value(after, "eventsvc_stage_seconds_count", stage="hasher", outcome="ok") == len(files)
     assert value(after, "eventsvc_stage_done_total", stage="media") == len(files)
-    assert value(after, "eventsvc_failures", stage="thumbnail") == 1  # the broken JPEG
+    assert (
+        value(after, "eventsvc_failures", stage="media", operation="thumbnail") == 1
+    )  # the broken JPEG
     # the scanner: one full scan
     assert value(after, "eventsvc_scan_seconds_count", library=lib_id, kind="full") == 1
     assert value(after, "eventsvc_scan_files", library=lib_id) == len(files)

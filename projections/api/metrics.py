@@ -2,8 +2,9 @@
 
 Per scrape, before the registry is written out, the read side's numbers are taken:
 libraries (files, images, videos, bytes, health) and playlist states from the read model,
-recorded failures per stage, and from the status service (:mod:`projections.status`) the
-durable consumers (pending, ack pending, redelivered), the stream and the projector's
+recorded failures per stage and operation, and from the status service
+(:mod:`projections.status`) the durable consumers (pending, ack pending, redelivered),
+the stream and the projector's
 checkpoint and lag. Requests are timed by route template (``/photos/{photo_id:str}``,
 never the raw path) in :func:`request_timer`. In ``eventsvc up`` the same registry holds
 the workers', scanner's and projector's instruments (:mod:`eventsvc.core.metrics`).
@@ -78,8 +79,10 @@ def _read_model(conn: sqlite3.Connection) -> dict[str, Any]:
         "libraries": [dict(r) for r in conn.execute(_LIBRARIES)],
         "playlists": {r["state"]: r["n"] for r in conn.execute(_PLAYLISTS)},
         "failures": {
-            r["stage"]: r["n"]
-            for r in conn.execute("SELECT stage, count(*) AS n FROM failures GROUP BY stage")
+            (r["stage"], r["operation"]): r["n"]
+            for r in conn.execute(
+                "SELECT stage, operation, count(*) AS n FROM failures GROUP BY stage, operation"
+            )
         },
     }
 
@@ -102,7 +105,9 @@ def _families(read: dict[str, Any] | None, state: PipelineState) -> list[Metric]
         ["state"],
     )
     failures = _gauge(
-        "eventsvc_failures", "DerivationFailed facts recorded in the read model.", ["stage"]
+        "eventsvc_failures",
+        "DerivationFailed facts recorded in the read model.",
+        ["stage", "operation"],
     )
     readmodel_up = _gauge("eventsvc_readmodel_up", "1 when the read model could be read.")
     readmodel_up.add_metric([], 0.0 if read is None else 1.0)
@@ -113,8 +118,8 @@ def _families(read: dict[str, Any] | None, state: PipelineState) -> list[Metric]
     if read is not None:
         for s in PLAYLIST_STATES:
             playlists.add_metric([s], float(read["playlists"].get(s, 0)))
-        for stage, n in sorted(read["failures"].items()):
-            failures.add_metric([stage], float(n))
+        for (stage, operation), n in sorted(read["failures"].items()):
+            failures.add_metric([stage, operation], float(n))
 
     c = {
         k: _gauge(f"eventsvc_consumer_{k}", help_, ["consumer"])
