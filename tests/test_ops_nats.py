@@ -187,6 +187,9 @@ async def _read_photos_with_the_context_alone(ctx_file: Path) -> None:
         js = nc.jetstream(timeout=3)
         info = await js.stream_info("PHOTOS")
         assert info.state.messages >= 2
+        # what `nats consumer report PHOTOS` asks: the consumers and their state
+        consumers = await nc.jsm().consumers_info("PHOTOS")
+        assert "hasher" in {c.name for c in consumers}
         sub = await js.subscribe("photos.file.*.FileSeen", ordered_consumer=True)
         msg = await sub.next_msg(timeout=10)
         assert json.loads(msg.data)["path"] == "a.jpg"
