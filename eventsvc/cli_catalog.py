@@ -87,6 +87,16 @@ _SCANNER_MSG_IDS = {
                       "LibraryOnline:{library_id}:3"),
 }  # fmt: skip
 
+# where one field name means different things per type
+_TRUNCATED = "cannot decode: image file is truncated (41 bytes not processed)"
+_NOT_HELD = "no live location held this content on two consecutive healthy ticks"
+_BY_TYPE: dict[tuple[str, str], Any] = {
+    ("DerivationFailed", "reason"): _TRUNCATED,
+    ("PlaylistRemoved", "reason"): _NOT_HELD,
+    ("PlaylistReady", "reason"): "H.264/AAC with key frames at most 2.0 s apart",
+    ("PersonNamed", "name"): "Alice",
+}
+
 _OCCURRED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 _CAUSATION = 41
 
@@ -131,7 +141,10 @@ def example_event(cls: type[Event]) -> Event:
             continue
         if name in others and not field.is_required():
             continue
-        if name in _BY_NAME:
+        etype = cls.model_fields["type"].default
+        if (etype, name) in _BY_TYPE:
+            data[name] = _BY_TYPE[(etype, name)]
+        elif name in _BY_NAME:
             data[name] = _BY_NAME[name]
         elif field.is_required():
             data[name] = _by_type(field.annotation)
