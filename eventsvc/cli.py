@@ -51,6 +51,14 @@ def _insecure(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _catalog_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--catalog", action="store_true",
+        help="print every subject and event type with one example each (markdown) and exit",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="with --catalog: as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventsvc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--since", type=int, default=1, help="first stream sequence")
     events.add_argument("--follow", "-f", action="store_true")
+    _catalog_args(events)
     events.set_defaults(func=cmd_events)
     return parser
 

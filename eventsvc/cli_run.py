@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any
 
 from eventsvc.cli_support import (
     keep_libraries,
@@ -20,6 +21,10 @@ from eventsvc.core.errors import EventsvcError
 from eventsvc.core.library_ids import (
     log_library_ids,
 )
+
+if TYPE_CHECKING:
+    from eventsvc.components import ApiServer
+    from eventsvc.core.settings import Settings
 
 __all__ = ["cmd_api", "cmd_project", "cmd_rebuild", "cmd_scan", "cmd_up", "cmd_worker"]
 
@@ -112,8 +117,39 @@ async def cmd_up(args: argparse.Namespace) -> int:
             settings.api_port,
             settings.data_dir,
         )
-        await until_signalled([scanner.run, *(w.run for w in workers), projector.run, api.run])
+        announce = _announce_when_listening(api, settings, nats.url, nats.monitor_url)
+        await until_signalled(
+            [scanner.run, *(w.run for w in workers), projector.run, api.run, announce]
+        )
     return 0
+
+
+def _browse_url(host: str, port: int) -> str:
+    """The URL to open for an API on ``host:port`` (a wildcard bind: this machine)."""
+    if host in {"", "0.0.0.0", "::", "[::]"}:
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def _announce_when_listening(
+    api: ApiServer, settings: Settings, nats_url: str, monitor_url: str | None
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """`up`'s first line on stdout, once the API listens: the URL to open (issue 14)."""
+
+    async def announce(stop: asyncio.Event) -> None:
+        while not api.server.started:
+            if stop.is_set():
+                return
+            await asyncio.sleep(0.05)
+        url = _browse_url(settings.api_host, settings.api_port)
+        monitor = f", monitoring {monitor_url}" if monitor_url else ""
+        print(f"eventsvc is up: open {url}", flush=True)
+        print(f"  NATS {nats_url}{monitor} (`eventsvc nats-context` for the nats CLI)", flush=True)
+        await stop.wait()
+
+    return announce
 
 
 async def cmd_scan(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from eventsvc.core.library_ids import (
     library_filter,
     log_library_ids,
 )
-from eventsvc.core.settings import Library
+from eventsvc.core.settings import Library, Settings
 
 if TYPE_CHECKING:
     from projections.status import PipelineState
@@ -80,6 +80,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         position = await read_position(settings.readmodel_dir)
         state = await pipeline_state(event_log, position)
         out = _status_out(state)
+        out["nats"] |= _nats_endpoints(settings)
         out["stream"]["name"] = settings.stream
         workers = {}
         for name in settings.workers:
@@ -111,11 +112,30 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return 1 if state.stream is None else 0
 
 
+def _nats_endpoints(settings: Settings) -> dict[str, str | None]:
+    """`eventsvc status`: where NATS is (and the embedded server's monitoring endpoint)."""
+    if settings.nats_url is not None:
+        return {"url": settings.nats_url, "monitor": None}
+    found: dict[str, str | None] = {}
+    for key, name in (("url", "nats.url"), ("monitor", "nats.monitor.url")):
+        try:
+            found[key] = (settings.nats_store_dir / name).read_text().strip() or None
+        except OSError:
+            found[key] = None
+    return found
+
+
+def _nats_line(nats: dict[str, Any]) -> str:
+    monitor = f", monitoring {nats['monitor']}" if nats.get("monitor") else ""
+    return f"nats {nats.get('url') or '?'}{monitor}"
+
+
 def _print_status(out: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    console.print(_nats_line(out["nats"]), highlight=False)
     st = out["stream"]
     if st.get("exists", True) and st["last_seq"] is not None:
         console.print(f"stream {st['name']}: last seq {st['last_seq']}")
@@ -252,11 +272,22 @@ async def cmd_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_catalog(args: argparse.Namespace) -> int:
+    """`eventsvc events --catalog [--json]`: from the declarations, no NATS needed."""
+    from eventsvc.cli_catalog import catalog_json, catalog_markdown
+
+    prefix = settings_for(args).subject_prefix
+    sys.stdout.write(catalog_json(prefix) if args.json else catalog_markdown(prefix))
+    return 0
+
+
 async def cmd_events(args: argparse.Namespace) -> int:
     from eventsvc.components import open_log
     from eventsvc.core.errors import DecodeError
     from eventsvc.core.events import decode
 
+    if args.catalog:
+        return _print_catalog(args)
     settings = settings_for(args)
     types = event_types(args.type or [])
     if isinstance(types, str):
@@ -316,24 +347,44 @@ async def cmd_nats_context(args: argparse.Namespace) -> int:
         await nats.connect("inspect")  # the credentials work
         url = nats.url
         started = nats.started_server
+        monitor = None if started else nats.monitor_url
     if started:
         print(f"note: no eventsvc runs on {settings.data_dir}: {url} answers only while "
               "one does (start `eventsvc up`, then run this again)", file=sys.stderr)  # fmt: skip
-    elif settings.nats_url is None:
-        print("note: the embedded server's port changes with each start: run this again "
-              "after restarting `eventsvc up`", file=sys.stderr)  # fmt: skip
+    elif settings.nats_url is None and not url.endswith(f":{settings.nats_port}"):
+        print(f"note: the embedded server's port {settings.nats_port} was in use, it runs "
+              f"on {url} now: run this again after restarting `eventsvc up`",
+              file=sys.stderr)  # fmt: skip
     ctx = nats_context(url, creds)
     directory = args.dir or Path.home() / ".config" / "nats" / "context"
     path = private_dir(Path(directory)) / f"{args.name}.json"
     write_private(path, json.dumps(ctx, indent=2) + "\n")
-    print(f"wrote {path} (mode 0600): user {creds.user!r}, read-only")
-    print(f"  nats --context {args.name} stream info {settings.stream}")
-    print(f"  nats --context {args.name} stream view {settings.stream}")
-    print(f"  nats --context {args.name} consumer ls {settings.stream}")
+    print(f"wrote {path} (mode 0600): user {creds.user!r}, read-only, {url}")
+    for line in _inspect_commands(args.name, settings.stream, settings.subject_prefix, monitor):
+        print(line)
     print(f"or without a context: nats -s {url} --user {creds.user} "
           f"--password '{creds.password}' --inbox-prefix {creds.inbox_prefix} "
           f"stream view {settings.stream}")  # fmt: skip
     return 0
+
+
+def _inspect_commands(name: str, stream: str, prefix: str, monitor: str | None) -> list[str]:
+    """What to run with the context `eventsvc nats-context` wrote (issue 14)."""
+    c = f"nats --context {name}"
+    lines = [
+        "inspect the pipeline:",
+        f"  {c} stream info {stream}                # messages, bytes, first/last sequence",
+        f"  {c} stream view {stream}                # every event, oldest first",
+        f"  {c} consumer report {stream}        # per worker: pending, ack pending, redeliveries",
+        f"  {c} stream view {stream} --subject '{prefix}.*.*.DerivationFailed'   # failures",
+        f"  {c} stream view {stream} --subject '{prefix}.file.*.FileSeen'        # one type",
+        f"  {c} stream view {stream} --subject '{prefix}.content.HASH.>'         # one content",
+        f"  {c} sub --stream {stream} '{prefix}.>'  # follow new events (--new)",
+        "  eventsvc events --catalog                       # every subject and event type",
+    ]
+    if monitor:
+        lines.append(f"monitoring: {monitor}/varz  {monitor}/jsz?consumers=true")
+    return lines
 
 
 # ---------------------------------------------------------------- parser

@@ -252,6 +252,8 @@ class NatsAccess:
         self.logs: list[EventLog] = []
         self.started_server = False
         """Whether this access started the embedded server (it stops with it)."""
+        self.monitor_url: str | None = None
+        """The embedded server's HTTP monitoring endpoint (``/varz``, ``/jsz``), if any."""
 
     @property
     def authenticated(self) -> bool:
@@ -356,21 +358,36 @@ async def nats_access(
             auth=True,
             stream=settings.stream,
             prefix=settings.subject_prefix,
+            port=settings.nats_port or None,
+            monitor_port=settings.nats_monitor_port or None,
+            monitor_host=settings.nats_monitor_host,
         )
         url = _running_url(server) if embedded is not True else None
         if url is not None:
             server = None
         else:
             url = server.start()  # on this thread: the server's life is tied to it
-            log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
+            log.info(
+                "embedded nats-server at %s (monitoring %s, store %s)",
+                url, server.monitor_url or "off", settings.nats_store_dir,
+            )  # fmt: skip
         access = NatsAccess(settings, url, AuthStore(settings.nats_store_dir / "auth"))
         access.started_server = server is not None
+        access.monitor_url = _monitor_url(settings)
     try:
         yield access
     finally:
         await access.close()
         if server is not None:
             await asyncio.to_thread(server.stop)
+
+
+def _monitor_url(settings: Settings) -> str | None:
+    """The monitoring URL the embedded server of the data dir wrote (it runs)."""
+    try:
+        return (settings.nats_store_dir / "nats.monitor.url").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _running_url(server: EmbeddedNats) -> str | None:

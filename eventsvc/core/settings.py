@@ -106,6 +106,17 @@ class Settings(BaseSettings):
     # ---- end Prometheus metrics
     nats_url: str | None = None
     """An existing NATS server; None starts the embedded one in the data dir."""
+    # ---- embedded NATS ports (issue 14: NATS for people)
+    nats_port: int = 4222
+    """Client port of the embedded nats-server (loopback): stable, so that the ``nats`` CLI
+    context of `eventsvc nats-context` keeps working; a free port instead (with a warning)
+    when it is in use. 0: any free port at each start."""
+    nats_monitor_port: int = 8222
+    """HTTP monitoring port (``/varz``, ``/jsz``, ``/connz``) of the embedded server, on
+    ``nats_monitor_host``; a free port instead when in use. 0: no monitoring endpoint."""
+    nats_monitor_host: str = "127.0.0.1"
+    """Where the monitoring endpoint listens (unauthenticated: keep it on loopback)."""
+    # ---- end embedded NATS ports
     # ---- NATS credentials (issue 11: authenticated NATS, least privilege)
     nats_user: str | None = None
     """User on an external NATS (``nats_url``) for every connection of this process."""
