@@ -15,13 +15,35 @@ from eventsvc.cli_support import (
     until_signalled,
 )
 from eventsvc.core.errors import EventsvcError
+from eventsvc.core.library_config import (
+    CatalogFollower,
+    LibraryCatalog,
+    load_catalog,
+    reconcile,
+)
 from eventsvc.core.library_ids import (
     log_library_ids,
 )
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 
 __all__ = ["cmd_api", "cmd_project", "cmd_rebuild", "cmd_scan", "cmd_up", "cmd_worker"]
 
 log = logging.getLogger("eventsvc")
+
+
+async def reconcile_libraries(
+    event_log: EventLog, settings: Settings, libraries: list[Library]
+) -> LibraryCatalog:
+    """Publish what the TOML file / CLI roots say that the log does not yet (issue 16):
+    LibraryAdded for a library it lacks, LibraryUpdated for a changed name, excludes or
+    enabled flag, nothing when it already says the same. Returns the catalog after."""
+    catalog = await load_catalog(event_log, settings.data_dir)
+    events = reconcile(libraries, catalog)
+    for ev in events:
+        await event_log.publish(ev)
+        log.info("library configuration: %s %s", ev.type, ev.key)  # type: ignore[attr-defined]
+    return await load_catalog(event_log, settings.data_dir) if events else catalog
 
 
 async def cmd_up(args: argparse.Namespace) -> int:
@@ -57,9 +79,16 @@ async def cmd_up(args: argparse.Namespace) -> int:
         # a root the log already knows keeps its id (the read model may lag or be gone)
         libraries, extra = libraries_for(args, settings, await log_library_ids(scanner_log))
         keep_libraries(settings, libraries, extra)
-        scanner = Scanner(scanner_log, libraries, settings, extra_excludes=extra)
+        api_log = await nats.connect("api")
+        # the TOML file / CLI roots become library configuration events (none when the
+        # log already says the same); from then on the log's configuration is followed
+        catalog = await reconcile_libraries(api_log, settings, libraries)
+        scanner = Scanner(
+            scanner_log, catalog.enabled(), settings, extra_excludes=extra,
+            catalog=CatalogFollower(scanner_log, catalog),
+        )  # fmt: skip
         workers = [
-            await make_worker(n, await nats.connect(n), settings, libraries)
+            await make_worker(n, await nats.connect(n), settings, libraries, catalog=catalog)
             for n in settings.workers
         ]
         projector = Projector(
@@ -75,9 +104,10 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
         app = create_app(
             settings,
-            event_log=await nats.connect("api"),
+            event_log=api_log,
             extra_status=extra_status,
             libraries=libraries,
+            catalog=catalog,
             clip=ConfiguredClip(settings),
             originals=SandboxDecoder(settings),
         )
@@ -173,11 +203,15 @@ async def cmd_api(args: argparse.Namespace) -> int:
     libraries, _ = libraries_for(args, settings)  # originals are served from these roots only
     async with open_log(settings, role="api") as event_log:
         libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
+        # libraries added through any API are served from their roots too (issue 16)
+        follower = CatalogFollower(event_log, await load_catalog(event_log, settings.data_dir))
         app = create_app(
             settings, event_log=event_log, libraries=libraries,
             clip=ConfiguredClip(settings), originals=SandboxDecoder(settings),
+            catalog=follower.catalog,
         )  # fmt: skip
-        await until_signalled([ApiServer(app, settings.api_host, settings.api_port).run])
+        api = ApiServer(app, settings.api_host, settings.api_port)
+        await until_signalled([api.run, follower.run])
     return 0
 
 

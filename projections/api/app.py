@@ -15,6 +15,7 @@ from litestar.template import TemplateConfig
 
 from eventsvc.core.errors import ConfigError, LogUnavailable
 from eventsvc.core.inference import ClipBackends
+from eventsvc.core.library_config import LibraryCatalog
 from eventsvc.core.log import EventLog
 from eventsvc.core.natsauth import credentials_for
 from eventsvc.core.roots import LibraryRoots
@@ -95,6 +96,7 @@ def create_api(
     libraries: list[Library] | None = None,
     clip: ClipBackends | None = None,
     originals: OriginalDecoder | None = None,
+    catalog: LibraryCatalog | None = None,
 ) -> Litestar:
     """The read API (plus ``pages``: route handlers mounted beside it, rendered with
     ``template_config``; :func:`projections.app.create_app` passes the web app's).
@@ -107,6 +109,8 @@ def create_api(
     (:class:`eventsvc.inference.models.ConfiguredClip`); None: search answers 503.
     ``originals``: decodes an original for a face crop of a photo without a thumbnail
     (:class:`eventsvc.components.SandboxDecoder`); None: such a crop answers 404.
+    ``catalog``: the library configuration fold the composition keeps current; libraries
+    it adds are served from their roots too, removed ones no more (issue 16).
     """
     tokens = load_tokens(settings)  # a bad tokens file or an open API off loopback: ConfigError
     check_bind(settings, tokens)
@@ -120,7 +124,7 @@ def create_api(
         event_log=event_log,
         extra_status=extra_status,
         nats_error=None if event_log or settings.nats_url else "no NATS URL configured",
-        roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks),
+        roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks, catalog=catalog),
     )
     return Litestar(
         route_handlers=[
