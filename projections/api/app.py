@@ -28,6 +28,7 @@ from projections.api.duplicates import DuplicatesController
 from projections.api.errors import EXCEPTION_HANDLERS
 from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
+from projections.api.library_writes import LibraryWritesController
 from projections.api.login import AuthController
 from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
@@ -131,6 +132,7 @@ def create_api(
             HealthController,
             AuthController,
             LibrariesController,
+            LibraryWritesController,
             SearchController,
             PhotosController,
             DuplicatesController,
