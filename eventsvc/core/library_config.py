@@ -103,6 +103,8 @@ class LibraryCatalog:
     libraries: dict[str, LibraryConfig] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
     """Library id -> seq of its LibraryRemoved (while it is not added again)."""
+    last_removed: dict[str, int] = field(default_factory=dict)
+    """Library id -> seq of its last LibraryRemoved, kept when it is added again."""
     refused: dict[str, str] = field(default_factory=dict)
     """Library id -> why its last LibraryAdded was ignored."""
     seq: int = 0
@@ -144,6 +146,7 @@ class LibraryCatalog:
             if self.libraries.pop(event.library_id, None) is None:
                 return False
             self.removed[event.library_id] = seq
+            self.last_removed[event.library_id] = seq
             return True
         return False
 
@@ -168,8 +171,9 @@ class LibraryCatalog:
 
     def copy(self) -> LibraryCatalog:
         return LibraryCatalog(
-            self.data_dir, dict(self.libraries), dict(self.removed), dict(self.refused), self.seq
-        )
+            self.data_dir, dict(self.libraries), dict(self.removed), dict(self.last_removed),
+            dict(self.refused), self.seq,
+        )  # fmt: skip
 
 
 async def load_catalog(event_log: EventLog, data_dir: Path | None) -> LibraryCatalog:

@@ -25,7 +25,7 @@ from eventsvc.scanner.notified import Watching
 from eventsvc.scanner.probe import probe
 from eventsvc.scanner.settle import DeletionWindow, Settling
 from eventsvc.scanner.state import ScanState
-from eventsvc.scanner.walk import Excludes, WalkEntry, walk
+from eventsvc.scanner.walk import Excludes, WalkEntry, excluded, walk
 from eventsvc.scanner.watch import Watcher
 
 __all__ = ["ScanReport", "Scanner"]
@@ -97,6 +97,8 @@ class Scanner(Watching):
         self._locks = {lib.id: asyncio.Lock() for lib in self.libraries}
         self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._background = False
+        self._forgotten: dict[str, int] = {}
+        """Library id -> the removal whose files were last forgotten."""
 
     def _excludes_of(self, lib: Library) -> Excludes:
         return Excludes(
@@ -104,14 +106,18 @@ class Scanner(Watching):
         )
 
     async def load(self) -> None:
-        self.state = await ScanState.load(self.event_log)
+        self.state = await ScanState.load(self.event_log)  # removals folded already
         if self.catalog is not None:
-            self._forget_removed(self.catalog.catalog.removed)
+            self._forgotten = dict(self.catalog.catalog.last_removed)
 
     def _forget_removed(self, removed: dict[str, int]) -> None:
-        """A removed library's files are no longer known: if it is added again, its
-        files are published again (under new message ids: the removal's sequence)."""
+        """A library removed since the last look: its files are no longer known, so if it
+        is added again they are published again (under new message ids: the removal's
+        sequence)."""
         for lib_id, seq in removed.items():
+            if seq <= self._forgotten.get(lib_id, 0):
+                continue
+            self._forgotten[lib_id] = seq
             known = self.state.lib_files(lib_id)
             for fid, *_ in known.values():
                 self.state.gone[fid] = max(self.state.gone.get(fid, 0), seq)
@@ -147,7 +153,7 @@ class Scanner(Watching):
                 self._timers.pop(key).cancel()
         self.libraries = want
         if self.catalog is not None:
-            self._forget_removed(self.catalog.catalog.removed)
+            self._forget_removed(self.catalog.catalog.last_removed)
         if self.watcher is not None and self.settings.watch:
             await self.watcher.sync(want, restart)
         return rescan
@@ -333,11 +339,15 @@ class Scanner(Watching):
         if not pending:
             return 0, 0
         known = self.state.lib_files(lib.id)
+        excludes = self.excludes.get(lib.id)
         batch: list[tuple[bytes, tuple[str, int, int, int]]] = []
         while pending and len(batch) < self.settings.missing_cap:
             rel = pending.popleft()
             k = known.get(rel)
             if k is None:
+                continue
+            if excluded(excludes, rel):
+                batch.append((rel, k))  # excluded since it was seen (issue 16)
                 continue
             try:
                 os.lstat(os.path.join(os.fsencode(lib.root), rel))

@@ -28,7 +28,6 @@ from projections.api.duplicates import DuplicatesController
 from projections.api.errors import EXCEPTION_HANDLERS
 from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
-from projections.api.library_writes import LibraryWritesController
 from projections.api.login import AuthController
 from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
@@ -132,7 +131,6 @@ def create_api(
             HealthController,
             AuthController,
             LibrariesController,
-            LibraryWritesController,
             SearchController,
             PhotosController,
             DuplicatesController,

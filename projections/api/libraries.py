@@ -1,4 +1,5 @@
-"""GET /libraries: each library's state and counts, with the scanner's last report."""
+"""GET /libraries: each library's state (online, stale, disabled, pending) and counts,
+with the scanner's last report; the writes (issue 16) are in :mod:`library_writes`."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import sqlite3
 from typing import Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import get
 
+from eventsvc.core.library_config import check_root
 from eventsvc.core.log import EventLog
 from projections.api import db
 from projections.api.context import Ctx
 from projections.api.errors import error_responses
+from projections.api.library_writes import LibraryWritesController
 from projections.api.nats_status import TIMEOUT, last_scan
 from projections.api.redact import redactor_for
 from projections.api.schemas import Library, LibraryPage, WatchState
@@ -86,7 +89,9 @@ async def watch_state(event_log: EventLog | None, library_id: str) -> WatchState
         return None
 
 
-class LibrariesController(Controller):
+class LibrariesController(LibraryWritesController):
+    """GET here; POST, PATCH and DELETE from :mod:`projections.api.library_writes`."""
+
     path = "/libraries"
     tags = ("libraries",)
 
@@ -98,6 +103,13 @@ class LibrariesController(Controller):
     )
     async def list_libraries(self, ctx: Ctx) -> LibraryPage:
         rows = await db.read(ctx.settings.readmodel_dir, _rows, [])
+        # a configured root the projector could not refuse (it knows no data dir) is
+        # ignored by every component here: not listed either
+        data_dir = ctx.settings.data_dir
+        rows = [
+            r for r in rows
+            if not r["configured"] or check_root(r["root"], r["library_id"], [], data_dir) is None
+        ]  # fmt: skip
         ids = [r["library_id"] for r in rows]
         scans = await asyncio.gather(*(last_scan(ctx.event_log, i) for i in ids))
         watches = await asyncio.gather(*(watch_state(ctx.event_log, i) for i in ids))
