@@ -33,12 +33,17 @@ log = logging.getLogger("eventsvc")
 
 
 async def reconcile_libraries(
-    event_log: EventLog, settings: Settings, libraries: list[Library]
+    event_log: EventLog, settings: Settings, libraries: list[Library], *, given: bool = True
 ) -> LibraryCatalog:
     """Publish what the TOML file / CLI roots say that the log does not yet (issue 16):
     LibraryAdded for a library it lacks, LibraryUpdated for a changed name, excludes or
-    enabled flag, nothing when it already says the same. Returns the catalog after."""
+    enabled flag, nothing when it already says the same. Returns the catalog after.
+    Libraries not ``given`` (those the last ``up`` kept in the data dir) are reconciled
+    only into a log without any configuration yet (the first start after upgrading):
+    after that the log is the configuration, changes made through the API included."""
     catalog = await load_catalog(event_log, settings.data_dir)
+    if not given and (catalog.seq or catalog.last_removed or catalog.refused):
+        return catalog
     events = reconcile(libraries, catalog)
     for ev in events:
         await event_log.publish(ev)
@@ -61,8 +66,11 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     libraries, extra = libraries_for(args, settings)
-    if not libraries:
-        raise EventsvcError("no libraries: give PATH arguments or --config FILE")
+    if not libraries:  # libraries may be in the log already, or be added through the API
+        log.warning(
+            "eventsvc up: no libraries given (PATH or --config); serving those the log "
+            "configures; add one with POST /libraries"
+        )
     unknown = [n for n in settings.workers if n not in FACTORIES]
     if unknown:
         raise EventsvcError(f"unknown workers {unknown}; known: {', '.join(FACTORIES)}")
@@ -82,7 +90,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
         api_log = await nats.connect("api")
         # the TOML file / CLI roots become library configuration events (none when the
         # log already says the same); from then on the log's configuration is followed
-        catalog = await reconcile_libraries(api_log, settings, libraries)
+        given = bool(getattr(args, "paths", None)) or settings.libraries_file is not None
+        catalog = await reconcile_libraries(api_log, settings, libraries, given=given)
         scanner = Scanner(
             scanner_log, catalog.enabled(), settings, extra_excludes=extra,
             catalog=CatalogFollower(scanner_log, catalog),
@@ -114,7 +123,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
         api = ApiServer(app, settings.api_host, settings.api_port)
         log.info(
             "eventsvc up: %d libraries, API on http://%s:%d, data in %s",
-            len(libraries),
+            len(catalog.libraries),
             settings.api_host,
             settings.api_port,
             settings.data_dir,

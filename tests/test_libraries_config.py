@@ -16,7 +16,7 @@ import pytest
 
 from eventsvc.cli_run import reconcile_libraries
 from eventsvc.components import make_worker
-from eventsvc.core.events import LibraryAdded, decode
+from eventsvc.core.events import LibraryAdded, LibraryRemoved, decode
 from eventsvc.core.library_config import CatalogFollower, config_subjects, load_catalog
 from eventsvc.core.library_state import LibraryState
 from eventsvc.core.log import EventLog
@@ -256,6 +256,25 @@ async def test_toml_reconcile_writes_once_and_nothing_on_an_unchanged_start(
         ("LibraryUpdated", "b", True, None, None)
     ]
     assert {lib.id for lib in catalog.enabled()} == {"a", "b"}
+    # removed through the API: a start with the kept libraries (no PATH, no --config)
+    # does not bring it back; one that names it again does
+    await event_log.publish(LibraryRemoved(library_id="b"))
+    catalog = await reconcile_libraries(event_log, lib_settings, libs, given=False)
+    assert set(catalog.libraries) == {"a"} and len(await config_events()) == 4
+    catalog = await reconcile_libraries(event_log, lib_settings, libs, given=True)
+    assert set(catalog.libraries) == {"a", "b"}
+    assert [e.type for e in await config_events()][4:] == ["LibraryAdded"]
+
+
+async def test_the_first_start_with_kept_libraries_migrates_them(
+    event_log: EventLog, lib_settings: Settings, tmp_path: Path
+) -> None:
+    a = tmp_path / "a"
+    a.mkdir()
+    catalog = await reconcile_libraries(
+        event_log, lib_settings, [Library("a", "A", a)], given=False
+    )
+    assert set(catalog.libraries) == {"a"}  # a log without configuration gets it once
 
 
 async def test_two_apis_on_one_stream_agree(stack: Stack, nats_server: Any, tmp_path: Path) -> None:

@@ -67,14 +67,17 @@ class LibraryAccepted(msgspec.Struct):
 
 _S, _B = OpenAPIType.STRING, OpenAPIType.BOOLEAN
 _EXCLUDES = Schema(
-    type=OpenAPIType.ARRAY, items=Schema(type=_S, min_length=1, max_length=512),
+    type=OpenAPIType.ARRAY, max_items=200,
+    items=Schema(type=_S, min_length=1, max_length=512, pattern="^[^!]"),
     description="The library's own excludes: a name, or a path glob with '/' ('!' is not "
     "allowed here: a default exclude is dropped with EVENTSVC_EXCLUDE).",
 )  # fmt: skip
 BODY_SCHEMAS["LibraryCreate"] = Schema(
     type=OpenAPIType.OBJECT,
     properties={
-        "root": Schema(type=_S, min_length=1, description="Absolute root directory."),
+        "root": Schema(type=_S, min_length=1, max_length=4096, pattern="^/",
+                       description="Absolute root directory: an existing directory, "
+                       "normalised, not inside or around another library or the data dir."),
         "name": Schema(type=_S, min_length=1, max_length=200, description="Display name."),
         "id": Schema(type=_S, pattern=LIBRARY_ID_RE.pattern,
                      description="Stable id (default: from the name, as for a libraries file)."),
