@@ -313,3 +313,13 @@ async def test_two_apis_on_one_stream_agree(stack: Stack, nats_server: Any, tmp_
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 5)
         await other_log.close()
+
+
+def test_only_the_api_user_may_publish_library_configuration() -> None:
+    from eventsvc.core.natsauth import ROLES, library_config_subjects, publishes
+
+    subjects = set(library_config_subjects())
+    assert subjects <= set(publishes("api"))
+    for role in ROLES:
+        if role != "api":
+            assert not subjects & set(publishes(role)), role
