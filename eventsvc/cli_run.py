@@ -187,8 +187,12 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     async with open_log(settings, role=args.name) as event_log:
         # the ids the scanner uses: a root the log knows keeps its id there too
         libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
-        worker = await make_worker(args.name, event_log, settings, libraries)
-        await until_signalled([worker.run])
+        # libraries configured through the API are read here too, removed ones no more
+        follower = CatalogFollower(event_log, await load_catalog(event_log, settings.data_dir))
+        worker = await make_worker(
+            args.name, event_log, settings, libraries, catalog=follower.catalog
+        )
+        await until_signalled([worker.run, follower.run])
     return 0
 
 
