@@ -18,9 +18,17 @@ from eventsvc.cli_support import (
     until_signalled,
 )
 from eventsvc.core.errors import EventsvcError
+from eventsvc.core.library_config import (
+    CatalogFollower,
+    LibraryCatalog,
+    load_catalog,
+    reconcile,
+)
 from eventsvc.core.library_ids import (
     log_library_ids,
 )
+from eventsvc.core.log import EventLog
+from eventsvc.core.settings import Library, Settings
 
 if TYPE_CHECKING:
     from eventsvc.components import ApiServer
@@ -45,6 +53,25 @@ def metrics_served(settings: Any) -> Iterator[Any]:
             server.close()
 
 
+async def reconcile_libraries(
+    event_log: EventLog, settings: Settings, libraries: list[Library], *, given: bool = True
+) -> LibraryCatalog:
+    """Publish what the TOML file / CLI roots say that the log does not yet (issue 16):
+    LibraryAdded for a library it lacks, LibraryUpdated for a changed name, excludes or
+    enabled flag, nothing when it already says the same. Returns the catalog after.
+    Libraries not ``given`` (those the last ``up`` kept in the data dir) are reconciled
+    only into a log without any configuration yet (the first start after upgrading):
+    after that the log is the configuration, changes made through the API included."""
+    catalog = await load_catalog(event_log, settings.data_dir)
+    if not given and (catalog.seq or catalog.last_removed or catalog.refused):
+        return catalog
+    events = reconcile(libraries, catalog)
+    for ev in events:
+        await event_log.publish(ev)
+        log.info("library configuration: %s %s", ev.type, ev.key)  # type: ignore[attr-defined]
+    return await load_catalog(event_log, settings.data_dir) if events else catalog
+
+
 async def cmd_up(args: argparse.Namespace) -> int:
     from eventsvc.components import (
         FACTORIES,
@@ -61,8 +88,11 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     libraries, extra = libraries_for(args, settings)
-    if not libraries:
-        raise EventsvcError("no libraries: give PATH arguments or --config FILE")
+    if not libraries:  # libraries may be in the log already, or be added through the API
+        log.warning(
+            "eventsvc up: no libraries given (PATH or --config); serving those the log "
+            "configures; add one with POST /libraries"
+        )
     unknown = [n for n in settings.workers if n not in FACTORIES]
     if unknown:
         raise EventsvcError(f"unknown workers {unknown}; known: {', '.join(FACTORIES)}")
@@ -79,9 +109,17 @@ async def cmd_up(args: argparse.Namespace) -> int:
         # a root the log already knows keeps its id (the read model may lag or be gone)
         libraries, extra = libraries_for(args, settings, await log_library_ids(scanner_log))
         keep_libraries(settings, libraries, extra)
-        scanner = Scanner(scanner_log, libraries, settings, extra_excludes=extra)
+        api_log = await nats.connect("api")
+        # the TOML file / CLI roots become library configuration events (none when the
+        # log already says the same); from then on the log's configuration is followed
+        given = bool(getattr(args, "paths", None)) or settings.libraries_file is not None
+        catalog = await reconcile_libraries(api_log, settings, libraries, given=given)
+        scanner = Scanner(
+            scanner_log, catalog.enabled(), settings, extra_excludes=extra,
+            catalog=CatalogFollower(scanner_log, catalog),
+        )  # fmt: skip
         workers = [
-            await make_worker(n, await nats.connect(n), settings, libraries)
+            await make_worker(n, await nats.connect(n), settings, libraries, catalog=catalog)
             for n in settings.workers
         ]
         projector = Projector(
@@ -102,9 +140,10 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
         app = create_app(
             settings,
-            event_log=await nats.connect("api"),
+            event_log=api_log,
             extra_status=extra_status,
             libraries=libraries,
+            catalog=catalog,
             clip=ConfiguredClip(settings),
             originals=SandboxDecoder(settings),
             metrics=metrics,
@@ -112,7 +151,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
         api = ApiServer(app, settings.api_host, settings.api_port)
         log.info(
             "eventsvc up: %d libraries, API on http://%s:%d, data in %s",
-            len(libraries),
+            len(catalog.libraries),
             settings.api_host,
             settings.api_port,
             settings.data_dir,
@@ -209,10 +248,14 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     async with open_log(settings, role=args.name) as event_log:
         # the ids the scanner uses: a root the log knows keeps its id there too
         libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
-        worker = await make_worker(args.name, event_log, settings, libraries)
+        # libraries configured through the API are read here too, removed ones no more
+        follower = CatalogFollower(event_log, await load_catalog(event_log, settings.data_dir))
+        worker = await make_worker(
+            args.name, event_log, settings, libraries, catalog=follower.catalog
+        )
         with metrics_served(settings) as metrics:
             metrics.add_worker(worker)
-            await until_signalled([worker.run])
+            await until_signalled([worker.run, follower.run])
     return 0
 
 
@@ -238,11 +281,15 @@ async def cmd_api(args: argparse.Namespace) -> int:
     libraries, _ = libraries_for(args, settings)  # originals are served from these roots only
     async with open_log(settings, role="api") as event_log:
         libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
+        # libraries added through any API are served from their roots too (issue 16)
+        follower = CatalogFollower(event_log, await load_catalog(event_log, settings.data_dir))
         app = create_app(
             settings, event_log=event_log, libraries=libraries,
             clip=ConfiguredClip(settings), originals=SandboxDecoder(settings),
+            catalog=follower.catalog,
         )  # fmt: skip
-        await until_signalled([ApiServer(app, settings.api_host, settings.api_port).run])
+        api = ApiServer(app, settings.api_host, settings.api_port)
+        await until_signalled([api.run, follower.run])
     return 0
 
 

@@ -13,6 +13,7 @@ import uvicorn
 
 from eventsvc.core.errors import ConfigError, LogError
 from eventsvc.core.events import FileSeen, HashComputed
+from eventsvc.core.library_config import LibraryCatalog
 from eventsvc.core.log import ConsumerSpec, EventLog
 from eventsvc.core.natsauth import (
     AuthStore,
@@ -220,13 +221,14 @@ WORKERS = tuple(FACTORIES)
 
 
 async def make_worker(
-    name: str, event_log: EventLog, settings: Settings, libraries: list[Library]
-) -> Worker:
+    name: str, event_log: EventLog, settings: Settings, libraries: list[Library],
+    catalog: LibraryCatalog | None = None,
+) -> Worker:  # fmt: skip
     factory = FACTORIES.get(name)
     if factory is None:
         raise ConfigError(f"unknown worker {name!r}; known: {', '.join(WORKERS)}")
-    roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
-    if not libraries and name != "people":
+    roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks, catalog=catalog)
+    if not libraries and catalog is None and name != "people":
         log.warning(
             "worker %s: no libraries configured on this host: every file it is asked to read "
             "fails with 'library X is not configured on this host' (give --config FILE or "

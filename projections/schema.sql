@@ -205,3 +205,16 @@ CREATE TABLE IF NOT EXISTS fact_versions (
     version INTEGER NOT NULL,
     PRIMARY KEY (fact, key)
 ) WITHOUT ROWID;
+
+-- Library configuration (issue 16): LibraryAdded / LibraryUpdated / LibraryRemoved.
+-- A removed library keeps its row (removed = 1) and its locations are deleted from files.
+CREATE TABLE IF NOT EXISTS library_config (
+    library_id  TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    root        TEXT NOT NULL,
+    excludes    TEXT NOT NULL DEFAULT '[]',   -- JSON list of the library's own excludes
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    removed     INTEGER NOT NULL DEFAULT 0,
+    config_seq  INTEGER NOT NULL,
+    config_since TEXT NOT NULL
+);

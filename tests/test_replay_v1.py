@@ -45,9 +45,13 @@ def want_tables() -> dict[str, Any]:
     return tables
 
 
+ADDED_SINCE_V1 = {"LibraryAdded", "LibraryUpdated", "LibraryRemoved"}  # issue 16
+"""Event types newer than the fixture (a v1 log cannot hold them)."""
+
+
 def test_the_fixture_holds_every_event_type_at_version_1() -> None:
     bodies = [json.loads(r["data"]) for r in ROWS]
-    assert {b["type"] for b in bodies} == set(ev.EVENT_TYPES)
+    assert {b["type"] for b in bodies} == set(ev.EVENT_TYPES) - ADDED_SINCE_V1
     assert {b["v"] for b in bodies} == {1}
     assert [r["seq"] for r in ROWS] == list(range(1, len(ROWS) + 1))
 
@@ -75,7 +79,9 @@ async def test_rebuilding_the_v1_log_gives_the_same_read_model(
     got = dump_tables(path)
     want = want_tables()
     assert any(r[1:3] == ["media", "thumbnail"] for r in want["failures"][1:])  # it is exercised
-    assert sorted(got) == sorted(want)
+    # tables added since v1 (library_config, issue 16) exist and hold nothing of a v1 log
+    assert set(want) <= set(got)
+    assert all(len(got[t]) == 1 for t in set(got) - set(want)), sorted(set(got) - set(want))
     for table in want:  # table by table, so a failure names the table
         assert got[table] == want[table], table
 

@@ -15,6 +15,7 @@ from litestar.template import TemplateConfig
 
 from eventsvc.core.errors import ConfigError, LogUnavailable
 from eventsvc.core.inference import ClipBackends
+from eventsvc.core.library_config import LibraryCatalog
 from eventsvc.core.log import EventLog
 from eventsvc.core.metrics import ProcessMetrics
 from eventsvc.core.natsauth import credentials_for
@@ -98,6 +99,7 @@ def create_api(
     clip: ClipBackends | None = None,
     originals: OriginalDecoder | None = None,
     metrics: ProcessMetrics | None = None,
+    catalog: LibraryCatalog | None = None,
 ) -> Litestar:
     """The read API (plus ``pages``: route handlers mounted beside it, rendered with
     ``template_config``; :func:`projections.app.create_app` passes the web app's).
@@ -112,6 +114,8 @@ def create_api(
     (:class:`eventsvc.components.SandboxDecoder`); None: such a crop answers 404.
     ``metrics``: the process's registry ``GET /metrics`` serves (``up``: the one its
     workers, scanner and projector count in); None: one of this app's own.
+    ``catalog``: the library configuration fold the composition keeps current; libraries
+    it adds are served from their roots too, removed ones no more (issue 16).
     """
     tokens = load_tokens(settings)  # a bad tokens file or an open API off loopback: ConfigError
     check_bind(settings, tokens)
@@ -125,7 +129,7 @@ def create_api(
         event_log=event_log,
         extra_status=extra_status,
         nats_error=None if event_log or settings.nats_url else "no NATS URL configured",
-        roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks),
+        roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks, catalog=catalog),
     )
     api_metrics = ApiMetrics(metrics)
     return Litestar(

@@ -123,8 +123,12 @@ class LibraryStatus(msgspec.Struct):
     name: Annotated[str, Meta(description="Display name.")]
     root: Annotated[str, Meta(description="Root directory on the scanning host.")]
     state: Annotated[
-        Literal["online", "stale"],
-        Meta(description="'online', or 'stale' when the root looked unmounted or emptied."),
+        Literal["online", "stale", "disabled", "pending"],
+        Meta(
+            description="'online'; 'stale' when the root looked unmounted or emptied (we "
+            "wanted to scan it but could not); 'disabled' when its configuration says not "
+            "to scan it (we don't want to); 'pending' when configured but not probed yet."
+        ),
     ]
     reason: Annotated[str | None, Meta(description="Why the library is stale; null if online.")]
     state_since: Annotated[str, Meta(description="When the library entered this state (ISO).")]
@@ -140,6 +144,23 @@ class LibraryStatus(msgspec.Struct):
         WatchState | None,
         Meta(description="File watching between scans; null without NATS or a scanner report."),
     ] = None
+    enabled: Annotated[
+        bool, Meta(description="Scanned (its configuration enables it); false: disabled.")
+    ] = True
+    health: Annotated[
+        Literal["online", "stale", "unknown"],
+        Meta(description="The last probe's verdict, whatever the configuration says."),
+    ] = "unknown"
+    excludes: Annotated[
+        list[str], Meta(description="The library's own excludes (added to the global ones).")
+    ] = []
+    configured: Annotated[
+        bool,
+        Meta(
+            description="Its configuration is in the log (LibraryAdded); false for a "
+            "library only known from the scanner's health events (a log from before issue 16)."
+        ),
+    ] = False
 
 
 class LibraryPage(msgspec.Struct):

@@ -82,7 +82,8 @@ def test_libraries_counts_and_state(small: ReadModel, client: TestClient[Any]) -
         "library_id": "alpha", "name": "Alpha", "root": "/mnt/alpha", "state": "online",
         "reason": None, "state_since": "2024-05-01T12:00:00+00:00", "files": 4, "images": 3,
         "videos": 1, "hashed": 3, "bytes": 1000 + 2000 + 5000 + 300, "last_scan": None,
-        "watch": None,
+        "watch": None, "enabled": True, "health": "online", "excludes": [],
+        "configured": False,
     }  # fmt: skip
     assert beta["state"] == "stale" and beta["reason"] == "root is empty"
     assert (beta["files"], beta["images"], beta["videos"], beta["hashed"]) == (3, 2, 1, 3)

@@ -8,7 +8,8 @@ model as a fifth token, so each model has its own subject (and its own once-only
 Keys and message ids are declared per class (:mod:`eventsvc.core.events.base`). The
 modules: ``base`` (the Event base, headers), ``files`` (the scanner's facts),
 ``derived`` (content facts), ``facts`` (typed facts inside events), ``people`` (faces,
-people and the user's decisions), ``upcast``, ``wire`` (the codec, the type registry).
+people and the user's decisions), ``libraries`` (library configuration), ``upcast``,
+``wire`` (the codec, the type registry).
 
 The catalog (``catalog()`` gives it; a test keeps this list complete). ``<causation>``
 is the stream sequence of the event derived from; ``[:v<N>]`` is added for a fact of a
@@ -97,6 +98,18 @@ FaceReassigned v1, msg id ``FaceReassigned:<face_id>:<occurred_at>``::
 FaceRejected v1, msg id ``FaceRejected:<face_id>:<occurred_at>``::
 
     photos.face.<face_id>.FaceRejected
+
+LibraryAdded v1, msg id ``LibraryAdded:<library_id>:<occurred_at>``::
+
+    photos.library.<library_id>.LibraryAdded
+
+LibraryUpdated v1, msg id ``LibraryUpdated:<library_id>:<occurred_at>``::
+
+    photos.library.<library_id>.LibraryUpdated
+
+LibraryRemoved v1, msg id ``LibraryRemoved:<library_id>:<occurred_at>``::
+
+    photos.library.<library_id>.LibraryRemoved
 """
 
 from __future__ import annotations
@@ -120,6 +133,7 @@ from eventsvc.core.events.derived import (
 )
 from eventsvc.core.events.facts import MediaFacts
 from eventsvc.core.events.files import FileMissing, FileSeen, LibraryOnline, LibraryStale
+from eventsvc.core.events.libraries import LibraryAdded, LibraryRemoved, LibraryUpdated
 from eventsvc.core.events.people import (
     FaceAssigned,
     FaceBox,
@@ -155,8 +169,11 @@ __all__ = [
     "FileMissing",
     "FileSeen",
     "HashComputed",
+    "LibraryAdded",
     "LibraryOnline",
+    "LibraryRemoved",
     "LibraryStale",
+    "LibraryUpdated",
     "MediaFacts",
     "NotDuplicate",
     "PeopleMerged",

@@ -18,6 +18,7 @@ from eventsvc.core.events.derived import (
     ThumbnailReady,
 )
 from eventsvc.core.events.files import FileMissing, FileSeen, LibraryOnline, LibraryStale
+from eventsvc.core.events.libraries import LibraryAdded, LibraryRemoved, LibraryUpdated
 from eventsvc.core.events.people import (
     FaceAssigned,
     FaceReassigned,
@@ -54,6 +55,9 @@ _CLASSES: tuple[type[Event], ...] = (
     PeopleMerged,
     FaceReassigned,
     FaceRejected,
+    LibraryAdded,
+    LibraryUpdated,
+    LibraryRemoved,
 )
 EVENT_TYPES: dict[str, type[Event]] = {c.model_fields["type"].default: c for c in _CLASSES}
 CURRENT_VERSION: dict[str, int] = {t: c.model_fields["v"].default for t, c in EVENT_TYPES.items()}
