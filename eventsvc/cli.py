@@ -36,6 +36,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="data directory (EVENTSVC_DATA_DIR)")
     p.add_argument("--nats-url", help="use this NATS server instead of the embedded one")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (EVENTSVC_LOG_LEVEL)")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default=None,
+        help="text lines, or JSON lines for log shippers (EVENTSVC_LOG_FORMAT)",
+    )  # fmt: skip
 
 
 def _libs(p: argparse.ArgumentParser) -> None:
@@ -202,7 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"eventsvc: bad settings: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level or settings.log_level)
+    try:
+        setup_logging(
+            args.log_level or settings.log_level,
+            args.log_format or settings.log_format,
+            settings.log_levels,
+        )
+    except EventsvcError as exc:
+        print(f"eventsvc: bad settings: {exc}", file=sys.stderr)
+        return 2
     _private(settings)
     func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
     try:

@@ -35,6 +35,7 @@ from eventsvc.core.consumers import (
 )
 from eventsvc.core.errors import LogError, LogUnavailable, PublishError
 from eventsvc.core.events import Event, encode, headers_for
+from eventsvc.core.logs import Repeats
 from eventsvc.core.natsauth import Credentials
 from eventsvc.core.stream import Stream, StreamState, fact_version_of
 
@@ -132,16 +133,19 @@ class EventLog(Stream, Consumers):
         """Connect (with ``credentials``: as that user, replies on its own inbox prefix)."""
         errors: list[Exception] = []
 
+        repeats = Repeats(log)  # reconnect attempts: each error once, then counted
+
         async def _quiet(exc: Exception) -> None:
             errors.append(exc)
             del errors[:-20]
-            log.warning("nats: %s", exc)
+            repeats.log(logging.WARNING, str(exc), "nats: %s", exc)
 
         state = ConnectionState()
 
         async def _reconnected() -> None:
             state.reconnects += 1
             state.connected, state.since = True, time.time()
+            repeats.clear()
             log.warning("nats: reconnected to %s", url)
 
         async def _disconnected() -> None:

@@ -16,6 +16,7 @@ from litestar.template import TemplateConfig
 from eventsvc.core.errors import ConfigError, LogUnavailable
 from eventsvc.core.inference import ClipBackends
 from eventsvc.core.log import EventLog
+from eventsvc.core.logs import litestar_logging
 from eventsvc.core.natsauth import credentials_for
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings, load_libraries
@@ -123,6 +124,7 @@ def create_api(
         roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks),
     )
     return Litestar(
+        logging_config=litestar_logging(),
         route_handlers=[
             HealthController,
             AuthController,
