@@ -216,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eventsvc: bad settings: {exc}", file=sys.stderr)
         return 2
     _private(settings)
+    if settings.otlp_endpoint:  # the optional extra: imported only when configured
+        from eventsvc.core import tracing
+
+        tracing.configure(settings.otlp_endpoint, f"eventsvc-{args.command}")
     func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
     try:
         return asyncio.run(func(args))  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from eventsvc.core import tracing
 from eventsvc.core.consumers import (
     NATS_ERRORS,
     Consumers,
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_repeats = Repeats(log)  # reconnect attempts (all connections): each error once, then counted
 
 WRONG_LAST_SEQUENCE = 10071
 
@@ -133,19 +135,17 @@ class EventLog(Stream, Consumers):
         """Connect (with ``credentials``: as that user, replies on its own inbox prefix)."""
         errors: list[Exception] = []
 
-        repeats = Repeats(log)  # reconnect attempts: each error once, then counted
-
         async def _quiet(exc: Exception) -> None:
             errors.append(exc)
             del errors[:-20]
-            repeats.log(logging.WARNING, str(exc), "nats: %s", exc)
+            _repeats.log(logging.WARNING, str(exc), "nats: %s", exc)
 
         state = ConnectionState()
 
         async def _reconnected() -> None:
             state.reconnects += 1
             state.connected, state.since = True, time.time()
-            repeats.clear()
+            _repeats.clear()
             log.warning("nats: reconnected to %s", url)
 
         async def _disconnected() -> None:
@@ -225,6 +225,7 @@ class EventLog(Stream, Consumers):
 
         ``expected_last_subject_seq`` overrides both (the caller guards itself)."""
         hdrs = headers_for(event, msg_id)
+        tracing.inject(hdrs)  # the deriving span's context, while tracing is on
         subject = event.subject(self.prefix)
         if expected_last_subject_seq is not None:
             try:

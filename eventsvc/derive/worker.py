@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from eventsvc.core import tracing
 from eventsvc.core.errors import DecodeError, LogClosed, LogError, PermanentError, TransientError
 from eventsvc.core.events import DerivationFailed, Event, decode
 from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
@@ -121,6 +122,11 @@ class Worker:
         if self.accepts and not isinstance(event, self.accepts):
             await msg.ack()
             return
+        with tracing.derivation(self.name, seq, msg.subject, msg.headers):
+            await self._derive(msg, event, seq, deliveries)
+
+    async def _derive(self, msg: Delivery, event: Event, seq: int, deliveries: int) -> None:
+        log.debug("%s: deriving from seq %d (%s)", self.name, seq, msg.subject)
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
             outputs = await self.handler(event, seq)
