@@ -4,7 +4,8 @@
   (``2026-01-02 03:04:05,678 INFO eventsvc: message``; rich's handler on a terminal) or
   JSON lines for log shippers (``--log-format json``: one object per line with ``ts``,
   ``level``, ``logger``, ``msg`` and any ``extra`` fields). Third-party chatter
-  (watchfiles, httpx, nats, asyncio, uvicorn, huggingface_hub, PIL, …) is kept at WARNING.
+  (watchfiles, httpx, nats, asyncio, uvicorn, huggingface_hub, PIL, …) is kept at WARNING;
+  at DEBUG the API's requests are logged too (``uvicorn.access``, one line each).
 - :func:`litestar_logging` is the Litestar ``logging_config`` that keeps this configuration
   (Litestar's default replaces the root logger's handlers and level); uvicorn is started
   with ``log_config=None`` for the same reason.
@@ -138,6 +139,8 @@ def setup_logging(
     for name in QUIET_LOGGERS:
         lg = logging.getLogger(name)
         lg.setLevel(floor)
+        if name == "uvicorn.access" and root.level <= logging.DEBUG:
+            lg.setLevel(logging.DEBUG)  # the API's requests, one line each, at DEBUG only
         # a library that configured its own handlers (uvicorn's, Litestar's) goes through ours
         for old in list(lg.handlers):
             lg.removeHandler(old)
