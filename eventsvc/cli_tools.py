@@ -6,10 +6,10 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eventsvc.cli_progress import ProgressBar, backfill_progress
 from eventsvc.cli_support import libraries_for, settings_for, until_signalled
 from eventsvc.core.errors import ConfigError, EventsvcError
 from eventsvc.core.library_ids import (
@@ -170,19 +170,6 @@ async def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stderr_progress() -> Callable[[dict[str, Any]], None]:
-    """A backfill's progress as JSON lines on stderr, each state once."""
-    last: dict[str, Any] = {}
-
-    def progress(state: dict[str, Any]) -> None:
-        if state != last:
-            last.clear()
-            last.update(state)
-            print(json.dumps(state), file=sys.stderr, flush=True)
-
-    return progress
-
-
 async def cmd_reencode(args: argparse.Namespace) -> int:
     from eventsvc.components import clip_spec, open_log
     from eventsvc.core.roots import LibraryRoots
@@ -194,11 +181,12 @@ async def cmd_reencode(args: argparse.Namespace) -> int:
         libraries, _ = libraries_for(args, settings, await log_library_ids(event_log))
         roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
-        progress = _stderr_progress()
-        result = await reencode(
-            event_log, settings, roots, args.model, follow=args.follow, progress=progress,
-            spec_for=lambda durable: clip_spec(settings, durable),
-        )  # fmt: skip
+        with ProgressBar() as bar:
+            result = await reencode(
+                event_log, settings, roots, args.model, follow=args.follow,
+                progress=backfill_progress(f"reencode {args.model}", bar),
+                spec_for=lambda durable: clip_spec(settings, durable),
+            )  # fmt: skip
     print(json.dumps(result))
     return 0 if result.get("model_error") is None else 4
 
@@ -226,12 +214,12 @@ async def cmd_rederive(args: argparse.Namespace) -> int:
         library = _configured_library(args.library, libraries)
         roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
         await roots.refresh(event_log)
-        progress = _stderr_progress()
-        result = await rederive(
-            event_log, settings, roots, args.stage, library=library,
-            concurrency=args.concurrency or getattr(settings, f"{args.stage}_concurrency"),
-            progress=progress,
-        )  # fmt: skip
+        with ProgressBar() as bar:
+            result = await rederive(
+                event_log, settings, roots, args.stage, library=library,
+                concurrency=args.concurrency or getattr(settings, f"{args.stage}_concurrency"),
+                progress=backfill_progress(f"rederive {args.stage}", bar),
+            )  # fmt: skip
     print(json.dumps(result))
     return 0 if not result.get("failed") and result.get("model_error") is None else 4
 
