@@ -110,9 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rebuild.set_defaults(func=cmd_rebuild)
 
-    status = sub.add_parser("status", help="lag per consumer, library health")
+    status = sub.add_parser("status", help="lag per consumer, library health, failures")
     _common(status)
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )  # fmt: skip
     status.set_defaults(func=cmd_status)
 
     search = sub.add_parser("search", help="search photos by words (CLIP) and print the hits")
