@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import stat
@@ -195,12 +194,13 @@ def _private(settings: Settings) -> None:
     directory (and a video root outside it) 0700 even when an older version made it."""
     os.umask(0o077)
     for d in {settings.data_dir, settings.videos_dir}:
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                if stat.S_IMODE(d.stat().st_mode) & 0o077:
-                    d.chmod(0o700)
-            except OSError as exc:
-                log.warning("cannot make %s private (chmod 700): %s", d, exc)
+        try:
+            if stat.S_IMODE(d.stat().st_mode) & 0o077:
+                d.chmod(0o700)
+        except FileNotFoundError:
+            pass  # not made yet: made private (umask) when it is
+        except OSError as exc:
+            log.warning("cannot make %s private (chmod 700): %s", d, exc)
 
 
 def main(argv: list[str] | None = None) -> int:
