@@ -51,7 +51,7 @@ class _Plain:
 
     def rate(self, now: float) -> float | None:
         elapsed = now - self.started
-        return self.completed / elapsed if elapsed > 0.05 else None
+        return self.completed / elapsed if elapsed > 0 else None
 
 
 class ProgressBar:

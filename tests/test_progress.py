@@ -68,8 +68,9 @@ def _piped(*args: str) -> tuple[int, str, str]:
 
 def _library(tmp_path: Path, n: int = 3) -> Path:
     lib = tmp_path / "Pictures"
+    past = time.time() - 3600  # settled (EVENTSVC_SETTLE_SECONDS): published at once
     for i in range(n):
-        make_jpeg(lib / f"p{i}.jpg", i)
+        os.utime(make_jpeg(lib / f"p{i}.jpg", i), (past, past))
     return lib
 
 
@@ -95,6 +96,8 @@ def test_without_a_terminal_plain_lines_with_rate_and_no_ansi(
     rc, out, err = _piped("scan", str(_library(tmp_path)), *common)
     assert rc == 0, err
     assert ANSI not in err
+    report = json.loads(out.splitlines()[0])
+    assert report["new"] + report["changed"] == 3, out
     assert "scanning pictures: published: 3" in err, err
     rc, out, err = _piped("rebuild", *common)
     assert rc == 0, err
