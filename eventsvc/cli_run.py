@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
+from eventsvc.cli_progress import ProgressBar
 from eventsvc.cli_support import (
     keep_libraries,
     libraries_for,
@@ -192,8 +192,6 @@ def _announce_when_listening(
 
 
 async def cmd_scan(args: argparse.Namespace) -> int:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from eventsvc.components import open_log
     from eventsvc.scanner import Scanner
 
@@ -211,20 +209,13 @@ async def cmd_scan(args: argparse.Namespace) -> int:
         return 0
     async with open_log(settings, role="scanner") as event_log:
         libraries, extra = libraries_for(args, settings, await log_library_ids(event_log))
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TextColumn("{task.completed} published"),
-            TimeElapsedColumn(),
-            disable=not sys.stderr.isatty(),
-            transient=True,
-        ) as bar:
-            tasks: dict[str, Any] = {}
+        with ProgressBar() as bar:
+            tasks: dict[str, int] = {}
 
-            def progress(lib_id: str, n: int) -> None:
+            def progress(lib_id: str, n: int) -> None:  # files published (new or changed)
                 if lib_id not in tasks:
-                    tasks[lib_id] = bar.add_task(f"scanning {lib_id}", total=None)
-                bar.update(tasks[lib_id], completed=n)
+                    tasks[lib_id] = bar.add(f"scanning {lib_id}: published")
+                bar.update(tasks[lib_id], n)
 
             scanner = Scanner(
                 event_log, libraries, settings, extra_excludes=extra, progress=progress
@@ -294,19 +285,17 @@ async def cmd_api(args: argparse.Namespace) -> int:
 
 
 async def cmd_rebuild(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from eventsvc.components import open_log
     from projections.projector import rebuild
 
     settings = settings_for(args)
     async with open_log(settings, role="projector") as event_log:
-        with Progress(disable=not sys.stderr.isatty(), transient=True) as bar:
-            task = bar.add_task("replaying", total=None)
+        with ProgressBar() as bar:
+            task = bar.add("replaying")
             path, seq = await rebuild(
                 event_log,
                 settings.readmodel_dir,
-                progress=lambda s, t: bar.update(task, completed=s, total=t),
+                progress=lambda s, t: bar.update(task, s, t),
                 process={"auto": None, "process": True, "thread": False}[args.applier],
             )
     print(json.dumps({"generation": path.name, "last_seq": seq}))

@@ -449,7 +449,10 @@ class SandboxDecoder:
 
 class ApiServer:
     def __init__(self, app: Any, host: str, port: int) -> None:
-        cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        # log_config=None, log_level=None: uvicorn keeps the process's logging (core.logs)
+        cfg = uvicorn.Config(
+            app, host=host, port=port, log_config=None, log_level=None, lifespan="on"
+        )
         self.server = _Server(cfg)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -231,7 +231,18 @@ class Settings(BaseSettings):
     """Seconds between orphan clean-up ticks (it acts only on the second healthy one)."""
     playlist_cleanup_max: int = 500
     """At most this many directories removed per clean-up tick."""
+    # ---- logs, progress, tracing (issue 14: one log format)
     log_level: str = "INFO"
+    """DEBUG, INFO, WARNING, ERROR: every component and library (``--log-level``)."""
+    log_format: str = "text"
+    """``text`` (one line per record) or ``json`` (one JSON object per line, for log
+    shippers: ts, level, logger, msg and extra fields) (``--log-format``)."""
+    log_levels: str = ""
+    """Per-logger overrides ``NAME=LEVEL,…`` (e.g. ``watchfiles=INFO``); third-party
+    loggers are otherwise kept at WARNING."""
+    otlp_endpoint: str | None = None
+    """OpenTelemetry: export derivation spans over OTLP/HTTP to this URL (e.g.
+    ``http://127.0.0.1:4318``); needs the ``tracing`` extra. Unset: no tracing."""
     # ---- file access (trust boundary): only configured library roots are ever read
     follow_symlinks: bool = True
     """Follow symlinks inside a library while they stay inside its root (scanner, workers,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from eventsvc.core import tracing
 from eventsvc.core.errors import DecodeError, LogClosed, LogError, PermanentError, TransientError
 from eventsvc.core.events import DerivationFailed, Event, decode
 from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
@@ -126,6 +127,11 @@ class Worker:
         if self.accepts and not isinstance(event, self.accepts):
             await msg.ack()
             return
+        with tracing.derivation(self.name, seq, msg.subject, msg.headers):
+            await self._derive(msg, event, seq, deliveries)
+
+    async def _derive(self, msg: Delivery, event: Event, seq: int, deliveries: int) -> None:
+        log.debug("%s: deriving from seq %d (%s)", self.name, seq, msg.subject)
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         t0 = time.perf_counter()
         try:

@@ -17,6 +17,7 @@ from eventsvc.core.errors import ConfigError, LogUnavailable
 from eventsvc.core.inference import ClipBackends
 from eventsvc.core.library_config import LibraryCatalog
 from eventsvc.core.log import EventLog
+from eventsvc.core.logs import litestar_logging
 from eventsvc.core.metrics import ProcessMetrics
 from eventsvc.core.natsauth import credentials_for
 from eventsvc.core.roots import LibraryRoots
@@ -133,6 +134,7 @@ def create_api(
     )
     api_metrics = ApiMetrics(metrics)
     return Litestar(
+        logging_config=litestar_logging(),
         route_handlers=[
             HealthController,
             AuthController,
