@@ -20,6 +20,10 @@ TEXT_LINE = re.compile(
 ENV = {"EVENTSVC_WORKERS": '["hasher","media"]', "HF_HUB_OFFLINE": "1"}
 
 
+BANNER = ("eventsvc is up: open ", "  NATS ")
+"""The two lines `up` prints for people once the API listens (stdout)."""
+
+
 def _run_up(tmp_path: Path, *flags: str, env: dict[str, str]) -> str:
     lib = tmp_path / "Pictures"
     for i in range(2):
@@ -44,7 +48,10 @@ def _run_up(tmp_path: Path, *flags: str, env: dict[str, str]) -> str:
     finally:
         out = _stop(proc)
     assert proc.returncode == 0, out
-    return out
+    # `up` prints the address to open on stdout, not as a log line: take those two out
+    banner = [line for line in out.splitlines() if line.startswith(BANNER)]
+    assert [line.split(": open ")[1] for line in banner if "is up" in line] == [f"{api}/"], out
+    return "\n".join(line for line in out.splitlines() if not line.startswith(BANNER))
 
 
 def test_up_at_info_has_no_debug_lines_and_one_format(tmp_path: Path) -> None:
