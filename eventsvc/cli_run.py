@@ -34,6 +34,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     )
     from eventsvc.inference.models import ConfiguredClip
     from eventsvc.scanner import Scanner
+    from eventsvc.supervise import Health
     from projections.app import create_app
     from projections.projector import Projector
 
@@ -66,8 +67,19 @@ async def cmd_up(args: argparse.Namespace) -> int:
             await nats.connect("projector"), settings.readmodel_dir, batch=settings.projector_batch
         )
 
+        api_log = await nats.connect("api")
+        health = Health()
+        for name, component in (
+            ("scanner", scanner),
+            *((w.name, w) for w in workers),
+            ("projector", projector),
+        ):
+            health.watch(name, component.event_log)
+        health.watch("api", api_log)
+
         def extra_status() -> dict[str, Any]:
             return {
+                "health": health.state(),
                 "scanner": {k: vars(r) for k, r in scanner.reports.items()},
                 "workers": {w.name: vars(w.stats) for w in workers},
                 "projector": vars(projector.status) | {"path": str(projector.status.path)},
@@ -75,7 +87,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
         app = create_app(
             settings,
-            event_log=await nats.connect("api"),
+            event_log=api_log,
             extra_status=extra_status,
             libraries=libraries,
             clip=ConfiguredClip(settings),
@@ -89,7 +101,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
             settings.api_port,
             settings.data_dir,
         )
-        await until_signalled([scanner.run, *(w.run for w in workers), projector.run, api.run])
+        await until_signalled(
+            [scanner.run, *(w.run for w in workers), projector.run, api.run], health=health
+        )
     return 0
 
 

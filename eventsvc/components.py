@@ -294,6 +294,7 @@ class NatsAccess:
             name=f"eventsvc-{role}",
             credentials=creds,
             connect_timeout=connect_timeout,
+            reconnect_wait=s.nats_reconnect_wait,
         )
         self.logs.append(event_log)
         event_log.replicas = s.stream_replicas

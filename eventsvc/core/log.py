@@ -112,6 +112,13 @@ class EventLog(Stream, Consumers):
         return bool(self.nc.is_connected)
 
     @property
+    def disconnected_since(self) -> float | None:
+        """Since when (``time.time()``) the connection is down; None while it is up."""
+        if self.connected:
+            return None
+        return self.state.since if not self.state.connected else time.time()
+
+    @property
     def connected_since(self) -> float | None:
         """Since when (``time.time()``) the connection is up; None while it is not."""
         return self.state.since if self.connected else None
@@ -128,8 +135,11 @@ class EventLog(Stream, Consumers):
         name: str = "eventsvc",
         connect_timeout: float = 5.0,
         credentials: Credentials | None = None,
+        reconnect_wait: float = 0.5,
     ) -> EventLog:
-        """Connect (with ``credentials``: as that user, replies on its own inbox prefix)."""
+        """Connect (with ``credentials``: as that user, replies on its own inbox prefix).
+        Once connected it reconnects forever, every ``reconnect_wait`` seconds: a lost
+        connection is never given up on (issue 17 item 1)."""
         errors: list[Exception] = []
 
         async def _quiet(exc: Exception) -> None:
@@ -165,7 +175,7 @@ class EventLog(Stream, Consumers):
                     name=name,
                     connect_timeout=connect_timeout,
                     max_reconnect_attempts=3,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=reconnect_wait,
                     allow_reconnect=True,
                     error_cb=_quiet,
                     reconnected_cb=_reconnected,
@@ -192,11 +202,16 @@ class EventLog(Stream, Consumers):
         state.since = time.time()
         return cls(nc=nc, js=js, stream=stream, prefix=prefix, state=state)
 
+    CLOSE_TIMEOUT = 2.0
+    """Seconds closing may take (draining a connection to a server that is away waits
+    for nothing): every wait here is bounded."""
+
     async def close(self) -> None:
+        if self.nc.is_connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.drain(), self.CLOSE_TIMEOUT)
         with contextlib.suppress(Exception):
-            await self.nc.drain()
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+            await asyncio.wait_for(self.nc.close(), self.CLOSE_TIMEOUT)
 
     # ------------------------------------------------------------ publish
 
