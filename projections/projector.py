@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from eventsvc.core.errors import DecodeError
+from eventsvc.core.errors import DecodeError, ReadModelError
 from eventsvc.core.events import (
     ClipEncoded,
     DerivationFailed,
@@ -144,7 +145,11 @@ def apply_batch(conn: sqlite3.Connection, batch: Sequence[RawEvent]) -> int:
         conn.execute("UPDATE checkpoint SET last_seq = ? WHERE id = 1", (last,))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK then
+        # fails with "no transaction is active" and would hide the real error.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
     return n
 
@@ -228,6 +233,27 @@ async def _replay(
     return seq
 
 
+def _failed_rebuild(path: Path, exc: BaseException) -> BaseException:
+    """One clear error for a rebuild that could not write its generation (the real
+    cause, e.g. "database or disk is full"); other errors (the log's) pass as they are."""
+    if isinstance(exc, sqlite3.Error | OSError):
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ReadModelError(
+            f"rebuild failed writing {path.name}: {why}; it was removed and the read model "
+            "in use is unchanged"
+        )
+    if isinstance(exc, ReadModelError):
+        return ReadModelError(f"{exc}; the unfinished {path.name} was removed")
+    return exc
+
+
+def _reraise(path: Path, exc: BaseException) -> NoReturn:
+    failed = _failed_rebuild(path, exc)
+    if failed is exc:
+        raise exc
+    raise failed from exc
+
+
 async def rebuild(
     event_log: EventLog,
     directory: Path,
@@ -242,9 +268,16 @@ async def rebuild(
     the new one when it sees the pointer change. ``process``: apply in a child process
     (default: when the log is long, see :mod:`projections.applier`).
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReadModelError(f"cannot make the read model directory {directory}: {exc}") from exc
     path = readmodel.new_generation(directory)
-    applier = open_applier(path, await event_log.last_seq(), apply_batch, process=process)
+    try:
+        applier = open_applier(path, await event_log.last_seq(), apply_batch, process=process)
+    except BaseException as exc:
+        readmodel.discard_generation(path)
+        _reraise(path, exc)
     try:
         seq = 0
         while True:  # catch up, then once more for what arrived meanwhile
@@ -259,10 +292,15 @@ async def rebuild(
         t0 = time.monotonic()
         await applier.finish()
         log.info("rebuild: applied, indexes built in %.1fs", time.monotonic() - t0)
-    except BaseException:
+    except BaseException as exc:
         await applier.abort()
-        raise
-    readmodel.swap(directory, path)
+        readmodel.discard_generation(path)  # no partial generation left behind
+        _reraise(path, exc)
+    try:
+        readmodel.swap(directory, path)
+    except OSError as exc:
+        readmodel.discard_generation(path)
+        _reraise(path, exc)
     with contextlib.suppress(OSError):
         readmodel.prune_generations(directory, keep=2)
     return path, seq
