@@ -86,6 +86,9 @@ class ConnectionState:
     connected: bool = True
     since: float = field(default_factory=time.time)
     reconnects: int = 0
+    last_error: str | None = None
+    """The last asynchronous error nats-py reported (e.g. one raised inside its reply
+    callback, which leaves a bulk publish's ack unanswered)."""
 
 
 @dataclass
@@ -142,12 +145,13 @@ class EventLog(Stream, Consumers):
         connection is never given up on (issue 17 item 1)."""
         errors: list[Exception] = []
 
+        state = ConnectionState()
+
         async def _quiet(exc: Exception) -> None:
             errors.append(exc)
             del errors[:-20]
+            state.last_error = str(exc) or type(exc).__name__
             log.warning("nats: %s", exc)
-
-        state = ConnectionState()
 
         async def _reconnected() -> None:
             state.reconnects += 1
@@ -324,23 +328,44 @@ class EventLog(Stream, Consumers):
             seq = mseq + 1
         return 0, upto
 
+    PUBLISH_STALL = 10.0
+    """Seconds a bulk publish waits without any acknowledgement coming back before it
+    gives up (PublishError): an ack that never comes (JetStream out of space answers 503
+    and nats-py raises inside its reply callback) must not hang the scanner."""
+
     async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> list[Published]:
-        """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding)."""
+        """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding).
+        Every wait is bounded by ``PUBLISH_STALL`` seconds without progress."""
         futures: list[asyncio.Future] = []
         try:
             for event, msg_id in items:
                 fut = await self.js.publish_async(
                     event.subject(self.prefix),
                     encode(event),
+                    wait_stall=self.PUBLISH_STALL,
                     stream=self.stream,
                     headers=headers_for(event, msg_id),
                 )
                 futures.append(fut)
-            acks = await asyncio.gather(*futures)
+            pending = set(futures)
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=self.PUBLISH_STALL, return_when=asyncio.FIRST_EXCEPTION
+                )
+                if not done:
+                    raise TimeoutError(
+                        f"no acknowledgement in {self.PUBLISH_STALL:.0f}s for {len(pending)} "
+                        f"events (last NATS error: {self.state.last_error or 'none'})"
+                    )
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()  # type: ignore[misc]
+            acks = [f.result() for f in futures]
         except (TimeoutError, nats.errors.Error) as exc:
             for f in futures:
                 f.cancel()
-            raise PublishError(f"bulk publish failed after {len(futures)} events: {exc!r}") from exc
+            why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
+            raise PublishError(f"bulk publish failed after {len(futures)} events: {why}") from exc
         return [Published(seq=a.seq, duplicate=bool(a.duplicate)) for a in acks]
 
     async def publish_raw(

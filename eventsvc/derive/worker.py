@@ -8,16 +8,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from eventsvc.core.errors import DecodeError, LogClosed, LogError, PermanentError, TransientError
+from eventsvc.core.errors import (
+    DecodeError,
+    LogClosed,
+    LogError,
+    PermanentError,
+    TransientError,
+    out_of_space,
+)
 from eventsvc.core.events import DerivationFailed, Event, decode
 from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
 
 __all__ = ["Handler", "WithBackground", "Worker", "WorkerStats"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class _Stopped(Exception):
+    """The worker stopped while a message waited for room."""
+
 
 Handler = Callable[[Event, int], Awaitable[list[Event]]]
 """(event, its stream sequence) -> events to publish. Raise PermanentError to record a
@@ -33,6 +49,14 @@ class WorkerStats:
     retried: int = 0
     last_error: str | None = None
     recent_failures: list[str] = field(default_factory=list)
+    paused: str | None = None
+    """Why the stage waits (a full disk, a full JetStream store, the log away); None
+    while it works. It resumes by itself (issue 17 item 2)."""
+    paused_since: float | None = None
+
+
+SPACE_RECHECK = 10.0
+"""Longest wait (seconds) between tries while the disk is full or the log is away."""
 
 
 class Worker:
@@ -57,6 +81,7 @@ class Worker:
         self.stats = WorkerStats()
         self.sem = asyncio.Semaphore(self.concurrency)
         """Handlers running at once (messages fetched beyond it wait their turn)."""
+        self._stop = asyncio.Event()
 
     @property
     def heartbeat_period(self) -> float:
@@ -65,12 +90,16 @@ class Worker:
         return max(self.spec.ack_wait / 3, 0.5)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         sub = await self.event_log.pull(self.spec)
         sem = self.sem
         tasks: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
                 await self._gate(stop)
+                while self.stats.paused and tasks and not stop.is_set():
+                    # no new work while paused: what is in hand retries by itself
+                    await asyncio.wait(tasks, timeout=0.5)
                 if stop.is_set():
                     break
                 room = self.batch - len(tasks)
@@ -123,9 +152,18 @@ class Worker:
             return
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
-            outputs = await self.handler(event, seq)
+            await self._handle(msg, event, seq, deliveries)
+        finally:
+            heartbeat.cancel()
+
+    async def _handle(self, msg: Delivery, event: Event, seq: int, deliveries: int) -> None:
+        try:
+            outputs = await self._waiting(lambda: self.handler(event, seq))
         except PermanentError as exc:
             await self._fail(msg, seq, deliveries, event, str(exc), True)
+            return
+        except _Stopped:
+            await msg.nak(delay=self._backoff(1))  # handled again after the restart
             return
         except Exception as exc:  # transient by default: retry with back-off
             if await self._held(msg, exc):
@@ -147,13 +185,60 @@ class Worker:
             log.warning("%s: seq %d failed (%s); retry in %.0fs", self.name, seq, reason, delay)
             await msg.nak(delay=delay)
             return
-        finally:
-            heartbeat.cancel()
-        for out in outputs:
-            await self.event_log.publish(out)
-            self.stats.published += 1
+        try:
+            for out in outputs:
+                await self._waiting(lambda out=out: self.event_log.publish(out), publish=True)
+                self.stats.published += 1
+        except _Stopped:
+            await msg.nak(delay=self._backoff(1))  # published again (once-only) after restart
+            return
         await msg.ack()
         self.stats.done += 1
+
+    async def _waiting(self, call: Callable[[], Awaitable[_T]], *, publish: bool = False) -> _T:
+        """``call()``; while it fails for want of room (a full disk, a full JetStream
+        store) or, for a ``publish``, with the log away, the stage pauses: the message
+        stays held (its heartbeat resets the ack timer, no delivery is spent, nothing is
+        recorded) and ``call`` is tried again (1 s doubling to ``SPACE_RECHECK``) until
+        it works or the worker stops (``_Stopped``)."""
+        delay = 1.0
+        while True:
+            try:
+                result = await call()
+            except LogClosed:
+                raise
+            except Exception as exc:
+                why = out_of_space(exc)
+                if why is None and publish and isinstance(exc, LogError):
+                    why = f"cannot publish: {exc}"
+                if why is None:
+                    raise
+                self._pause(why)
+            else:
+                self._resume()
+                return result
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                raise _Stopped
+            delay = min(delay * 2, SPACE_RECHECK)
+
+    def _pause(self, why: str) -> None:
+        if self.stats.paused is None:
+            self.stats.paused_since = time.time()
+            log.error("%s: paused, waiting for room (retrying by itself): %s", self.name, why)
+        elif self.stats.paused != why:
+            log.warning("%s: still paused: %s", self.name, why)
+        self.stats.paused = why
+        self.stats.last_error = why
+
+    def _resume(self) -> None:
+        if self.stats.paused is not None:
+            log.warning("%s: resumed after %.0fs paused (%s)", self.name,
+                        time.time() - (self.stats.paused_since or time.time()),
+                        self.stats.paused)  # fmt: skip
+            self.stats.paused = None
+            self.stats.paused_since = None
 
     def _backoff(self, deliveries: int) -> float:
         steps = self.spec.backoff or (1.0,)
