@@ -76,6 +76,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
         ):
             health.watch(name, component.event_log)
         health.watch("api", api_log)
+        for w in workers:
+            health.probe(w.name, lambda w=w: _paused(w.stats))
+        health.probe("projector", lambda: _paused(projector.status))
 
         def extra_status() -> dict[str, Any]:
             return {
@@ -105,6 +108,11 @@ async def cmd_up(args: argparse.Namespace) -> int:
             [scanner.run, *(w.run for w in workers), projector.run, api.run], health=health
         )
     return 0
+
+
+def _paused(stats: Any) -> tuple[str, float] | None:
+    why = getattr(stats, "paused", None)
+    return (why, getattr(stats, "paused_since", None) or 0.0) if why else None
 
 
 async def cmd_scan(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
-"""Supervision of the long-running components (issue 17 item 1): a component that fails
-because of the event log (NATS away, JetStream not ready, a publish not acknowledged)
-waits and starts again, however long the outage; it never takes the process down.
+"""Supervision of the long-running components (issue 17 items 1, 2): a component that
+fails because of the event log (NATS away, JetStream not ready, a publish not
+acknowledged) or for want of room (a full disk) waits and starts again, however long it
+lasts; it never takes the process down.
 What is degraded, why and since when is kept in :class:`Health` (``/healthz``,
 ``/pipeline``'s ``extra.health``)."""
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eventsvc.core.errors import LogError
+from eventsvc.core.errors import LogError, out_of_space
 
 __all__ = ["Health", "Runner", "supervised"]
 
@@ -42,6 +43,11 @@ class Health:
 
     problems: dict[str, tuple[str, float]] = field(default_factory=dict)
     logs: list[tuple[str, _Connected]] = field(default_factory=list)
+    probes: list[tuple[str, Callable[[], tuple[str, float] | None]]] = field(default_factory=list)
+    """Components that pause by themselves (a full disk): () -> (why, since) or None."""
+
+    def probe(self, name: str, fn: Callable[[], tuple[str, float] | None]) -> None:
+        self.probes.append((name, fn))
 
     def watch(self, name: str, event_log: _Connected) -> None:
         self.logs.append((name, event_log))
@@ -58,6 +64,10 @@ class Health:
         reasons: list[tuple[float, str]] = [
             (since, f"{name}: {why}") for name, (why, since) in self.problems.items()
         ]
+        for name, fn in self.probes:
+            with contextlib.suppress(Exception):
+                if (got := fn()) is not None:
+                    reasons.append((got[1], f"{name}: {got[0]}"))
         for name, lg in self.logs:
             if not lg.connected:
                 since = lg.disconnected_since or time.time()
@@ -90,11 +100,12 @@ async def supervised(name: str, runner: Runner, stop: asyncio.Event, health: Hea
                 health.up(name)
                 delay = 1.0
             await task
-        except LogError as exc:
+        except Exception as exc:
+            if not isinstance(exc, LogError) and out_of_space(exc) is None:
+                raise  # a bug or a configuration error: not ours to hide
             why = str(exc) or type(exc).__name__
             health.down(name, why)
-            log.warning("%s stopped on an event-log error (%s); restarting in %.0fs", name, why,
-                        delay)  # fmt: skip
+            log.warning("%s stopped (%s); restarting in %.0fs", name, why, delay)
         except asyncio.CancelledError:
             task.cancel()
             with contextlib.suppress(BaseException):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from eventsvc.core.errors import DecodeError, ReadModelError
+from eventsvc.core.errors import DecodeError, ReadModelError, out_of_space
 from eventsvc.core.events import (
     ClipEncoded,
     DerivationFailed,
@@ -159,6 +159,13 @@ class ProjectorProgress:
     path: Path | None = None
     last_seq: int = 0
     applied: int = 0
+    paused: str | None = None
+    """Why it waits (the disk holding the read model is full); None while it works."""
+    paused_since: float | None = None
+
+
+ROOM_RECHECK = 5.0
+"""Seconds between tries while the read model's disk is full."""
 
 
 class Projector:
@@ -190,10 +197,28 @@ class Projector:
                     if batch:
                         self.status.applied += await asyncio.to_thread(apply_batch, conn, batch)
                         self.status.last_seq = batch[-1].seq
+                        self._resume()
                     if stop.is_set() or readmodel.current_path(self.directory) != path:
                         break
+            except sqlite3.Error as exc:
+                if out_of_space(exc) is None:
+                    raise
+                self._pause(f"read model {path.name}: {exc}")
+                with contextlib.suppress(TimeoutError):  # the batch was rolled back
+                    await asyncio.wait_for(stop.wait(), ROOM_RECHECK)
             finally:
                 conn.close()
+
+    def _pause(self, why: str) -> None:
+        if self.status.paused is None:
+            self.status.paused_since = time.time()
+            log.error("projector: paused, retrying by itself: %s", why)
+        self.status.paused = why
+
+    def _resume(self) -> None:
+        if self.status.paused is not None:
+            log.warning("projector: resumed (%s)", self.status.paused)
+            self.status.paused = self.status.paused_since = None
 
 
 async def _replay(
