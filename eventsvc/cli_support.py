@@ -138,7 +138,7 @@ def setup_logging(level: str) -> None:
     logging.getLogger("nats").setLevel(logging.WARNING)
 
 
-STOP_GRACE = 7.0
+STOP_GRACE = 6.0
 """Seconds the components get to stop after SIGTERM/SIGINT before they are cancelled
 (what is left of 10 s goes to closing connections and the embedded server)."""
 
@@ -167,7 +167,9 @@ async def until_signalled(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(supervised(_name(r), r, stop, health)) for r in runners]
+    tasks = [
+        asyncio.create_task(supervised(_name(r), r, stop, health), name=_name(r)) for r in runners
+    ]
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
@@ -177,8 +179,8 @@ async def until_signalled(
             error = t.exception()
     _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
     if pending:
-        log.warning("%d components did not stop within %.0fs; cancelling them", len(pending),
-                    STOP_GRACE)  # fmt: skip
+        names = ", ".join(sorted(t.get_name() for t in pending))
+        log.warning("%s did not stop within %.0fs; cancelled", names, STOP_GRACE)
         for t in pending:
             t.cancel()
         await asyncio.wait(pending, timeout=1.0)

@@ -329,8 +329,8 @@ class NatsAccess:
             await self.release(admin)
 
     async def close(self) -> None:
-        for event_log in list(self.logs):
-            await self.release(event_log)
+        """Every connection at once (each close is bounded: EventLog.CLOSE_TIMEOUT)."""
+        await asyncio.gather(*(self.release(lg) for lg in list(self.logs)))
 
 
 @asynccontextmanager

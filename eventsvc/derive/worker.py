@@ -83,6 +83,11 @@ class Worker:
         """Handlers running at once (messages fetched beyond it wait their turn)."""
         self._stop = asyncio.Event()
 
+    STOP_WAIT = 2.0
+    """Seconds a stopping worker waits for the messages in hand (a publish to a server
+    that is away waits up to its timeout): the rest are cancelled, un-acked, and come
+    back after ack_wait (nothing is lost; at most the work is repeated)."""
+
     @property
     def heartbeat_period(self) -> float:
         """Seconds between ``in_progress`` (+WPI) signals: well under ``ack_wait``, the
@@ -104,7 +109,7 @@ class Worker:
                     break
                 room = self.batch - len(tasks)
                 if room <= 0:
-                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
                     msgs = await sub.fetch(room, timeout=1.0)
@@ -119,10 +124,14 @@ class Worker:
                     tasks.add(t)
                     t.add_done_callback(tasks.discard)
         finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:  # a bounded wait: what is not done comes back after ack_wait
+                _, late = await asyncio.wait(tasks, timeout=self.STOP_WAIT)
+                for t in late:
+                    t.cancel()
+                if late:
+                    await asyncio.wait(late, timeout=1.0)
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await asyncio.wait_for(sub.unsubscribe(), 1.0)
 
     async def _gate(self, stop: asyncio.Event) -> None:
         """Called before each fetch: a subclass that must not consume waits here."""
