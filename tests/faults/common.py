@@ -68,6 +68,7 @@ class Up:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    watch: bool = False
 
     def start(self) -> Up:
         self.data.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ class Up:
         env = {
             **os.environ,
             "EVENTSVC_WORKERS": WORKERS,
-            "EVENTSVC_WATCH": "false",
+            "EVENTSVC_WATCH": "true" if self.watch else "false",
             "EVENTSVC_QUICK_INTERVAL": "2",
             "EVENTSVC_MEDIA_CONCURRENCY": "2",
             "EVENTSVC_LOG_LEVEL": "INFO",
@@ -84,7 +85,8 @@ class Up:
         out = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "eventsvc", "up", str(self.lib), "--data-dir", str(self.data),
-             "--nats-url", self.nats.url, "--port", str(self.port), "--no-watch"],
+             "--nats-url", self.nats.url, "--port", str(self.port),
+             *(() if self.watch else ("--no-watch",))],
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         out.close()
