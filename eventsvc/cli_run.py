@@ -34,6 +34,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     )
     from eventsvc.inference.models import ConfiguredClip
     from eventsvc.scanner import Scanner
+    from eventsvc.server_watch import ServerWatchdog
     from eventsvc.supervise import Health
     from projections.app import create_app
     from projections.projector import Projector
@@ -79,6 +80,13 @@ async def cmd_up(args: argparse.Namespace) -> int:
         for w in workers:
             health.probe(w.name, lambda w=w: _paused(w.stats))
         health.probe("projector", lambda: _paused(projector.status))
+        runners = [scanner.run, *(w.run for w in workers), projector.run]
+        if nats.server is not None:  # our own server: restarted when it needs it
+            watchdog = ServerWatchdog(
+                nats.server, scanner_log, publishers=[c.event_log for c in (scanner, *workers)]
+            )
+            health.probe("nats-server", lambda: watchdog.trouble)
+            runners.append(watchdog.run)
 
         def extra_status() -> dict[str, Any]:
             return {
@@ -96,7 +104,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
             clip=ConfiguredClip(settings),
             originals=SandboxDecoder(settings),
         )
-        api = ApiServer(app, settings.api_host, settings.api_port)
+        runners.append(ApiServer(app, settings.api_host, settings.api_port).run)
         log.info(
             "eventsvc up: %d libraries, API on http://%s:%d, data in %s",
             len(libraries),
@@ -104,9 +112,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
             settings.api_port,
             settings.data_dir,
         )
-        await until_signalled(
-            [scanner.run, *(w.run for w in workers), projector.run, api.run], health=health
-        )
+        await until_signalled(runners, health=health)
     return 0
 
 

@@ -251,6 +251,8 @@ class NatsAccess:
         self.store = store
         self.logs: list[EventLog] = []
         self.started_server = False
+        self.server: EmbeddedNats | None = None
+        """The embedded server this access started (``up`` watches it)."""
         """Whether this access started the embedded server (it stops with it)."""
 
     @property
@@ -366,6 +368,7 @@ async def nats_access(
             log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
         access = NatsAccess(settings, url, AuthStore(settings.nats_store_dir / "auth"))
         access.started_server = server is not None
+        access.server = server
     try:
         yield access
     finally:

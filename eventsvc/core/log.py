@@ -87,6 +87,9 @@ class ConnectionState:
     since: float = field(default_factory=time.time)
     reconnects: int = 0
     last_error: str | None = None
+    publish_failed: tuple[str, float] | None = None
+    """(why, since) while publishes fail (not acknowledged, refused by JetStream);
+    None once one succeeds. The embedded server's watchdog restarts it on this."""
     """The last asynchronous error nats-py reported (e.g. one raised inside its reply
     callback, which leaves a bulk publish's ack unanswered)."""
 
@@ -206,6 +209,17 @@ class EventLog(Stream, Consumers):
         state.since = time.time()
         return cls(nc=nc, js=js, stream=stream, prefix=prefix, state=state)
 
+    async def jetstream_trouble(self, timeout: float = 2.0) -> str | None:
+        """Why JetStream does not answer on this connection (disabled after its store
+        filled up, not ready, the connection down); None when it does."""
+        if not self.connected:
+            return "not connected"
+        try:
+            await asyncio.wait_for(self.js.account_info(), timeout)
+        except (TimeoutError, nats.js.errors.Error, nats.errors.Error) as exc:
+            return describe(exc)
+        return None
+
     CLOSE_TIMEOUT = 2.0
     """Seconds closing may take (draining a connection to a server that is away waits
     for nothing): every wait here is bounded."""
@@ -258,6 +272,14 @@ class EventLog(Stream, Consumers):
     GUARD_TRIES = 50
     """Appends retried when other writers keep moving a subject's last sequence."""
 
+    def _publish_trouble(self, why: str | None) -> None:
+        if why is None:
+            self.state.publish_failed = None
+        elif self.state.publish_failed is None:
+            self.state.publish_failed = (why, time.time())
+        else:
+            self.state.publish_failed = (why, self.state.publish_failed[1])
+
     async def _append(
         self, event: Event, subject: str, hdrs: dict[str, str], expected: int | None
     ) -> Published:
@@ -268,9 +290,12 @@ class EventLog(Stream, Consumers):
         except nats.js.errors.APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE and expected is not None:
                 raise _Moved from exc
+            self._publish_trouble(str(exc))
             raise PublishError(f"publish of {subject} failed: {exc}") from exc
         except (TimeoutError, nats.errors.Error) as exc:
+            self._publish_trouble(describe(exc))
             raise PublishError(f"publish of {subject} failed: {exc!r}") from exc
+        self._publish_trouble(None)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def _publish_once(self, event: Event, subject: str, hdrs: dict[str, str]) -> Published:
@@ -365,7 +390,10 @@ class EventLog(Stream, Consumers):
             for f in futures:
                 f.cancel()
             why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
+            self._publish_trouble(why)
             raise PublishError(f"bulk publish failed after {len(futures)} events: {why}") from exc
+        if futures:
+            self._publish_trouble(None)
         return [Published(seq=a.seq, duplicate=bool(a.duplicate)) for a in acks]
 
     async def publish_raw(

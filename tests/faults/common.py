@@ -21,6 +21,7 @@ from typing import Any
 
 from eventsvc.core.events.wire import HDR_TYPE
 from eventsvc.core.log import EventLog
+from eventsvc.core.natsauth import AuthStore, Credentials
 from eventsvc.server import EmbeddedNats, free_port
 from projections import readmodel
 from tests.harness import make_jpeg
@@ -30,6 +31,7 @@ __all__ = [
     "Up",
     "clean_snapshot",
     "make_library",
+    "nats_of",
     "snapshot",
     "wait_for",
 ]
@@ -63,7 +65,8 @@ class Up:
 
     lib: Path
     data: Path
-    nats: EmbeddedNats
+    nats: EmbeddedNats | None
+    """None: `up` runs its own embedded server in the data dir."""
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -85,7 +88,7 @@ class Up:
         out = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "eventsvc", "up", str(self.lib), "--data-dir", str(self.data),
-             "--nats-url", self.nats.url, "--port", str(self.port),
+             *(("--nats-url", self.nats.url) if self.nats else ()), "--port", str(self.port),
              *(() if self.watch else ("--no-watch",))],
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
@@ -181,8 +184,16 @@ def table_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         conn.close()
 
 
-async def event_counts(url: str) -> Counter[str]:
-    lg = await EventLog.connect(url)
+def nats_of(up: Up) -> tuple[str, Credentials | None]:
+    """Where `up`'s NATS is, and as whom to read it (its embedded server's admin)."""
+    if up.nats is not None:
+        return up.nats.url, None
+    store = up.data / "nats"
+    return (store / "nats.url").read_text().strip(), AuthStore(store / "auth").load("admin")
+
+
+async def event_counts(url: str, credentials: Credentials | None = None) -> Counter[str]:
+    lg = await EventLog.connect(url, credentials=credentials)
     counts: Counter[str] = Counter()
     try:
         async for batch in lg.read():
@@ -226,7 +237,7 @@ def settled(up: Up, files: int, quiet: float = 2.0) -> bool:
 async def snapshot(up: Up) -> Snapshot:
     db = up.read_model()
     assert db is not None
-    return Snapshot(table_rows(db), await event_counts(up.nats.url))
+    return Snapshot(table_rows(db), await event_counts(*nats_of(up)))
 
 
 async def clean_snapshot(lib: Path, tmp: Path, files: int, timeout: float = 90) -> Snapshot:

@@ -65,3 +65,29 @@ async def test_a_full_data_dir_pauses_the_stages_and_they_resume_when_space_retu
             assert got.diff(reference) == [], got.diff(reference)
         finally:
             up.kill()
+
+
+async def test_a_full_disk_under_the_embedded_nats_store_too(tmp_path: Path) -> None:
+    """The embedded server's JetStream store on the same full disk: publishes are
+    refused ("insufficient resources"), JetStream may disable itself; `up` waits, and
+    once there is room again (restarting its server if JetStream stays off) resumes."""
+    lib = make_library(tmp_path / "lib", FILES)
+    reference = await clean_snapshot(lib, tmp_path, FILES)
+    with tmpfs(tmp_path / "data", "48m") as data:
+        up = Up(lib, data, None, env={"EVENTSVC_MEDIA_CONCURRENCY": "1"}).start()
+        try:
+            wait_for(lambda: (data / "nats" / "nats.url").exists(), 60, "its server runs")
+            filler = fill(data)  # before (or while) the scan publishes
+            wait_for(lambda: up.status() == "degraded", 30, "/healthz says degraded")
+            await asyncio.sleep(8)
+            assert up.alive, up.output()[-4000:]
+            remount(data, "size=96m")
+            filler.unlink()
+            wait_for(lambda: settled(up, FILES), 120, "the run settles once there is room")
+            assert up.alive, up.output()[-4000:]
+            got = await snapshot(up)  # while up (and its server) runs
+            up.terminate()
+            assert got.events.get("DerivationFailed", 0) == 0, got.events
+            assert got.diff(reference) == [], got.diff(reference)
+        finally:
+            up.kill()
