@@ -161,13 +161,13 @@ class Worker:
             return
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
-            await self._handle(msg, event, seq, deliveries)
+            await self._handle_one(msg, event, seq, deliveries)
         finally:
             heartbeat.cancel()
 
-    async def _handle(self, msg: Delivery, event: Event, seq: int, deliveries: int) -> None:
+    async def _handle_one(self, msg: Delivery, event: Event, seq: int, deliveries: int) -> None:
         try:
-            outputs = await self._waiting(lambda: self.handler(event, seq))
+            outputs = await self._until_room(lambda: self.handler(event, seq))
         except PermanentError as exc:
             await self._fail(msg, seq, deliveries, event, str(exc), True)
             return
@@ -196,7 +196,7 @@ class Worker:
             return
         try:
             for out in outputs:
-                await self._waiting(lambda out=out: self.event_log.publish(out), publish=True)
+                await self._until_room(lambda out=out: self.event_log.publish(out), publish=True)
                 self.stats.published += 1
         except _Stopped:
             await msg.nak(delay=self._backoff(1))  # published again (once-only) after restart
@@ -204,7 +204,7 @@ class Worker:
         await msg.ack()
         self.stats.done += 1
 
-    async def _waiting(self, call: Callable[[], Awaitable[_T]], *, publish: bool = False) -> _T:
+    async def _until_room(self, call: Callable[[], Awaitable[_T]], *, publish: bool = False) -> _T:
         """``call()``; while it fails for want of room (a full disk, a full JetStream
         store) or, for a ``publish``, with the log away, the stage pauses: the message
         stays held (its heartbeat resets the ack timer, no delivery is spent, nothing is
@@ -222,9 +222,9 @@ class Worker:
                     why = f"cannot publish: {exc}"
                 if why is None:
                     raise
-                self._pause(why)
+                self._room_pause(why)
             else:
-                self._resume()
+                self._room_resume()
                 return result
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
@@ -232,7 +232,7 @@ class Worker:
                 raise _Stopped
             delay = min(delay * 2, SPACE_RECHECK)
 
-    def _pause(self, why: str) -> None:
+    def _room_pause(self, why: str) -> None:
         if self.stats.paused is None:
             self.stats.paused_since = time.time()
             log.error("%s: paused, waiting for room (retrying by itself): %s", self.name, why)
@@ -241,7 +241,7 @@ class Worker:
         self.stats.paused = why
         self.stats.last_error = why
 
-    def _resume(self) -> None:
+    def _room_resume(self) -> None:
         if self.stats.paused is not None:
             log.warning("%s: resumed after %.0fs paused (%s)", self.name,
                         time.time() - (self.stats.paused_since or time.time()),
