@@ -72,8 +72,9 @@ class ErrorDetail(msgspec.Struct):
     detail: Annotated[str, Meta(description="What went wrong, naming the cause or parameter.")]
 
 
-class Health(msgspec.Struct):
-    """Liveness: the process answers (200 even when degraded: it waits and resumes)."""
+class Health(msgspec.Struct, omit_defaults=True):
+    """Liveness: the process answers (200 even when degraded: it waits and resumes).
+    When ok, just ``{"status": "ok"}``."""
 
     status: Annotated[
         Literal["ok", "degraded"],

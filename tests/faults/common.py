@@ -240,8 +240,20 @@ async def snapshot(up: Up) -> Snapshot:
     return Snapshot(table_rows(db), await event_counts(*nats_of(up)))
 
 
+_CLEAN: dict[int, Snapshot] = {}
+"""Clean runs by library size (libraries of ``make_library(root, n)`` are the same
+files, whatever their root: one clean run serves every test of that size)."""
+
+
 async def clean_snapshot(lib: Path, tmp: Path, files: int, timeout: float = 90) -> Snapshot:
-    """The reference: the same library indexed by an `up` nothing happens to."""
+    """The reference: the same library (``make_library(lib, files)``) indexed by an `up`
+    nothing happens to."""
+    if files not in _CLEAN:
+        _CLEAN[files] = await _clean_run(lib, tmp, files, timeout)
+    return _CLEAN[files]
+
+
+async def _clean_run(lib: Path, tmp: Path, files: int, timeout: float) -> Snapshot:
     with EmbeddedNats(tmp / "clean-nats") as server:
         up = Up(lib, tmp / "clean-data", server).start()
         try:

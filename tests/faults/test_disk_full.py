@@ -22,7 +22,7 @@ from tests.faults.common import (
 )
 from tests.faults.mounts import fill, remount, tmpfs
 
-FILES = 80
+FILES = 100
 
 
 def _thumbnails(up: Up) -> int:

@@ -12,8 +12,8 @@ from pathlib import Path
 from eventsvc.server import EmbeddedNats
 from tests.faults.common import Up, clean_snapshot, make_library, settled, snapshot, wait_for
 
-FILES = 120
-KILLS = 6
+FILES = 100
+KILLS = 5
 
 
 async def test_kill_9_of_up_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> None:

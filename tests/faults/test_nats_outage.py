@@ -11,7 +11,7 @@ from pathlib import Path
 from eventsvc.server import EmbeddedNats
 from tests.faults.common import Up, clean_snapshot, make_library, settled, snapshot, wait_for
 
-FILES = 60
+FILES = 100
 RECONNECT_WAIT = 0.5
 RECONNECT_BUDGET = 3 * RECONNECT_WAIT
 """What the client used to allow for a lost connection (3 tries, 0.5 s apart)."""
@@ -50,7 +50,7 @@ async def test_up_survives_nats_outages_short_and_long_twice(tmp_path: Path) -> 
         wait_for(lambda: up.status() == "ok", 30, "up answers")
         for _ in range(2):
             _outage(server, up, 5.0, flap=True)
-            _outage(server, up, 2 * RECONNECT_BUDGET + 10)
+            _outage(server, up, 2 * RECONNECT_BUDGET + 5)
             wait_for(lambda: up.status() == "ok", 60, "healthy again")
             assert up.alive, up.output()[-4000:]
         wait_for(lambda: settled(up, FILES), 90, "the run settles after the outages")
