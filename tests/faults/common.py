@@ -4,13 +4,16 @@ table, the event counts per type: nothing lost, nothing doubled)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -32,6 +35,7 @@ __all__ = [
     "clean_snapshot",
     "make_library",
     "nats_of",
+    "shared_library",
     "snapshot",
     "wait_for",
 ]
@@ -40,6 +44,20 @@ WORKERS = '["hasher","media"]'
 
 VOLATILE = ("seq", "_seq", "_at", "state_since", "occurred_at", "mtime_ns")
 """Columns that differ between two runs of the same library (log positions, clocks)."""
+
+
+_LIBS: dict[int, Path] = {}
+
+
+def shared_library(n: int) -> Path:
+    """A library of ``n`` generated photos, made once per test session and left
+    untouched by the tests (a clean run of it serves them all: the dates taken of
+    these photos come from their files' mtimes, so the very same files are needed)."""
+    if n not in _LIBS:
+        base = Path(tempfile.mkdtemp(prefix="eventsvc-faults-"))
+        atexit.register(shutil.rmtree, base, True)
+        _LIBS[n] = make_library(base / "lib", n)
+    return _LIBS[n]
 
 
 def make_library(root: Path, n: int, seed: int = 1) -> Path:
@@ -246,8 +264,9 @@ files, whatever their root: one clean run serves every test of that size)."""
 
 
 async def clean_snapshot(lib: Path, tmp: Path, files: int, timeout: float = 90) -> Snapshot:
-    """The reference: the same library (``make_library(lib, files)``) indexed by an `up`
-    nothing happens to."""
+    """The reference: ``lib`` (``shared_library(files)``) indexed by an `up` nothing
+    happens to, once per session."""
+    assert lib == _LIBS.get(files), "compare runs of shared_library(files) only"
     if files not in _CLEAN:
         _CLEAN[files] = await _clean_run(lib, tmp, files, timeout)
     return _CLEAN[files]

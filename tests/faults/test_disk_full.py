@@ -15,8 +15,8 @@ from tests.faults.common import (
     Up,
     clean_snapshot,
     event_counts,
-    make_library,
     settled,
+    shared_library,
     snapshot,
     wait_for,
 )
@@ -42,13 +42,14 @@ def _thumbnails(up: Up) -> int:
 async def test_a_full_data_dir_pauses_the_stages_and_they_resume_when_space_returns(
     tmp_path: Path,
 ) -> None:
-    lib = make_library(tmp_path / "lib", FILES)
+    lib = shared_library(FILES)
     reference = await clean_snapshot(lib, tmp_path, FILES)
     with tmpfs(tmp_path / "data", "32m") as data, EmbeddedNats(tmp_path / "nats") as server:
         up = Up(lib, data, server, env={"EVENTSVC_MEDIA_CONCURRENCY": "1"}).start()
         try:
             wait_for(lambda: _thumbnails(up) >= 3, 60, "some thumbnails written")
             filler = fill(data)
+            assert _thumbnails(up) < FILES, "ingest ended before the disk filled up"
             wait_for(lambda: up.status() == "degraded", 30, "/healthz says degraded")
             health = up.get("/healthz")
             assert any("space" in r or "full" in r for r in health["reasons"]), health
@@ -71,7 +72,7 @@ async def test_a_full_disk_under_the_embedded_nats_store_too(tmp_path: Path) -> 
     """The embedded server's JetStream store on the same full disk: publishes are
     refused ("insufficient resources"), JetStream may disable itself; `up` waits, and
     once there is room again (restarting its server if JetStream stays off) resumes."""
-    lib = make_library(tmp_path / "lib", FILES)
+    lib = shared_library(FILES)
     reference = await clean_snapshot(lib, tmp_path, FILES)
     with tmpfs(tmp_path / "data", "48m") as data:
         up = Up(lib, data, None, env={"EVENTSVC_MEDIA_CONCURRENCY": "1"}).start()

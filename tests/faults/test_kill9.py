@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 from eventsvc.server import EmbeddedNats
-from tests.faults.common import Up, clean_snapshot, make_library, settled, snapshot, wait_for
+from tests.faults.common import Up, clean_snapshot, settled, shared_library, snapshot, wait_for
 
 FILES = 100
 KILLS = 5
@@ -19,7 +19,7 @@ KILLS = 5
 async def test_kill_9_of_up_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> None:
     seed = int(os.environ.get("FAULTS_SEED", "17"))
     rng = random.Random(seed)
-    lib = make_library(tmp_path / "lib", FILES)
+    lib = shared_library(FILES)
     reference = await clean_snapshot(lib, tmp_path, FILES)
     with EmbeddedNats(tmp_path / "nats") as server:
         up = Up(lib, tmp_path / "data", server)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from eventsvc.server import EmbeddedNats
-from tests.faults.common import Up, clean_snapshot, make_library, settled, snapshot, wait_for
+from tests.faults.common import Up, clean_snapshot, settled, shared_library, snapshot, wait_for
 
 FILES = 100
 RECONNECT_WAIT = 0.5
@@ -41,7 +41,7 @@ def _outage(server: EmbeddedNats, up: Up, seconds: float, *, flap: bool = False)
 
 
 async def test_up_survives_nats_outages_short_and_long_twice(tmp_path: Path) -> None:
-    lib = make_library(tmp_path / "lib", FILES)
+    lib = shared_library(FILES)
     reference = await clean_snapshot(lib, tmp_path, FILES)
     server = EmbeddedNats(tmp_path / "nats")
     server.start()
