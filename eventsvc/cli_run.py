@@ -83,6 +83,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
     from eventsvc.core.metrics import ProcessMetrics
     from eventsvc.inference.models import ConfiguredClip
     from eventsvc.scanner import Scanner
+    from eventsvc.server_watch import ServerWatchdog
+    from eventsvc.supervise import Health
     from projections.app import create_app
     from projections.projector import Projector
 
@@ -131,8 +133,29 @@ async def cmd_up(args: argparse.Namespace) -> int:
             metrics.add_worker(w)
         metrics.add_projector(projector)
 
+        api_log = await nats.connect("api")
+        health = Health()
+        for name, component in (
+            ("scanner", scanner),
+            *((w.name, w) for w in workers),
+            ("projector", projector),
+        ):
+            health.watch(name, component.event_log)
+        health.watch("api", api_log)
+        for w in workers:
+            health.probe(w.name, lambda w=w: _paused(w.stats))
+        health.probe("projector", lambda: _paused(projector.status))
+        runners = [scanner.run, *(w.run for w in workers), projector.run]
+        if nats.server is not None:  # our own server: restarted when it needs it
+            watchdog = ServerWatchdog(
+                nats.server, scanner_log, publishers=[c.event_log for c in (scanner, *workers)]
+            )
+            health.probe("nats-server", lambda: watchdog.trouble)
+            runners.append(watchdog.run)
+
         def extra_status() -> dict[str, Any]:
             return {
+                "health": health.state(),
                 "scanner": {k: vars(r) for k, r in scanner.reports.items()},
                 "workers": {w.name: vars(w.stats) for w in workers},
                 "projector": vars(projector.status) | {"path": str(projector.status.path)},
@@ -149,6 +172,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
             metrics=metrics,
         )
         api = ApiServer(app, settings.api_host, settings.api_port)
+        runners.append(api.run)
         log.info(
             "eventsvc up: %d libraries, API on http://%s:%d, data in %s",
             len(catalog.libraries),
@@ -156,10 +180,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
             settings.api_port,
             settings.data_dir,
         )
-        announce = _announce_when_listening(api, settings, nats.url, nats.monitor_url)
-        await until_signalled(
-            [scanner.run, *(w.run for w in workers), projector.run, api.run, announce]
-        )
+        runners.append(_announce_when_listening(api, settings, nats.url, nats.monitor_url))
+        await until_signalled(runners, health=health)
     return 0
 
 
@@ -170,6 +192,11 @@ def _browse_url(host: str, port: int) -> str:
     elif ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}/"
+
+
+def _paused(stats: Any) -> tuple[str, float] | None:
+    why = getattr(stats, "paused", None)
+    return (why, getattr(stats, "paused_since", None) or 0.0) if why else None
 
 
 def _announce_when_listening(

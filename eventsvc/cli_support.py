@@ -14,6 +14,7 @@ from typing import Any
 
 from eventsvc.core.errors import ConfigError, EventsvcError
 from eventsvc.core.settings import Library, Settings, load_libraries
+from eventsvc.supervise import Health, supervised
 
 __all__ = [
     "UP_LIBRARIES",
@@ -133,24 +134,55 @@ def setup_logging(level: str, fmt: str = "text", levels: str = "") -> None:
         raise ConfigError(str(exc)) from exc
 
 
+STOP_GRACE = 6.0
+"""Seconds the components get to stop after SIGTERM/SIGINT before they are cancelled
+(what is left of 10 s goes to closing connections and the embedded server)."""
+
+
+def _name(runner: Callable[..., Any]) -> str:
+    owner = getattr(runner, "__self__", None)
+    name = getattr(owner, "name", None)
+    if isinstance(name, str):
+        return name
+    return {"ApiServer": "api", "Scanner": "scanner", "Projector": "projector"}.get(
+        type(owner).__name__, getattr(runner, "__qualname__", "component")
+    )
+
+
 async def until_signalled(
     runners: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]],
+    *,
+    health: Health | None = None,
 ) -> None:
-    """Run components until SIGINT/SIGTERM or until one of them fails."""
+    """Run components until SIGINT/SIGTERM or until one of them fails for a reason
+    other than the event log (an event-log failure restarts it: :mod:`eventsvc.supervise`).
+    After the signal they get ``STOP_GRACE`` seconds, then they are cancelled."""
+    health = health if health is not None else Health()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(r(stop)) for r in runners]
+    tasks = [
+        asyncio.create_task(supervised(_name(r), r, stop, health), name=_name(r)) for r in runners
+    ]
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     error: BaseException | None = None
     for t in done:
-        if t is not waiter and t.exception() is not None:
+        if t is not waiter and not t.cancelled() and t.exception() is not None:
             error = t.exception()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+    if pending:
+        names = ", ".join(sorted(t.get_name() for t in pending))
+        log.warning("%s did not stop within %.0fs; cancelled", names, STOP_GRACE)
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=1.0)
+    for t in tasks:  # retrieve what the others raised meanwhile (already reported)
+        if t.done() and not t.cancelled():
+            t.exception()
     waiter.cancel()
     if error is not None:
         raise error

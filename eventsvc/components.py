@@ -253,6 +253,8 @@ class NatsAccess:
         self.store = store
         self.logs: list[EventLog] = []
         self.started_server = False
+        self.server: EmbeddedNats | None = None
+        """The embedded server this access started (``up`` watches it)."""
         """Whether this access started the embedded server (it stops with it)."""
         self.monitor_url: str | None = None
         """The embedded server's HTTP monitoring endpoint (``/varz``, ``/jsz``), if any."""
@@ -298,6 +300,7 @@ class NatsAccess:
             name=f"eventsvc-{role}",
             credentials=creds,
             connect_timeout=connect_timeout,
+            reconnect_wait=s.nats_reconnect_wait,
         )
         self.logs.append(event_log)
         event_log.replicas = s.stream_replicas
@@ -332,8 +335,8 @@ class NatsAccess:
             await self.release(admin)
 
     async def close(self) -> None:
-        for event_log in list(self.logs):
-            await self.release(event_log)
+        """Every connection at once (each close is bounded: EventLog.CLOSE_TIMEOUT)."""
+        await asyncio.gather(*(self.release(lg) for lg in list(self.logs)))
 
 
 @asynccontextmanager
@@ -376,6 +379,7 @@ async def nats_access(
         access = NatsAccess(settings, url, AuthStore(settings.nats_store_dir / "auth"))
         access.started_server = server is not None
         access.monitor_url = _monitor_url(settings)
+        access.server = server
     try:
         yield access
     finally:

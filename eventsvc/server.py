@@ -255,6 +255,16 @@ class EmbeddedNats:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def restart(self, timeout: float = 10.0) -> str:
+        """Stop and start again on the same port and store (its clients reconnect):
+        JetStream disabled after its store filled up comes back only this way."""
+        self.stop()
+        return self.start(timeout)
+
     def __enter__(self) -> EmbeddedNats:
         self.start()
         return self

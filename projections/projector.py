@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from eventsvc.core.errors import DecodeError
+from eventsvc.core.errors import DecodeError, ReadModelError, out_of_space
 from eventsvc.core.events import (
     ClipEncoded,
     Event,
@@ -113,7 +114,11 @@ def apply_batch(conn: sqlite3.Connection, batch: Sequence[RawEvent]) -> int:
         conn.execute("UPDATE checkpoint SET last_seq = ? WHERE id = 1", (last,))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK then
+        # fails with "no transaction is active" and would hide the real error.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
     return n
 
@@ -123,6 +128,13 @@ class ProjectorProgress:
     path: Path | None = None
     last_seq: int = 0
     applied: int = 0
+    paused: str | None = None
+    """Why it waits (the disk holding the read model is full); None while it works."""
+    paused_since: float | None = None
+
+
+ROOM_RECHECK = 5.0
+"""Seconds between tries while the read model's disk is full."""
 
 
 class Projector:
@@ -154,10 +166,28 @@ class Projector:
                     if batch:
                         self.status.applied += await asyncio.to_thread(apply_batch, conn, batch)
                         self.status.last_seq = batch[-1].seq
+                        self._resume()
                     if stop.is_set() or readmodel.current_path(self.directory) != path:
                         break
+            except sqlite3.Error as exc:
+                if out_of_space(exc) is None:
+                    raise
+                self._pause(f"read model {path.name}: {exc}")
+                with contextlib.suppress(TimeoutError):  # the batch was rolled back
+                    await asyncio.wait_for(stop.wait(), ROOM_RECHECK)
             finally:
                 conn.close()
+
+    def _pause(self, why: str) -> None:
+        if self.status.paused is None:
+            self.status.paused_since = time.time()
+            log.error("projector: paused, retrying by itself: %s", why)
+        self.status.paused = why
+
+    def _resume(self) -> None:
+        if self.status.paused is not None:
+            log.warning("projector: resumed (%s)", self.status.paused)
+            self.status.paused = self.status.paused_since = None
 
 
 async def _replay(
@@ -197,6 +227,27 @@ async def _replay(
     return seq
 
 
+def _failed_rebuild(path: Path, exc: BaseException) -> BaseException:
+    """One clear error for a rebuild that could not write its generation (the real
+    cause, e.g. "database or disk is full"); other errors (the log's) pass as they are."""
+    if isinstance(exc, sqlite3.Error | OSError):
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ReadModelError(
+            f"rebuild failed writing {path.name}: {why}; it was removed and the read model "
+            "in use is unchanged"
+        )
+    if isinstance(exc, ReadModelError):
+        return ReadModelError(f"{exc}; the unfinished {path.name} was removed")
+    return exc
+
+
+def _reraise(path: Path, exc: BaseException) -> NoReturn:
+    failed = _failed_rebuild(path, exc)
+    if failed is exc:
+        raise exc
+    raise failed from exc
+
+
 async def rebuild(
     event_log: EventLog,
     directory: Path,
@@ -211,9 +262,16 @@ async def rebuild(
     the new one when it sees the pointer change. ``process``: apply in a child process
     (default: when the log is long, see :mod:`projections.applier`).
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReadModelError(f"cannot make the read model directory {directory}: {exc}") from exc
     path = readmodel.new_generation(directory)
-    applier = open_applier(path, await event_log.last_seq(), apply_batch, process=process)
+    try:
+        applier = open_applier(path, await event_log.last_seq(), apply_batch, process=process)
+    except BaseException as exc:
+        readmodel.discard_generation(path)
+        _reraise(path, exc)
     try:
         seq = 0
         while True:  # catch up, then once more for what arrived meanwhile
@@ -228,10 +286,15 @@ async def rebuild(
         t0 = time.monotonic()
         await applier.finish()
         log.info("rebuild: applied, indexes built in %.1fs", time.monotonic() - t0)
-    except BaseException:
+    except BaseException as exc:
         await applier.abort()
-        raise
-    readmodel.swap(directory, path)
+        readmodel.discard_generation(path)  # no partial generation left behind
+        _reraise(path, exc)
+    try:
+        readmodel.swap(directory, path)
+    except OSError as exc:
+        readmodel.discard_generation(path)
+        _reraise(path, exc)
     with contextlib.suppress(OSError):
         readmodel.prune_generations(directory, keep=2)
     return path, seq

@@ -78,7 +78,11 @@ def new_generation(directory: Path) -> Path:
     gens = _generations(directory)
     n = (gens[-1][0] + 1) if gens else 1
     path = directory / f"gen-{n:06d}.db"
-    conn = open_writer(path)
+    try:
+        conn = open_writer(path)
+    except BaseException:
+        discard_generation(path)
+        raise
     conn.close()
     return path
 
@@ -142,8 +146,33 @@ def open_writer(path: Path, *, bulk: bool = False) -> sqlite3.Connection:
         if fresh:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.Error as exc:
-        raise ReadModelError(f"cannot open read model {path} for writing: {exc}") from exc
+        raise ReadModelError(
+            f"cannot open read model {path} for writing: {exc}{_why_not_writable(path.parent)}"
+        ) from exc
     return conn
+
+
+def _why_not_writable(directory: Path) -> str:
+    """What the directory says about writing in it (read-only file system, no
+    permission, full), or nothing."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f" ({directory} is on a read-only file system)"
+        if not os.access(directory, os.W_OK):
+            return f" ({directory} is not writable: read-only for this user)"
+    except OSError as exc:
+        return f" ({directory}: {exc.strerror})"
+    return ""
+
+
+def discard_generation(path: Path) -> None:
+    """Remove an unfinished generation file and its journals (never the current one)."""
+    current = current_path(path.parent)
+    if current is not None and current.name == path.name:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            os.unlink(str(path) + suffix)
 
 
 DEFERRED_INDEXES = (

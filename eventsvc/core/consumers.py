@@ -4,6 +4,7 @@ boundary (:mod:`eventsvc.core.log`): nats-py errors are translated to ours here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -234,7 +235,7 @@ class PullConsumer:
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + self._check_every
             try:
-                await self._log.guard_consumer(self._spec)
+                await asyncio.wait_for(self._log.guard_consumer(self._spec), timeout + 1.0)
             except Exception as exc:  # never in the way of consuming
                 log.warning("cannot check consumer %s: %r", self._spec.durable, exc)
         try:

@@ -15,6 +15,8 @@ EventsvcError
  │    │    └── ChangedSinceHashed  the file at a location is no longer the bytes
  │    │                    that were hashed (size or mtime differ)
  │    └── TransientError  retry with back-off, up to max_deliver
+ │         ├── OutOfSpace  the disk (or JetStream's storage) is full: the stage pauses
+ │         │               and resumes by itself, never a DerivationFailed
  │         └── LibraryNotConfigured  an event names a library this host has no
  │                                   configured root for
  ├── InferenceError       an inference back-end (CLIP, faces) failed
@@ -26,6 +28,8 @@ EventsvcError
 """
 
 from __future__ import annotations
+
+import errno
 
 __all__ = [
     "BackendUnavailable",
@@ -41,12 +45,14 @@ __all__ = [
     "LogError",
     "LogUnavailable",
     "ModelUnavailable",
+    "OutOfSpace",
     "PermanentError",
     "PublishError",
     "ReadModelError",
     "ServerError",
     "TransientError",
     "UnsafePath",
+    "out_of_space",
 ]
 
 
@@ -92,6 +98,40 @@ class PermanentError(DerivationError):
 
 class TransientError(DerivationError):
     pass
+
+
+class OutOfSpace(TransientError):
+    """No room left: ENOSPC/EDQUOT, SQLite's "database or disk is full", JetStream's
+    "insufficient resources". Says nothing about the input: wait, never record."""
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_WORDS = (
+    "no space left on device",
+    "disk quota exceeded",
+    "database or disk is full",
+    "insufficient resources",
+    "insufficient storage",
+    "resource limits exceeded",
+)
+
+
+def out_of_space(exc: BaseException) -> str | None:
+    """Why ``exc`` (or an error it was raised from) is a full disk or a full JetStream
+    store; None when it is something else."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OutOfSpace):
+            return str(cur)
+        if isinstance(cur, OSError) and cur.errno in _FULL_ERRNOS:
+            return f"{cur.strerror or 'no space left'} ({errno.errorcode.get(cur.errno or 0)})"
+        text = str(cur).lower()
+        if any(w in text for w in _FULL_WORDS):
+            return str(cur)[:300]
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 class UnsafePath(PermanentError):

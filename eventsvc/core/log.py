@@ -89,6 +89,12 @@ class ConnectionState:
     connected: bool = True
     since: float = field(default_factory=time.time)
     reconnects: int = 0
+    last_error: str | None = None
+    publish_failed: tuple[str, float] | None = None
+    """(why, since) while publishes fail (not acknowledged, refused by JetStream);
+    None once one succeeds. The embedded server's watchdog restarts it on this."""
+    """The last asynchronous error nats-py reported (e.g. one raised inside its reply
+    callback, which leaves a bulk publish's ack unanswered)."""
 
 
 @dataclass
@@ -115,6 +121,13 @@ class EventLog(Stream, Consumers):
         return bool(self.nc.is_connected)
 
     @property
+    def disconnected_since(self) -> float | None:
+        """Since when (``time.time()``) the connection is down; None while it is up."""
+        if self.connected:
+            return None
+        return self.state.since if not self.state.connected else time.time()
+
+    @property
     def connected_since(self) -> float | None:
         """Since when (``time.time()``) the connection is up; None while it is not."""
         return self.state.since if self.connected else None
@@ -131,16 +144,20 @@ class EventLog(Stream, Consumers):
         name: str = "eventsvc",
         connect_timeout: float = 5.0,
         credentials: Credentials | None = None,
+        reconnect_wait: float = 0.5,
     ) -> EventLog:
-        """Connect (with ``credentials``: as that user, replies on its own inbox prefix)."""
+        """Connect (with ``credentials``: as that user, replies on its own inbox prefix).
+        Once connected it reconnects forever, every ``reconnect_wait`` seconds: a lost
+        connection is never given up on (issue 17 item 1)."""
         errors: list[Exception] = []
+
+        state = ConnectionState()
 
         async def _quiet(exc: Exception) -> None:
             errors.append(exc)
             del errors[:-20]
+            state.last_error = str(exc) or type(exc).__name__
             _repeats.log(logging.WARNING, str(exc), "nats: %s", exc)
-
-        state = ConnectionState()
 
         async def _reconnected() -> None:
             state.reconnects += 1
@@ -169,7 +186,7 @@ class EventLog(Stream, Consumers):
                     name=name,
                     connect_timeout=connect_timeout,
                     max_reconnect_attempts=3,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=reconnect_wait,
                     allow_reconnect=True,
                     error_cb=_quiet,
                     reconnected_cb=_reconnected,
@@ -196,11 +213,27 @@ class EventLog(Stream, Consumers):
         state.since = time.time()
         return cls(nc=nc, js=js, stream=stream, prefix=prefix, state=state)
 
+    async def jetstream_trouble(self, timeout: float = 2.0) -> str | None:
+        """Why JetStream does not answer on this connection (disabled after its store
+        filled up, not ready, the connection down); None when it does."""
+        if not self.connected:
+            return "not connected"
+        try:
+            await asyncio.wait_for(self.js.account_info(), timeout)
+        except (TimeoutError, nats.js.errors.Error, nats.errors.Error) as exc:
+            return describe(exc)
+        return None
+
+    CLOSE_TIMEOUT = 2.0
+    """Seconds closing may take (draining a connection to a server that is away waits
+    for nothing): every wait here is bounded."""
+
     async def close(self) -> None:
+        if self.nc.is_connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.drain(), self.CLOSE_TIMEOUT)
         with contextlib.suppress(Exception):
-            await self.nc.drain()
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+            await asyncio.wait_for(self.nc.close(), self.CLOSE_TIMEOUT)
 
     # ------------------------------------------------------------ publish
 
@@ -244,6 +277,14 @@ class EventLog(Stream, Consumers):
     GUARD_TRIES = 50
     """Appends retried when other writers keep moving a subject's last sequence."""
 
+    def _publish_trouble(self, why: str | None) -> None:
+        if why is None:
+            self.state.publish_failed = None
+        elif self.state.publish_failed is None:
+            self.state.publish_failed = (why, time.time())
+        else:
+            self.state.publish_failed = (why, self.state.publish_failed[1])
+
     async def _append(
         self, event: Event, subject: str, hdrs: dict[str, str], expected: int | None
     ) -> Published:
@@ -254,9 +295,12 @@ class EventLog(Stream, Consumers):
         except nats.js.errors.APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE and expected is not None:
                 raise _Moved from exc
+            self._publish_trouble(str(exc))
             raise PublishError(f"publish of {subject} failed: {exc}") from exc
         except (TimeoutError, nats.errors.Error) as exc:
+            self._publish_trouble(describe(exc))
             raise PublishError(f"publish of {subject} failed: {exc!r}") from exc
+        self._publish_trouble(None)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def _publish_once(self, event: Event, subject: str, hdrs: dict[str, str]) -> Published:
@@ -314,23 +358,47 @@ class EventLog(Stream, Consumers):
             seq = mseq + 1
         return 0, upto
 
+    PUBLISH_STALL = 10.0
+    """Seconds a bulk publish waits without any acknowledgement coming back before it
+    gives up (PublishError): an ack that never comes (JetStream out of space answers 503
+    and nats-py raises inside its reply callback) must not hang the scanner."""
+
     async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> list[Published]:
-        """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding)."""
+        """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding).
+        Every wait is bounded by ``PUBLISH_STALL`` seconds without progress."""
         futures: list[asyncio.Future] = []
         try:
             for event, msg_id in items:
                 fut = await self.js.publish_async(
                     event.subject(self.prefix),
                     encode(event),
+                    wait_stall=self.PUBLISH_STALL,
                     stream=self.stream,
                     headers=headers_for(event, msg_id),
                 )
                 futures.append(fut)
-            acks = await asyncio.gather(*futures)
+            pending = set(futures)
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=self.PUBLISH_STALL, return_when=asyncio.FIRST_EXCEPTION
+                )
+                if not done:
+                    raise TimeoutError(
+                        f"no acknowledgement in {self.PUBLISH_STALL:.0f}s for {len(pending)} "
+                        f"events (last NATS error: {self.state.last_error or 'none'})"
+                    )
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()  # type: ignore[misc]
+            acks = [f.result() for f in futures]
         except (TimeoutError, nats.errors.Error) as exc:
             for f in futures:
                 f.cancel()
-            raise PublishError(f"bulk publish failed after {len(futures)} events: {exc!r}") from exc
+            why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
+            self._publish_trouble(why)
+            raise PublishError(f"bulk publish failed after {len(futures)} events: {why}") from exc
+        if futures:
+            self._publish_trouble(None)
         return [Published(seq=a.seq, duplicate=bool(a.duplicate)) for a in acks]
 
     async def publish_raw(

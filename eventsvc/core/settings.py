@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     (scanner, hasher, …, api, admin, inspect): ``eventsvc up`` against an external NATS
     then connects each component as its own user. The embedded server needs none of
     these: its generated credentials are read from ``<data_dir>/nats/auth/``."""
+    # ---- faults (issue 17 items 1, 2)
+    nats_reconnect_wait: float = 0.5
+    """Seconds between reconnect attempts after the NATS connection is lost (attempts
+    never end: a component waits out an outage of any length)."""
+    # ---- end faults
     stream: str = "PHOTOS"
     stream_replicas: int = 1
     """JetStream replicas of the stream (3 on the compose cluster)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from eventsvc.core.dates import resolve_date_taken
-from eventsvc.core.errors import TransientError, UnsafePath
+from eventsvc.core.errors import OutOfSpace, TransientError, UnsafePath, out_of_space
 from eventsvc.core.events import (
     DerivationFailed,
     Event,
@@ -193,6 +193,8 @@ class MediaDeriver:
             except DecodeFailed as exc:  # over a limit, or undecodable: recorded
                 out.append(self._failed(event, seq, "thumbnail", f"cannot decode: {exc}"[:500]))
             except Exception as exc:  # undecodable: recorded, never retried forever
+                if (full := out_of_space(exc)) is not None:  # a full disk: the stage waits
+                    raise OutOfSpace(f"cannot write thumbnails: {full}") from exc
                 reason = f"cannot decode for thumbnails: {type(exc).__name__}: {exc}"[:500]
                 out.append(self._failed(event, seq, "thumbnail", reason))
             else:

@@ -11,9 +11,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from eventsvc.core import tracing
-from eventsvc.core.errors import DecodeError, LogClosed, LogError, PermanentError, TransientError
+from eventsvc.core.errors import (
+    DecodeError,
+    LogClosed,
+    LogError,
+    PermanentError,
+    TransientError,
+    out_of_space,
+)
 from eventsvc.core.events import DerivationFailed, Event, decode
 from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
 from eventsvc.core.metrics import ProcessMetrics
@@ -21,6 +29,13 @@ from eventsvc.core.metrics import ProcessMetrics
 __all__ = ["Handler", "WithBackground", "Worker", "WorkerStats"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class _Stopped(Exception):
+    """The worker stopped while a message waited for room."""
+
 
 Handler = Callable[[Event, int], Awaitable[list[Event]]]
 """(event, its stream sequence) -> events to publish. Raise PermanentError to record a
@@ -36,6 +51,14 @@ class WorkerStats:
     retried: int = 0
     last_error: str | None = None
     recent_failures: list[str] = field(default_factory=list)
+    paused: str | None = None
+    """Why the stage waits (a full disk, a full JetStream store, the log away); None
+    while it works. It resumes by itself (issue 17 item 2)."""
+    paused_since: float | None = None
+
+
+SPACE_RECHECK = 10.0
+"""Longest wait (seconds) between tries while the disk is full or the log is away."""
 
 
 class Worker:
@@ -63,6 +86,12 @@ class Worker:
         self.stats = WorkerStats()
         self.sem = asyncio.Semaphore(self.concurrency)
         """Handlers running at once (messages fetched beyond it wait their turn)."""
+        self._stop = asyncio.Event()
+
+    STOP_WAIT = 2.0
+    """Seconds a stopping worker waits for the messages in hand (a publish to a server
+    that is away waits up to its timeout): the rest are cancelled, un-acked, and come
+    back after ack_wait (nothing is lost; at most the work is repeated)."""
 
     @property
     def heartbeat_period(self) -> float:
@@ -71,17 +100,21 @@ class Worker:
         return max(self.spec.ack_wait / 3, 0.5)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         sub = await self.event_log.pull(self.spec)
         sem = self.sem
         tasks: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
                 await self._gate(stop)
+                while self.stats.paused and tasks and not stop.is_set():
+                    # no new work while paused: what is in hand retries by itself
+                    await asyncio.wait(tasks, timeout=0.5)
                 if stop.is_set():
                     break
                 room = self.batch - len(tasks)
                 if room <= 0:
-                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
                     msgs = await sub.fetch(room, timeout=1.0)
@@ -96,10 +129,14 @@ class Worker:
                     tasks.add(t)
                     t.add_done_callback(tasks.discard)
         finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:  # a bounded wait: what is not done comes back after ack_wait
+                _, late = await asyncio.wait(tasks, timeout=self.STOP_WAIT)
+                for t in late:
+                    t.cancel()
+                if late:
+                    await asyncio.wait(late, timeout=1.0)
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await asyncio.wait_for(sub.unsubscribe(), 1.0)
 
     async def _gate(self, stop: asyncio.Event) -> None:
         """Called before each fetch: a subclass that must not consume waits here."""
@@ -135,10 +172,21 @@ class Worker:
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         t0 = time.perf_counter()
         try:
-            outputs = await self.handler(event, seq)
+            await self._handle_one(msg, event, seq, deliveries, t0)
+        finally:
+            heartbeat.cancel()
+
+    async def _handle_one(
+        self, msg: Delivery, event: Event, seq: int, deliveries: int, t0: float
+    ) -> None:
+        try:
+            outputs = await self._until_room(lambda: self.handler(event, seq))
         except PermanentError as exc:
             self._observe("error", t0)
             await self._fail(msg, seq, deliveries, event, str(exc), True)
+            return
+        except _Stopped:
+            await msg.nak(delay=self._backoff(1))  # handled again after the restart
             return
         except Exception as exc:  # transient by default: retry with back-off
             self._observe("error", t0)
@@ -161,18 +209,65 @@ class Worker:
             log.warning("%s: seq %d failed (%s); retry in %.0fs", self.name, seq, reason, delay)
             await msg.nak(delay=delay)
             return
-        finally:
-            heartbeat.cancel()
         self._observe("ok", t0)
-        for out in outputs:
-            await self.event_log.publish(out)
-            self.stats.published += 1
+        try:
+            for out in outputs:
+                await self._until_room(lambda out=out: self.event_log.publish(out), publish=True)
+                self.stats.published += 1
+        except _Stopped:
+            await msg.nak(delay=self._backoff(1))  # published again (once-only) after restart
+            return
         await msg.ack()
         self.stats.done += 1
 
     def _observe(self, outcome: str, t0: float) -> None:
         if self.metrics is not None:
             self.metrics.observe_stage(self.name, outcome, time.perf_counter() - t0)
+
+    async def _until_room(self, call: Callable[[], Awaitable[_T]], *, publish: bool = False) -> _T:
+        """``call()``; while it fails for want of room (a full disk, a full JetStream
+        store) or, for a ``publish``, with the log away, the stage pauses: the message
+        stays held (its heartbeat resets the ack timer, no delivery is spent, nothing is
+        recorded) and ``call`` is tried again (1 s doubling to ``SPACE_RECHECK``) until
+        it works or the worker stops (``_Stopped``)."""
+        delay = 1.0
+        while True:
+            try:
+                result = await call()
+            except LogClosed:
+                raise
+            except Exception as exc:
+                why = out_of_space(exc)
+                if why is None and publish and isinstance(exc, LogError):
+                    why = f"cannot publish: {exc}"
+                if why is None:
+                    raise
+                self._room_pause(why)
+            else:
+                self._room_resume()
+                return result
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                raise _Stopped
+            delay = min(delay * 2, SPACE_RECHECK)
+
+    def _room_pause(self, why: str) -> None:
+        if self.stats.paused is None:
+            self.stats.paused_since = time.time()
+            log.error("%s: paused, waiting for room (retrying by itself): %s", self.name, why)
+        elif self.stats.paused != why:
+            log.warning("%s: still paused: %s", self.name, why)
+        self.stats.paused = why
+        self.stats.last_error = why
+
+    def _room_resume(self) -> None:
+        if self.stats.paused is not None:
+            log.warning("%s: resumed after %.0fs paused (%s)", self.name,
+                        time.time() - (self.stats.paused_since or time.time()),
+                        self.stats.paused)  # fmt: skip
+            self.stats.paused = None
+            self.stats.paused_since = None
 
     def _backoff(self, deliveries: int) -> float:
         steps = self.spec.backoff or (1.0,)

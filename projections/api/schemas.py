@@ -72,10 +72,18 @@ class ErrorDetail(msgspec.Struct):
     detail: Annotated[str, Meta(description="What went wrong, naming the cause or parameter.")]
 
 
-class Health(msgspec.Struct):
-    """Liveness: the process answers."""
+class Health(msgspec.Struct, omit_defaults=True):
+    """Liveness: the process answers (200 even when degraded: it waits and resumes).
+    When ok, just ``{"status": "ok"}``."""
 
-    status: Annotated[Literal["ok"], Meta(description="Always 'ok'.")]
+    status: Annotated[
+        Literal["ok", "degraded"],
+        Meta(description="'degraded' while NATS is away or a component waits to restart."),
+    ]
+    since: Annotated[
+        str | None, Meta(description="Degraded since (ISO 8601 UTC); null when ok.")
+    ] = None
+    reasons: Annotated[list[str], Meta(description="What is degraded, and why.")] = []
 
 
 # ------------------------------------------------------------------ libraries
