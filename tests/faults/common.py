@@ -42,7 +42,7 @@ __all__ = [
 
 WORKERS = '["hasher","media"]'
 
-VOLATILE = ("seq", "_seq", "_at", "state_since", "occurred_at", "mtime_ns")
+VOLATILE = ("seq", "_seq", "_at", "state_since", "config_since", "occurred_at", "mtime_ns")
 """Columns that differ between two runs of the same library (log positions, clocks)."""
 
 
