@@ -187,7 +187,14 @@ class EventLog(Stream, Consumers):
         try:
             await js.account_info()
         except (TimeoutError, nats.js.errors.Error, nats.errors.Error) as exc:
+            info = getattr(nc, "_server_info", None) or {}
             await nc.close()
+            if info.get("jetstream"):  # enabled, but not answering: a cluster without quorum
+                raise LogUnavailable(
+                    f"NATS at {url} has JetStream enabled but it does not answer "
+                    f"({type(exc).__name__}): no JetStream quorum in cluster "
+                    f"{info.get('cluster') or '?'} (too few nodes up?)"
+                ) from exc
             raise LogUnavailable(f"NATS at {url} has no JetStream enabled: {exc!r}") from exc
         state.since = time.time()
         return cls(nc=nc, js=js, stream=stream, prefix=prefix, state=state)

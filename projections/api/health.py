@@ -1,11 +1,18 @@
-"""GET /healthz: liveness, open even when a token is set and with no read model."""
+"""GET /healthz: liveness, open even when a token is set and with no read model.
+
+Always 200 while the process runs; ``status`` is "degraded" (with ``problems``) while the
+pipeline behind it does not work: no NATS connection, or a clustered stream without quorum
+(the same status service as /pipeline, bounded in time). An API run without any NATS
+URL (read-only, on a copied read model) has no pipeline behind it: "ok"."""
 
 from __future__ import annotations
 
 from litestar import Controller, get
 
 from projections.api.auth import PUBLIC
+from projections.api.context import Ctx
 from projections.api.schemas import Health
+from projections.status import pipeline_state
 
 __all__ = ["HealthController"]
 
@@ -14,6 +21,16 @@ class HealthController(Controller):
     path = "/healthz"
     tags = ("health",)
 
-    @get("/", opt=PUBLIC, summary="Liveness", description="Always 200 while the process runs.")
-    async def healthz(self) -> Health:
-        return Health(status="ok")
+    @get(
+        "/",
+        opt=PUBLIC,
+        summary="Liveness",
+        description="Always 200 while the process runs; status 'degraded' with the problems "
+        "while NATS is unreachable or the stream has no quorum.",
+    )
+    async def healthz(self, ctx: Ctx) -> Health:
+        if ctx.event_log is None and not ctx.settings.nats_url:
+            return Health(status="ok")  # a read-only API: no pipeline behind it to judge
+        state = await pipeline_state(ctx.event_log, (None, 0), why=ctx.nats_error, timeout=1.0)
+        problems = state.problems
+        return Health(status="degraded", problems=problems) if problems else Health(status="ok")

@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from projections.api.pipeline_schemas import (  # re-exported: /pipeline's, kept importable here
+    ClusterStatus,
     ConsumerStatus,
     Failure,
     FailureSummary,
@@ -19,6 +20,7 @@ from projections.api.pipeline_schemas import (  # re-exported: /pipeline's, kept
 )
 
 __all__ = [
+    "ClusterStatus",
     "ConsumerStatus",
     "ErrorDetail",
     "Exif",
@@ -72,10 +74,16 @@ class ErrorDetail(msgspec.Struct):
     detail: Annotated[str, Meta(description="What went wrong, naming the cause or parameter.")]
 
 
-class Health(msgspec.Struct):
-    """Liveness: the process answers."""
+class Health(msgspec.Struct, omit_defaults=True):
+    """Liveness: the process answers (200 in both states); "degraded" says the pipeline
+    behind it does not work now (no NATS, no quorum for the stream)."""
 
-    status: Annotated[Literal["ok"], Meta(description="Always 'ok'.")]
+    status: Annotated[
+        Literal["ok", "degraded"], Meta(description="'ok', or 'degraded' with the reasons.")
+    ]
+    problems: Annotated[
+        list[str] | None, Meta(description="Why degraded, one line each (absent when ok).")
+    ] = None
 
 
 # ------------------------------------------------------------------ libraries
