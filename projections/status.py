@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from eventsvc.core.errors import LogError, ReadModelError
 from eventsvc.core.log import ConsumerStats, EventLog, StreamState
+from eventsvc.core.stream import ClusterState
 from projections import readmodel
 
 __all__ = [
@@ -45,13 +46,15 @@ class QuorumWatch:
     when it is lost, and when it came back."""
 
     clustered: bool = False
+    last: ClusterState | None = None
+    """The cluster as last seen."""
     lost_since: float | None = None
     recovered_at: float | None = None
 
     def saw(self, stream: StreamState | None, error: str | None, now: float) -> None:
         cluster = stream.cluster if stream is not None else None
         if cluster is not None:
-            self.clustered = True
+            self.clustered, self.last = True, cluster
         lost = (cluster is not None and not cluster.quorum) or (
             self.clustered and stream is None and error is not None
         )
@@ -67,6 +70,18 @@ class QuorumWatch:
                 now - self.lost_since, cluster.leader if cluster else "-",
             )  # fmt: skip
             self.lost_since, self.recovered_at = None, now
+
+    def cluster(self, stream: StreamState | None) -> ClusterState | None:
+        """The stream's cluster state; while the stream cannot be read after it was seen
+        clustered, what is known: no quorum, since when."""
+        if stream is not None:
+            return stream.cluster
+        if self.lost_since is None or self.last is None:
+            return None
+        return ClusterState(
+            replicas=self.last.replicas, online=0, leader=None, quorum=False,
+            lost_since=self.lost_since,
+        )  # fmt: skip
 
 
 _watches: dict[int, tuple[object, QuorumWatch]] = {}
@@ -108,6 +123,8 @@ class PipelineState:
     consumers_error: str | None
     """Why the consumers could not be listed (then ``consumers`` is empty)."""
     projector: ProjectorPosition
+    cluster: ClusterState | None = None
+    """The stream's replicas (None: a single server, or never read)."""
     quorum_lost_since: float | None = None
     """A clustered stream without quorum (or unreadable after it was seen clustered):
     since when (``time.time()``); None while it has quorum."""
@@ -123,10 +140,10 @@ class PipelineState:
         out = []
         if not self.connected:
             out.append(f"NATS: {self.nats_error or 'not connected'}")
-        cluster = self.stream.cluster if self.stream is not None else None
+        cluster = self.cluster
         if cluster is not None and cluster.problem:
             since = since_text(self.quorum_lost_since or cluster.lost_since)
-            out.append(f"stream {self.stream.name}: {cluster.problem} (since {since})")  # type: ignore[union-attr]
+            out.append(f"stream: {cluster.problem} (since {since})")
         if self.stream_error and (self.stream is None or self.stream.exists):
             out.append(self.stream_error)
         if self.consumers_error and self.connected:
@@ -212,10 +229,11 @@ async def pipeline_state(
     connected = event_log.connected
     watch = _watch(event_log)
     watch.saw(stream, stream_error, time.time())
-    if stream is not None and stream.cluster is not None and stream.cluster.problem:
+    cluster = watch.cluster(stream)
+    if cluster is not None and cluster.problem:
         # a stale leader still answers: a consumer listing it returns is not the truth
         consumers_error = consumers_error or (
-            f"consumers of {event_log.stream} unknown: {stream.cluster.problem}"
+            f"consumers of {event_log.stream} unknown: {cluster.problem}"
         )
     return PipelineState(
         connected=connected,
@@ -226,6 +244,7 @@ async def pipeline_state(
         consumers=consumers,
         consumers_error=consumers_error,
         projector=ProjectorPosition(generation, checkpoint, lag),
+        cluster=cluster,
         quorum_lost_since=watch.lost_since,
         quorum_recovered_at=watch.recovered_at,
     )

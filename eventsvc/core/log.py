@@ -350,6 +350,20 @@ class EventLog(Stream, Consumers):
     def type_token(self) -> int:
         return self.prefix.count(".") + 3
 
+    READ_CHECK_AFTER = 10.0
+    """Seconds a following read waits without messages before it checks that its
+    ordered consumer still exists (issue 17: lost with its node in a cluster outage)."""
+
+    @staticmethod
+    async def _consumer_lost(sub: JetStreamContext.PushSubscription) -> bool:
+        try:
+            await asyncio.wait_for(sub.consumer_info(), 5.0)
+        except nats.js.errors.NotFoundError:
+            return True
+        except NATS_ERRORS:
+            return False  # cannot tell now (an outage): ask again later
+        return False
+
     async def read(
         self,
         filter_subjects: Sequence[str] | None = None,
@@ -406,6 +420,7 @@ class EventLog(Stream, Consumers):
         except NATS_ERRORS as exc:
             raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
         reconnects_at_start = self.reconnects
+        idle_since = 0.0
         at = self.type_token
         try:
             done = False
@@ -431,8 +446,17 @@ class EventLog(Stream, Consumers):
                         return
                     if not follow:
                         raise LogError("reading the stream stalled for 30 s") from None
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= self.READ_CHECK_AFTER:
+                        idle_since = time.monotonic()
+                        if await self._consumer_lost(sub):
+                            # its server went away in a cluster outage without this
+                            # connection dropping: the caller reads again from where it got to
+                            log.warning("read: the stream's reader was lost; resubscribing")
+                            return
                     yield []
                     continue
+                idle_since = 0.0
                 out: list[RawEvent] = []
                 while queue and len(out) < batch:
                     msg = queue.popleft()

@@ -48,7 +48,8 @@ class ClusterState:
     replicas: int
     """Configured replicas (R)."""
     online: int
-    """Replicas up (the leader and every peer not offline)."""
+    """Replicas up (the leader and every peer not offline; without a leader, as the
+    answering server last knew them)."""
     leader: str | None
     """The stream leader's server name; None: no leader."""
     offline: tuple[str, ...] = ()
@@ -64,7 +65,10 @@ class ClusterState:
         if self.quorum:
             return None
         if self.leader is None:
-            return f"no stream leader: {self.online} of {self.replicas} replicas online"
+            return (
+                f"no quorum: no stream leader elected among its {self.replicas} replicas; "
+                "the stream takes no writes until a majority is back"
+            )
         down = ", ".join(self.offline) or "peers"
         return (
             f"no quorum: {self.online} of {self.replicas} replicas online ({down} offline); "

@@ -68,7 +68,7 @@ def _extra(ctx: ApiContext) -> dict[str, Any] | None:
 
 
 def _cluster(state: PipelineState) -> ClusterStatus | None:
-    c = state.stream.cluster if state.stream is not None else None
+    c = state.cluster
     if c is None:
         return None
     return ClusterStatus(
@@ -86,7 +86,7 @@ def _cluster(state: PipelineState) -> ClusterStatus | None:
 def _stream(state: PipelineState, name: str) -> StreamStatus:
     st = state.stream
     if st is None or not st.exists:
-        return StreamStatus(name=name, error=state.stream_error)
+        return StreamStatus(name=name, error=state.stream_error, cluster=_cluster(state))
     return StreamStatus(
         name=st.name,
         last_seq=st.last_seq,
