@@ -351,18 +351,21 @@ class EventLog(Stream, Consumers):
         return self.prefix.count(".") + 3
 
     READ_CHECK_AFTER = 10.0
-    """Seconds a following read waits without messages before it checks that its
-    ordered consumer still exists (issue 17: lost with its node in a cluster outage)."""
+    """Seconds a following read waits without messages before it checks its ordered
+    consumer (issue 17: in a cluster outage one can be lost with its node, or stall,
+    without this connection dropping)."""
 
     @staticmethod
-    async def _consumer_lost(sub: JetStreamContext.PushSubscription) -> bool:
+    async def _consumer_stuck(sub: JetStreamContext.PushSubscription) -> bool | None:
+        """True: gone, or messages wait that do not come; False: fine; None: cannot
+        tell now (an outage: ask again later)."""
         try:
-            await asyncio.wait_for(sub.consumer_info(), 5.0)
+            ci = await asyncio.wait_for(sub.consumer_info(), 5.0)
         except nats.js.errors.NotFoundError:
             return True
         except NATS_ERRORS:
-            return False  # cannot tell now (an outage): ask again later
-        return False
+            return None
+        return bool(ci.num_pending)
 
     async def read(
         self,
@@ -420,7 +423,7 @@ class EventLog(Stream, Consumers):
         except NATS_ERRORS as exc:
             raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
         reconnects_at_start = self.reconnects
-        idle_since = 0.0
+        idle_since, unknown = 0.0, 0
         at = self.type_token
         try:
             done = False
@@ -449,10 +452,12 @@ class EventLog(Stream, Consumers):
                     idle_since = idle_since or time.monotonic()
                     if time.monotonic() - idle_since >= self.READ_CHECK_AFTER:
                         idle_since = time.monotonic()
-                        if await self._consumer_lost(sub):
+                        stuck = await self._consumer_stuck(sub)
+                        unknown = unknown + 1 if stuck is None else 0
+                        if stuck or unknown >= 3:
                             # its server went away in a cluster outage without this
                             # connection dropping: the caller reads again from where it got to
-                            log.warning("read: the stream's reader was lost; resubscribing")
+                            log.warning("read: the stream's reader is stuck; resubscribing")
                             return
                     yield []
                     continue

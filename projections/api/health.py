@@ -12,7 +12,7 @@ from litestar import Controller, get
 from projections.api.auth import PUBLIC
 from projections.api.context import Ctx
 from projections.api.schemas import Health
-from projections.status import pipeline_state
+from projections.status import pipeline_state, since_text
 
 __all__ = ["HealthController"]
 
@@ -32,5 +32,9 @@ class HealthController(Controller):
         if ctx.event_log is None and not ctx.settings.nats_url:
             return Health(status="ok")  # a read-only API: no pipeline behind it to judge
         state = await pipeline_state(ctx.event_log, (None, 0), why=ctx.nats_error, timeout=1.0)
-        problems = state.problems
-        return Health(status="degraded", problems=problems) if problems else Health(status="ok")
+        if not state.problems:
+            return Health(status="ok")
+        since = state.quorum_lost_since
+        if since is None and not state.connected:
+            since = getattr(ctx.event_log, "disconnected_since", None)
+        return Health(status="degraded", since=since_text(since), reasons=state.problems)

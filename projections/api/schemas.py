@@ -75,14 +75,18 @@ class ErrorDetail(msgspec.Struct):
 
 
 class Health(msgspec.Struct, omit_defaults=True):
-    """Liveness: the process answers (200 in both states); "degraded" says the pipeline
-    behind it does not work now (no NATS, no quorum for the stream)."""
+    """Liveness: the process answers (200 even when degraded: it waits and resumes).
+    When ok, just ``{"status": "ok"}``."""
 
     status: Annotated[
-        Literal["ok", "degraded"], Meta(description="'ok', or 'degraded' with the reasons.")
+        Literal["ok", "degraded"],
+        Meta(description="'degraded' while NATS is away or the stream has no quorum."),
     ]
-    problems: Annotated[
-        list[str] | None, Meta(description="Why degraded, one line each (absent when ok).")
+    since: Annotated[
+        str | None, Meta(description="Degraded since (ISO 8601 UTC); absent when ok.")
+    ] = None
+    reasons: Annotated[
+        list[str] | None, Meta(description="Why degraded, one line each; absent when ok.")
     ] = None
 
 
