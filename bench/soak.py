@@ -141,6 +141,9 @@ def _live(data: Path) -> dict[str, list[tuple[Any, ...]]]:
             " FROM files"
         ).fetchall()
         live = "(SELECT content_hash FROM files WHERE content_hash IS NOT NULL)"
+        media_cols = ", ".join(
+            r[1] for r in conn.execute("PRAGMA table_info(media)") if not r[1].endswith("seq")
+        )
         out = {
             "files": files,
             "content": conn.execute(
@@ -148,7 +151,7 @@ def _live(data: Path) -> dict[str, list[tuple[Any, ...]]]:
                 f"decode_error FROM content WHERE content_hash IN {live}"
             ).fetchall(),
             "media": conn.execute(
-                f"SELECT * FROM media WHERE content_hash IN {live}"
+                f"SELECT {media_cols} FROM media WHERE content_hash IN {live}"
             ).fetchall(),
             "thumbnails": conn.execute(
                 "SELECT content_hash, sizes, width, height FROM thumbnails "

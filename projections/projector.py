@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventsvc.core.errors import DecodeError
+from eventsvc.core.errors import DecodeError, LogClosed, LogError
 from eventsvc.core.events import (
     ClipEncoded,
     DerivationFailed,
@@ -187,6 +187,12 @@ class Projector:
                         self.status.last_seq = batch[-1].seq
                     if stop.is_set() or readmodel.current_path(self.directory) != path:
                         break
+            except LogClosed:
+                raise
+            except LogError as exc:  # an outage (no quorum, no server): wait, read again
+                log.warning("projector: reading the stream failed (%s); retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
             finally:
                 conn.close()
 
