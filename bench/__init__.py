@@ -20,5 +20,6 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "people": ("bench.people", "face clustering vs the bare numpy searches it needs (faces/s)"),
     "playlist": ("bench.playlist", "HLS jobs (remux, transcode) vs bare ffmpeg, same args"),
     "rederive": ("bench.rederive", "rederive --stage media after a version bump vs first ingest"),
+    "soak": ("bench.soak", "up under random faults while the library changes vs a clean run"),
     "web": ("bench.web", "timeline page (first screen, scroll) vs JSON /photos, same items (ms)"),
 }

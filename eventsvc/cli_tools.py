@@ -55,6 +55,12 @@ def _status_out(state: PipelineState) -> dict[str, Any]:
                    "bytes": st.bytes, "replicas": st.replicas}  # fmt: skip
         if st.differs:
             stream["differs"] = list(st.differs)
+        if st.cluster is not None:  # issue 17 item 4: the replicas, quorum and since when
+            c = st.cluster
+            stream["cluster"] = {"replicas": c.replicas, "online": c.online, "quorum": c.quorum,
+                                 "leader": c.leader, "offline": list(c.offline)}  # fmt: skip
+            if not c.quorum:
+                stream["cluster"] |= {"error": c.problem, "lost_since": since_text(c.lost_since)}
     if state.stream_error:
         stream["error"] = state.stream_error
     out: dict[str, Any] = {
@@ -73,6 +79,9 @@ def _status_out(state: PipelineState) -> dict[str, Any]:
     }
     if state.consumers_error:
         out["consumers_error"] = state.consumers_error
+    out["health"] = state.health
+    if state.problems:
+        out["problems"] = state.problems
     return out
 
 
@@ -227,6 +236,9 @@ def _status_view(out: dict[str, Any]) -> Any:
         parts.append(f"stream {st['name']}: last seq {st['last_seq']}")
     if st.get("error"):
         parts.append(Text(st["error"], style="red"))
+    for problem in out.get("problems", []):
+        if problem != st.get("error"):
+            parts.append(Text(problem, style="red"))
     if st.get("differs"):
         parts.append(Text(
             f"stream {st['name']} differs from this version's configuration "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from eventsvc.core.errors import DecodeError, ReadModelError, out_of_space
+from eventsvc.core.errors import DecodeError, LogClosed, LogError, ReadModelError, out_of_space
 from eventsvc.core.events import (
     ClipEncoded,
     Event,
@@ -175,6 +175,12 @@ class Projector:
                 self._pause(f"read model {path.name}: {exc}")
                 with contextlib.suppress(TimeoutError):  # the batch was rolled back
                     await asyncio.wait_for(stop.wait(), ROOM_RECHECK)
+            except LogClosed:
+                raise
+            except LogError as exc:  # an outage (no quorum, no server): wait, read again
+                log.warning("projector: reading the stream failed (%s); retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
             finally:
                 conn.close()
 

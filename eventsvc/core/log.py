@@ -208,7 +208,14 @@ class EventLog(Stream, Consumers):
         try:
             await js.account_info()
         except (TimeoutError, nats.js.errors.Error, nats.errors.Error) as exc:
+            info = getattr(nc, "_server_info", None) or {}
             await nc.close()
+            if info.get("jetstream"):  # enabled, but not answering: a cluster without quorum
+                raise LogUnavailable(
+                    f"NATS at {url} has JetStream enabled but it does not answer "
+                    f"({type(exc).__name__}): no JetStream quorum in cluster "
+                    f"{info.get('cluster') or '?'} (too few nodes up?)"
+                ) from exc
             raise LogUnavailable(f"NATS at {url} has no JetStream enabled: {exc!r}") from exc
         state.since = time.time()
         return cls(nc=nc, js=js, stream=stream, prefix=prefix, state=state)
@@ -416,6 +423,23 @@ class EventLog(Stream, Consumers):
     def type_token(self) -> int:
         return self.prefix.count(".") + 3
 
+    READ_CHECK_AFTER = 10.0
+    """Seconds a following read waits without messages before it checks its ordered
+    consumer (issue 17: in a cluster outage one can be lost with its node, or stall,
+    without this connection dropping)."""
+
+    @staticmethod
+    async def _consumer_stuck(sub: JetStreamContext.PushSubscription) -> bool | None:
+        """True: gone, or messages wait that do not come; False: fine; None: cannot
+        tell now (an outage: ask again later)."""
+        try:
+            ci = await asyncio.wait_for(sub.consumer_info(), 5.0)
+        except nats.js.errors.NotFoundError:
+            return True
+        except NATS_ERRORS:
+            return None
+        return bool(ci.num_pending)
+
     async def read(
         self,
         filter_subjects: Sequence[str] | None = None,
@@ -472,6 +496,7 @@ class EventLog(Stream, Consumers):
         except NATS_ERRORS as exc:
             raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
         reconnects_at_start = self.reconnects
+        idle_since, unknown = 0.0, 0
         at = self.type_token
         try:
             done = False
@@ -497,8 +522,19 @@ class EventLog(Stream, Consumers):
                         return
                     if not follow:
                         raise LogError("reading the stream stalled for 30 s") from None
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= self.READ_CHECK_AFTER:
+                        idle_since = time.monotonic()
+                        stuck = await self._consumer_stuck(sub)
+                        unknown = unknown + 1 if stuck is None else 0
+                        if stuck or unknown >= 3:
+                            # its server went away in a cluster outage without this
+                            # connection dropping: the caller reads again from where it got to
+                            log.warning("read: the stream's reader is stuck; resubscribing")
+                            return
                     yield []
                     continue
+                idle_since = 0.0
                 out: list[RawEvent] = []
                 while queue and len(out) < batch:
                     msg = queue.popleft()

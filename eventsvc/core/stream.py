@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from nats.js.api import (
 from eventsvc.core.consumers import NATS_ERRORS, describe
 from eventsvc.core.errors import LogError
 
-__all__ = ["Stream", "StreamState", "fact_version_of"]
+__all__ = ["ClusterState", "Stream", "StreamState", "cluster_state_of", "fact_version_of"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,70 @@ def fact_version_of(data: bytes) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterState:
+    """A replicated stream's Raft group as its (last) leader reports it (issue 17 item 4).
+
+    With fewer than a majority of its replicas online the stream has no quorum: it takes
+    no writes and elects no leader, whatever a stale leader still answers."""
+
+    replicas: int
+    """Configured replicas (R)."""
+    online: int
+    """Replicas up (the leader and every peer not offline; without a leader, as the
+    answering server last knew them)."""
+    leader: str | None
+    """The stream leader's server name; None: no leader."""
+    offline: tuple[str, ...] = ()
+    """Peers the leader has lost."""
+    quorum: bool = True
+    """More than R/2 replicas online and a leader."""
+    lost_since: float | None = None
+    """Without quorum: since when (``time.time()``), from the last peer lost."""
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong, in one line (None: nothing)."""
+        if self.quorum:
+            return None
+        if self.leader is None:
+            return (
+                f"no quorum: no stream leader elected among its {self.replicas} replicas; "
+                "the stream takes no writes until a majority is back"
+            )
+        down = ", ".join(self.offline) or "peers"
+        return (
+            f"no quorum: {self.online} of {self.replicas} replicas online ({down} offline); "
+            "the stream takes no writes until a majority is back"
+        )
+
+
+def cluster_state_of(info: Any, replicas: int, now: float | None = None) -> ClusterState | None:
+    """The :class:`ClusterState` of a nats-py ``StreamInfo``; None for a stream that
+    is not clustered (a single server)."""
+    cluster = getattr(info, "cluster", None)
+    if cluster is None or (not cluster.leader and not cluster.replicas and replicas <= 1):
+        return None
+    now = time.time() if now is None else now
+    peers = list(cluster.replicas or [])
+    offline = [p for p in peers if p.offline]
+    leader = cluster.leader or None
+    online = (1 if leader else 0) + len(peers) - len(offline)
+    quorum = leader is not None and online > replicas // 2
+    lost_since = None
+    if not quorum:
+        seen = [p.active for p in offline if p.active is not None]  # ns since last heard of
+        lost_since = now - min(seen) / 1e9 if seen else now
+    return ClusterState(
+        replicas=replicas,
+        online=online,
+        leader=leader,
+        offline=tuple(sorted(p.name for p in offline)),
+        quorum=quorum,
+        lost_since=lost_since,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
     """The stream as the server has it (``exists`` False: no such stream yet)."""
 
@@ -50,6 +115,8 @@ class StreamState:
     differs: tuple[str, ...] = ()
     """Configuration fields that differ from this version's (``stream_config``): an
     admin may update them (`eventsvc setup`); readers only report them."""
+    cluster: ClusterState | None = None
+    """The replicas' state on a cluster (None: a single server)."""
 
 
 class Stream:
@@ -136,17 +203,24 @@ class Stream:
             info = await self.js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
             return StreamState(name=self.stream, exists=False)
+        except nats.js.errors.ServiceUnavailableError as exc:
+            raise LogError(
+                f"cannot read stream {self.stream}: JetStream is unavailable (503): no "
+                "quorum in the cluster (too few nodes up) or JetStream is off"
+            ) from exc
         except NATS_ERRORS as exc:
             raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
         st = info.state
+        replicas = int(info.config.num_replicas or 1)
         return StreamState(
             name=self.stream,
             exists=True,
             last_seq=int(st.last_seq or 0),
             messages=int(st.messages or 0),
             bytes=int(st.bytes or 0),
-            replicas=int(info.config.num_replicas or 1),
+            replicas=replicas,
             differs=self._differs(info.config),
+            cluster=cluster_state_of(info, replicas),
         )
 
     async def last_seq(self) -> int:

@@ -16,6 +16,7 @@ from projections.api.context import ApiContext, Ctx
 from projections.api.errors import error_responses
 from projections.api.redact import Redactor, redactor_for
 from projections.api.schemas import (
+    ClusterStatus,
     ConsumerStatus,
     Failure,
     FailureSummary,
@@ -75,16 +76,35 @@ def _extra(ctx: ApiContext) -> dict[str, Any] | None:
         return {"error": repr(exc)}
 
 
+def _cluster(state: PipelineState) -> ClusterStatus | None:
+    c = state.cluster
+    if c is None:
+        return None
+    return ClusterStatus(
+        replicas=c.replicas,
+        online=c.online,
+        quorum=c.quorum,
+        leader=c.leader,
+        offline=list(c.offline) or None,
+        error=c.problem,
+        lost_since=since_text(state.quorum_lost_since or c.lost_since) if not c.quorum else None,
+        recovered_at=since_text(state.quorum_recovered_at),
+    )
+
+
 def _stream(state: PipelineState, name: str) -> StreamStatus:
     st = state.stream
     if st is None or not st.exists:
-        return StreamStatus(name=name, error=state.stream_error)
+        return StreamStatus(name=name, error=state.stream_error, cluster=_cluster(state))
     return StreamStatus(
         name=st.name,
         last_seq=st.last_seq,
         messages=st.messages,
         bytes=st.bytes,
         differs=list(st.differs) or None,
+        replicas=st.replicas,
+        cluster=_cluster(state),
+        error=state.stream_error,
     )
 
 
@@ -133,6 +153,8 @@ class PipelineController(Controller):
                 for c in state.consumers
             ],
             consumers_error=state.consumers_error,
+            health=state.health,
+            problems=state.problems,
             failures=failures,
             extra=redact.tree(_extra(ctx)),
         )

@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta
 
 __all__ = [
+    "ClusterStatus",
     "ConsumerStatus",
     "Failure",
     "FailureSummary",
@@ -29,6 +30,26 @@ class NatsStatus(msgspec.Struct, omit_defaults=True):
     ] = None
 
 
+class ClusterStatus(msgspec.Struct, omit_defaults=True):
+    """A replicated stream's replicas (absent on a single server)."""
+
+    replicas: Annotated[int, Meta(description="Configured replicas (R).")]
+    online: Annotated[int, Meta(description="Replicas up: the leader and the peers not offline.")]
+    quorum: Annotated[
+        bool, Meta(description="A leader and more than R/2 replicas online: writes work.")
+    ]
+    leader: Annotated[str | None, Meta(description="The stream leader; absent: none.")] = None
+    offline: Annotated[list[str] | None, Meta(description="Replicas the leader lost.")] = None
+    error: Annotated[str | None, Meta(description="What is wrong (absent with quorum).")] = None
+    lost_since: Annotated[
+        str | None, Meta(description="Without quorum: since when (ISO 8601, UTC).")
+    ] = None
+    recovered_at: Annotated[
+        str | None,
+        Meta(description="When this process last saw the quorum come back (ISO 8601, UTC)."),
+    ] = None
+
+
 class StreamStatus(msgspec.Struct, omit_defaults=True):
     """The JetStream stream, or ``{name, error}`` when it cannot be read."""
 
@@ -45,6 +66,10 @@ class StreamStatus(msgspec.Struct, omit_defaults=True):
             description="Configuration fields that differ from this version's (an admin "
             "updates them with `eventsvc setup`; nothing else changes the stream)."
         ),
+    ] = None
+    replicas: Annotated[int | None, Meta(description="Configured replicas.")] = None
+    cluster: Annotated[
+        ClusterStatus | None, Meta(description="The replicas' state (absent on one server).")
     ] = None
 
 
@@ -121,3 +146,10 @@ class PipelineStatus(msgspec.Struct):
         str | None,
         Meta(description="Why the consumers could not be listed (then the list is empty)."),
     ] = None
+    health: Annotated[
+        str, Meta(description="'ok', or 'degraded' while there are problems (as /healthz).")
+    ] = "ok"
+    problems: Annotated[
+        list[str],
+        Meta(description="What keeps the pipeline from working, one line each (NATS, quorum)."),
+    ] = msgspec.field(default_factory=list)

@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from projections.api.pipeline_schemas import (  # re-exported: /pipeline's, kept importable here
+    ClusterStatus,
     ConsumerStatus,
     Failure,
     FailureSummary,
@@ -19,6 +20,7 @@ from projections.api.pipeline_schemas import (  # re-exported: /pipeline's, kept
 )
 
 __all__ = [
+    "ClusterStatus",
     "ConsumerStatus",
     "ErrorDetail",
     "Exif",
@@ -78,7 +80,10 @@ class Health(msgspec.Struct, omit_defaults=True):
 
     status: Annotated[
         Literal["ok", "degraded"],
-        Meta(description="'degraded' while NATS is away or a component waits to restart."),
+        Meta(
+            description="'degraded' while NATS is away, a component waits to restart "
+            "or the stream has no quorum."
+        ),
     ]
     since: Annotated[
         str | None, Meta(description="Degraded since (ISO 8601 UTC); null when ok.")
