@@ -34,7 +34,7 @@ from eventsvc.core.events import (
     decode,
 )
 from eventsvc.core.log import EventLog, RawEvent
-from projections import people, readmodel
+from projections import people, readmodel, tags
 from projections.applier import BatchApplier, open_applier
 from projections.files import (
     _clip,
@@ -68,6 +68,7 @@ APPLIERS: dict[type[Event], Applier] = {
     NotDuplicate: _not_duplicate,  # type: ignore[dict-item]
     ClipEncoded: _clip,  # type: ignore[dict-item]
     **people.APPLIERS,  # type: ignore[dict-item]
+    **tags.APPLIERS,  # type: ignore[dict-item]
     PlaylistReady: _playlist,  # type: ignore[dict-item]
     PlaylistRemoved: _playlist_removed,  # type: ignore[dict-item]
 }

@@ -103,6 +103,11 @@ def publishes(role: str, prefix: str = "photos") -> list[str]:
             f"{p}.face.*.FaceReassigned",
             f"{p}.face.*.FaceRejected",
             f"{p}.pair.*.NotDuplicate",
+            # tags and favourites (issue 16)
+            f"{p}.content.*.TagAdded",
+            f"{p}.content.*.TagRemoved",
+            f"{p}.content.*.Favorited",
+            f"{p}.content.*.Unfavorited",
         ],
     }
     if role not in ROLES:

@@ -8,7 +8,8 @@ model as a fifth token, so each model has its own subject (and its own once-only
 Keys and message ids are declared per class (:mod:`eventsvc.core.events.base`). The
 modules: ``base`` (the Event base, headers), ``files`` (the scanner's facts),
 ``derived`` (content facts), ``facts`` (typed facts inside events), ``people`` (faces,
-people and the user's decisions), ``upcast``, ``wire`` (the codec, the type registry).
+people and the user's decisions), ``tags`` (tags and favourites), ``upcast``,
+``wire`` (the codec, the type registry).
 
 The catalog (``catalog()`` gives it; a test keeps this list complete). ``<causation>``
 is the stream sequence of the event derived from; ``[:v<N>]`` is added for a fact of a
@@ -97,6 +98,22 @@ FaceReassigned v1, msg id ``FaceReassigned:<face_id>:<occurred_at>``::
 FaceRejected v1, msg id ``FaceRejected:<face_id>:<occurred_at>``::
 
     photos.face.<face_id>.FaceRejected
+
+TagAdded v1, msg id ``TagAdded:<content_hash>:<tag>:<occurred_at>``::
+
+    photos.content.<content_hash>.TagAdded
+
+TagRemoved v1, msg id ``TagRemoved:<content_hash>:<tag>:<occurred_at>``::
+
+    photos.content.<content_hash>.TagRemoved
+
+Favorited v1, msg id ``Favorited:<content_hash>:<occurred_at>``::
+
+    photos.content.<content_hash>.Favorited
+
+Unfavorited v1, msg id ``Unfavorited:<content_hash>:<occurred_at>``::
+
+    photos.content.<content_hash>.Unfavorited
 """
 
 from __future__ import annotations
@@ -133,6 +150,15 @@ from eventsvc.core.events.people import (
     PersonNamed,
     face_id,
 )
+from eventsvc.core.events.tags import (
+    MAX_TAG_LENGTH,
+    Favorited,
+    TagAdded,
+    TagRemoved,
+    Unfavorited,
+    tag_key,
+    tag_name,
+)
 from eventsvc.core.events.upcast import UPCASTERS, Upcaster
 from eventsvc.core.events.wire import CURRENT_VERSION, EVENT_TYPES, decode, encode, headers_for
 
@@ -142,6 +168,7 @@ __all__ = [
     "HDR_CAUSATION",
     "HDR_TYPE",
     "HDR_VERSION",
+    "MAX_TAG_LENGTH",
     "UPCASTERS",
     "ClipEncoded",
     "DerivationFailed",
@@ -152,6 +179,7 @@ __all__ = [
     "FaceReassigned",
     "FaceRejected",
     "FacesDetected",
+    "Favorited",
     "FileMissing",
     "FileSeen",
     "HashComputed",
@@ -165,7 +193,10 @@ __all__ = [
     "PersonNamed",
     "PlaylistReady",
     "PlaylistRemoved",
+    "TagAdded",
+    "TagRemoved",
     "ThumbnailReady",
+    "Unfavorited",
     "Upcaster",
     "catalog",
     "decode",
@@ -174,6 +205,8 @@ __all__ = [
     "headers_for",
     "now",
     "subject_token",
+    "tag_key",
+    "tag_name",
 ]
 
 
