@@ -27,8 +27,8 @@ from projections.api.duplicates import DuplicatesController
 from projections.api.errors import EXCEPTION_HANDLERS
 from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
-from projections.api.memories import MemoriesController
 from projections.api.login import AuthController
+from projections.api.memories import MemoriesController
 from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
