@@ -24,10 +24,16 @@ from tests.fixtures.make_v1_log import LOG_FILE, SNAPSHOT_FILE, dump_tables
 ROWS: list[dict[str, Any]] = [json.loads(line) for line in LOG_FILE.read_text().splitlines()]
 SNAPSHOT: dict[str, Any] = json.loads(SNAPSHOT_FILE.read_text())
 
+NEWER_TYPES = {"TagAdded", "TagRemoved", "Favorited", "Unfavorited"}
+"""Event types added after the fixture was written (issue 16); tested by their own tests."""
+NEWER_TABLES = {"user_tags", "favorites"}
+"""Read-model tables added after the fixture: a v1 log leaves them empty."""
+
 
 def test_the_fixture_holds_every_event_type_at_version_1() -> None:
     bodies = [json.loads(r["data"]) for r in ROWS]
-    assert {b["type"] for b in bodies} == set(ev.EVENT_TYPES)
+    assert {b["type"] for b in bodies} == set(ev.EVENT_TYPES) - NEWER_TYPES
+    assert NEWER_TYPES <= set(ev.EVENT_TYPES)
     assert {b["v"] for b in bodies} == {1}
     assert [r["seq"] for r in ROWS] == list(range(1, len(ROWS) + 1))
 
@@ -54,6 +60,8 @@ async def test_rebuilding_the_v1_log_gives_the_same_read_model(
     assert last == SNAPSHOT["last_seq"]
     got = dump_tables(path)
     want = SNAPSHOT["tables"]
+    for table in NEWER_TABLES:
+        assert got.pop(table)[1:] == [], table  # a header row, no data
     assert sorted(got) == sorted(want)
     for table in want:  # table by table, so a failure names the table
         assert got[table] == want[table], table

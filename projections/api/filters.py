@@ -422,6 +422,7 @@ async def photo_filters(
             "a face, not rejected, of a person so named (an alias of `person=NAME`, "
             "except that a hidden person, or the old name of one merged into another, is "
             "no tag). Repeat it for several: see `tag_mode`.",
+            schema_extra={"items": {"type": "string", "pattern": NOT_BLANK}},
         ),
     ] = None,
     tag_mode: Annotated[
