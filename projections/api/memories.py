@@ -20,7 +20,8 @@ import itertools
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date as Day
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -182,15 +183,15 @@ def _memory(s: Shot, n: int, tags: dict[str, list[str]]) -> Memory:
     )  # fmt: skip
 
 
-def parse_day(value: str | None, today: date | None = None) -> tuple[str, int]:
+def parse_day(value: str | None, today: Day | None = None) -> tuple[str, int]:
     """(MM-DD, the current year) for ``date=``: default today in the server's local time."""
-    today = today or date.today()
+    today = today or Day.today()
     if value is None:
         return today.strftime("%m-%d"), today.year
     if not _MMDD.fullmatch(value):
         raise bad_parameter("date", "must be MM-DD (e.g. 06-01)")
     try:
-        date(2000, int(value[:2]), int(value[3:]))  # a leap year: 02-29 is a day
+        Day(2000, int(value[:2]), int(value[3:]))  # a leap year: 02-29 is a day
     except ValueError:
         raise bad_parameter("date", f"{value} is no day of the year") from None
     return value, today.year
@@ -214,16 +215,15 @@ class MemoriesController(Controller):
     async def get_memories(
         self,
         ctx: Ctx,
-        day: Annotated[
+        date: Annotated[
             str | None,
             Parameter(
-                query="date",
                 description="MM-DD; default today in the server's local time.",
                 pattern=_MMDD.pattern,
             ),
         ] = None,
     ) -> Memories:
-        mmdd, year = parse_day(day)
+        mmdd, year = parse_day(date)
         s = ctx.settings
         found = await db.read(
             s.readmodel_dir,
