@@ -50,6 +50,8 @@ class Memory(msgspec.Struct):
     favorite: bool
     faces: Annotated[int, Meta(description="Faces (not rejected) in the content.")]
     burst: Annotated[int, Meta(description="Photos in its burst (1: none other).")]
+    width: int | None
+    height: int | None
     thumbnail: str | None
     tags: list[str]
 
@@ -76,7 +78,8 @@ class Shot:
     date_taken: str
     date_source: str
     phash: str | None
-    pixels: int
+    width: int | None
+    height: int | None
     favorite: bool
     faces: int
     thumbs: str | None
@@ -92,9 +95,8 @@ class Shot:
 
     def rank(self) -> tuple[int, int, int, str, str]:
         """Smaller is better."""
-        return (
-            0 if self.favorite else 1, -self.faces, -self.pixels, self.date_taken, self.path
-        )  # fmt: skip
+        pixels = (self.width or 0) * (self.height or 0)
+        return (0 if self.favorite else 1, -self.faces, -pixels, self.date_taken, self.path)
 
 
 def bursts(shots: list[Shot], seconds: float, near: int) -> list[list[Shot]]:
@@ -131,7 +133,7 @@ def _shots(conn: sqlite3.Connection, mmdd: str, before_year: int) -> list[Shot]:
     found: dict[str, Shot] = {}
     for r in conn.execute(
         "SELECT f.content_hash, f.file_id, f.library_id, f.path, f.media_kind, f.date_taken,"
-        " f.date_source, c.phash, coalesce(c.width, 0) * coalesce(c.height, 0) AS pixels,"
+        " f.date_source, c.phash, c.width, c.height,"
         " EXISTS (SELECT 1 FROM favorites AS fv WHERE fv.content_hash = f.content_hash) AS fav,"
         " (SELECT count(*) FROM faces AS fc WHERE fc.content_hash = f.content_hash"
         "  AND fc.rejected = 0) AS nfaces, t.sizes"
@@ -147,8 +149,8 @@ def _shots(conn: sqlite3.Connection, mmdd: str, before_year: int) -> list[Shot]:
             continue  # the content's earliest location
         found[r[0]] = Shot(
             content_hash=r[0], file_id=r[1], library=r[2], path=r[3], media_kind=r[4],
-            date_taken=r[5], date_source=r[6], phash=r[7], pixels=int(r[8]), favorite=bool(r[9]),
-            faces=int(r[10]), thumbs=r[11],
+            date_taken=r[5], date_source=r[6], phash=r[7], width=r[8], height=r[9],
+            favorite=bool(r[10]), faces=int(r[11]), thumbs=r[12],
         )  # fmt: skip
     return list(found.values())
 
@@ -177,7 +179,7 @@ def _memory(s: Shot, n: int, tags: dict[str, list[str]]) -> Memory:
     return Memory(
         content_hash=s.content_hash, file_id=s.file_id, library=s.library, path=s.path,
         media_kind=s.media_kind, date_taken=s.date_taken, date_source=s.date_source,
-        favorite=s.favorite, faces=s.faces, burst=n,
+        favorite=s.favorite, faces=s.faces, burst=n, width=s.width, height=s.height,
         thumbnail=rows.thumbnail_urls(s.content_hash, s.thumbs).get("small"),
         tags=tags.get(s.content_hash, []),
     )  # fmt: skip
