@@ -40,25 +40,25 @@ _MMDD = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
 
 
 class Memory(msgspec.Struct):
-    content_hash: str
-    file_id: str
-    library: str
-    path: str
-    media_kind: str
-    date_taken: str
-    date_source: str
-    favorite: bool
+    content_hash: Annotated[str, Meta(description="The content (BLAKE3 hex).")]
+    file_id: Annotated[str, Meta(description="Its earliest location with a usable date.")]
+    library: Annotated[str, Meta(description="Library id of that location.")]
+    path: Annotated[str, Meta(description="Path of that location in its library.")]
+    media_kind: Annotated[str, Meta(description="'image' or 'video'.")]
+    date_taken: Annotated[str, Meta(description="The resolved date taken (wall time).")]
+    date_source: Annotated[str, Meta(description="Where it came from (never 'filesystem').")]
+    favorite: Annotated[bool, Meta(description="A favourite of the user.")]
     faces: Annotated[int, Meta(description="Faces (not rejected) in the content.")]
     burst: Annotated[int, Meta(description="Photos in its burst (1: none other).")]
-    width: int | None
-    height: int | None
-    thumbnail: str | None
-    tags: list[str]
+    width: Annotated[int | None, Meta(description="Upright width in pixels, if known.")]
+    height: Annotated[int | None, Meta(description="Upright height in pixels, if known.")]
+    thumbnail: Annotated[str | None, Meta(description="URL of the small thumbnail, if any.")]
+    tags: Annotated[list[str], Meta(description="Its tags (people's names and the user's).")]
 
 
 class MemoryYear(msgspec.Struct):
-    year: int
-    items: list[Memory]
+    year: Annotated[int, Meta(description="The year taken.")]
+    items: Annotated[list[Memory], Meta(description="Best first, one per burst.")]
 
 
 class Memories(msgspec.Struct):

@@ -63,19 +63,21 @@ class TagItem(msgspec.Struct):
 
 
 class ContentTags(msgspec.Struct):
-    content_hash: str
+    content_hash: Annotated[str, Meta(description="The content (BLAKE3 hex).")]
     tags: Annotated[list[TagItem], Meta(description="Sorted case-insensitively, each once.")]
     favorite: Annotated[bool, Meta(description="A favourite of the user.")]
 
 
 class TagCount(msgspec.Struct):
-    name: str
+    name: Annotated[str, Meta(description="The tag (a person's spelling wins).")]
     count: Annotated[int, Meta(description="Contents with a live file carrying the tag.")]
-    sources: list[Source]
+    sources: Annotated[
+        list[Source], Meta(description="'person' (a person's name), 'user', or both.")
+    ]
 
 
 class TagList(msgspec.Struct):
-    items: list[TagCount]
+    items: Annotated[list[TagCount], Meta(description="Sorted case-insensitively.")]
 
 
 class TagAccepted(msgspec.Struct):
@@ -83,7 +85,7 @@ class TagAccepted(msgspec.Struct):
 
     seqs: Annotated[list[int], Meta(description="Stream sequences of the published events.")]
     duplicate: Annotated[bool, Meta(description="Every event was a duplicate publish.")]
-    content_hash: str
+    content_hash: Annotated[str, Meta(description="The content decided on.")]
     tag: Annotated[str | None, Meta(description="The tag decided on (normalised).")] = None
     favorite: Annotated[bool | None, Meta(description="The favourite decided on.")] = None
 
