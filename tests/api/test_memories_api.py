@@ -4,19 +4,25 @@ SQLite; the favourite and the faces that rank them are real events too."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import date
 from typing import Any
 
 from litestar.testing import TestClient
 
 from eventsvc.core.events import Event, ExifExtracted, Favorited, MediaFacts
+from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Settings
 from projections.api.memories import parse_day
 from projections.app import create_app
+from projections.projector import Projector, rebuild
 
 from .conftest import ReadModel, h, hashed, online, seen, thumbnailed
 from .http import bad, ok
+from .test_duplicates_api import eventually, serve_here
 from .test_people_api import faces
+from .test_tags_api import _caught_up
 
 THIS_YEAR = date.today().year
 
@@ -103,3 +109,50 @@ def test_memories_date_parameter(client: TestClient[Any]) -> None:
     assert parse_day("02-29", date(2025, 3, 1)) == ("02-29", 2025)
     for wrong in ("2-29", "02-30", "13-01", "06-01x", "0601"):
         assert "date" in bad(client, "/memories", date=wrong), wrong
+
+
+async def test_memories_and_a_favourite_through_nats_survive_a_rebuild(
+    nats_url: str, settings: Settings
+) -> None:
+    log = await EventLog.connect(nats_url)
+    stop = asyncio.Event()
+    projector = None
+    try:
+        await log.ensure_stream()
+        for ev in day_events():
+            await log.publish(ev)
+        projector = asyncio.create_task(Projector(log, settings.readmodel_dir).run(stop))
+        await eventually(lambda: _caught_up(settings, 1))
+        async with serve_here(create_app(settings, event_log=log)) as c:
+
+            async def picks() -> Any:
+                r = await c.get("/memories", params={"date": "06-01"})
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            await eventually(lambda: _settled(c))
+            before = _pick(await picks())
+            assert before[1][1][1][0] == "2020/b.jpg"  # B: the face wins its burst
+            # A favourite A (B's burst) now wins the burst, and leads its year.
+            r = await c.put(f"/photos/{h(1)}/favorite")
+            assert r.status_code == 202, r.text
+            await eventually(lambda: _caught_up(settings, r.json()["seqs"][0]))
+            live = await picks()
+            assert _pick(live)[1][1][:2] == [("2020/a.jpg", 2, True, 0), ("2020/d.jpg", 2, True, 0)]
+            stop.set()
+            await projector
+            projector = None
+            await rebuild(log, settings.readmodel_dir, process=False)
+            assert await picks() == live
+    finally:
+        stop.set()
+        if projector is not None:
+            projector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await projector
+        await log.close()
+
+
+async def _settled(c: Any) -> bool:
+    r = await c.get("/memories", params={"date": "06-01"})
+    return r.status_code == 200 and len(r.json()["years"]) == 2
