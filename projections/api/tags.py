@@ -29,6 +29,7 @@ from eventsvc.core.events import (
     TagAdded,
     TagRemoved,
     Unfavorited,
+    has_control,
     tag_key,
     tag_name,
 )
@@ -176,6 +177,8 @@ def _check_tag(raw: str, name: str = "tag") -> str:
         raise bad_parameter(name, "must be a name (not blank)")
     if len(tag) > MAX_TAG_LENGTH:
         raise bad_parameter(name, f"at most {MAX_TAG_LENGTH} characters")
+    if has_control(tag):
+        raise bad_parameter(name, "no control characters (line breaks, tabs, ...)")
     return tag
 
 

@@ -156,6 +156,7 @@ from eventsvc.core.events.tags import (
     TagAdded,
     TagRemoved,
     Unfavorited,
+    has_control,
     tag_key,
     tag_name,
 )
@@ -202,6 +203,7 @@ __all__ = [
     "decode",
     "encode",
     "face_id",
+    "has_control",
     "headers_for",
     "now",
     "subject_token",

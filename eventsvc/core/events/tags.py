@@ -2,8 +2,9 @@
 
 A tag is a name on a content (many per content), normalised like a person's name
 (:func:`tag_name`: surrounding white space dropped; a blank name is none) and compared
-case-insensitively (:func:`tag_key`). Person names bind as tags on their own (the
-read model derives them from faces); these events carry only what a user said.
+case-insensitively (:func:`tag_key`, as person names compare in the read model).
+Person names bind as tags on their own (the read model derives them from faces); these
+events carry only what a user said.
 All four are decisions on the content's subject, keyed by the content hash (never a
 path); their message id adds the tag and the moment, and the API passes one keyed by
 the request where the client sent an ``Idempotency-Key``.
@@ -11,6 +12,7 @@ the request where the client sent an ``Idempotency-Key``.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import ClassVar, Literal
 
 from pydantic import field_validator
@@ -23,6 +25,7 @@ __all__ = [
     "TagAdded",
     "TagRemoved",
     "Unfavorited",
+    "has_control",
     "tag_key",
     "tag_name",
 ]
@@ -32,10 +35,15 @@ MAX_TAG_LENGTH = 200
 
 
 def tag_name(name: str) -> str | None:
-    """A tag as stored: white space around it dropped, runs inside it made one space
-    (as a person's name, ``PATCH /people``); None for a blank name."""
-    cleaned = " ".join(name.split())
-    return cleaned or None
+    """A tag as stored: normalised as a person's name is (``PATCH /people``): white space
+    around it dropped; None for a blank name."""
+    return name.strip() or None
+
+
+def has_control(name: str) -> bool:
+    """Whether ``name`` holds a control character: a tag is part of a message id (a NATS
+    header), where a line break must never go."""
+    return any(unicodedata.category(ch) == "Cc" for ch in name)
 
 
 def tag_key(name: str) -> str:
@@ -62,6 +70,8 @@ class _TagDecision(_ContentDecision):
             raise ValueError("a tag must not be blank")
         if len(name) > MAX_TAG_LENGTH:
             raise ValueError(f"a tag has at most {MAX_TAG_LENGTH} characters")
+        if has_control(name):
+            raise ValueError("a tag has no control characters (line breaks, tabs, ...)")
         return name
 
 

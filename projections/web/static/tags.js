@@ -26,7 +26,7 @@
     location.reload();
   }
 
-  const key = (name) => name.trim().split(/\s+/).join(" ").toLowerCase();
+  const key = (name) => name.trim().toLowerCase();
   const has = (state, name) => state.tags.some((t) => key(t.name) === key(name) && t.sources.includes("user"));
 
   const form = box.querySelector("form.tag-add");
