@@ -10,6 +10,7 @@ the projector applies them (:mod:`projections.tags`), on replay too.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -37,11 +38,12 @@ from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import WRITES, bad_parameter, error_responses
 from projections.api.idempotency import IdempotencyKey, decision_msg_id
-from projections.api.params import HASH_PATTERN, decode_body
+from projections.api.params import HASH_PATTERN, NOT_BLANK, decode_body
 from projections.api.photos import check_hash
 from projections.api.schemas import ErrorDetail
 
 __all__ = [
+    "TAG_PATTERN",
     "ContentTags",
     "TagAccepted",
     "TagCount",
@@ -52,6 +54,12 @@ __all__ = [
 ]
 
 Source = Literal["person", "user"]
+
+_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+TAG_PATTERN = f"^[^{_CONTROL}/]*{NOT_BLANK[:-1]}{_CONTROL}/][^{_CONTROL}/]*$"
+"""A tag the API takes: not blank, no control character, no "/" (a tag is a path
+segment of DELETE /photos/{hash}/tags/{tag})."""
+TAG_RE = re.compile(TAG_PATTERN)
 ContentHash = Annotated[str, Parameter(description="A content hash.", pattern=HASH_PATTERN)]
 
 
@@ -179,6 +187,8 @@ def _check_tag(raw: str, name: str = "tag") -> str:
         raise bad_parameter(name, f"at most {MAX_TAG_LENGTH} characters")
     if has_control(tag):
         raise bad_parameter(name, "no control characters (line breaks, tabs, ...)")
+    if not TAG_RE.fullmatch(tag):
+        raise bad_parameter(name, "no '/' (a tag is a path segment of its DELETE)")
     return tag
 
 
@@ -192,6 +202,7 @@ class _TagBodyOperation(Operation):
                     type=OpenAPIType.STRING,
                     min_length=1,
                     max_length=MAX_TAG_LENGTH,
+                    pattern=TAG_PATTERN,
                     description="The tag (white space around it dropped; compared "
                     "case-insensitively).",
                 )
@@ -277,7 +288,14 @@ class TagsController(Controller):
         self,
         ctx: Ctx,
         content_hash: ContentHash,
-        tag: Annotated[str, Parameter(description="The tag (URL-encoded).")],
+        tag: Annotated[
+            str,
+            Parameter(
+                description="The tag (URL-encoded).",
+                pattern=TAG_PATTERN,
+                max_length=MAX_TAG_LENGTH,
+            ),
+        ],
         idempotency_key: IdempotencyKey = None,
     ) -> TagAccepted:
         name = _check_tag(tag)

@@ -122,6 +122,8 @@ def test_write_errors_without_nats(model: ReadModel, client: TestClient[Any]) ->
     assert r.status_code == 400 and "control" in r.json()["detail"]
     r = client.post(f"/photos/{h(1)}/tags", json={"tag": "x" * 201})
     assert r.status_code == 400 and "200" in r.json()["detail"]
+    r = client.post(f"/photos/{h(1)}/tags", json={"tag": "2020/summer"})
+    assert r.status_code == 400 and "/" in r.json()["detail"]
     r = client.post(f"/photos/{h(1)}/tags", json={"tag": "x", "more": 1})
     assert r.status_code == 400
     r = client.post(f"/photos/{h(1)}/tags", content=b"tag=x",
