@@ -185,37 +185,13 @@ def make_text_b32(directory: Path, seed: int = 1) -> Path:
     rng = np.random.default_rng(seed)
     g = GraphBuilder(rng, WIDTH)
     inits, nodes = g.inits, g.nodes
-    w, const, node, ln, linear = g.w, g.const, g.node, g.ln, g.linear
+    w, const, node, ln = g.w, g.const, g.node, g.ln
 
-    hd = WIDTH // HEADS
     x = node("Gather", [w("token_embedding", VOCAB_SIZE, WIDTH), "text"], "tok", axis=0)
     x = node("Add", [x, w("positional_embedding", CONTEXT, WIDTH, scale=0.01)], "emb")
     mask = np.triu(np.full((CONTEXT, CONTEXT), -np.inf, np.float32), k=1)  # causal
     mask_name = const("attn_mask", mask)
-    heads_shape = const("hs", np.array([0, CONTEXT, HEADS, hd], np.int64))
-    merge_shape = const("ms", np.array([0, CONTEXT, WIDTH], np.int64))
-    scale = const("scale", np.array(1.0 / np.sqrt(hd), np.float32))
-    for i in range(LAYERS):
-        p = f"l{i}"
-        h = ln(x, f"{p}.ln1")
-        qkv = []
-        for part in ("q", "k", "v"):
-            t = linear(h, f"{p}.{part}", WIDTH, WIDTH)
-            t = node("Reshape", [t, heads_shape], f"{p}.{part}.r")
-            qkv.append(node("Transpose", [t], f"{p}.{part}.t", perm=[0, 2, 1, 3]))
-        kt = node("Transpose", [qkv[1]], f"{p}.kt", perm=[0, 1, 3, 2])
-        att = node("Mul", [node("MatMul", [qkv[0], kt], f"{p}.qk"), scale], f"{p}.sc")
-        att = node("Add", [att, mask_name], f"{p}.masked")
-        att = node("Softmax", [att], f"{p}.sm", axis=-1)
-        o = node("MatMul", [att, qkv[2]], f"{p}.av")
-        o = node("Transpose", [o], f"{p}.ot", perm=[0, 2, 1, 3])
-        o = node("Reshape", [o, merge_shape], f"{p}.om")
-        x = node("Add", [x, linear(o, f"{p}.proj", WIDTH, WIDTH)], f"{p}.res1")
-        h = ln(x, f"{p}.ln2")
-        h = linear(h, f"{p}.fc", WIDTH, WIDTH * 4)
-        a = node("Mul", [h, const(f"{p}.a", np.array(1.702, np.float32))], f"{p}.ha")
-        h = node("Mul", [h, node("Sigmoid", [a], f"{p}.sg")], f"{p}.gelu")  # QuickGELU
-        x = node("Add", [x, linear(h, f"{p}.fc2", WIDTH * 4, WIDTH)], f"{p}.res2")
+    x = g.blocks(x, layers=LAYERS, tokens=CONTEXT, heads=HEADS, mask=mask_name)
     x = ln(x, "ln_final")
     # The end-of-text position: argmax of the ids (EOT has the largest id; the first
     # one wins, so padding with EOT is fine), then one row per batch item.

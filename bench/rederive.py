@@ -1,6 +1,6 @@
 """rederive: what ``eventsvc rederive --stage media`` costs after a media version bump.
 
-Files: N distinct 12-megapixel JPEGs (``bench.ingest.make_files``; ``--small`` makes
+Files: N distinct 12-megapixel JPEGs (``bench.ingest_files.make_files``; ``--small`` makes
 640x480 ones instead). The real pipeline in-process on a private embedded nats-server
 (scanner, hasher, media worker with the version patched to the one before) ingests them
 first; then ``rederive`` (the function behind the command, decode sandbox, concurrency
@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
     runs = runs_of(args)
 
     def body() -> Outcome:
-        from bench.ingest import make_files
+        from bench.ingest_files import make_files
 
         with scratch_dir("rederive", args.tmp, args.keep) as d:
             root = d / "lib"

@@ -63,10 +63,9 @@ def _build(d: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     g = GraphBuilder(rng, WIDTH)
     inits, nodes = g.inits, g.nodes
-    w, const, node, ln, linear = g.w, g.const, g.node, g.ln, g.linear
+    w, const, node, ln = g.w, g.const, g.node, g.ln
 
     tokens = (SIZE // PATCH) ** 2 + 1
-    hd = WIDTH // HEADS
     x = node("Conv", ["image", w("conv1.w", WIDTH, 3, PATCH, PATCH)], "patches",
              strides=[PATCH, PATCH])  # fmt: skip
     x = node("Reshape", [x, const("s1", np.array([0, WIDTH, -1], np.int64))], "flat")
@@ -81,29 +80,7 @@ def _build(d: Path, seed: int) -> None:
     x = node("Concat", [cls, x], "withcls", axis=1)
     x = node("Add", [x, w("pos", tokens, WIDTH)], "emb")
     x = ln(x, "ln_pre")
-    heads_shape = const("hs", np.array([0, tokens, HEADS, hd], np.int64))
-    merge_shape = const("ms", np.array([0, tokens, WIDTH], np.int64))
-    scale = const("scale", np.array(1.0 / np.sqrt(hd), np.float32))
-    for i in range(LAYERS):
-        p = f"l{i}"
-        h = ln(x, f"{p}.ln1")
-        qkv = []
-        for part in ("q", "k", "v"):
-            t = linear(h, f"{p}.{part}", WIDTH, WIDTH)
-            t = node("Reshape", [t, heads_shape], f"{p}.{part}.r")
-            qkv.append(node("Transpose", [t], f"{p}.{part}.t", perm=[0, 2, 1, 3]))
-        kt = node("Transpose", [qkv[1]], f"{p}.kt", perm=[0, 1, 3, 2])
-        att = node("Mul", [node("MatMul", [qkv[0], kt], f"{p}.qk"), scale], f"{p}.sc")
-        att = node("Softmax", [att], f"{p}.sm", axis=-1)
-        o = node("MatMul", [att, qkv[2]], f"{p}.av")
-        o = node("Transpose", [o], f"{p}.ot", perm=[0, 2, 1, 3])
-        o = node("Reshape", [o, merge_shape], f"{p}.om")
-        x = node("Add", [x, linear(o, f"{p}.proj", WIDTH, WIDTH)], f"{p}.res1")
-        h = ln(x, f"{p}.ln2")
-        h = linear(h, f"{p}.fc", WIDTH, WIDTH * 4)
-        a = node("Mul", [h, const(f"{p}.a", np.array(1.702, np.float32))], f"{p}.ha")
-        h = node("Mul", [h, node("Sigmoid", [a], f"{p}.sg")], f"{p}.gelu")  # QuickGELU
-        x = node("Add", [x, linear(h, f"{p}.fc2", WIDTH * 4, WIDTH)], f"{p}.res2")
+    x = g.blocks(x, layers=LAYERS, tokens=tokens, heads=HEADS)
     x = node("Gather", [x, const("zero", np.array(0, np.int64))], "clsout", axis=1)
     x = ln(x, "ln_post")
     node("MatMul", [x, w("proj", WIDTH, EMBED)], "embedding")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import stat
@@ -36,6 +35,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="data directory (EVENTSVC_DATA_DIR)")
     p.add_argument("--nats-url", help="use this NATS server instead of the embedded one")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (EVENTSVC_LOG_LEVEL)")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default=None,
+        help="text lines, or JSON lines for log shippers (EVENTSVC_LOG_FORMAT)",
+    )  # fmt: skip
 
 
 def _libs(p: argparse.ArgumentParser) -> None:
@@ -49,6 +52,14 @@ def _insecure(p: argparse.ArgumentParser) -> None:
         help="allow an API without any token on a non-loopback --host "
         "(EVENTSVC_API_ALLOW_UNAUTHENTICATED)",
     )  # fmt: skip
+
+
+def _catalog_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--catalog", action="store_true",
+        help="print every subject and event type with one example each (markdown) and exit",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="with --catalog: as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,9 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rebuild.set_defaults(func=cmd_rebuild)
 
-    status = sub.add_parser("status", help="lag per consumer, library health")
+    status = sub.add_parser("status", help="lag per consumer, library health, failures")
     _common(status)
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C",
+    )  # fmt: skip
     status.set_defaults(func=cmd_status)
 
     search = sub.add_parser("search", help="search photos by words (CLIP) and print the hits")
@@ -178,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--since", type=int, default=1, help="first stream sequence")
     events.add_argument("--follow", "-f", action="store_true")
+    _catalog_args(events)
     events.set_defaults(func=cmd_events)
     return parser
 
@@ -187,12 +203,13 @@ def _private(settings: Settings) -> None:
     directory (and a video root outside it) 0700 even when an older version made it."""
     os.umask(0o077)
     for d in {settings.data_dir, settings.videos_dir}:
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                if stat.S_IMODE(d.stat().st_mode) & 0o077:
-                    d.chmod(0o700)
-            except OSError as exc:
-                log.warning("cannot make %s private (chmod 700): %s", d, exc)
+        try:
+            if stat.S_IMODE(d.stat().st_mode) & 0o077:
+                d.chmod(0o700)
+        except FileNotFoundError:
+            pass  # not made yet: made private (umask) when it is
+        except OSError as exc:
+            log.warning("cannot make %s private (chmod 700): %s", d, exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,8 +219,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"eventsvc: bad settings: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level or settings.log_level)
+    try:
+        setup_logging(
+            args.log_level or settings.log_level,
+            args.log_format or settings.log_format,
+            settings.log_levels,
+        )
+    except EventsvcError as exc:
+        print(f"eventsvc: bad settings: {exc}", file=sys.stderr)
+        return 2
     _private(settings)
+    if settings.otlp_endpoint:  # the optional extra: imported only when configured
+        from eventsvc.core import tracing
+
+        tracing.configure(settings.otlp_endpoint, f"eventsvc-{args.command}")
     func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
     try:
         return asyncio.run(func(args))  # type: ignore[arg-type]

@@ -9,7 +9,6 @@ import json
 import logging
 import signal
 import sqlite3
-import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -123,18 +122,15 @@ def keep_libraries(settings: Settings, libraries: list[Library], excludes: list[
         log.warning("cannot keep the libraries in %s: %s", target, exc)
 
 
-def setup_logging(level: str) -> None:
-    handler: logging.Handler
-    if sys.stderr.isatty():
-        from rich.logging import RichHandler
+def setup_logging(level: str, fmt: str = "text", levels: str = "") -> None:
+    """The process's one log configuration (eventsvc.core.logs): kept by Litestar and
+    uvicorn; a bad level or format is a ConfigError."""
+    from eventsvc.core.logs import setup_logging as configure
 
-        handler = RichHandler(show_path=False, rich_tracebacks=True)
-        fmt = "%(message)s"
-    else:
-        handler = logging.StreamHandler()
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler], force=True)
-    logging.getLogger("nats").setLevel(logging.WARNING)
+    try:
+        configure(level, fmt, levels=levels)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 async def until_signalled(

@@ -13,6 +13,7 @@ import uvicorn
 
 from eventsvc.core.errors import ConfigError, LogError
 from eventsvc.core.events import FileSeen, HashComputed
+from eventsvc.core.library_config import LibraryCatalog
 from eventsvc.core.log import ConsumerSpec, EventLog
 from eventsvc.core.natsauth import (
     AuthStore,
@@ -220,13 +221,14 @@ WORKERS = tuple(FACTORIES)
 
 
 async def make_worker(
-    name: str, event_log: EventLog, settings: Settings, libraries: list[Library]
-) -> Worker:
+    name: str, event_log: EventLog, settings: Settings, libraries: list[Library],
+    catalog: LibraryCatalog | None = None,
+) -> Worker:  # fmt: skip
     factory = FACTORIES.get(name)
     if factory is None:
         raise ConfigError(f"unknown worker {name!r}; known: {', '.join(WORKERS)}")
-    roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks)
-    if not libraries and name != "people":
+    roots = LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks, catalog=catalog)
+    if not libraries and catalog is None and name != "people":
         log.warning(
             "worker %s: no libraries configured on this host: every file it is asked to read "
             "fails with 'library X is not configured on this host' (give --config FILE or "
@@ -252,6 +254,8 @@ class NatsAccess:
         self.logs: list[EventLog] = []
         self.started_server = False
         """Whether this access started the embedded server (it stops with it)."""
+        self.monitor_url: str | None = None
+        """The embedded server's HTTP monitoring endpoint (``/varz``, ``/jsz``), if any."""
 
     @property
     def authenticated(self) -> bool:
@@ -356,21 +360,36 @@ async def nats_access(
             auth=True,
             stream=settings.stream,
             prefix=settings.subject_prefix,
+            port=settings.nats_port or None,
+            monitor_port=settings.nats_monitor_port or None,
+            monitor_host=settings.nats_monitor_host,
         )
         url = _running_url(server) if embedded is not True else None
         if url is not None:
             server = None
         else:
             url = server.start()  # on this thread: the server's life is tied to it
-            log.info("embedded nats-server at %s (store %s)", url, settings.nats_store_dir)
+            log.info(
+                "embedded nats-server at %s (monitoring %s, store %s)",
+                url, server.monitor_url or "off", settings.nats_store_dir,
+            )  # fmt: skip
         access = NatsAccess(settings, url, AuthStore(settings.nats_store_dir / "auth"))
         access.started_server = server is not None
+        access.monitor_url = _monitor_url(settings)
     try:
         yield access
     finally:
         await access.close()
         if server is not None:
             await asyncio.to_thread(server.stop)
+
+
+def _monitor_url(settings: Settings) -> str | None:
+    """The monitoring URL the embedded server of the data dir wrote (it runs)."""
+    try:
+        return (settings.nats_store_dir / "nats.monitor.url").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _running_url(server: EmbeddedNats) -> str | None:
@@ -430,7 +449,10 @@ class SandboxDecoder:
 
 class ApiServer:
     def __init__(self, app: Any, host: str, port: int) -> None:
-        cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        # log_config=None, log_level=None: uvicorn keeps the process's logging (core.logs)
+        cfg = uvicorn.Config(
+            app, host=host, port=port, log_config=None, log_level=None, lifespan="on"
+        )
         self.server = _Server(cfg)
 
     async def run(self, stop: asyncio.Event) -> None:

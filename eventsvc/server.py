@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,7 +19,9 @@ from pathlib import Path
 from eventsvc.core.errors import ServerError
 from eventsvc.core.natsauth import AuthStore, Credentials, private_dir, server_users, write_private
 
-__all__ = ["EmbeddedNats", "find_nats_server", "free_port", "wait_for_port"]
+__all__ = ["EmbeddedNats", "find_nats_server", "free_port", "port_is_free", "wait_for_port"]
+
+log = logging.getLogger("eventsvc")
 
 
 def find_nats_server() -> str:
@@ -42,6 +45,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether nobody listens on ``host:port`` (a socket in TIME_WAIT does not count: the
+    server binds with SO_REUSEADDR too)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -56,6 +71,12 @@ class EmbeddedNats:
 
     One server per store: a lock file keeps a second ``eventsvc`` from starting
     another server on the same store; ``url_file`` tells other commands where it is.
+
+    Ports (issue 14): ``port`` None picks a free one (tests); a given port is used, or,
+    when it is busy and ``fallback``, a free one instead (logged, and in ``notes``).
+    ``monitor_port`` starts the HTTP monitoring endpoints (``/varz``, ``/jsz``) on
+    ``monitor_host`` (loopback by default), with the same fallback; ``monitor_url_file``
+    tells other commands (`eventsvc status`) where.
 
     With ``auth`` (what ``eventsvc`` runs; tests may go without) the server requires a
     user: one per component (``eventsvc.core.natsauth``), passwords generated once into
@@ -72,10 +93,18 @@ class EmbeddedNats:
         auth: bool = False,
         stream: str = "PHOTOS",
         prefix: str = "photos",
+        monitor_port: int | None = None,
+        monitor_host: str = "127.0.0.1",
+        fallback: bool = True,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
+        self.monitor_host = monitor_host
+        self.monitor_port = monitor_port or None
+        self.fallback = fallback
+        self.notes: list[str] = []
+        """What differs from what was asked (a busy port replaced by a free one)."""
         self.auth = auth
         self.stream = stream
         self.prefix = prefix
@@ -105,6 +134,8 @@ class EmbeddedNats:
             "jetstream": {"store_dir": str(self.store_dir / "jetstream")},
             "authorization": {"users": users},
         }
+        if self.monitor_port:
+            conf["http"] = f"{self.monitor_host}:{self.monitor_port}"
         return json.dumps(conf, indent=2)
 
     @property
@@ -114,6 +145,36 @@ class EmbeddedNats:
     @property
     def url_file(self) -> Path:
         return self.store_dir / "nats.url"
+
+    @property
+    def monitor_url(self) -> str | None:
+        """The HTTP monitoring endpoint (``/varz``, ``/jsz``), if started."""
+        if not self.monitor_port:
+            return None
+        return f"http://{self.monitor_host}:{self.monitor_port}"
+
+    @property
+    def monitor_url_file(self) -> Path:
+        return self.store_dir / "nats.monitor.url"
+
+    def _free_or_fallback(self, what: str, host: str, port: int) -> int:
+        """``port`` if nobody listens there, else (with ``fallback``) a free one."""
+        if port_is_free(host, port):
+            return port
+        if not self.fallback:
+            raise ServerError(f"the NATS {what} port {host}:{port} is in use")
+        chosen = free_port(host)
+        note = f"NATS {what} port {port} is in use: using {chosen} instead"
+        log.warning("%s", note)
+        self.notes.append(note)
+        return chosen
+
+    def _choose_ports(self) -> None:
+        self.port = self._free_or_fallback("client", self.host, self.port)
+        if self.monitor_port:
+            self.monitor_port = self._free_or_fallback(
+                "monitoring", self.monitor_host, self.monitor_port
+            )
 
     def start(self, timeout: float = 10.0) -> str:
         if self.auth:
@@ -131,6 +192,7 @@ class EmbeddedNats:
                 f"another eventsvc already runs a nats-server on {self.store_dir} ({url}); "
                 "point at it with --nats-url"
             ) from exc
+        self._choose_ports()
         log_path = self.store_dir / "nats-server.log"
         if self.auth:
             write_private(self.config_file, self._config())
@@ -152,6 +214,8 @@ class EmbeddedNats:
                 "--server_name",
                 "eventsvc-embedded",
             ]
+            if self.monitor_port:
+                cmd += ["-m", str(self.monitor_port)]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -166,7 +230,12 @@ class EmbeddedNats:
             self.stop()
             tail = err.decode(errors="replace").strip() or _tail(log_path)
             raise ServerError(f"nats-server did not listen on {self.url} in {timeout}s: {tail}")
+        if self.monitor_port and not wait_for_port(self.monitor_host, self.monitor_port, timeout):
+            self.stop()
+            raise ServerError(f"nats-server did not serve monitoring on {self.monitor_url}")
         write_private(self.url_file, self.url)
+        if self.monitor_url:
+            write_private(self.monitor_url_file, self.monitor_url)
         return self.url
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -181,6 +250,7 @@ class EmbeddedNats:
         with contextlib.suppress(OSError):
             if self.url_file.exists() and self.url_file.read_text().strip() == self.url:
                 self.url_file.unlink()
+                self.monitor_url_file.unlink(missing_ok=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

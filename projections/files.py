@@ -3,7 +3,8 @@ library states, content hashes, the date-taken waterfall, media facts (EXIF, con
 thumbnails, CLIP vectors, playlists, not-duplicate decisions and derivation failures.
 
 Each applier is a pure function of the event and the rows (replay gives the same rows);
-:mod:`projections.projector` maps event types to them (faces and people: :mod:`projections.people`).
+``APPLIERS`` maps event types to them; :mod:`projections.projector` merges it with
+:mod:`projections.people`'s.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from eventsvc.core.events import (
     ThumbnailReady,
 )
 
-__all__: list[str] = []
+__all__ = ["APPLIERS"]
 
 
 def _iso(event: Event) -> str:
@@ -123,12 +124,13 @@ def _hash_computed(conn: sqlite3.Connection, seq: int, e: HashComputed) -> None:
 
 def _failed(conn: sqlite3.Connection, seq: int, e: DerivationFailed) -> None:
     conn.execute(
-        """INSERT OR REPLACE INTO failures (seq, stage, reason, permanent, input_subject,
-               deliveries, file_id, content_hash, library_id, occurred_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        """INSERT OR REPLACE INTO failures (seq, stage, operation, reason, permanent,
+               input_subject, deliveries, file_id, content_hash, library_id, occurred_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             seq,
             e.stage,
+            e.operation,
             e.reason[:2000],
             int(e.permanent),
             e.input_subject,
@@ -264,3 +266,19 @@ def _playlist(conn: sqlite3.Connection, seq: int, e: PlaylistReady) -> None:
             seq,
         ),
     )
+
+
+APPLIERS = {
+    FileSeen: _file_seen,
+    FileMissing: _file_missing,
+    LibraryStale: _library,
+    LibraryOnline: _library,
+    HashComputed: _hash_computed,
+    DerivationFailed: _failed,
+    ExifExtracted: _exif,
+    ThumbnailReady: _thumbnail,
+    NotDuplicate: _not_duplicate,
+    ClipEncoded: _clip,
+    PlaylistReady: _playlist,
+    PlaylistRemoved: _playlist_removed,
+}

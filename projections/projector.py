@@ -18,37 +18,16 @@ from pathlib import Path
 from eventsvc.core.errors import DecodeError
 from eventsvc.core.events import (
     ClipEncoded,
-    DerivationFailed,
     Event,
     ExifExtracted,
     FacesDetected,
-    FileMissing,
-    FileSeen,
-    HashComputed,
-    LibraryOnline,
-    LibraryStale,
-    NotDuplicate,
     PlaylistReady,
-    PlaylistRemoved,
     ThumbnailReady,
     decode,
 )
 from eventsvc.core.log import EventLog, RawEvent
-from projections import people, readmodel, tags
+from projections import files, libraries, people, readmodel, tags
 from projections.applier import BatchApplier, open_applier
-from projections.files import (
-    _clip,
-    _exif,
-    _failed,
-    _file_missing,
-    _file_seen,
-    _hash_computed,
-    _library,
-    _not_duplicate,
-    _playlist,
-    _playlist_removed,
-    _thumbnail,
-)
 
 __all__ = ["Projector", "apply", "apply_batch", "rebuild"]
 
@@ -57,20 +36,10 @@ log = logging.getLogger(__name__)
 
 Applier = Callable[[sqlite3.Connection, int, Event], None]
 APPLIERS: dict[type[Event], Applier] = {
-    FileSeen: _file_seen,  # type: ignore[dict-item]
-    FileMissing: _file_missing,  # type: ignore[dict-item]
-    LibraryStale: _library,  # type: ignore[dict-item]
-    LibraryOnline: _library,  # type: ignore[dict-item]
-    HashComputed: _hash_computed,  # type: ignore[dict-item]
-    DerivationFailed: _failed,  # type: ignore[dict-item]
-    ExifExtracted: _exif,  # type: ignore[dict-item]
-    ThumbnailReady: _thumbnail,  # type: ignore[dict-item]
-    NotDuplicate: _not_duplicate,  # type: ignore[dict-item]
-    ClipEncoded: _clip,  # type: ignore[dict-item]
+    **files.APPLIERS,  # type: ignore[dict-item]
     **people.APPLIERS,  # type: ignore[dict-item]
     **tags.APPLIERS,  # type: ignore[dict-item]
-    PlaylistReady: _playlist,  # type: ignore[dict-item]
-    PlaylistRemoved: _playlist_removed,  # type: ignore[dict-item]
+    **libraries.APPLIERS,  # type: ignore[dict-item]
 }
 
 

@@ -52,10 +52,11 @@ CREATE TABLE IF NOT EXISTS content (
     first_seq    INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- Recorded failures (DerivationFailed), newest wins per (stage, subject key).
+-- Recorded failures (DerivationFailed): the stage (worker) that failed and what it was doing.
 CREATE TABLE IF NOT EXISTS failures (
     seq           INTEGER PRIMARY KEY,
     stage         TEXT NOT NULL,
+    operation     TEXT NOT NULL,
     reason        TEXT NOT NULL,
     permanent     INTEGER NOT NULL,
     input_subject TEXT NOT NULL,
@@ -223,3 +224,16 @@ CREATE TABLE IF NOT EXISTS favorites (
     content_hash TEXT PRIMARY KEY,
     seq          INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Library configuration (issue 16): LibraryAdded / LibraryUpdated / LibraryRemoved.
+-- A removed library keeps its row (removed = 1) and its locations are deleted from files.
+CREATE TABLE IF NOT EXISTS library_config (
+    library_id  TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    root        TEXT NOT NULL,
+    excludes    TEXT NOT NULL DEFAULT '[]',   -- JSON list of the library's own excludes
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    removed     INTEGER NOT NULL DEFAULT 0,
+    config_seq  INTEGER NOT NULL,
+    config_since TEXT NOT NULL
+);

@@ -73,8 +73,10 @@ async def test_dimensions_dates_and_truncated_media_end_to_end(
         conn = p.db()
         try:
             failed: dict[str, set[str]] = {}
-            for stage, content_hash in conn.execute("SELECT stage, content_hash FROM failures"):
-                failed.setdefault(content_hash, set()).add(stage)
+            for operation, content_hash in conn.execute(
+                "SELECT operation, content_hash FROM failures"
+            ):
+                failed.setdefault(content_hash, set()).add(operation)
             thumbs = {r[0] for r in conn.execute("SELECT content_hash FROM thumbnails")}
             playlists = {r[0] for r in conn.execute("SELECT content_hash FROM playlists")}
         finally:

@@ -277,9 +277,12 @@ def test_person_face_pair_and_failure_subjects() -> None:
          "photos.stage.faces.DerivationFailed", "DerivationFailed:faces:9"),
         (ev.DerivationFailed(stage="faces", reason="r", input_subject="s", file_id="f1"),
          "photos.file.f1.DerivationFailed", "DerivationFailed:faces:None"),
-        (ev.DerivationFailed(stage="thumbnail", reason="r", input_subject="s", file_id="f1",
-                             content_hash=h, causation=3),
+        (ev.DerivationFailed(stage="media", operation="thumbnail", reason="r",
+                             input_subject="s", file_id="f1", content_hash=h, causation=3),
          f"photos.content.{h}.DerivationFailed", "DerivationFailed:thumbnail:3"),
+        (ev.DerivationFailed(stage="media", operation="exif", reason="r",
+                             input_subject="s", file_id="f1", content_hash=h, causation=3),
+         f"photos.content.{h}.DerivationFailed", "DerivationFailed:exif:3"),
     ]  # fmt: skip
     for event, subject, msg_id in cases:
         assert (event.subject(), event.default_msg_id()) == (subject, msg_id)

@@ -83,7 +83,12 @@ async def test_a_redelivery_after_the_duplicate_window_appends_no_second_fact(
     s2 = (await lg.publish(_seen(2))).seq
     first = await lg.publish(_hashed(1, s1))
     fail = DerivationFailed(
-        stage="thumbnail", reason="x", input_subject="s", causation=s1, content_hash=H1
+        stage="media",
+        operation="thumbnail",
+        reason="x",
+        input_subject="s",
+        causation=s1,
+        content_hash=H1,
     )
     failed = await lg.publish(fail)
     await asyncio.sleep(WINDOW + 0.6)  # beyond the window: Nats-Msg-Id no longer helps

@@ -47,10 +47,13 @@ async def test_hashes_match_blake3_and_images_get_perceptual_hashes(
         }
         broken = b3(lib / "broken.jpg")
         assert content[broken][0] is None  # no pHash, but the hash landed …
-        [(stage, reason)] = _rows(
-            p, "SELECT stage, reason FROM failures WHERE content_hash = ?", broken
+        [(stage, operation, reason)] = _rows(
+            p, "SELECT stage, operation, reason FROM failures WHERE content_hash = ?", broken
         )
-        assert stage == "thumbnail" and "decode" in reason  # … and the reason is recorded
+        assert (stage, operation) == (
+            "media",
+            "thumbnail",
+        ) and "decode" in reason  # … and the reason is recorded
         ok = content[b3(files[0])]
         assert len(ok[0]) == 16 and len(ok[1]) == 16 and ok[2] == 96
         assert content[b3(files[6])][3] == "video"

@@ -85,7 +85,7 @@ async def test_up_writes_private_files_and_serves_no_server_path(base: Path) -> 
             except (OSError, AssertionError):
                 return False
             thumbs = [i for i in items if i["thumbnail"]]
-            return video_state == "ready" and failures.get("thumbnail") and len(thumbs) >= 2
+            return video_state == "ready" and failures.get("media") and len(thumbs) >= 2
 
         await wait_until(settled, 90, 0.5)
         served = [
@@ -105,7 +105,7 @@ async def test_up_writes_private_files_and_serves_no_server_path(base: Path) -> 
     assert any(":broken file.jpg: " in r for r in reasons), reasons
     assert not any(str(base) in r for r in reasons), reasons
     pipeline = json.loads(served[0])
-    [failure] = [f for f in pipeline["failures"]["recent"] if f["stage"] == "thumbnail"]
+    [failure] = [f for f in pipeline["failures"]["recent"] if f["operation"] == "thumbnail"]
     assert "broken file.jpg" in failure["reason"]
     served[1] = json.loads(served[1])["items"][0]["reason"] or ""  # roots are shown on purpose
     for text in served:

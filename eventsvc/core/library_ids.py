@@ -24,15 +24,16 @@ log = logging.getLogger("eventsvc")
 
 
 async def log_libraries(event_log: EventLog) -> list[tuple[str, str, str]]:
-    """(id, name, root) of every library the log has a LibraryOnline/LibraryStale of
+    """(id, name, root) of every library the log has a LibraryOnline/LibraryStale/LibraryAdded of
     (the latest of each), in stream order."""
-    from eventsvc.core.events import LibraryOnline, LibraryStale, decode
+    from eventsvc.core.events import LibraryAdded, LibraryOnline, LibraryStale, decode
 
     found: dict[str, tuple[int, str, str]] = {}
     async for batch in event_log.read(
         [
             f"{event_log.prefix}.library.*.LibraryOnline",
             f"{event_log.prefix}.library.*.LibraryStale",
+            f"{event_log.prefix}.library.*.LibraryAdded",
         ],
         last_per_subject=True,
     ):
@@ -41,7 +42,7 @@ async def log_libraries(event_log: EventLog) -> list[tuple[str, str, str]]:
                 e = decode(raw.data, raw.headers)
             except EventsvcError:
                 continue
-            if isinstance(e, LibraryOnline | LibraryStale):
+            if isinstance(e, LibraryOnline | LibraryStale | LibraryAdded):
                 if e.library_id not in found or found[e.library_id][0] < raw.seq:
                     found[e.library_id] = (raw.seq, e.name, e.root)
     ordered = sorted(found.items(), key=lambda kv: kv[1][0])

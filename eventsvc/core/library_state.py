@@ -8,6 +8,8 @@ events the same way, through :class:`LibraryState`:
   :mod:`eventsvc.core.health`: the highest sequence per library wins);
 - ``FileSeen`` / ``FileMissing``: each file's current location, size and mtime (the last of
   the two per file wins; a missing file is remembered in :attr:`LibraryState.gone`);
+- ``LibraryAdded`` / ``LibraryUpdated`` / ``LibraryRemoved``: the library configuration
+  (:mod:`eventsvc.core.library_config`); a removed library's locations are gone;
 - ``HashComputed``: the content a location holds, only while it is still the version that
   was hashed (same size and mtime). A later ``FileSeen`` with another size or mtime clears
   it, exactly as the read model's ``files.content_hash`` does.
@@ -23,9 +25,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from eventsvc.core.events import Event, FileMissing, FileSeen, HashComputed, decode
+from eventsvc.core.events import (
+    Event,
+    FileMissing,
+    FileSeen,
+    HashComputed,
+    LibraryAdded,
+    LibraryRemoved,
+    LibraryUpdated,
+    decode,
+)
 from eventsvc.core.health import Health, health_subjects
 from eventsvc.core.health import fold as fold_health
+from eventsvc.core.library_config import LibraryCatalog, config_subjects
 from eventsvc.core.log import EventLog, RawEvent
 
 __all__ = ["FileState", "LibraryState"]
@@ -59,6 +71,8 @@ class LibraryState:
     """file_id -> (library id, seq of its FileMissing), for files that may come back."""
     seq: int = 0
     """The highest stream sequence folded (what :meth:`catch_up` continues from)."""
+    config: LibraryCatalog = field(default_factory=LibraryCatalog)
+    """The library configuration fold (LibraryAdded/Updated/Removed)."""
 
     # ------------------------------------------------------------ the fold
 
@@ -72,7 +86,25 @@ class LibraryState:
             return self._missing(seq, event)
         if isinstance(event, HashComputed):
             return self._hashed(seq, event)
+        if isinstance(event, (LibraryAdded, LibraryUpdated, LibraryRemoved)):
+            return self._configured(seq, event)
         return fold_health(self.libraries, seq, event)
+
+    def _configured(self, seq: int, e: LibraryAdded | LibraryUpdated | LibraryRemoved) -> bool:
+        """Library configuration (issue 16): a removed library's locations are gone
+        (its content stays live only where another location holds it)."""
+        if not self.config.fold(seq, e):
+            return False
+        if isinstance(e, LibraryRemoved):
+            for file_id in [i for i, f in self.files.items() if f.library_id == e.library_id]:
+                del self.files[file_id]
+                self.gone[file_id] = (e.library_id, seq)
+        return True
+
+    def not_scanned(self) -> set[str]:
+        """Libraries the configuration events disable or remove: not expected online."""
+        off = {i for i, c in self.config.libraries.items() if not c.enabled}
+        return off | set(self.config.removed)
 
     def _newer(self, file_id: str, seq: int) -> bool:
         cur = self.files.get(file_id)
@@ -132,7 +164,7 @@ class LibraryState:
         subjects = [f"{p}.file.*.FileSeen", f"{p}.file.*.FileMissing"]
         if hashes:
             subjects.append(f"{p}.content.*.HashComputed")
-        return subjects + health_subjects(event_log)
+        return subjects + health_subjects(event_log) + config_subjects(p)
 
     @classmethod
     async def load(cls, event_log: EventLog) -> LibraryState:

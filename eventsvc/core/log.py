@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from eventsvc.core import tracing
 from eventsvc.core.consumers import (
     NATS_ERRORS,
     Consumers,
@@ -35,6 +36,7 @@ from eventsvc.core.consumers import (
 )
 from eventsvc.core.errors import LogError, LogUnavailable, PublishError
 from eventsvc.core.events import Event, encode, headers_for
+from eventsvc.core.logs import Repeats
 from eventsvc.core.natsauth import Credentials
 from eventsvc.core.stream import Stream, StreamState, fact_version_of
 
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_repeats = Repeats(log)  # reconnect attempts (all connections): each error once, then counted
 
 WRONG_LAST_SEQUENCE = 10071
 
@@ -135,13 +138,14 @@ class EventLog(Stream, Consumers):
         async def _quiet(exc: Exception) -> None:
             errors.append(exc)
             del errors[:-20]
-            log.warning("nats: %s", exc)
+            _repeats.log(logging.WARNING, str(exc), "nats: %s", exc)
 
         state = ConnectionState()
 
         async def _reconnected() -> None:
             state.reconnects += 1
             state.connected, state.since = True, time.time()
+            _repeats.clear()
             log.warning("nats: reconnected to %s", url)
 
         async def _disconnected() -> None:
@@ -221,6 +225,7 @@ class EventLog(Stream, Consumers):
 
         ``expected_last_subject_seq`` overrides both (the caller guards itself)."""
         hdrs = headers_for(event, msg_id)
+        tracing.inject(hdrs)  # the deriving span's context, while tracing is on
         subject = event.subject(self.prefix)
         if expected_last_subject_seq is not None:
             try:

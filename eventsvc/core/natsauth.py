@@ -38,6 +38,7 @@ __all__ = [
     "cluster_authorization",
     "credentials_for",
     "inbox_prefix",
+    "library_config_subjects",
     "load_credentials",
     "nats_context",
     "permissions",
@@ -61,6 +62,12 @@ _WORKER_DURABLES = (*DERIVERS, *(f"{r}-rederive" for r in REDERIVING))
 
 ROLES = ("admin", "scanner", *DERIVERS, "reencode", "projector", "api", "inspect")
 """Every NATS user: ``admin`` sets up the stream, ``inspect`` only reads."""
+
+
+def library_config_subjects(prefix: str = "photos") -> list[str]:
+    """The library configuration events (LibraryAdded/Updated/Removed): the ``api`` user
+    publishes them; workers and the scanner never do."""
+    return [f"{prefix}.library.*.{t}" for t in ("LibraryAdded", "LibraryUpdated", "LibraryRemoved")]
 
 
 def publishes(role: str, prefix: str = "photos") -> list[str]:
@@ -108,6 +115,9 @@ def publishes(role: str, prefix: str = "photos") -> list[str]:
             f"{p}.content.*.TagRemoved",
             f"{p}.content.*.Favorited",
             f"{p}.content.*.Unfavorited",
+            # library configuration (issue 16): the API's endpoints and the start-up
+            # reconcile of a TOML file / CLI roots (which publishes as the api user)
+            *library_config_subjects(p),
         ],
     }
     if role not in ROLES:

@@ -1,7 +1,9 @@
 """Where a library's files are, for derivers and the API: from configuration only.
 
 The log may name a library and its root (``LibraryOnline``/``LibraryStale``), but a root is
-never taken from it: anyone able to publish could otherwise point a worker at ``/``. An
+never taken from it (only from configuration: a file, CLI roots, or the library
+configuration events of :mod:`eventsvc.core.library_config`, whose roots pass the same
+checks): anyone able to publish could otherwise point a worker at ``/``. An
 event naming a library that is not configured on this host fails with
 :class:`~eventsvc.core.errors.LibraryNotConfigured` (transient: retried, then recorded as a
 ``DerivationFailed`` with that reason); a library the log knows but this host does not is
@@ -26,6 +28,7 @@ from eventsvc.core.errors import (
 )
 from eventsvc.core.events import HashComputed
 from eventsvc.core.health import load_health
+from eventsvc.core.library_config import LibraryCatalog
 from eventsvc.core.log import EventLog
 from eventsvc.core.safe_open import open_in_root
 from eventsvc.core.settings import Library
@@ -69,8 +72,11 @@ class LibraryRoots:
 
     def __init__(
         self, configured: list[Library] | tuple[Library, ...] | None = None, *,
-        follow_symlinks: bool = True,
+        follow_symlinks: bool = True, catalog: LibraryCatalog | None = None,
     ) -> None:  # fmt: skip
+        self.catalog = catalog
+        """The library configuration fold (issue 16), kept current by whoever follows it
+        (``up``'s scanner): a library it adds is read at once, one it removes no more."""
         self.configured: tuple[Library, ...] = tuple(configured or ())
         """The libraries given in configuration (with their enabled flags)."""
         self.follow_symlinks = follow_symlinks
@@ -79,12 +85,21 @@ class LibraryRoots:
         """Library id -> events (log announcements and file events) naming it that were
         ignored because it is not configured here."""
 
-    def __call__(self, library_id: str) -> Path | None:
+    def _lookup(self, library_id: str) -> Path | None:
+        if self.catalog is not None:
+            if library_id in self.catalog.removed:
+                return None
+            conf = self.catalog.libraries.get(library_id)
+            if conf is not None:
+                return Path(conf.root)
         return self._roots.get(library_id)
+
+    def __call__(self, library_id: str) -> Path | None:
+        return self._lookup(library_id)
 
     def root(self, library_id: str) -> Path:
         """The configured root, else LibraryNotConfigured (reported once per library)."""
-        root = self._roots.get(library_id)
+        root = self._lookup(library_id)
         if root is None:
             self._note(library_id, None)
             raise LibraryNotConfigured(library_id)
@@ -105,7 +120,7 @@ class LibraryRoots:
         """Look at the libraries the log announces: those not configured here are
         reported (never used). Roots always come from configuration."""
         for library_id, health in (await load_health(event_log)).items():
-            if library_id not in self._roots and library_id not in self.unconfigured:
+            if self._lookup(library_id) is None and library_id not in self.unconfigured:
                 self._note(library_id, health.root)
 
     def _rel(self, event: Location) -> bytes:

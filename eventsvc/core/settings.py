@@ -92,8 +92,31 @@ class Settings(BaseSettings):
     api_cookie_secure: bool | None = None
     """Session cookies with ``Secure``: None: when the request came over https."""
     # ---- end API access
+    # ---- Prometheus metrics (issue 14: GET /metrics, a port per process without an API)
+    metrics_port: int | None = None
+    """``eventsvc worker``/``scan --loop``/``project``: serve ``/metrics`` on this port
+    (0: any free one); None: none. ``up`` and ``api`` serve it on the API."""
+    metrics_host: str = "127.0.0.1"
+    """Where ``metrics_port`` listens (loopback: set e.g. 0.0.0.0 for a remote scraper;
+    that server has no authentication)."""
+    metrics_open_on_loopback: bool | None = None
+    """The API's ``GET /metrics`` without a token for a client on loopback. None: only
+    when the API itself binds loopback; False: a ``read`` token always (e.g. behind a
+    reverse proxy on the same host, whose requests all come from loopback)."""
+    # ---- end Prometheus metrics
     nats_url: str | None = None
     """An existing NATS server; None starts the embedded one in the data dir."""
+    # ---- embedded NATS ports (issue 14: NATS for people)
+    nats_port: int = 4222
+    """Client port of the embedded nats-server (loopback): stable, so that the ``nats`` CLI
+    context of `eventsvc nats-context` keeps working; a free port instead (with a warning)
+    when it is in use. 0: any free port at each start."""
+    nats_monitor_port: int = 8222
+    """HTTP monitoring port (``/varz``, ``/jsz``, ``/connz``) of the embedded server, on
+    ``nats_monitor_host``; a free port instead when in use. 0: no monitoring endpoint."""
+    nats_monitor_host: str = "127.0.0.1"
+    """Where the monitoring endpoint listens (unauthenticated: keep it on loopback)."""
+    # ---- end embedded NATS ports
     # ---- NATS credentials (issue 11: authenticated NATS, least privilege)
     nats_user: str | None = None
     """User on an external NATS (``nats_url``) for every connection of this process."""
@@ -216,7 +239,18 @@ class Settings(BaseSettings):
     """Seconds between orphan clean-up ticks (it acts only on the second healthy one)."""
     playlist_cleanup_max: int = 500
     """At most this many directories removed per clean-up tick."""
+    # ---- logs, progress, tracing (issue 14: one log format)
     log_level: str = "INFO"
+    """DEBUG, INFO, WARNING, ERROR: every component and library (``--log-level``)."""
+    log_format: str = "text"
+    """``text`` (one line per record) or ``json`` (one JSON object per line, for log
+    shippers: ts, level, logger, msg and extra fields) (``--log-format``)."""
+    log_levels: str = ""
+    """Per-logger overrides ``NAME=LEVEL,…`` (e.g. ``watchfiles=INFO``); third-party
+    loggers are otherwise kept at WARNING."""
+    otlp_endpoint: str | None = None
+    """OpenTelemetry: export derivation spans over OTLP/HTTP to this URL (e.g.
+    ``http://127.0.0.1:4318``); needs the ``tracing`` extra. Unset: no tracing."""
     # ---- file access (trust boundary): only configured library roots are ever read
     follow_symlinks: bool = True
     """Follow symlinks inside a library while they stay inside its root (scanner, workers,

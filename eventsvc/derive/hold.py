@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Protocol
 from eventsvc.core.errors import BackendUnavailable, InferenceError, ModelUnavailable
 from eventsvc.core.events import Event, HashComputed, decode
 from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
+from eventsvc.core.logs import Repeats
 from eventsvc.derive.worker import Worker, WorkerStats
 from eventsvc.inference.protocol import ModelInfo
 
@@ -93,6 +94,7 @@ class InferenceWorker(Worker):
         self._paused = True  # until the first check finds the model
         self._held_msgs: dict[int, tuple[Delivery, asyncio.Task[None]]] = {}
         self._strikes: dict[int, int] = {}
+        self._paused_log = Repeats(log)  # each reason once, then counted
         self._attempt = 0
         self._next_check = 0.0
         self._reported: tuple[object, ...] | None = None
@@ -197,14 +199,15 @@ class InferenceWorker(Worker):
             info: ModelInfo = probe.result()
         except InferenceError as exc:
             reason = str(exc) or type(exc).__name__
-            if self.stats.model_error != reason:
-                log.error(
-                    "%s: no %s model, paused (%d messages held; checking again with "
-                    "back-off up to %gs): %s",
-                    self.name, self.label, len(self._held_msgs), self.recheck, reason,
-                )  # fmt: skip
+            self._paused_log.log(  # once per reason, then counted
+                logging.ERROR, reason,
+                "%s: no %s model, paused (%d messages held; checking again with "
+                "back-off up to %gs): %s",
+                self.name, self.label, len(self._held_msgs), self.recheck, reason,
+            )  # fmt: skip
             self.stats.model_error = reason
             return False
+        self._paused_log.clear()
         if self.stats.model_error is not None or self.stats.model != info.version:
             log.info("%s: %s model %s (dim %d) ready", self.name, self.label, info.version,
                      info.dim)  # fmt: skip

@@ -257,11 +257,14 @@ class MediaDeriver:
             return exif_mod.extract_video(path) if video else exif_mod.extract_image(path)
         return self.sandbox.exif(fd, video=video)
 
-    def _failed(self, event: HashComputed, seq: int, stage: str, reason: str) -> DerivationFailed:
+    def _failed(
+        self, event: HashComputed, seq: int, operation: str, reason: str
+    ) -> DerivationFailed:
         reason = f"{event.library_id}:{event.path or '?'}: {reason}"[:500]  # never a server path
-        log.warning("%s failed for %s: %s", stage, event.content_hash[:12], reason)
+        log.warning("%s failed for %s: %s", operation, event.content_hash[:12], reason)
         return DerivationFailed(
-            stage=stage,
+            stage="media",
+            operation=operation,
             reason=reason,
             permanent=True,
             input_subject=event.subject(self.event_log.prefix),

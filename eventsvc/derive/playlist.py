@@ -306,7 +306,8 @@ class PlaylistDeriver:
             log.warning("playlist for %s: %s", h[:12], exc)
             return [
                 DerivationFailed(
-                    stage="playlist", reason=str(exc), permanent=False,
+                    stage="playlist", operation="playlist", reason=str(exc),
+                    permanent=False,
                     input_subject=event.subject(self.event_log.prefix), causation=seq,
                     content_hash=h, file_id=event.file_id, library_id=event.library_id,
                 )

@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from eventsvc.core import tracing
 from eventsvc.core.errors import DecodeError, LogClosed, LogError, PermanentError, TransientError
 from eventsvc.core.events import DerivationFailed, Event, decode
 from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
+from eventsvc.core.metrics import ProcessMetrics
 
 __all__ = ["Handler", "WithBackground", "Worker", "WorkerStats"]
 
@@ -36,6 +39,9 @@ class WorkerStats:
 
 
 class Worker:
+    metrics: ProcessMetrics | None = None
+    """Where the handler's time per message is observed (set by ``ProcessMetrics.add_worker``)."""
+
     def __init__(
         self,
         name: str,
@@ -121,13 +127,21 @@ class Worker:
         if self.accepts and not isinstance(event, self.accepts):
             await msg.ack()
             return
+        with tracing.derivation(self.name, seq, msg.subject, msg.headers):
+            await self._derive(msg, event, seq, deliveries)
+
+    async def _derive(self, msg: Delivery, event: Event, seq: int, deliveries: int) -> None:
+        log.debug("%s: deriving from seq %d (%s)", self.name, seq, msg.subject)
         heartbeat = asyncio.create_task(self._keep_alive(msg))
+        t0 = time.perf_counter()
         try:
             outputs = await self.handler(event, seq)
         except PermanentError as exc:
+            self._observe("error", t0)
             await self._fail(msg, seq, deliveries, event, str(exc), True)
             return
         except Exception as exc:  # transient by default: retry with back-off
+            self._observe("error", t0)
             if await self._held(msg, exc):
                 return
             reason = str(exc) or type(exc).__name__
@@ -149,11 +163,16 @@ class Worker:
             return
         finally:
             heartbeat.cancel()
+        self._observe("ok", t0)
         for out in outputs:
             await self.event_log.publish(out)
             self.stats.published += 1
         await msg.ack()
         self.stats.done += 1
+
+    def _observe(self, outcome: str, t0: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_stage(self.name, outcome, time.perf_counter() - t0)
 
     def _backoff(self, deliveries: int) -> float:
         steps = self.spec.backoff or (1.0,)
@@ -181,6 +200,7 @@ class Worker:
         log.warning("%s: recording failure for seq %d: %s", self.name, seq, reason)
         failed = DerivationFailed(
             stage=self.name,
+            operation=self.name,
             reason=reason,
             permanent=permanent,
             input_subject=msg.subject,

@@ -16,6 +16,7 @@ from pathlib import Path
 from eventsvc.core.errors import ModelUnavailable
 from eventsvc.core.events import subject_token
 from eventsvc.core.inference import ClipBackend, FaceBackend
+from eventsvc.core.logs import Repeats, sentence_cut
 from eventsvc.core.settings import Settings
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_repeats = Repeats(log)  # a download retried at every model recheck: logged once, counted
 
 REQUIRED_FILES = (
     "config.json",
@@ -82,14 +84,16 @@ def resolve_model_dir(spec: str, models_dir: Path, *, download: bool = True) -> 
             f"CLIP model {spec!r} is not in {target} and huggingface_hub is not installed "
             f"(pip install 'eventsvc[clip]'); {_how_to_fix(spec)}"
         ) from exc
-    log.info("clip: downloading %s into %s (first use)", spec, target)
+    key = ("download", spec)
+    _repeats.log(logging.INFO, key, "clip: downloading %s into %s (first use)", spec, target)
     try:
         snapshot_download(repo_id=spec, local_dir=str(target), allow_patterns=_PATTERNS)
     except Exception as exc:  # offline, unknown repo, network: huggingface_hub's own types
-        raise ModelUnavailable(
+        raise ModelUnavailable(  # whole sentences: this is the 503's reason
             f"CLIP model {spec!r} could not be fetched ({type(exc).__name__}: "
-            f"{str(exc)[:200]}); {_how_to_fix(spec)}"
+            f"{sentence_cut(str(exc), 500)}); {_how_to_fix(spec)}"
         ) from exc
+    _repeats.clear(key)
     if not _complete(target):
         raise ModelUnavailable(f"the download of {spec!r} into {target} is incomplete")
     return target

@@ -14,6 +14,7 @@ from litestar.params import Body
 
 from eventsvc.core.errors import BadInput, InferenceError, ModelUnavailable
 from eventsvc.core.inference import ClipBackend, FaceBackend
+from eventsvc.core.logs import litestar_logging
 from eventsvc.core.settings import Settings
 from eventsvc.inference.faces_http import FacesInferenceController
 from eventsvc.inference.wire import MAX_ITEMS, decode_images, error_response, prestart_decoder
@@ -103,6 +104,7 @@ def create_inference_app(
                 await backend.aclose()
 
     return Litestar(
+        logging_config=litestar_logging(),
         route_handlers=[
             info,
             ClipInferenceController,

@@ -1,9 +1,9 @@
 """Running a parser on hostile input, bounded: the extractors' guard rails.
 
-A parser runs in a daemon worker thread abandoned after a timeout (:func:`_run_bounded`),
-reads through a :class:`_GuardedReader` that stops it once cancelled or after a budget of
-reads/seeks, and reports problems into a bounded, de-duplicated :class:`_Warnings` list
-(exifread's own log records included, via :func:`_log_capture`). Nothing here is exported:
+A parser runs in a daemon worker thread abandoned after a timeout (:func:`run_bounded`),
+reads through a :class:`GuardedReader` that stops it once cancelled or after a budget of
+reads/seeks, and reports problems into a bounded, de-duplicated :class:`Warnings` list
+(exifread's own log records included, via :func:`log_capture`). Nothing here is exported:
 the names are shared by the sibling extractor modules only.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from eventsvc.media.facts import MediaError
 
-__all__: list[str] = []
+__all__ = ["Cancelled", "GuardedReader", "Warnings", "log_capture", "open_regular", "run_bounded"]
 
 _MAX_WARNINGS = 16
 _MAX_WARNING_LEN = 200
@@ -27,7 +27,7 @@ _MAX_WARNING_LEN = 200
 _T = TypeVar("_T")
 
 
-class _Warnings:
+class Warnings:
     """A small, bounded, de-duplicated list of warning strings (thread-safe enough)."""
 
     def __init__(self) -> None:
@@ -47,7 +47,7 @@ class _LogCapture(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sinks: dict[int, _Warnings] = {}
+        self.sinks: dict[int, Warnings] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         sink = self.sinks.get(record.thread or 0)
@@ -65,7 +65,7 @@ _capture: _LogCapture | None = None
 _capture_lock = threading.Lock()
 
 
-def _log_capture() -> _LogCapture:
+def log_capture() -> _LogCapture:
     global _capture
     with _capture_lock:
         if _capture is None:
@@ -74,7 +74,7 @@ def _log_capture() -> _LogCapture:
         return _capture
 
 
-class _Cancelled(Exception):
+class Cancelled(Exception):
     """Raised inside an abandoned worker at its next read or seek."""
 
 
@@ -82,7 +82,7 @@ class _TooMuchWork(Exception):
     """Raised when a parser performs more reads/seeks than any sane file needs."""
 
 
-class _GuardedReader(io.BufferedReader):
+class GuardedReader(io.BufferedReader):
     """Buffered reader that stops a parser once cancelled or after ``budget`` operations.
 
     Every read/seek is checked, including those served from the buffer, so an abandoned
@@ -98,7 +98,7 @@ class _GuardedReader(io.BufferedReader):
 
     def _tick(self) -> None:
         if self.cancelled:
-            raise _Cancelled("extraction abandoned")
+            raise Cancelled("extraction abandoned")
         self.operations += 1
         if self.operations > self._budget:
             raise _TooMuchWork(f"gave up after {self._budget} reads (hostile structure?)")
@@ -124,7 +124,7 @@ class _GuardedReader(io.BufferedReader):
         return super().seek(offset, whence)
 
 
-def _run_bounded(fn: Callable[[], _T], timeout_s: float, name: str) -> tuple[bool, _T | None]:
+def run_bounded(fn: Callable[[], _T], timeout_s: float, name: str) -> tuple[bool, _T | None]:
     """Run ``fn`` in a daemon thread; (finished, result). Exceptions propagate."""
     box: dict[str, Any] = {}
 
@@ -144,7 +144,7 @@ def _run_bounded(fn: Callable[[], _T], timeout_s: float, name: str) -> tuple[boo
     return True, box.get("result")
 
 
-def _open_regular(path: str | os.PathLike[str]) -> tuple[io.FileIO, int]:
+def open_regular(path: str | os.PathLike[str]) -> tuple[io.FileIO, int]:
     """Open a regular file for reading or raise MediaError."""
     try:
         st = os.stat(path)

@@ -20,26 +20,26 @@ import threading
 from dataclasses import dataclass
 
 from eventsvc.media.bounded import (
-    _Cancelled,
-    _GuardedReader,
-    _log_capture,
-    _open_regular,
-    _run_bounded,
-    _Warnings,
+    Cancelled,
+    GuardedReader,
+    Warnings,
+    log_capture,
+    open_regular,
+    run_bounded,
 )
 from eventsvc.media.exif_tags import (
     Tags,
-    _ciff_tags,
-    _facts_from_tags,
-    _has_tags,
-    _tags_from_exifread,
-    _tags_from_pillow,
+    ciff_tags,
+    facts_from_tags,
+    has_tags,
+    tags_from_exifread,
+    tags_from_pillow,
 )
 from eventsvc.media.facts import ExifFacts, MediaError
 from eventsvc.media.heif import is_heif, register_heif
 from eventsvc.media.source import FdReader
 from eventsvc.media.video_meta import DEFAULT_VIDEO_TIMEOUT_S, extract_video, frame_rotation
-from eventsvc.media.xmp import _fill_from_xmp, _xmp_text, xmp_date
+from eventsvc.media.xmp import fill_from_xmp, xmp_date, xmp_text
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -64,7 +64,7 @@ _READ_BUDGET = 200_000  # reads+seeks per parsing stage; real files need < 2,000
 class _Scratch:
     """Results the image worker publishes as it goes (read back even after a timeout)."""
 
-    warnings: _Warnings
+    warnings: Warnings
     tags: Tags | None = None
     size: tuple[int, int] | None = None
     orientation: int | None = None
@@ -82,7 +82,7 @@ def _header_formats() -> list[str]:
     return [f for f in allowed if f in Image.OPEN]
 
 
-def _read_image(bf: _GuardedReader, scratch: _Scratch) -> None:
+def _read_image(bf: GuardedReader, scratch: _Scratch) -> None:
     from PIL import Image
 
     head = bf.read(_HEAD_BYTES)
@@ -102,9 +102,9 @@ def _read_image(bf: _GuardedReader, scratch: _Scratch) -> None:
                 if scratch.orientation in (5, 6, 7, 8):
                     width, height = height, width
                 scratch.size = (width, height)
-                scratch.tags = _tags_from_pillow(im.getexif(), scratch.warnings)
-                scratch.xmp = _xmp_text(im.info)
-        except _Cancelled:
+                scratch.tags = tags_from_pillow(im.getexif(), scratch.warnings)
+                scratch.xmp = xmp_text(im.info)
+        except Cancelled:
             raise
         except Exception as exc:
             scratch.warnings.add(f"heif: {type(exc).__name__}: {exc}")
@@ -119,27 +119,27 @@ def _read_image(bf: _GuardedReader, scratch: _Scratch) -> None:
     try:
         bf.seek(0)
         raw = exifread.process_file(bf, details=False, extract_thumbnail=False)
-        scratch.tags = _tags_from_exifread(raw)
-    except _Cancelled:
+        scratch.tags = tags_from_exifread(raw)
+    except Cancelled:
         raise
     except Exception as exc:  # hostile EXIF: keep going with what the header gives
         exifread_failed = True
         scratch.warnings.add(f"exif: {type(exc).__name__}: {exc}")
-    if exif_bytes and (exifread_failed or not _has_tags(scratch.tags)):
+    if exif_bytes and (exifread_failed or not has_tags(scratch.tags)):
         try:
             exif = Image.Exif()
             exif.load(exif_bytes)
-            tags = _tags_from_pillow(exif, scratch.warnings)
-            scratch.tags = tags if _has_tags(tags) else scratch.tags
+            tags = tags_from_pillow(exif, scratch.warnings)
+            scratch.tags = tags if has_tags(tags) else scratch.tags
         except Exception as exc:
             scratch.warnings.add(f"exif (pillow): {type(exc).__name__}: {exc}")
-    if not _has_tags(scratch.tags) and b"HEAPJPGM" in head:
+    if not has_tags(scratch.tags) and b"HEAPJPGM" in head:
         bf.operations = 0
         bf.seek(0)
-        scratch.tags = _ciff_tags(bf.read(1 << 16)) or scratch.tags
+        scratch.tags = ciff_tags(bf.read(1 << 16)) or scratch.tags
 
 
-def _read_header(bf: _GuardedReader, scratch: _Scratch) -> bytes | None:
+def _read_header(bf: GuardedReader, scratch: _Scratch) -> bytes | None:
     """Pixel size from the image header (no decode); returns Pillow's raw EXIF block."""
     from PIL import Image
 
@@ -152,10 +152,10 @@ def _read_header(bf: _GuardedReader, scratch: _Scratch) -> bytes | None:
                 stored = (tiff_tags.get(0x0100), tiff_tags.get(0x0101))
                 if all(isinstance(v, int) and v > 0 for v in stored):
                     scratch.size = (int(stored[0]), int(stored[1]))
-            scratch.xmp = _xmp_text(im.info)
+            scratch.xmp = xmp_text(im.info)
             exif_bytes = im.info.get("exif")
             return exif_bytes if isinstance(exif_bytes, bytes) else None
-    except _Cancelled:
+    except Cancelled:
         raise
     except Exception as exc:
         scratch.warnings.add(f"image header: {type(exc).__name__}: {exc}")
@@ -172,13 +172,13 @@ def extract_image(
 
     Never raises on bad content; raises :class:`MediaError` only if the file is unreadable.
     """
-    fh, size = _open_regular(path)
-    scratch = _Scratch(_Warnings())
+    fh, size = open_regular(path)
+    scratch = _Scratch(Warnings())
     if size > max_bytes:
         scratch.warnings.add(f"file is {size} bytes; only the first {max_bytes} were read")
     raw = FdReader(fh.fileno(), max_bytes, owner=fh)
-    reader = _GuardedReader(raw, _READ_BUDGET)
-    capture = _log_capture()
+    reader = GuardedReader(raw, _READ_BUDGET)
+    capture = log_capture()
 
     def work() -> None:
         ident = threading.get_ident()
@@ -186,7 +186,7 @@ def extract_image(
         try:
             with reader:
                 _read_image(reader, scratch)
-        except _Cancelled:
+        except Cancelled:
             pass
         except Exception as exc:  # last resort: content never makes this function raise
             scratch.warnings.add(f"read error: {type(exc).__name__}: {exc}")
@@ -194,17 +194,17 @@ def extract_image(
             capture.sinks.pop(ident, None)
             raw.close()
 
-    finished, _ = _run_bounded(work, timeout_s, "exif-extract")
+    finished, _ = run_bounded(work, timeout_s, "exif-extract")
     if not finished:
         reader.cancelled = True
         scratch.warnings.add(f"extraction timed out after {timeout_s:g}s; result is partial")
 
     tags, header_size = scratch.tags, scratch.size
-    fields = _facts_from_tags(tags, scratch.warnings) if tags else {}
+    fields = facts_from_tags(tags, scratch.warnings) if tags else {}
     if scratch.heif and scratch.orientation is not None:
         fields["orientation"] = scratch.orientation
     if scratch.xmp:
-        _fill_from_xmp(fields, scratch.xmp, scratch.warnings)
+        fill_from_xmp(fields, scratch.xmp, scratch.warnings)
     if header_size and all(0 < v for v in header_size):
         fields["width"], fields["height"] = header_size
     return ExifFacts(**fields, warnings=scratch.warnings.snapshot())

@@ -7,23 +7,30 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from eventsvc.media.bounded import _Warnings
+from eventsvc.media.bounded import Warnings
 from eventsvc.media.exif_values import (
-    _exif_datetime,
-    _first,
-    _gps_coord,
-    _int,
-    _offset,
-    _positive,
-    _text,
+    as_int,
+    as_positive,
+    as_text,
+    exif_datetime,
+    first_value,
+    gps_coord,
+    parse_offset,
 )
 
-__all__ = ["Tags"]
+__all__ = [
+    "Tags",
+    "ciff_tags",
+    "facts_from_tags",
+    "has_tags",
+    "tags_from_exifread",
+    "tags_from_pillow",
+]
 
 Tags = dict[str, dict[int, Any]]  # IFD group ("Image", "EXIF", "GPS") -> tag id -> value
 
 
-def _tags_from_exifread(raw: Mapping[str, Any]) -> Tags:
+def tags_from_exifread(raw: Mapping[str, Any]) -> Tags:
     tags: Tags = {"Image": {}, "EXIF": {}, "GPS": {}}
     for key, tag in raw.items():
         group = tags.get(key.split(" ", 1)[0]) if isinstance(key, str) else None
@@ -33,7 +40,7 @@ def _tags_from_exifread(raw: Mapping[str, Any]) -> Tags:
     return tags
 
 
-def _tags_from_pillow(exif: Any, warnings: _Warnings) -> Tags:
+def tags_from_pillow(exif: Any, warnings: Warnings) -> Tags:
     tags: Tags = {"Image": {}, "EXIF": {}, "GPS": {}}
     try:
         tags["Image"] = {int(k): v for k, v in exif.items()}
@@ -47,7 +54,7 @@ def _tags_from_pillow(exif: Any, warnings: _Warnings) -> Tags:
     return tags
 
 
-def _ciff_tags(data: bytes) -> Tags | None:
+def ciff_tags(data: bytes) -> Tags | None:
     """Make/model/date from a Canon CIFF heap in a JPEG APP0 segment (old PowerShots)."""
     idx = data.find(b"HEAPJPGM", 0, 4096)
     start = idx - 6
@@ -58,7 +65,7 @@ def _ciff_tags(data: bytes) -> Tags | None:
     heap = start + int.from_bytes(data[start + 2 : start + 6], order)
     tags: Tags = {"Image": {}, "EXIF": {}, "GPS": {}}
     _ciff_dir(data, heap, end, order, 0, tags)
-    return tags if _has_tags(tags) else None
+    return tags if has_tags(tags) else None
 
 
 def _ciff_dir(data: bytes, start: int, end: int, order: str, depth: int, tags: Tags) -> None:
@@ -91,11 +98,11 @@ def _ciff_dir(data: bytes, start: int, end: int, order: str, depth: int, tags: T
             tags["EXIF"][0x9003] = stamp.strftime("%Y:%m:%d %H:%M:%S")
 
 
-def _has_tags(tags: Tags | None) -> bool:
+def has_tags(tags: Tags | None) -> bool:
     return bool(tags and any(tags.values()))
 
 
-def _facts_from_tags(tags: Tags, warnings: _Warnings) -> dict[str, Any]:
+def facts_from_tags(tags: Tags, warnings: Warnings) -> dict[str, Any]:
     """Map raw tag values to ExifFacts field values."""
     img0, ex0, gps = tags.get("Image", {}), tags.get("EXIF", {}), tags.get("GPS", {})
     # A tag where it belongs, else in the other IFD: older cameras write
@@ -103,43 +110,43 @@ def _facts_from_tags(tags: Tags, warnings: _Warnings) -> dict[str, Any]:
     img: dict[int, Any] = {**ex0, **img0}
     ex: dict[int, Any] = {**img0, **ex0}
     out: dict[str, Any] = {
-        "make": _text(img.get(0x010F)),
-        "model": _text(img.get(0x0110)),
-        "lens": _text(ex.get(0xA434)),
-        "focal_length": _positive(_first(ex.get(0x920A)), 1e5),
-        "f_number": _positive(_first(ex.get(0x829D)), 1e3),
-        "exposure_time": _positive(_first(ex.get(0x829A)), 1e6),
+        "make": as_text(img.get(0x010F)),
+        "model": as_text(img.get(0x0110)),
+        "lens": as_text(ex.get(0xA434)),
+        "focal_length": as_positive(first_value(ex.get(0x920A)), 1e5),
+        "f_number": as_positive(first_value(ex.get(0x829D)), 1e3),
+        "exposure_time": as_positive(first_value(ex.get(0x829A)), 1e6),
     }
-    iso = _int(ex.get(0x8827))
+    iso = as_int(ex.get(0x8827))
     out["iso"] = iso if iso is not None and 0 < iso < 10_000_000 else None
 
     if 0x0112 in img:
-        orientation = _int(img.get(0x0112))
+        orientation = as_int(img.get(0x0112))
         if orientation is not None and 1 <= orientation <= 8:
             out["orientation"] = orientation
         else:
             warnings.add(f"orientation: invalid value {img.get(0x0112)!r:.40}")
 
-    out["date_original"], off_orig = _exif_datetime(
+    out["date_original"], off_orig = exif_datetime(
         ex.get(0x9003), ex.get(0x9291), warnings, "DateTimeOriginal"
     )
-    out["date_digitized"], off_dig = _exif_datetime(
+    out["date_digitized"], off_dig = exif_datetime(
         ex.get(0x9004), ex.get(0x9292), warnings, "DateTimeDigitized"
     )
     out["utc_offset"] = (
-        _offset(ex.get(0x9011))
+        parse_offset(ex.get(0x9011))
         or off_orig
-        or _offset(ex.get(0x9012))
+        or parse_offset(ex.get(0x9012))
         or off_dig
-        or _offset(ex.get(0x9010))
+        or parse_offset(ex.get(0x9010))
     )
 
     # width/height: from the image's own header only (see extract_image), never from
     # EXIF PixelXDimension/ImageWidth, which editors and cameras leave stale.
 
     if gps:
-        lat = _gps_coord(gps.get(2), gps.get(1), "S", 90.0)
-        lon = _gps_coord(gps.get(4), gps.get(3), "W", 180.0)
+        lat = gps_coord(gps.get(2), gps.get(1), "S", 90.0)
+        lon = gps_coord(gps.get(4), gps.get(3), "W", 180.0)
         if lat is not None and lon is not None:
             if lat == 0.0 and lon == 0.0:
                 warnings.add("gps: position 0,0 ignored")
@@ -147,7 +154,7 @@ def _facts_from_tags(tags: Tags, warnings: _Warnings) -> dict[str, Any]:
                 out["gps_lat"], out["gps_lon"] = lat, lon
         elif 2 in gps or 4 in gps:
             warnings.add("gps: unusable latitude/longitude")
-        alt = _first(gps.get(6))
+        alt = first_value(gps.get(6))
         if alt is not None and -20_000 < alt < 100_000:
-            out["gps_alt"] = round(-abs(alt) if _int(gps.get(5)) == 1 else alt, 3)
+            out["gps_alt"] = round(-abs(alt) if as_int(gps.get(5)) == 1 else alt, 3)
     return out

@@ -8,19 +8,28 @@ import re
 from datetime import datetime
 from typing import Any
 
-from eventsvc.media.bounded import _Warnings
+from eventsvc.media.bounded import Warnings
 
-__all__: list[str] = []
+__all__ = [
+    "as_int",
+    "as_num",
+    "as_positive",
+    "as_text",
+    "exif_datetime",
+    "first_value",
+    "gps_coord",
+    "parse_offset",
+]
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, list | tuple):
         if value and all(isinstance(x, int) and 0 <= x < 256 for x in value):
             value = bytes(value)
         elif len(value) == 1:
-            return _text(value[0])
+            return as_text(value[0])
         else:
             return None
     if isinstance(value, bytes):
@@ -35,7 +44,7 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _num(value: Any) -> float | None:
+def as_num(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -43,7 +52,7 @@ def _num(value: Any) -> float | None:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, tuple | list):
-        return _num(value[0]) if len(value) == 1 else None
+        return as_num(value[0]) if len(value) == 1 else None
     num = getattr(value, "numerator", None)
     den = getattr(value, "denominator", None)
     if isinstance(num, int) and isinstance(den, int):
@@ -62,25 +71,25 @@ def _nums(value: Any) -> list[float]:
     if value is None:
         return []
     items = list(value) if isinstance(value, list | tuple) else [value]
-    out = [_num(x) for x in items]
+    out = [as_num(x) for x in items]
     return [] if any(x is None for x in out) else [x for x in out if x is not None]
 
 
-def _first(value: Any) -> float | None:
-    items = _nums(value) if isinstance(value, list | tuple) else [_num(value)]
+def first_value(value: Any) -> float | None:
+    items = _nums(value) if isinstance(value, list | tuple) else [as_num(value)]
     return items[0] if items and items[0] is not None else None
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
     if isinstance(value, bytes) and len(value) == 1:
         return value[0]
-    number = _first(value)
+    number = first_value(value)
     if number is None or not number.is_integer():
         return None
     return int(number)
 
 
-def _positive(value: float | None, limit: float = 1e9) -> float | None:
+def as_positive(value: float | None, limit: float = 1e9) -> float | None:
     return value if value is not None and 0 < value < limit else None
 
 
@@ -91,8 +100,8 @@ _EXIF_DATE = re.compile(
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 
 
-def _offset(value: Any) -> str | None:
-    text = _text(value)
+def parse_offset(value: Any) -> str | None:
+    text = as_text(value)
     if text is None:
         return None
     if text.upper() == "Z":
@@ -103,11 +112,11 @@ def _offset(value: Any) -> str | None:
     return f"{match[1]}{match[2]}:{match[3]}"
 
 
-def _exif_datetime(
-    value: Any, subsec: Any, warnings: _Warnings, label: str
+def exif_datetime(
+    value: Any, subsec: Any, warnings: Warnings, label: str
 ) -> tuple[str | None, str | None]:
     """Parse an EXIF date string into (local ISO string, embedded offset)."""
-    text = _text(value)
+    text = as_text(value)
     if text is None:
         return None, None
     match = _EXIF_DATE.match(text)
@@ -125,21 +134,21 @@ def _exif_datetime(
         warnings.add(f"{label}: implausible year {year}")
         return None, None
     digits = match[7]
-    sub = _text(subsec)
+    sub = as_text(subsec)
     if not digits and sub and sub.isdigit():
         digits = sub
     iso = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
     if digits:
         iso += "." + (digits + "000")[:3]
-    return iso, _offset(match[8]) if match[8] else None
+    return iso, parse_offset(match[8]) if match[8] else None
 
 
-def _gps_coord(value: Any, ref: Any, negative: str, limit: float) -> float | None:
+def gps_coord(value: Any, ref: Any, negative: str, limit: float) -> float | None:
     parts = _nums(value)
     if not parts or len(parts) > 3:
         return None
     degrees = parts[0] + sum(p / 60**i for i, p in enumerate(parts[1:], start=1))
-    ref_text = _text(ref)
+    ref_text = as_text(ref)
     if ref_text and ref_text[0].upper() == negative:
         degrees = -abs(degrees)
     if not -limit <= degrees <= limit:

@@ -42,10 +42,10 @@ from eventsvc.media.sandbox_limits import (
     MIN_MEMORY_MB,
     DecodeFailed,
     DecodeLimits,
-    _death,
-    _memory_message,
+    death_cause,
+    memory_message,
 )
-from eventsvc.media.sandbox_spawn import _START_TIMEOUT, _Child
+from eventsvc.media.sandbox_spawn import START_TIMEOUT, Child
 
 __all__ = ["MIN_MEMORY_MB", "DecodeFailed", "DecodeLimits", "DecodeSandbox", "shared_sandbox"]
 
@@ -61,8 +61,8 @@ class DecodeSandbox:
 
     def __init__(self, limits: DecodeLimits | None = None) -> None:
         self.limits = limits or DecodeLimits()
-        self._idle: list[_Child] = []
-        self._busy: set[_Child] = set()
+        self._idle: list[Child] = []
+        self._busy: set[Child] = set()
         self._slots = threading.BoundedSemaphore(max(1, self.limits.processes))
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -126,7 +126,7 @@ class DecodeSandbox:
     def _start_idle(self, n: int) -> None:
         for _ in range(n):
             try:
-                child = _Child(self.limits)
+                child = Child(self.limits)
             except Exception as exc:  # the first job will start one and say why
                 log.warning("could not prestart a decoder process: %s", exc)
                 with self._lock:
@@ -177,7 +177,7 @@ class DecodeSandbox:
                 source.seek(0)
                 payload = source.read()
         args = {**args, "max_pixels": self.limits.max_pixels}
-        wait = self.limits.timeout * 4 + _START_TIMEOUT
+        wait = self.limits.timeout * 4 + START_TIMEOUT
         if not self._slots.acquire(timeout=wait):
             raise TransientError(f"no decoder process free for {wait:g}s (all busy)")
         try:
@@ -186,19 +186,19 @@ class DecodeSandbox:
         finally:
             self._slots.release()
 
-    def _checkout(self) -> _Child:
+    def _checkout(self) -> Child:
         with self._lock:
             if self._closed:
                 raise TransientError("the decode sandbox is closed")
             if not self._idle and self._starting:  # one is on its way: no second start
-                self._ready.wait_for(lambda: self._idle or not self._starting, _START_TIMEOUT)
+                self._ready.wait_for(lambda: self._idle or not self._starting, START_TIMEOUT)
             while self._idle:
                 child = self._idle.pop()
                 if child.alive():
                     self._busy.add(child)
                     return child
                 child.kill()
-        child = _Child(self.limits)  # outside the lock: it takes a while
+        child = Child(self.limits)  # outside the lock: it takes a while
         with self._lock:
             self.started += 1
             self._busy.add(child)
@@ -208,7 +208,7 @@ class DecodeSandbox:
                 raise TransientError("the decode sandbox is closed")
         return child
 
-    def _checkin(self, child: _Child, keep: bool) -> None:
+    def _checkin(self, child: Child, keep: bool) -> None:
         with self._lock:
             self._busy.discard(child)
             room = len(self._idle) + len(self._busy) < self.limits.processes
@@ -220,7 +220,7 @@ class DecodeSandbox:
         else:  # it exits by itself (out of memory): reap it
             child.kill()
 
-    def _run(self, child: _Child, op: str, args: dict[str, Any], fd: int | None,
+    def _run(self, child: Child, op: str, args: dict[str, Any], fd: int | None,
              payload: bytes) -> tuple[dict[str, Any], list[bytes]]:  # fmt: skip
         limits = self.limits
         deadline = time.monotonic() + limits.timeout
@@ -232,13 +232,13 @@ class DecodeSandbox:
             self._discard(child)
             raise self._timeout() from None
         except (OSError, EOFError, ValueError) as exc:
-            raise DecodeFailed(*_death(self._discard(child), limits)) from exc
+            raise DecodeFailed(*death_cause(self._discard(child), limits)) from exc
         child.used += 1
         if not head.get("ok"):
             kind = str(head.get("kind", "undecodable"))
             self._checkin(child, keep=kind != "memory")
             if kind == "memory":
-                raise DecodeFailed(kind, _memory_message(limits, head.get("error")))
+                raise DecodeFailed(kind, memory_message(limits, head.get("error")))
             raise DecodeFailed(kind, str(head.get("error") or "cannot decode"))
         self._checkin(child, keep=True)
         blobs = _split(blob, head)
@@ -251,9 +251,7 @@ class DecodeSandbox:
             "(EVENTSVC_DECODE_TIMEOUT); the decoder process was killed",
         )
 
-    def _send(
-        self, child: _Child, header: dict[str, Any], payload: bytes, fd: int | None
-    ) -> _Child:
+    def _send(self, child: Child, header: dict[str, Any], payload: bytes, fd: int | None) -> Child:
         """Send a job (to the child returned). A child found dead before it got the job
         (killed while idle) is replaced once: that is no fault of this file."""
         for attempt in (0, 1):
@@ -267,11 +265,11 @@ class DecodeSandbox:
             except OSError as exc:
                 code = self._discard(child)
                 if attempt:
-                    raise DecodeFailed(*_death(code, self.limits)) from exc
+                    raise DecodeFailed(*death_cause(code, self.limits)) from exc
                 child = self._checkout()
         raise AssertionError("unreachable")
 
-    def _discard(self, child: _Child) -> int | None:
+    def _discard(self, child: Child) -> int | None:
         with self._lock:
             self._busy.discard(child)
             self.killed += 1

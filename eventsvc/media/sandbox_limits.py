@@ -13,7 +13,7 @@ from eventsvc.core.errors import ConfigError, PermanentError
 from eventsvc.media.facts import MediaError
 from eventsvc.media.sandbox_child import EXIT_MEMORY
 
-__all__ = ["MIN_MEMORY_MB", "DecodeFailed", "DecodeLimits"]
+__all__ = ["MIN_MEMORY_MB", "DecodeFailed", "DecodeLimits", "death_cause", "memory_message"]
 
 MIN_MEMORY_MB = 256
 """The smallest decode_max_memory_mb accepted (0 aside: no limit)."""
@@ -51,15 +51,15 @@ class DecodeLimits:
         )
 
 
-def _memory_message(limits: DecodeLimits, detail: object = None) -> str:
+def memory_message(limits: DecodeLimits, detail: object = None) -> str:
     text = f"over the decode memory limit of {limits.memory_mb} MB (EVENTSVC_DECODE_MAX_MEMORY_MB)"
     detail = str(detail or "").strip()
     return f"{text}: {detail}" if detail and detail != "MemoryError:" else text
 
 
-def _death(code: int | None, limits: DecodeLimits) -> tuple[str, str]:
+def death_cause(code: int | None, limits: DecodeLimits) -> tuple[str, str]:
     if code == EXIT_MEMORY:
-        return "memory", _memory_message(limits)
+        return "memory", memory_message(limits)
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

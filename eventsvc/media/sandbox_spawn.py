@@ -1,4 +1,4 @@
-"""One decoder child process of the sandbox, seen from the parent (:class:`_Child`), and
+"""One decoder child process of the sandbox, seen from the parent (:class:`Child`), and
 the long-lived thread that starts every child (:class:`_Spawner`: ``PR_SET_PDEATHSIG``
 is tied to the thread that forked). Used by :mod:`eventsvc.media.sandbox` only."""
 
@@ -20,9 +20,9 @@ from eventsvc.core.errors import ConfigError, TransientError
 from eventsvc.media.sandbox_child import recv_frame
 from eventsvc.media.sandbox_limits import DecodeLimits
 
-__all__: list[str] = []
+__all__ = ["START_TIMEOUT", "Child"]
 
-_START_TIMEOUT = 60.0
+START_TIMEOUT = 60.0
 """Seconds a new child may take to import its libraries and say hello (busy machines)."""
 
 
@@ -76,7 +76,7 @@ _BOOT = (
 )
 
 
-class _Child:
+class Child:
     """One decoder process and our end of its socket."""
 
     def __init__(self, limits: DecodeLimits) -> None:
@@ -97,14 +97,14 @@ class _Child:
                 theirs.close()
 
         try:
-            self.proc = _spawner.run(spawn, _START_TIMEOUT)
+            self.proc = _spawner.run(spawn, START_TIMEOUT)
         except BaseException:
             ours.close()  # a child started late reads EOF and exits
             raise
         self.sock = ours
         self.used = 0
         try:
-            ours.settimeout(_START_TIMEOUT)
+            ours.settimeout(START_TIMEOUT)
             hello, _, _ = recv_frame(ours)
         except (OSError, EOFError, ValueError) as exc:
             self.kill()

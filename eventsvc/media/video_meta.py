@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from eventsvc.media.bounded import _open_regular, _run_bounded, _Warnings
-from eventsvc.media.exif_values import _num, _offset, _text
+from eventsvc.media.bounded import Warnings, open_regular, run_bounded
+from eventsvc.media.exif_values import as_num, as_text, parse_offset
 from eventsvc.media.facts import ExifFacts, MediaError
 from eventsvc.media.probe import ContainerUnreadable, duration_of, first_streams, open_container
 
@@ -39,13 +39,13 @@ def frame_rotation(frame: Any) -> int:
 
 
 def _tag_rotation(value: Any) -> int | None:
-    number = _num(value)
+    number = as_num(value)
     if number is None:
         return None
     return round(number / 90.0) * 90 % 360
 
 
-def _utc_iso(value: str | None, warnings: _Warnings) -> str | None:
+def _utc_iso(value: str | None, warnings: Warnings) -> str | None:
     if not value:
         return None
     try:
@@ -65,15 +65,15 @@ def _utc_iso(value: str | None, warnings: _Warnings) -> str | None:
     return text + "Z"
 
 
-def _video_metadata(metas: Iterable[Mapping[str, str]], warnings: _Warnings) -> dict[str, Any]:
+def _video_metadata(metas: Iterable[Mapping[str, str]], warnings: Warnings) -> dict[str, Any]:
     merged: dict[str, str] = {}
     for meta in metas:
         for key, value in meta.items():
             merged.setdefault(str(key).lower(), str(value))
     out: dict[str, Any] = {
         "creation_time": _utc_iso(merged.get("creation_time"), warnings),
-        "make": _text(merged.get("com.apple.quicktime.make") or merged.get("make")),
-        "model": _text(merged.get("com.apple.quicktime.model") or merged.get("model")),
+        "make": as_text(merged.get("com.apple.quicktime.make") or merged.get("make")),
+        "model": as_text(merged.get("com.apple.quicktime.model") or merged.get("model")),
     }
     local = _QT_DATE.match(merged.get("com.apple.quicktime.creationdate", ""))
     if local:
@@ -82,7 +82,7 @@ def _video_metadata(metas: Iterable[Mapping[str, str]], warnings: _Warnings) -> 
             f"{local[1]}-{local[2]}-{local[3]}T{local[4]}:{local[5]}:{local[6]}"
             + (f".{(frac + '000')[:3]}" if frac else "")
         )
-        out["utc_offset"] = _offset(local[8]) if local[8] else None
+        out["utc_offset"] = parse_offset(local[8]) if local[8] else None
     location = (
         merged.get("com.apple.quicktime.location.iso6709")
         or merged.get("location")
@@ -103,7 +103,7 @@ def _video_metadata(metas: Iterable[Mapping[str, str]], warnings: _Warnings) -> 
     return out
 
 
-def _probe_video(path: str, warnings: _Warnings) -> dict[str, Any]:
+def _probe_video(path: str, warnings: Warnings) -> dict[str, Any]:
     import av
 
     from eventsvc.media.integrity import bmff_truncation_at
@@ -152,7 +152,7 @@ def _probe_video(path: str, warnings: _Warnings) -> dict[str, Any]:
 
 
 def _check_tail(
-    container: Any, stream: Any, duration: float | None, path: str, warnings: _Warnings
+    container: Any, stream: Any, duration: float | None, path: str, warnings: Warnings
 ) -> None:
     """MP4/MOV: read one packet near the end; a cut-short file keeps its index, not its data."""
     import av
@@ -174,7 +174,7 @@ def _check_tail(
         raise MediaError(f"{path}: truncated: no video data near the end of the stream")
 
 
-def _codec_name(stream: Any, warnings: _Warnings) -> str | None:
+def _codec_name(stream: Any, warnings: Warnings) -> str | None:
     if stream is None:
         return None
     ctx = stream.codec_context
@@ -197,11 +197,11 @@ def extract_video(
     Raises :class:`MediaError` when the file is unreadable, not a media container,
     corrupt/truncated so that it cannot be opened or decoded, or probing times out.
     """
-    fh, _size = _open_regular(path)
+    fh, _size = open_regular(path)
     fh.close()
-    warnings = _Warnings()
+    warnings = Warnings()
     name = os.fspath(path)
-    finished, fields = _run_bounded(lambda: _probe_video(name, warnings), timeout_s, "av-probe")
+    finished, fields = run_bounded(lambda: _probe_video(name, warnings), timeout_s, "av-probe")
     if not finished or fields is None:
         raise MediaError(f"{name}: probing timed out after {timeout_s:g}s")
     return ExifFacts(**fields, warnings=warnings.snapshot())

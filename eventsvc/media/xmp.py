@@ -6,10 +6,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from eventsvc.media.bounded import _Warnings
-from eventsvc.media.exif_values import _exif_datetime
+from eventsvc.media.bounded import Warnings
+from eventsvc.media.exif_values import exif_datetime
 
-__all__ = ["xmp_date"]
+__all__ = ["fill_from_xmp", "xmp_date", "xmp_text"]
 
 _XMP_ORIENTATION = re.compile(r"tiff:Orientation(?:=[\"']|>)\s*([1-8])\b")
 _XMP_DATE = re.compile(r"exif:DateTimeOriginal(?:=[\"']|>)\s*([^\"'<]{10,40})")
@@ -25,7 +25,7 @@ def xmp_date(xmp: str) -> tuple[str | None, str | None, tuple[str, ...]]:
     """(local ISO date, UTC offset, warnings) of an XMP packet's ``xmp:CreateDate``, else
     its ``photoshop:DateCreated``. The text is matched, never parsed as XML (no entities,
     no DTD), and only its first MiB is read; a date without a time is midnight."""
-    warnings = _Warnings()
+    warnings = Warnings()
     text = xmp[:_MAX_XMP]
     for pattern in _XMP_CREATED:
         match = pattern.search(text)
@@ -35,13 +35,13 @@ def xmp_date(xmp: str) -> tuple[str | None, str | None, tuple[str, ...]]:
         day = _XMP_DAY.match(value)
         if day:
             value = f"{day[1]}-{day[2]}-{day[3]}T00:00:00"
-        date, offset = _exif_datetime(value, None, warnings, "XMP date")
+        date, offset = exif_datetime(value, None, warnings, "XMP date")
         if date:
             return date, offset, warnings.snapshot()
     return None, None, warnings.snapshot()
 
 
-def _xmp_text(info: Mapping[str, Any]) -> str | None:
+def xmp_text(info: Mapping[str, Any]) -> str | None:
     """The XMP packet Pillow found in the header (JPEG APP1, PNG iTXt, WebP, HEIF)."""
     raw = info.get("xmp") or info.get("XML:com.adobe.xmp")
     if isinstance(raw, bytes):
@@ -49,7 +49,7 @@ def _xmp_text(info: Mapping[str, Any]) -> str | None:
     return raw[:_MAX_XMP] if isinstance(raw, str) else None
 
 
-def _fill_from_xmp(fields: dict[str, Any], xmp: str, warnings: _Warnings) -> None:
+def fill_from_xmp(fields: dict[str, Any], xmp: str, warnings: Warnings) -> None:
     """Orientation and DateTimeOriginal from XMP when EXIF has none (edited files)."""
     if fields.get("orientation") is None:
         match = _XMP_ORIENTATION.search(xmp)
@@ -65,7 +65,7 @@ def _fill_from_xmp(fields: dict[str, Any], xmp: str, warnings: _Warnings) -> Non
     if fields.get("date_original") is None:
         match = _XMP_DATE.search(xmp)
         if match:
-            date, offset = _exif_datetime(match[1], None, warnings, "XMP DateTimeOriginal")
+            date, offset = exif_datetime(match[1], None, warnings, "XMP DateTimeOriginal")
             fields["date_original"] = date
             if date and fields.get("utc_offset") is None:
                 fields["utc_offset"] = offset

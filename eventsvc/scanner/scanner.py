@@ -18,13 +18,15 @@ from datetime import UTC, datetime
 from eventsvc.core.events import Event, FileMissing, FileSeen, LibraryOnline, LibraryStale
 from eventsvc.core.health import Health, HealthFollower
 from eventsvc.core.ids import file_id as make_file_id
+from eventsvc.core.library_config import CatalogFollower
 from eventsvc.core.log import EventLog
+from eventsvc.core.metrics import ProcessMetrics
 from eventsvc.core.settings import Library, Settings
 from eventsvc.scanner.notified import Watching
 from eventsvc.scanner.probe import probe
 from eventsvc.scanner.settle import DeletionWindow, Settling
 from eventsvc.scanner.state import ScanState
-from eventsvc.scanner.walk import Excludes, WalkEntry, walk
+from eventsvc.scanner.walk import Excludes, WalkEntry, excluded, walk
 from eventsvc.scanner.watch import Watcher
 
 __all__ = ["ScanReport", "Scanner"]
@@ -62,6 +64,9 @@ Progress = Callable[[str, int], None]
 
 
 class Scanner(Watching):
+    metrics: ProcessMetrics | None = None
+    """Where each scan's duration is observed (set by ``ProcessMetrics.add_scanner``)."""
+
     def __init__(
         self,
         event_log: EventLog,
@@ -70,16 +75,17 @@ class Scanner(Watching):
         *,
         extra_excludes: list[str] | None = None,
         progress: Progress | None = None,
+        catalog: CatalogFollower | None = None,
     ) -> None:
         self.event_log = event_log
         self.libraries = [lib for lib in libraries if lib.enabled]
         self.settings = settings
         self.progress = progress
-        glob = list(settings.exclude) + list(extra_excludes or [])
-        self.excludes = {
-            lib.id: Excludes(glob + list(lib.exclude), follow_symlinks=settings.follow_symlinks)
-            for lib in self.libraries
-        }
+        self.catalog = catalog
+        """With a catalog (``up``): the libraries are those the log configures, followed
+        while running (issue 16: added, disabled, removed, excludes changed)."""
+        self._glob = list(settings.exclude) + list(extra_excludes or [])
+        self.excludes = {lib.id: self._excludes_of(lib) for lib in self.libraries}
         self.state = ScanState()
         self.pending_missing: dict[str, deque[bytes]] = {}
         self.published = 0
@@ -95,9 +101,66 @@ class Scanner(Watching):
         self._locks = {lib.id: asyncio.Lock() for lib in self.libraries}
         self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._background = False
+        self._forgotten: dict[str, int] = {}
+        """Library id -> the removal whose files were last forgotten."""
+
+    def _excludes_of(self, lib: Library) -> Excludes:
+        return Excludes(
+            self._glob + list(lib.exclude), follow_symlinks=self.settings.follow_symlinks
+        )
 
     async def load(self) -> None:
-        self.state = await ScanState.load(self.event_log)
+        self.state = await ScanState.load(self.event_log)  # removals folded already
+        if self.catalog is not None:
+            self._forgotten = dict(self.catalog.catalog.last_removed)
+
+    def _forget_removed(self, removed: dict[str, int]) -> None:
+        """A library removed since the last look: its files are no longer known, so if it
+        is added again they are published again (under new message ids: the removal's
+        sequence)."""
+        for lib_id, seq in removed.items():
+            if seq <= self._forgotten.get(lib_id, 0):
+                continue
+            self._forgotten[lib_id] = seq
+            known = self.state.lib_files(lib_id)
+            for fid, *_ in known.values():
+                self.state.gone[fid] = max(self.state.gone.get(fid, 0), seq)
+            known.clear()
+            self.pending_missing.pop(lib_id, None)
+
+    async def reconfigure(self, libraries: list[Library]) -> list[Library]:
+        """Scan exactly the enabled ``libraries`` from now on; returns those to scan at
+        once (new, enabled again, or with changed excludes or root: their next walk is a
+        full one, so newly excluded files go through the guarded missing path)."""
+        want = [lib for lib in libraries if lib.enabled]
+        before = {lib.id: lib for lib in self.libraries}
+        rescan: list[Library] = []
+        restart: set[str] = set()
+        for lib in want:
+            old = before.get(lib.id)
+            if old is None or old.exclude != lib.exclude or old.root != lib.root:
+                self.excludes[lib.id] = self._excludes_of(lib)
+                self.settling.setdefault(lib.id, Settling(self.settings.settle_seconds))
+                self._locks.setdefault(lib.id, asyncio.Lock())
+                rescan.append(lib)
+                if old is not None:
+                    restart.add(lib.id)
+                    log.info("library %s: configuration changed; scanning it again", lib.id)
+                else:
+                    log.info("library %s (%s) is configured: scanning it", lib.id, lib.root)
+        gone = [i for i in before if i not in {lib.id for lib in want}]
+        for lib_id in gone:
+            log.info("library %s is disabled or removed: no longer probed or scanned", lib_id)
+            self.pending_missing.pop(lib_id, None)
+            self._close_window(lib_id)
+            for key in [k for k in self._timers if k[0] == lib_id]:
+                self._timers.pop(key).cancel()
+        self.libraries = want
+        if self.catalog is not None:
+            self._forget_removed(self.catalog.catalog.last_removed)
+        if self.watcher is not None and self.settings.watch:
+            await self.watcher.sync(want, restart)
+        return rescan
 
     # ------------------------------------------------------------ publishing
 
@@ -280,11 +343,15 @@ class Scanner(Watching):
         if not pending:
             return 0, 0
         known = self.state.lib_files(lib.id)
+        excludes = self.excludes.get(lib.id)
         batch: list[tuple[bytes, tuple[str, int, int, int]]] = []
         while pending and len(batch) < self.settings.missing_cap:
             rel = pending.popleft()
             k = known.get(rel)
             if k is None:
+                continue
+            if excluded(excludes, rel):
+                batch.append((rel, k))  # excluded since it was seen (issue 16)
                 continue
             try:
                 os.lstat(os.path.join(os.fsencode(lib.root), rel))
@@ -320,6 +387,8 @@ class Scanner(Watching):
         report.duration_s = round(time.monotonic() - t0, 3)
         report.finished_at = datetime.now(UTC).isoformat()
         self.reports[report.library_id] = report
+        if self.metrics is not None:
+            self.metrics.observe_scan(report)
         await self.event_log.put_status(f"scan.{report.library_id}", asdict(report))
         return report
 
@@ -338,6 +407,28 @@ class Scanner(Watching):
             self.online_streak = 0
         return reports
 
+    async def _wait_tick(self, stop: asyncio.Event) -> None:
+        """Until the next quick tick; a configuration change is applied at once (a new
+        library, or one with changed excludes, is scanned in full right away)."""
+        deadline = time.monotonic() + self.settings.quick_interval
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            waits = [asyncio.ensure_future(stop.wait())]
+            if self.catalog is not None:
+                waits.append(asyncio.ensure_future(self.catalog.changed.wait()))
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if self.catalog is None or not self.catalog.changed.is_set() or stop.is_set():
+                continue
+            self.catalog.changed.clear()
+            try:
+                for lib in await self.reconfigure(self.catalog.catalog.enabled()):
+                    await self.scan_library(lib, full=True)
+            except Exception:
+                log.exception("applying a library configuration change failed; next tick retries")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Full scan first, then quick scans every quick_interval and full every full_interval;
         with ``watch``, file-system notifications are handled in between."""
@@ -347,6 +438,7 @@ class Scanner(Watching):
         self.follower.states = {k: Health(**vars(v)) for k, v in self.state.libraries.items()}
         follower = asyncio.create_task(self.follower.run(stop))
         watcher = asyncio.create_task(self.watch(stop))
+        config = asyncio.create_task(self.catalog.run(stop)) if self.catalog else None
         last_full = 0.0
         try:
             while not stop.is_set():
@@ -357,9 +449,12 @@ class Scanner(Watching):
                         last_full = time.monotonic()
                 except Exception:
                     log.exception("scan tick failed; next tick retries")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.quick_interval)
+                await self._wait_tick(stop)
         finally:
+            if config is not None:
+                config.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(config, 5)
             for t in self._timers.values():
                 t.cancel()
             if not stop.is_set():

@@ -15,7 +15,7 @@ from eventsvc.core.errors import UnsafePath
 from eventsvc.core.ids import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from eventsvc.core.safe_open import display, open_dir_in_root, resolve_in_root
 
-__all__ = ["Excludes", "WalkEntry", "stat_one", "walk"]
+__all__ = ["Excludes", "WalkEntry", "excluded", "stat_one", "walk"]
 
 
 class Excludes:
@@ -47,6 +47,20 @@ class Excludes:
 
     def path(self, rel: str) -> bool:
         return bool(self._path and self._path.match(rel))
+
+
+def excluded(excludes: Excludes | None, rel: bytes) -> bool:
+    """Whether a walk with ``excludes`` leaves ``rel`` out: a component's name, or the
+    path of it or of a directory above it, matches (a library's excludes changed)."""
+    if excludes is None:
+        return False
+    parts = rel.split(b"/")
+    for i, part in enumerate(parts):
+        if excludes.name_bytes(part):
+            return True
+        if excludes.path(b"/".join(parts[: i + 1]).decode("utf-8", "surrogateescape")):
+            return True
+    return False
 
 
 def _path_glob(pattern: str) -> str:

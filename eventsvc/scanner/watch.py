@@ -19,7 +19,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -396,6 +396,8 @@ class Watcher:
         self.retry = retry
         self.retry_max = max(retry_max, retry)
         self.status: dict[str, WatchStatus] = {}
+        self._tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._running = False
         self.watches: dict[str, _LibraryWatch] = {}
         """The live watch of each library (for tests and diagnostics)."""
 
@@ -421,12 +423,17 @@ class Watcher:
         if not available():
             await self.off("inotify is not available on this platform; periodic scans only")
             return
-        halt = asyncio.Event()  # set as well as cancelling: a swallowed cancel still stops
-        tasks = [asyncio.create_task(self._keep(lib, halt)) for lib in self.libraries]
+        self._running = True  # each watch has a halt event, set as well as cancelled
+        for lib in self.libraries:
+            self._start(lib)
         try:
             await stop.wait()  # the library watches loop until then (or a cancel)
         finally:
-            halt.set()
+            self._running = False
+            tasks = [t for t, h in self._tasks.values()]
+            for _, h in self._tasks.values():
+                h.set()
+            self._tasks.clear()
             for t in tasks:
                 t.cancel()
             if tasks:
@@ -436,6 +443,30 @@ class Watcher:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
                     await self.off("the scanner stopped")
+
+    def _start(self, lib: Library) -> None:
+        halt = asyncio.Event()
+        self._tasks[lib.id] = (asyncio.create_task(self._keep(lib, halt)), halt)
+
+    async def sync(self, libraries: list[Library], restart: Collection[str] = ()) -> None:
+        """Watch exactly ``libraries`` from now on (issue 16: a library added, disabled or
+        removed at run time); those in ``restart`` (changed excludes) are watched anew."""
+        self.libraries = list(libraries)
+        if not self._running:
+            return
+        want = {lib.id: lib for lib in libraries}
+        stopping = [i for i in self._tasks if i not in want or i in restart]
+        for lib_id in stopping:
+            task, halt = self._tasks.pop(lib_id)
+            halt.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5.0)
+            if lib_id not in want:
+                self.status.pop(lib_id, None)
+        for lib_id, lib in want.items():
+            if lib_id not in self._tasks:
+                self._start(lib)
 
     async def _deliver(self, lib: Library, rels: set[bytes]) -> None:
         try:

@@ -156,7 +156,10 @@ class Reaper:
             self._previous = None
             return self._skip(f"the log could not be read up to seq {target}")
         states = {k: (h.state, h.seq) for k, h in self.state.libraries.items()}
-        ids = self.enabled | (set(states) - self.disabled)
+        # a library disabled or removed by configuration events is not expected online
+        # (a removed one's files no longer hold content live: issue 16)
+        ids = (self.enabled | (set(states) - self.disabled)) - self.state.not_scanned()
+        ids |= {i for i, c in self.state.config.libraries.items() if c.enabled}
         not_online = sorted(i for i in ids if states.get(i, ("unknown", 0))[0] != "online")
         if not ids or not_online:
             self._previous = None

@@ -15,7 +15,10 @@ from litestar.template import TemplateConfig
 
 from eventsvc.core.errors import ConfigError, LogUnavailable
 from eventsvc.core.inference import ClipBackends
+from eventsvc.core.library_config import LibraryCatalog
 from eventsvc.core.log import EventLog
+from eventsvc.core.logs import litestar_logging
+from eventsvc.core.metrics import ProcessMetrics
 from eventsvc.core.natsauth import credentials_for
 from eventsvc.core.roots import LibraryRoots
 from eventsvc.core.settings import Library, Settings, load_libraries
@@ -29,6 +32,7 @@ from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
 from projections.api.login import AuthController
 from projections.api.memories import MemoriesController
+from projections.api.metrics import ApiMetrics, metrics_endpoint, request_timer
 from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
@@ -97,6 +101,8 @@ def create_api(
     libraries: list[Library] | None = None,
     clip: ClipBackends | None = None,
     originals: OriginalDecoder | None = None,
+    metrics: ProcessMetrics | None = None,
+    catalog: LibraryCatalog | None = None,
 ) -> Litestar:
     """The read API (plus ``pages``: route handlers mounted beside it, rendered with
     ``template_config``; :func:`projections.app.create_app` passes the web app's).
@@ -109,6 +115,10 @@ def create_api(
     (:class:`eventsvc.inference.models.ConfiguredClip`); None: search answers 503.
     ``originals``: decodes an original for a face crop of a photo without a thumbnail
     (:class:`eventsvc.components.SandboxDecoder`); None: such a crop answers 404.
+    ``metrics``: the process's registry ``GET /metrics`` serves (``up``: the one its
+    workers, scanner and projector count in); None: one of this app's own.
+    ``catalog``: the library configuration fold the composition keeps current; libraries
+    it adds are served from their roots too, removed ones no more (issue 16).
     """
     tokens = load_tokens(settings)  # a bad tokens file or an open API off loopback: ConfigError
     check_bind(settings, tokens)
@@ -122,9 +132,11 @@ def create_api(
         event_log=event_log,
         extra_status=extra_status,
         nats_error=None if event_log or settings.nats_url else "no NATS URL configured",
-        roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks),
+        roots=LibraryRoots(libraries, follow_symlinks=settings.follow_symlinks, catalog=catalog),
     )
+    api_metrics = ApiMetrics(metrics)
     return Litestar(
+        logging_config=litestar_logging(),
         route_handlers=[
             HealthController,
             AuthController,
@@ -138,15 +150,25 @@ def create_api(
             VideosController,
             TagsController,
             MemoriesController,
+            metrics_endpoint,
             static_router(PUBLIC),
             *pages,
         ],
         before_send=[fix_allow],
+        middleware=[request_timer(api_metrics)],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         guards=[access_guard(access)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[_lifespan(ctx, nats_connect_wait)],
-        state=State({"ctx": ctx, "access": access, "clip": clip, "originals": originals}),
+        state=State(
+            {
+                "ctx": ctx,
+                "access": access,
+                "clip": clip,
+                "originals": originals,
+                "metrics": api_metrics,
+            }
+        ),
         openapi_config=openapi_config(),
         template_config=template_config,
     )

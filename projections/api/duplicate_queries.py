@@ -27,7 +27,14 @@ from projections.api.errors import bad_parameter
 from projections.api.filters import library_clause, resolve_library
 from projections.api.paging import decode_cursor
 
-__all__ = ["DEFAULT_MAX_DISTANCE", "MAX_MAX_DISTANCE"]
+__all__ = [
+    "DEFAULT_MAX_DISTANCE",
+    "MAX_MAX_DISTANCE",
+    "exact_after",
+    "exact_groups",
+    "near_after",
+    "near_groups",
+]
 
 DEFAULT_MAX_DISTANCE = 6
 MAX_MAX_DISTANCE = 16
@@ -55,7 +62,7 @@ def _library_sql(
     return " AND " + sql, params
 
 
-def _after(cursor: str) -> tuple[int, str]:
+def exact_after(cursor: str) -> tuple[int, str]:
     data = decode_cursor(cursor)
     wasted, content_hash = data.get("w"), data.get("h")
     if (
@@ -67,7 +74,7 @@ def _after(cursor: str) -> tuple[int, str]:
     return wasted, content_hash
 
 
-def _groups(
+def exact_groups(
     conn: sqlite3.Connection, library: str | None, after: tuple[int, str] | None, limit: int
 ) -> list[DuplicateGroup]:
     lib_sql, lib_params = _library_sql(conn, "library_id", library)
@@ -183,7 +190,7 @@ def _dates(
     return out
 
 
-def _near_groups(
+def near_groups(
     conn: sqlite3.Connection,
     library: str | None,
     max_distance: int,
@@ -272,7 +279,7 @@ def _member_info(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, dict[
     return out
 
 
-def _near_after(cursor: str, max_distance: int, window: float | None) -> tuple[int, str]:
+def near_after(cursor: str, max_distance: int, window: float | None) -> tuple[int, str]:
     data = decode_cursor(cursor)
     count, first = data.get("n"), data.get("h")
     if (

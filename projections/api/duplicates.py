@@ -27,10 +27,10 @@ from projections.api.context import ApiContext, Ctx
 from projections.api.duplicate_queries import (
     DEFAULT_MAX_DISTANCE,
     MAX_MAX_DISTANCE,
-    _after,
-    _groups,
-    _near_after,
-    _near_groups,
+    exact_after,
+    exact_groups,
+    near_after,
+    near_groups,
 )
 from projections.api.duplicate_schemas import (
     DuplicatePage,
@@ -165,9 +165,9 @@ class DuplicatesController(Controller):
             raise bad_parameter("max_distance", "only applies with kind=near")
         if window is not None:
             raise bad_parameter("window", "only applies with kind=near")
-        after = _after(cursor) if cursor is not None else None
+        after = exact_after(cursor) if cursor is not None else None
         found = await db.read(
-            ctx.settings.readmodel_dir, lambda c: _groups(c, library, after, limit + 1), []
+            ctx.settings.readmodel_dir, lambda c: exact_groups(c, library, after, limit + 1), []
         )
         nxt = None
         if len(found) > limit:
@@ -185,10 +185,10 @@ class DuplicatesController(Controller):
         cursor: str | None,
     ) -> NearDuplicatePage:
         d = DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
-        after = _near_after(cursor, d, window) if cursor is not None else None
+        after = near_after(cursor, d, window) if cursor is not None else None
         found = await db.read(
             ctx.settings.readmodel_dir,
-            lambda c: _near_groups(c, library, d, window, after, limit + 1),
+            lambda c: near_groups(c, library, d, window, after, limit + 1),
             [],
         )
         nxt = None

@@ -1,45 +1,76 @@
-"""GET /libraries: each library's state and counts, with the scanner's last report."""
+"""GET /libraries: each library's state (online, stale, disabled, pending) and counts,
+with the scanner's last report; the writes (issue 16) are in :mod:`library_writes`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from typing import Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import get
 
+from eventsvc.core.library_config import check_root
 from eventsvc.core.log import EventLog
 from projections.api import db
 from projections.api.context import Ctx
 from projections.api.errors import error_responses
+from projections.api.library_writes import LibraryWritesController
 from projections.api.nats_status import TIMEOUT, last_scan
 from projections.api.redact import redactor_for
-from projections.api.schemas import Library, LibraryPage, WatchState
+from projections.api.schemas import LibraryPage, LibraryStatus, WatchState
 
 __all__ = ["LibrariesController", "watch_state"]
 
 log = logging.getLogger(__name__)
 
 _SQL = """
-SELECT l.library_id, l.name, l.root, l.state, l.reason, l.state_since,
+WITH ids AS (
+    SELECT library_id FROM libraries
+    WHERE library_id NOT IN (SELECT library_id FROM library_config WHERE removed = 1)
+    UNION
+    SELECT library_id FROM library_config WHERE removed = 0
+)
+SELECT i.library_id, coalesce(c.name, l.name) AS name, coalesce(c.root, l.root) AS root,
+       coalesce(l.state, 'unknown') AS health, l.reason,
+       coalesce(l.state_since, c.config_since) AS state_since, c.config_since,
+       coalesce(c.enabled, 1) AS enabled, coalesce(c.excludes, '[]') AS excludes,
+       c.library_id IS NOT NULL AS configured,
        coalesce(s.files, 0) AS files, coalesce(s.images, 0) AS images,
        coalesce(s.videos, 0) AS videos, coalesce(s.hashed, 0) AS hashed,
        coalesce(s.bytes, 0) AS bytes
-FROM libraries AS l
+FROM ids AS i
+LEFT JOIN library_config AS c ON c.library_id = i.library_id AND c.removed = 0
+LEFT JOIN libraries AS l ON l.library_id = i.library_id
 LEFT JOIN (
     SELECT library_id, count(*) AS files,
            sum(media_kind = 'image') AS images, sum(media_kind = 'video') AS videos,
            count(content_hash) AS hashed, sum(size) AS bytes
     FROM files GROUP BY library_id
-) AS s USING (library_id)
-ORDER BY l.library_id
+) AS s ON s.library_id = i.library_id
+ORDER BY i.library_id
 """
 
 
+def _shape(r: dict[str, Any]) -> dict[str, Any]:
+    """A row as the Library fields: 'disabled' wins over the probe's verdict."""
+    enabled = bool(r.pop("enabled"))
+    since = r.pop("config_since")
+    r["enabled"], r["configured"] = enabled, bool(r["configured"])
+    r["excludes"] = json.loads(r["excludes"])
+    if not enabled:
+        r["state"], r["reason"], r["state_since"] = "disabled", None, since or r["state_since"]
+    elif r["health"] == "unknown":
+        r["state"] = "pending"
+    else:
+        r["state"] = r["health"]
+    return r
+
+
 def _rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(_SQL)]
+    return [_shape(dict(r)) for r in conn.execute(_SQL)]
 
 
 async def watch_state(event_log: EventLog | None, library_id: str) -> WatchState | None:
@@ -58,7 +89,9 @@ async def watch_state(event_log: EventLog | None, library_id: str) -> WatchState
         return None
 
 
-class LibrariesController(Controller):
+class LibrariesController(LibraryWritesController):
+    """GET here; POST, PATCH and DELETE from :mod:`projections.api.library_writes`."""
+
     path = "/libraries"
     tags = ("libraries",)
 
@@ -70,6 +103,13 @@ class LibrariesController(Controller):
     )
     async def list_libraries(self, ctx: Ctx) -> LibraryPage:
         rows = await db.read(ctx.settings.readmodel_dir, _rows, [])
+        # a configured root the projector could not refuse (it knows no data dir) is
+        # ignored by every component here: not listed either
+        data_dir = ctx.settings.data_dir
+        rows = [
+            r for r in rows
+            if not r["configured"] or check_root(r["root"], r["library_id"], [], data_dir) is None
+        ]  # fmt: skip
         ids = [r["library_id"] for r in rows]
         scans = await asyncio.gather(*(last_scan(ctx.event_log, i) for i in ids))
         watches = await asyncio.gather(*(watch_state(ctx.event_log, i) for i in ids))
@@ -80,7 +120,7 @@ class LibrariesController(Controller):
                 s.error, s.issues = redact(s.error), redact.tree(s.issues)
         return LibraryPage(
             items=[
-                Library(**r, last_scan=s, watch=w)
+                LibraryStatus(**r, last_scan=s, watch=w)
                 for r, s, w in zip(rows, scans, watches, strict=True)
             ]
         )

@@ -61,7 +61,7 @@ from projections.api.photos import check_hash
 from projections.api.schemas import ErrorDetail
 from projections.api.sendfile import BYTES_RESPONSES, send_file
 
-__all__ = ["FacesController", "PeopleController"]
+__all__ = ["FacesController", "PeopleController", "check_person"]
 
 PERSON_RE = full(PERSON_PATTERN)
 FACE_RE = full(FACE_PATTERN)
@@ -71,7 +71,7 @@ FaceId = Annotated[
 ]
 
 
-def _check_person(person_id: str, name: str = "person_id") -> str:
+def check_person(person_id: str, name: str = "person_id") -> str:
     if not PERSON_RE.fullmatch(person_id):
         raise bad_parameter(name, "must be a person id (p- and 16 hex characters)")
     return person_id
@@ -102,7 +102,7 @@ async def _publish(
 
 async def _require_person(ctx: ApiContext, person_id: str, name: str = "person_id") -> str:
     """The live person meant by ``person_id`` (merges followed); 404 if unknown."""
-    _check_person(person_id, name)
+    check_person(person_id, name)
     found = await db.read(
         ctx.settings.readmodel_dir, lambda c: q.resolve_person(c, person_id), None
     )
@@ -176,7 +176,7 @@ class PeopleController(Controller):
         responses=error_responses(400, 404),
     )
     async def get_person(self, ctx: Ctx, person_id: PersonId) -> Person:
-        _check_person(person_id)
+        check_person(person_id)
         found = await db.read(
             ctx.settings.readmodel_dir, lambda c: q.get_person(c, person_id), None
         )
@@ -201,7 +201,7 @@ class PeopleController(Controller):
             Parameter(description="The `next` of the previous page.", pattern=CURSOR_PATTERN),
         ] = None,
     ) -> PersonPhotoPage:
-        _check_person(person_id)
+        check_person(person_id)
         after = None
         if cursor is not None:
             after = decode_cursor(cursor).get("h")
@@ -313,7 +313,7 @@ class FacesController(Controller):
         ] = None,
     ) -> FacePage:
         if person is not None:
-            _check_person(person, "person")
+            check_person(person, "person")
         if content_hash is not None:
             check_hash(content_hash)
         after = None

@@ -43,16 +43,25 @@ def _read_side(
             "SELECT stage, count(*) AS n FROM failures GROUP BY stage ORDER BY stage"
         )
     }
+    by_operation = {
+        f"{r['stage']}:{r['operation']}": r["n"]
+        for r in conn.execute(
+            "SELECT stage, operation, count(*) AS n FROM failures"
+            " GROUP BY stage, operation ORDER BY stage, operation"
+        )
+    }
     redact = redactor_for(settings, conn)
     recent = [
         Failure(**{**dict(r), "permanent": bool(r["permanent"]), "reason": redact(r["reason"])})
         for r in conn.execute(
-            "SELECT seq, stage, reason, permanent, input_subject, deliveries, file_id,"
+            "SELECT seq, stage, operation, reason, permanent, input_subject, deliveries, file_id,"
             " content_hash, library_id, occurred_at FROM failures ORDER BY seq DESC LIMIT ?",
             (RECENT_FAILURES,),
         )
     ]
-    summary = FailureSummary(total=sum(by_stage.values()), by_stage=by_stage, recent=recent)
+    summary = FailureSummary(
+        total=sum(by_stage.values()), by_stage=by_stage, by_operation=by_operation, recent=recent
+    )
     return Path(file).name if file else None, readmodel.checkpoint(conn), summary, redact
 
 
@@ -92,7 +101,12 @@ class PipelineController(Controller):
     )
     async def pipeline(self, ctx: Ctx) -> PipelineStatus:
         settings = ctx.settings
-        empty = (None, 0, FailureSummary(total=0, by_stage={}, recent=[]), redactor_for(settings))
+        empty = (
+            None,
+            0,
+            FailureSummary(total=0, by_stage={}, by_operation={}, recent=[]),
+            redactor_for(settings),
+        )
         # the checkpoint before the stream: the stream only grows, so lag >= 0
         generation, checkpoint, failures, redact = await db.read(
             settings.readmodel_dir, lambda c: _read_side(c, settings), empty

@@ -74,7 +74,16 @@ class Failure(msgspec.Struct):
     """A recorded DerivationFailed."""
 
     seq: Annotated[int, Meta(description="Stream sequence of the DerivationFailed event.")]
-    stage: Annotated[str, Meta(description="The stage that failed (e.g. 'hash').")]
+    stage: Annotated[
+        str, Meta(description="The stage (worker) that failed, e.g. 'hasher', 'media', 'faces'.")
+    ]
+    operation: Annotated[
+        str,
+        Meta(
+            description="What it was doing: the media stage's 'exif' or 'thumbnail', "
+            "else the stage's name."
+        ),
+    ]
     reason: Annotated[str, Meta(description="Why (truncated to 2000 characters).")]
     permanent: Annotated[bool, Meta(description="False when retries were exhausted.")]
     input_subject: Annotated[str, Meta(description="Subject of the event that failed.")]
@@ -90,6 +99,7 @@ class FailureSummary(msgspec.Struct):
 
     total: Annotated[int, Meta(description="Failures recorded.")]
     by_stage: Annotated[dict[str, int], Meta(description="Failures per stage.")]
+    by_operation: Annotated[dict[str, int], Meta(description="Failures per '<stage>:<operation>'.")]
     recent: Annotated[list[Failure], Meta(description="The 20 latest, newest first.")]
 
 

@@ -27,8 +27,8 @@ __all__ = [
     "Gps",
     "Health",
     "LastScan",
-    "Library",
     "LibraryPage",
+    "LibraryStatus",
     "Location",
     "NatsStatus",
     "Photo",
@@ -116,15 +116,19 @@ class WatchState(msgspec.Struct, kw_only=True):
     since: Annotated[str | None, Meta(description="When it entered this state (ISO 8601).")] = None
 
 
-class Library(msgspec.Struct):
+class LibraryStatus(msgspec.Struct):
     """A library (a root directory) and what the read model holds for it."""
 
     library_id: Annotated[str, Meta(description="Stable library id (goes into subjects).")]
     name: Annotated[str, Meta(description="Display name.")]
     root: Annotated[str, Meta(description="Root directory on the scanning host.")]
     state: Annotated[
-        Literal["online", "stale"],
-        Meta(description="'online', or 'stale' when the root looked unmounted or emptied."),
+        Literal["online", "stale", "disabled", "pending"],
+        Meta(
+            description="'online'; 'stale' when the root looked unmounted or emptied (we "
+            "wanted to scan it but could not); 'disabled' when its configuration says not "
+            "to scan it (we don't want to); 'pending' when configured but not probed yet."
+        ),
     ]
     reason: Annotated[str | None, Meta(description="Why the library is stale; null if online.")]
     state_since: Annotated[str, Meta(description="When the library entered this state (ISO).")]
@@ -140,12 +144,29 @@ class Library(msgspec.Struct):
         WatchState | None,
         Meta(description="File watching between scans; null without NATS or a scanner report."),
     ] = None
+    enabled: Annotated[
+        bool, Meta(description="Scanned (its configuration enables it); false: disabled.")
+    ] = True
+    health: Annotated[
+        Literal["online", "stale", "unknown"],
+        Meta(description="The last probe's verdict, whatever the configuration says."),
+    ] = "unknown"
+    excludes: Annotated[
+        list[str], Meta(description="The library's own excludes (added to the global ones).")
+    ] = []
+    configured: Annotated[
+        bool,
+        Meta(
+            description="Its configuration is in the log (LibraryAdded); false for a "
+            "library only known from the scanner's health events (a log from before issue 16)."
+        ),
+    ] = False
 
 
 class LibraryPage(msgspec.Struct):
     """All libraries (never paged)."""
 
-    items: Annotated[list[Library], Meta(description="Libraries ordered by library_id.")]
+    items: Annotated[list[LibraryStatus], Meta(description="Libraries ordered by library_id.")]
     next: Annotated[str | None, Meta(description="Always null: libraries are not paged.")] = None
 
 

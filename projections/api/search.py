@@ -38,7 +38,19 @@ from projections.api.photos import check_hash
 from projections.api.schemas import TAGS
 from projections.vectors import ModelMatrix, VectorIndex
 
-__all__ = ["ClipEncoders", "ClipSearch", "SearchController", "SearchHit", "SearchPage"]
+__all__ = [
+    "ClipEncoders",
+    "ClipSearch",
+    "SearchController",
+    "SearchHit",
+    "SearchPage",
+    "Window",
+    "pick_model",
+    "query_matrix",
+    "search_hits",
+    "window_in",
+    "window_out",
+]
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +230,7 @@ class Window:
     start: int = 0
 
 
-def _window_in(cursor: str, endpoint: str) -> Window:
+def window_in(cursor: str, endpoint: str) -> Window:
     data = decode_cursor(cursor)
     version, n, start = data.get("m"), data.get("n"), data.get("r")
     if data.get("e") != endpoint:
@@ -230,13 +242,13 @@ def _window_in(cursor: str, endpoint: str) -> Window:
     return Window(version, n, start)
 
 
-def _window_out(endpoint: str, w: Window, start: int | None) -> str | None:
+def window_out(endpoint: str, w: Window, start: int | None) -> str | None:
     if start is None:
         return None
     return encode_cursor({"e": endpoint, "m": w.version, "n": w.rows, "r": start})
 
 
-async def _hits(
+async def search_hits(
     search: ClipSearch, q: Query, m: ModelMatrix, vec: np.ndarray, limit: int,
     threshold: float | None, w: Window, exclude: str | None = None,
 ) -> tuple[list[SearchHit], int | None]:  # fmt: skip
@@ -291,7 +303,7 @@ def _unavailable(exc: InferenceError) -> ServiceUnavailableException:
     return ServiceUnavailableException(detail=f"semantic search unavailable: {exc}")
 
 
-def _pick(search: ClipSearch, model_version: str | None) -> tuple[ModelMatrix | None, Any]:
+def pick_model(search: ClipSearch, model_version: str | None) -> tuple[ModelMatrix | None, Any]:
     state = search.index.sync()
     m = search.index.choose(state, model_version)
     if model_version is not None and m is None:
@@ -300,17 +312,17 @@ def _pick(search: ClipSearch, model_version: str | None) -> tuple[ModelMatrix | 
     return m, state
 
 
-async def _matrix(
+async def query_matrix(
     search: ClipSearch, model_version: str | None, cursor: str | None, endpoint: str
 ) -> tuple[ModelMatrix | None, Window | None]:
     """The model to rank with and the page window: from the cursor when there is one."""
     if cursor is None:
-        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        m, _ = await asyncio.to_thread(pick_model, search, model_version)
         return m, (Window(m.version, m.n) if m is not None else None)
-    w = _window_in(cursor, endpoint)
+    w = window_in(cursor, endpoint)
     if model_version is not None and model_version != w.version:
         raise bad_parameter("cursor", f"it was made for model_version {w.version}")
-    m, _ = await asyncio.to_thread(_pick, search, w.version)
+    m, _ = await asyncio.to_thread(pick_model, search, w.version)
     return m, w
 
 
@@ -366,7 +378,7 @@ class SearchController(Controller):
         if not text:
             raise bad_parameter("q", "must contain words")
         search = clip_search(state, ctx.settings)
-        m, w = await _matrix(search, model_version, cursor, "search")
+        m, w = await query_matrix(search, model_version, cursor, "search")
         try:
             if m is None or w is None:  # nothing encoded yet: still say why if no model
                 await search.encoders.get(None)
@@ -374,8 +386,8 @@ class SearchController(Controller):
             vec = await search.text_vector(m.version, text)
         except InferenceError as exc:
             raise _unavailable(exc) from exc
-        hits, nxt = await _hits(search, filters, m, vec, limit, threshold, w)
-        return SearchPage(items=hits, next=_window_out("search", w, nxt), model_version=m.version)
+        hits, nxt = await search_hits(search, filters, m, vec, limit, threshold, w)
+        return SearchPage(items=hits, next=window_out("search", w, nxt), model_version=m.version)
 
     @get(
         "/{content_hash:str}/similar",
@@ -409,14 +421,16 @@ class SearchController(Controller):
     ) -> SearchPage:
         check_hash(content_hash)
         search = clip_search(state, ctx.settings)
-        m, w = await _matrix(search, model_version, cursor, "similar")
+        m, w = await query_matrix(search, model_version, cursor, "similar")
         row = m.rows.get(content_hash) if m is not None else None
         if m is None or w is None or row is None:
             where = f" under model {m.version}" if m is not None else ""
             raise NotFoundException(detail=f"no CLIP embedding for {content_hash}{where} (yet)")
         vec = m.matrix[row].copy()
-        hits, nxt = await _hits(search, filters, m, vec, limit, threshold, w, exclude=content_hash)
-        return SearchPage(items=hits, next=_window_out("similar", w, nxt), model_version=m.version)
+        hits, nxt = await search_hits(
+            search, filters, m, vec, limit, threshold, w, exclude=content_hash
+        )
+        return SearchPage(items=hits, next=window_out("similar", w, nxt), model_version=m.version)
 
 
 async def search_text(
@@ -428,13 +442,13 @@ async def search_text(
 
     search = ClipSearch(settings, clip)
     try:
-        m, _ = await asyncio.to_thread(_pick, search, model_version)
+        m, _ = await asyncio.to_thread(pick_model, search, model_version)
         if m is None:
             await search.encoders.get(None)
             return SearchPage(items=[], next=None, model_version=None)
         vec = await search.text_vector(m.version, text)
         w = Window(m.version, m.n)
-        hits, _ = await _hits(search, Query(), m, vec, limit, threshold, w)
+        hits, _ = await search_hits(search, Query(), m, vec, limit, threshold, w)
     except Exception as exc:
         if isinstance(exc, (InferenceError, ReadModelError)):
             raise

@@ -22,8 +22,8 @@ from projections.api.context import Ctx
 from projections.api.duplicate_queries import (
     DEFAULT_MAX_DISTANCE,
     MAX_MAX_DISTANCE,
-    _groups,
-    _near_groups,
+    exact_groups,
+    near_groups,
 )
 from projections.api.duplicate_schemas import (
     DuplicateGroup,
@@ -67,8 +67,8 @@ class DuplicatePages(Controller):
         def load(
             c: sqlite3.Connection,
         ) -> tuple[list[DuplicateGroup], list[NearDuplicateGroup], set[str]]:
-            exact = _groups(c, None, None, MAX_GROUPS + 1)
-            near = _near_groups(c, None, max_distance, window, None, MAX_GROUPS + 1)
+            exact = exact_groups(c, None, None, MAX_GROUPS + 1)
+            near = near_groups(c, None, max_distance, window, None, MAX_GROUPS + 1)
             return exact, near, _with_thumbnail(c, [g.content_hash for g in exact])
 
         exact, near, thumbs = await db.read(ctx.settings.readmodel_dir, load, ([], [], set()))

@@ -21,7 +21,7 @@ from litestar.response import Redirect, Template
 
 from projections.api import db
 from projections.api.context import Ctx
-from projections.api.people import _check_person
+from projections.api.people import check_person
 from projections.api.people_queries import get_person, list_people, person_photos
 from projections.api.people_schemas import Person, PersonPhoto
 from projections.web.common import page
@@ -62,7 +62,7 @@ class PeoplePages(Controller):
         ctx: Ctx,
         person_id: Annotated[str, Parameter(description="A person id (p-<16 hex>).")],
     ) -> Template | Redirect:
-        _check_person(person_id)
+        check_person(person_id)
 
         def load(c: sqlite3.Connection) -> tuple[Person, list[PersonPhoto], list[Person]] | None:
             p = get_person(c, person_id)

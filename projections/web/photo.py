@@ -25,7 +25,7 @@ from projections import near
 from projections.api import db
 from projections.api.context import Ctx
 from projections.api.filters import Query
-from projections.api.photos import _detail, check_hash, list_rows
+from projections.api.photo_queries import check_hash, list_rows, photo_detail
 from projections.api.redact import redacted
 from projections.api.schemas import PhotoDetail
 from projections.api.tags import ContentTags, content_tags
@@ -128,7 +128,7 @@ def _view(
     conn: sqlite3.Connection, settings: Settings, content_hash: str, form: Form,
     file_id: str | None,
 ) -> View | None:  # fmt: skip
-    detail = redacted(settings, conn, _detail(content_hash, conn), "decode_error")
+    detail = redacted(settings, conn, photo_detail(content_hash, conn), "decode_error")
     if detail is None:
         return None
     v = View(detail=detail)

@@ -26,11 +26,11 @@ from projections.api.filters import Query
 from projections.api.search import (
     ClipSearch,
     SearchHit,
-    _hits,
-    _matrix,
-    _pick,
-    _window_out,
     clip_search,
+    pick_model,
+    query_matrix,
+    search_hits,
+    window_out,
 )
 from projections.web.common import PAGE_HEADERS, page
 from projections.web.filters import SORTS, Form, parse_form
@@ -91,7 +91,7 @@ async def run_search(
 ) -> Outcome:
     """One page of hits, as ``GET /photos/search`` ranks them."""
     q: Query = await db.read(settings.readmodel_dir, form.query, Query())
-    m, w = await _matrix(search, None, cursor, "search")
+    m, w = await query_matrix(search, None, cursor, "search")
     try:
         if m is None or w is None:
             await search.encoders.get(None)  # nothing encoded: still say if there is no model
@@ -99,14 +99,14 @@ async def run_search(
         vec = await search.text_vector(m.version, text)
     except InferenceError as exc:
         return Outcome(unavailable=str(exc))
-    hits, nxt = await _hits(search, q, m, vec, SEARCH_PAGE, THRESHOLD, w)
-    return Outcome([_tile(h) for h in hits], _window_out("search", w, nxt), m.version)
+    hits, nxt = await search_hits(search, q, m, vec, SEARCH_PAGE, THRESHOLD, w)
+    return Outcome([_tile(h) for h in hits], window_out("search", w, nxt), m.version)
 
 
 def has_embedding(search: ClipSearch, content_hash: str) -> bool:
     """Whether "similar" can rank this content (it has a vector in the model search uses)."""
     try:
-        m, _ = _pick(search, None)
+        m, _ = pick_model(search, None)
     except (ReadModelError, ClientException):
         return False
     return m is not None and content_hash in m.rows

@@ -22,12 +22,9 @@ from litestar.params import Parameter
 from litestar.response import Template
 
 from projections import readmodel
-from projections.api import db, geo, rows
+from projections.api import db, geo, photo_queries
 from projections.api.context import Ctx
 from projections.api.filters import Query
-from projections.api.paging import encode_cursor
-from projections.api.photos import _after as api_after
-from projections.api.photos import list_rows
 from projections.api.schemas import Photo
 from projections.web.common import PAGE_HEADERS, page
 from projections.web.filters import SORTS, Form, parse_form
@@ -39,7 +36,6 @@ FIRST_SCREEN = 60
 """Items rendered with the page."""
 PAGE_SIZE = 60
 """Items per scroll fragment."""
-_COLUMN = {"path": "path", "mtime": "mtime_ns", "taken": "date_taken"}
 
 
 @dataclass
@@ -52,14 +48,7 @@ def photo_page(
     conn: sqlite3.Connection, q: Query, sort: str, after: tuple[Any, str] | None, limit: int
 ) -> PhotoPage:
     """One page of ``GET /photos`` (same rows, same cursor), as Photo structs."""
-    found = list_rows(conn, q, sort, after, limit + 1)  # type: ignore[arg-type]
-    tags = rows.person_tags(conn, (r["content_hash"] for r in found[:limit]))
-    items = [rows.photo(r, tags.get(r["content_hash"], [])) for r in found[:limit]]
-    nxt = None
-    if len(found) > limit:
-        last = found[limit - 1]
-        key = last[_COLUMN[sort.lstrip("-")]]
-        nxt = encode_cursor({"s": sort, "k": key, "id": last["file_id"]})
+    items, nxt = photo_queries.photo_page(conn, q, sort, after, limit)  # type: ignore[arg-type]
     return PhotoPage(items, nxt)
 
 
@@ -161,7 +150,7 @@ class TimelinePages(Controller):
         month: Annotated[str, Parameter(description="The month shown last.")] = "-",
     ) -> Template:  # fmt: skip
         form = parse_form(request)
-        after = api_after(cursor, form.sort)  # type: ignore[arg-type]
+        after = photo_queries.after_cursor(cursor, form.sort)  # type: ignore[arg-type]
 
         def more(conn: sqlite3.Connection) -> PhotoPage:
             return photo_page(conn, form.query(conn), form.sort, after, PAGE_SIZE)

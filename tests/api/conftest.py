@@ -93,7 +93,8 @@ def thumbnailed(content_hash: str, **facts: Any) -> ThumbnailReady:
 def undecodable(fs: FileSeen, content_hash: str, why: str) -> DerivationFailed:
     """What the media deriver writes for an image it cannot decode for thumbnails."""
     return DerivationFailed(
-        stage="thumbnail", reason=f"{fs.library_id}:{fs.path}: cannot decode: {why}",
+        stage="media", operation="thumbnail",
+        reason=f"{fs.library_id}:{fs.path}: cannot decode: {why}",
         input_subject=f"photos.content.{content_hash}.HashComputed", content_hash=content_hash,
         file_id=fs.file_id, library_id=fs.library_id,
     )  # fmt: skip

@@ -9,6 +9,7 @@ The pytest test applies :func:`repair` itself; for the command line::
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import schemathesis
@@ -85,6 +86,9 @@ def repair(case: Any) -> None:
         if known is not None and not (isinstance(value, str) and known[0].fullmatch(value)):
             case.path_parameters[name] = known[1]
     body = case.body
+    if isinstance(body, dict) and isinstance(body.get("root"), str):
+        # POST /libraries: a valid root is an existing directory (checked on the host)
+        body["root"] = tempfile.mkdtemp(prefix="st-library-")
     if isinstance(body, dict):
         if isinstance(body.get("a"), str) and body.get("a") == body.get("b"):
             body["b"] = _other(body["a"])

@@ -43,6 +43,7 @@ DUMMY = {
     "path": "nothing-here",
     "file_path": "vendor/README.md",
     "tag": "beach",
+    "library_id": "alpha",
 }
 
 
@@ -337,10 +338,12 @@ def test_served_reasons_hold_no_absolute_path(
                      reason=f"root {root / 'g'} is not a directory"),
         bad := seen("alpha", "2023/bad.jpg"),
         hashed(bad, h(5)),
-        DerivationFailed(stage="thumbnail", reason=f"cannot identify image file "
+        DerivationFailed(stage="media", operation="thumbnail",
+                         reason=f"cannot identify image file "
                          f"'{root}/2023/bad.jpg'", content_hash=h(5), library_id="alpha",
                          input_subject="photos.content.w.HashComputed"),
-        DerivationFailed(stage="thumbnail", reason=f"cannot identify image file "
+        DerivationFailed(stage="media", operation="thumbnail",
+                         reason=f"cannot identify image file "
                          f"'{root}/2023/a b.jpg'", content_hash=h(3), library_id="alpha",
                          input_subject="photos.content.x.HashComputed"),
         DerivationFailed(stage="playlist", reason=f"cannot create {data}/videos/ab/.tmp-x: "

@@ -65,7 +65,7 @@ def test_empty_read_model_answers_empty_lists(client: TestClient[Any]) -> None:
     assert "unknown content_hash" in bad(client, f"/photos/{h(1)}", 404)
     pipe = ok(client, "/pipeline")
     assert pipe["projector"] == {"generation": None, "checkpoint": 0, "lag": None}
-    assert pipe["failures"] == {"total": 0, "by_stage": {}, "recent": []}
+    assert pipe["failures"] == {"total": 0, "by_stage": {}, "by_operation": {}, "recent": []}
     assert pipe["nats"] == {"connected": False, "error": "no NATS URL configured"}
     assert "error" in pipe["stream"]
     assert pipe["consumers"] == [] and pipe["extra"] is None
@@ -82,7 +82,8 @@ def test_libraries_counts_and_state(small: ReadModel, client: TestClient[Any]) -
         "library_id": "alpha", "name": "Alpha", "root": "/mnt/alpha", "state": "online",
         "reason": None, "state_since": "2024-05-01T12:00:00+00:00", "files": 4, "images": 3,
         "videos": 1, "hashed": 3, "bytes": 1000 + 2000 + 5000 + 300, "last_scan": None,
-        "watch": None,
+        "watch": None, "enabled": True, "health": "online", "excludes": [],
+        "configured": False,
     }  # fmt: skip
     assert beta["state"] == "stale" and beta["reason"] == "root is empty"
     assert (beta["files"], beta["images"], beta["videos"], beta["hashed"]) == (3, 2, 1, 3)
@@ -313,9 +314,11 @@ def test_generation_swap_is_visible_without_restart(
 def test_pipeline_failures_from_read_model(small: ReadModel, client: TestClient[Any]) -> None:
     failures = ok(client, "/pipeline")["failures"]
     assert failures["total"] == 4
-    assert failures["by_stage"] == {"hash": 2, "thumbs": 1, "thumbnail": 1}
+    assert failures["by_stage"] == {"hash": 2, "thumbs": 1, "media": 1}
+    assert failures["by_operation"] == {"hash:hash": 2, "thumbs:thumbs": 1, "media:thumbnail": 1}
     recent = failures["recent"]
-    assert [f["stage"] for f in recent] == ["thumbs", "hash", "hash", "thumbnail"]
+    assert [f["stage"] for f in recent] == ["thumbs", "hash", "hash", "media"]
+    assert [f["operation"] for f in recent] == ["thumbs", "hash", "hash", "thumbnail"]
     assert recent[0]["reason"] == "boom 3" and recent[0]["permanent"] is True
     assert recent[0]["seq"] == len(small_events())
 
@@ -344,7 +347,7 @@ def test_openapi_documents_every_response_field(client: TestClient[Any]) -> None
     assert {"/healthz", "/libraries", "/photos", "/photos/{content_hash}", "/duplicates",
             "/pipeline"} <= set(spec["paths"])  # fmt: skip
     schemas = spec["components"]["schemas"]
-    for name in ("Photo", "PhotoPage", "PhotoDetail", "Library", "DuplicateGroup",
+    for name in ("Photo", "PhotoPage", "PhotoDetail", "LibraryStatus", "DuplicateGroup",
                  "PipelineStatus", "StreamStatus", "ConsumerStatus", "Failure"):  # fmt: skip
         for field, prop in schemas[name]["properties"].items():
             assert prop.get("description"), f"{name}.{field} has no description"

@@ -333,7 +333,8 @@ def test_thumbnail_404s_say_why(
     linked = shoot(cam.root, "cam", "linked.jpg", scene(301, (16, 16)))
     model.add(
         DerivationFailed(
-            stage="thumbnail",
+            stage="media",
+            operation="thumbnail",
             reason="cannot decode for thumbnails: truncated",
             input_subject="photos.content.x.HashComputed",
             content_hash=failed.content_hash,

@@ -318,7 +318,7 @@ async def test_pipeline_refuses_the_bomb_by_its_header(
 ) -> None:
     failed, ready, photos, reason = await _ingest(tmp_path, event_log, settings, bomb)
     [f] = failed
-    assert f.permanent and f.stage == "thumbnail"
+    assert f.permanent and (f.stage, f.operation) == ("media", "thumbnail")
     assert "image is 13000x13000 = 169 MP, over the 64 MP decode budget" in f.reason
     assert reason is not None and "decode budget" in reason
     assert ready == photos  # the photos around it are thumbnailed

@@ -8,7 +8,8 @@ model as a fifth token, so each model has its own subject (and its own once-only
 Keys and message ids are declared per class (:mod:`eventsvc.core.events.base`). The
 modules: ``base`` (the Event base, headers), ``files`` (the scanner's facts),
 ``derived`` (content facts), ``facts`` (typed facts inside events), ``people`` (faces,
-people and the user's decisions), ``tags`` (tags and favourites), ``upcast``,
+people and the user's decisions), ``libraries`` (library configuration), ``tags``
+(tags and favourites), ``upcast``,
 ``wire`` (the codec, the type registry).
 
 The catalog (``catalog()`` gives it; a test keeps this list complete). ``<causation>``
@@ -37,7 +38,7 @@ HashComputed v2, msg id ``HashComputed:<content_hash>:<causation>``::
 
     photos.content.<content_hash>.HashComputed
 
-DerivationFailed v1, msg id ``DerivationFailed:<stage>:<causation>``::
+DerivationFailed v2, msg id ``DerivationFailed:<operation>:<causation>``::
 
     photos.content.<content_hash>.DerivationFailed
     photos.file.<file_id>.DerivationFailed
@@ -99,6 +100,18 @@ FaceRejected v1, msg id ``FaceRejected:<face_id>:<occurred_at>``::
 
     photos.face.<face_id>.FaceRejected
 
+LibraryAdded v1, msg id ``LibraryAdded:<library_id>:<occurred_at>``::
+
+    photos.library.<library_id>.LibraryAdded
+
+LibraryUpdated v1, msg id ``LibraryUpdated:<library_id>:<occurred_at>``::
+
+    photos.library.<library_id>.LibraryUpdated
+
+LibraryRemoved v1, msg id ``LibraryRemoved:<library_id>:<occurred_at>``::
+
+    photos.library.<library_id>.LibraryRemoved
+
 TagAdded v1, msg id ``TagAdded:<content_hash>:<tag>:<occurred_at>``::
 
     photos.content.<content_hash>.TagAdded
@@ -137,6 +150,7 @@ from eventsvc.core.events.derived import (
 )
 from eventsvc.core.events.facts import MediaFacts
 from eventsvc.core.events.files import FileMissing, FileSeen, LibraryOnline, LibraryStale
+from eventsvc.core.events.libraries import LibraryAdded, LibraryRemoved, LibraryUpdated
 from eventsvc.core.events.people import (
     FaceAssigned,
     FaceBox,
@@ -184,8 +198,11 @@ __all__ = [
     "FileMissing",
     "FileSeen",
     "HashComputed",
+    "LibraryAdded",
     "LibraryOnline",
+    "LibraryRemoved",
     "LibraryStale",
+    "LibraryUpdated",
     "MediaFacts",
     "NotDuplicate",
     "PeopleMerged",

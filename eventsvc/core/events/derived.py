@@ -4,9 +4,9 @@ CLIP vectors, playlists, and the failures of the derivers."""
 from __future__ import annotations
 
 import base64
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from eventsvc.core.events.base import Event
 from eventsvc.core.events.facts import MediaFacts
@@ -52,17 +52,26 @@ class HashComputed(Event):
 
 class DerivationFailed(Event):
     """A deriver gave up on an input: about a content when it knows one, else a file,
-    else the stage itself."""
+    else the stage itself.
+
+    ``stage`` is the stage (the worker) that failed: ``hasher``, ``media``, ``faces``,
+    ``clip-<model>``, ``playlist``, ``rederive-<stage>``...; ``operation`` is what it was
+    doing: the media stage's ``exif`` and ``thumbnail``, else the stage's name. v2: in v1
+    the media stage wrote its operation as the stage; v1 bodies are upcast
+    (:mod:`eventsvc.core.events.upcast`). The message id is keyed by the operation, so a
+    content's EXIF and thumbnail failures stay two facts, under the ids v1 gave them."""
 
     key_choice: ClassVar[tuple[tuple[str, str], ...]] = (
         ("content_hash", "content"),
         ("file_id", "file"),
         ("stage", "stage"),
     )
-    msg_id_fields: ClassVar[tuple[str, ...]] = ("stage", "causation")
+    msg_id_fields: ClassVar[tuple[str, ...]] = ("operation", "causation")
     type: Literal["DerivationFailed"] = "DerivationFailed"
-    v: Literal[1] = 1
+    v: Literal[2] = 2
     stage: str
+    operation: str
+    """What failed; when not given, the stage's name (a stage doing one thing)."""
     reason: str
     permanent: bool = True
     input_subject: str
@@ -70,6 +79,13 @@ class DerivationFailed(Event):
     file_id: str | None = None
     content_hash: str | None = None
     library_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _operation_defaults_to_stage(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("operation") is None and "stage" in data:
+            return {**data, "operation": data["stage"]}
+        return data
 
 
 class _Fact(Event):

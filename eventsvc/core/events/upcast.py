@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["UPCASTERS", "Upcaster", "hash_computed_1_to_2"]
+__all__ = ["UPCASTERS", "Upcaster", "derivation_failed_1_to_2", "hash_computed_1_to_2"]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -30,6 +30,27 @@ def hash_computed_1_to_2(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MEDIA_OPERATIONS = ("exif", "thumbnail")
+"""What the media stage does; DerivationFailed v1 recorded them as its stage."""
+
+
+def derivation_failed_1_to_2(body: dict[str, Any]) -> dict[str, Any]:
+    """DerivationFailed v2 says which stage failed (``stage``, always the stage's name) and
+    what it was doing (``operation``). In v1 ``stage`` was the stage's name except for the
+    media stage, which wrote its operation there (``exif``, ``thumbnail``): those become
+    ``stage="media"`` with that operation; any other v1 stage is its own operation. The
+    subject (a media failure is always about a content) and the message id (keyed by the
+    operation) stay those v1 gave."""
+    out = dict(body)
+    stage = out.get("stage")
+    out["operation"] = stage
+    if stage in MEDIA_OPERATIONS:
+        out["stage"] = "media"
+    out["v"] = 2
+    return out
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("HashComputed", 1): hash_computed_1_to_2,
+    ("DerivationFailed", 1): derivation_failed_1_to_2,
 }

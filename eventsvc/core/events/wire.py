@@ -18,6 +18,7 @@ from eventsvc.core.events.derived import (
     ThumbnailReady,
 )
 from eventsvc.core.events.files import FileMissing, FileSeen, LibraryOnline, LibraryStale
+from eventsvc.core.events.libraries import LibraryAdded, LibraryRemoved, LibraryUpdated
 from eventsvc.core.events.people import (
     FaceAssigned,
     FaceReassigned,
@@ -55,6 +56,9 @@ _CLASSES: tuple[type[Event], ...] = (
     PeopleMerged,
     FaceReassigned,
     FaceRejected,
+    LibraryAdded,
+    LibraryUpdated,
+    LibraryRemoved,
     TagAdded,
     TagRemoved,
     Favorited,

@@ -61,14 +61,73 @@
     return box;
   }
 
+  const canWrite = () => document.body.dataset.canWrite === "true";
+  const splitList = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
+
+  /* Library management (issue 16): PATCH / DELETE /libraries/{id} for write sessions. */
+  async function change(method, id, body, question) {
+    if (question && !window.confirm(question)) return;
+    const trouble = document.getElementById("trouble");
+    try {
+      await window.eventsvc.api(method, `/libraries/${encodeURIComponent(id)}`, body);
+      trouble.hidden = true;
+    } catch (err) {
+      trouble.textContent = `Could not change library ${id}: ${err.message}`;
+      trouble.hidden = false;
+    }
+    refresh();
+  }
+
+  function manage(l) {
+    const box = el("span", undefined, "actions");
+    const button = (label, action) => {
+      const b = el("button", label);
+      b.type = "button";
+      b.dataset.library = l.library_id;
+      b.addEventListener("click", action);
+      box.append(b, " ");
+    };
+    if (!l.configured) return el("small", "from the scanner's log only");
+    if (l.enabled) button("Disable", () => change("PATCH", l.library_id, { enabled: false }));
+    else button("Enable", () => change("PATCH", l.library_id, { enabled: true }));
+    button("Excludes…", () => {
+      const text = window.prompt(`Excludes of ${l.name} (comma-separated)`, (l.excludes || []).join(", "));
+      if (text !== null) change("PATCH", l.library_id, { excludes: splitList(text) });
+    });
+    button("Remove", () => change("DELETE", l.library_id, undefined,
+      `Remove library ${l.name}? Its photos leave every listing (the files stay on disk).`));
+    return box;
+  }
+
   function libraries(data) {
+    const cols = canWrite() ? 10 : 9;
     fill("libraries", data.items.map((l) => {
       const name = el("span");
       name.append(el("strong", l.name), el("br"), el("small", l.root));
+      if (l.excludes && l.excludes.length) name.append(el("br"), el("small", `excludes: ${l.excludes.join(", ")}`));
       const watch = l.watch ? `${l.watch.state}${l.watch.reason ? ": " + l.watch.reason : ""}` : "–";
-      return row([name, health(l), num(l.files), num(l.images), num(l.videos),
-        num(l.hashed), bytes(l.bytes), scan(l.last_scan), watch]);
-    }), "No library configured.", 9);
+      const cells = [name, health(l), num(l.files), num(l.images), num(l.videos),
+        num(l.hashed), bytes(l.bytes), scan(l.last_scan), watch];
+      if (canWrite()) cells.push(manage(l));
+      return row(cells);
+    }), "No library configured.", cols);
+  }
+
+  async function addLibrary(ev) {
+    ev.preventDefault();
+    const form = ev.target;
+    const error = document.getElementById("add-library-error");
+    const field = (n) => form.elements.namedItem(n).value.trim();  /* (form.name is the form's) */
+    const body = { root: field("root"), excludes: splitList(field("excludes")) };
+    if (field("name")) body.name = field("name");
+    try {
+      await window.eventsvc.api("POST", "/libraries", body);
+      error.textContent = "";
+      form.reset();
+    } catch (err) {
+      error.textContent = err.message;
+    }
+    refresh();
   }
 
   function worker(w) {
@@ -95,7 +154,8 @@
     const f = st.failures;
     const by = Object.entries(f.by_stage).map(([k, v]) => `${k} ${v}`).join(", ");
     document.getElementById("fail-total").textContent = f.total ? `${num(f.total)} in all (${by})` : "none";
-    fill("failures", f.recent.map((x) => row([when(x.occurred_at), x.stage, el("span", x.reason, "reason"),
+    fill("failures", f.recent.map((x) => row([when(x.occurred_at),
+      x.operation && x.operation !== x.stage ? `${x.stage} (${x.operation})` : x.stage, el("span", x.reason, "reason"),
       x.permanent ? "permanent" : `gave up after ${x.deliveries} tries`,
       x.content_hash ? (() => { const a = el("a", x.content_hash.slice(0, 12)); a.href = `/photo/${x.content_hash}`; return a; })()
         : (x.file_id || x.input_subject)])),
@@ -121,6 +181,8 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     const every = Number(document.getElementById("updated").dataset.refresh || 3) * 1000;
+    const add = document.getElementById("add-library");
+    if (add) add.addEventListener("submit", addLibrary);
     refresh();
     setInterval(() => { if (!document.hidden) refresh(); }, every);
   });
