@@ -27,7 +27,7 @@ from eventsvc.core.events import (
     decode,
 )
 from eventsvc.core.log import EventLog, RawEvent
-from projections import files, libraries, people, readmodel
+from projections import files, libraries, people, readmodel, tags
 from projections.applier import BatchApplier, open_applier
 
 __all__ = ["Projector", "apply", "apply_batch", "rebuild"]
@@ -39,6 +39,7 @@ Applier = Callable[[sqlite3.Connection, int, Event], None]
 APPLIERS: dict[type[Event], Applier] = {
     **files.APPLIERS,  # type: ignore[dict-item]
     **people.APPLIERS,  # type: ignore[dict-item]
+    **tags.APPLIERS,  # type: ignore[dict-item]
     **libraries.APPLIERS,  # type: ignore[dict-item]
 }
 

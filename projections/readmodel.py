@@ -42,7 +42,7 @@ class SchemaOutdated(ReadModelError):
     """The generation was written by an older build: rebuild it from the log."""
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bump when schema.sql changes: an older generation is rebuilt from the log."""
 
 _GEN_RE = re.compile(r"^gen-([0-9]{6})\.db$")

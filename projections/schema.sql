@@ -206,6 +206,25 @@ CREATE TABLE IF NOT EXISTS fact_versions (
     PRIMARY KEY (fact, key)
 ) WITHOUT ROWID;
 
+-- ---------------------------------------------------------------- tags and favourites
+-- A user's tags on a content (TagAdded / TagRemoved; issue 16): one row per content and
+-- case-folded name, holding the latest spelling. Person names are tags too, derived
+-- from faces and people at read time (never stored here).
+CREATE TABLE IF NOT EXISTS user_tags (
+    content_hash TEXT NOT NULL,
+    tag_key      TEXT NOT NULL,             -- eventsvc.core.events.tag_key(name)
+    name         TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (content_hash, tag_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS user_tags_by_key ON user_tags (tag_key, content_hash);
+
+-- Favourite contents (Favorited / Unfavorited).
+CREATE TABLE IF NOT EXISTS favorites (
+    content_hash TEXT PRIMARY KEY,
+    seq          INTEGER NOT NULL
+) WITHOUT ROWID;
+
 -- Library configuration (issue 16): LibraryAdded / LibraryUpdated / LibraryRemoved.
 -- A removed library keeps its row (removed = 1) and its locations are deleted from files.
 CREATE TABLE IF NOT EXISTS library_config (

@@ -110,6 +110,11 @@ def publishes(role: str, prefix: str = "photos") -> list[str]:
             f"{p}.face.*.FaceReassigned",
             f"{p}.face.*.FaceRejected",
             f"{p}.pair.*.NotDuplicate",
+            # tags and favourites (issue 16)
+            f"{p}.content.*.TagAdded",
+            f"{p}.content.*.TagRemoved",
+            f"{p}.content.*.Favorited",
+            f"{p}.content.*.Unfavorited",
             # library configuration (issue 16): the API's endpoints and the start-up
             # reconcile of a TOML file / CLI roots (which publishes as the api user)
             *library_config_subjects(p),

@@ -182,6 +182,14 @@ class Settings(BaseSettings):
     rederive_concurrency: int = 1
     """Handlers of a re-derivation (low priority beside the main worker)."""
     # ---- end of re-derivation
+    # ---- memories ("on this day", issue 16)
+    memories_burst_seconds: float = Field(default=10.0, ge=0)
+    """GET /memories shows one photo per burst: photos of one day taken within this many
+    seconds of the previous one belong to one burst."""
+    memories_near_distance: int = Field(default=6, ge=0, le=64)
+    """... as do photos of one day whose pHashes are within this Hamming distance
+    (near-duplicates, as GET /duplicates?kind=near's default)."""
+    # ---- end of memories
     max_in_flight: int = 64
     max_deliver: int = 5
     ack_wait: float = 30.0

@@ -31,11 +31,13 @@ from projections.api.errors import EXCEPTION_HANDLERS
 from projections.api.health import HealthController
 from projections.api.libraries import LibrariesController
 from projections.api.login import AuthController
+from projections.api.memories import MemoriesController
 from projections.api.metrics import ApiMetrics, metrics_endpoint, request_timer
 from projections.api.people import FacesController, PeopleController
 from projections.api.photos import PhotosController
 from projections.api.pipeline import PipelineController
 from projections.api.search import SearchController
+from projections.api.tags import TagsController
 from projections.api.tokens import check_bind, load_tokens
 from projections.api.videos import VideosController
 
@@ -146,6 +148,8 @@ def create_api(
             PeopleController,
             FacesController,
             VideosController,
+            TagsController,
+            MemoriesController,
             metrics_endpoint,
             static_router(PUBLIC),
             *pages,

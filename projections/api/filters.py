@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - older litestar infers it
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
+from eventsvc.core.events import tag_key, tag_name
 from eventsvc.core.settings import library_ids_named
 from projections.api import db, geo
 from projections.api.context import Ctx
@@ -168,13 +169,19 @@ def build_query(
     make: str | None = None, model: str | None = None, lens: str | None = None,
     bbox: str | None = None, near: str | None = None, radius_km: float | None = None,
     has_gps: bool | None = None, orientation: int | None = None,
-    person: str | None = None, tag: str | None = None,
+    person: str | None = None, tag: str | Sequence[str] | None = None,
+    tag_mode: str = "and", favorite: bool | None = None,
 ) -> Query:  # fmt: skip
     q = Query()
     if person is not None:
         _add_person(q, person)
     if tag is not None:
-        _add_tag(q, tag)
+        _add_tags(q, [tag] if isinstance(tag, str) else list(tag), tag_mode)
+    if favorite is not None:
+        q.add(
+            ("" if favorite else "NOT ")
+            + "EXISTS (SELECT 1 FROM favorites AS fv WHERE fv.content_hash = f.content_hash)"
+        )
     if library is not None:  # an id, or the ids resolve_library found
         ids = [library] if isinstance(library, str) else list(library)
         if not ids or not all(i.strip() for i in ids):
@@ -269,16 +276,28 @@ def _add_person(q: Query, person: str) -> None:
     )  # fmt: skip
 
 
-def _add_tag(q: Query, tag: str) -> None:
-    """Contents whose ``tags`` hold this name (case-insensitive): ``person=NAME`` less
-    hidden people and the names people merged away had."""
-    if not tag.strip():
+_TAG_SQL = (
+    "(EXISTS (SELECT 1 FROM faces AS tf JOIN people AS tp ON tp.person_id = tf.person_id"
+    " WHERE tf.content_hash = f.content_hash AND tf.rejected = 0 AND tp.hidden = 0"
+    " AND tp.name = ? COLLATE NOCASE)"
+    " OR EXISTS (SELECT 1 FROM user_tags AS ut WHERE ut.content_hash = f.content_hash"
+    " AND ut.tag_key = ?))"
+)
+
+
+def _add_tags(q: Query, tags: list[str], mode: str) -> None:
+    """Contents whose ``tags`` hold these names (case-insensitive): every one of them
+    (``mode`` "and") or any ("or"). A name is a person's (``person=NAME`` less hidden
+    people and the names people merged away had) or a user's tag (issue 16)."""
+    if mode not in ("and", "or"):
+        raise bad_parameter("tag_mode", "must be 'and' or 'or'")
+    if not tags or not all(t.strip() for t in tags):
         raise bad_parameter("tag", "must be a name")
+    names = list(dict.fromkeys(tag_name(t) or "" for t in tags))
+    clauses = [_TAG_SQL] * len(names)
     q.add(
-        "EXISTS (SELECT 1 FROM faces AS tf JOIN people AS tp ON tp.person_id = tf.person_id"
-        " WHERE tf.content_hash = f.content_hash AND tf.rejected = 0 AND tp.hidden = 0"
-        " AND tp.name = ? COLLATE NOCASE)",
-        tag.strip(),
+        "(" + (" AND " if mode == "and" else " OR ").join(clauses) + ")",
+        *(x for n in names for x in (n, tag_key(n))),
     )
 
 
@@ -396,14 +415,23 @@ async def photo_filters(
         ),
     ] = None,
     tag: Annotated[
-        str | None,
+        list[str] | None,
         Parameter(
             description="Only contents tagged with this name (case-insensitive exact): "
-            "the items whose `tags` hold it (a face, not rejected, of a person so named). "
-            "An alias of `person=NAME`, except that a hidden person, or the old name of "
-            "one merged into another, is no tag.",
-            pattern=NOT_BLANK,
+            "the items whose `tags` hold it: a user's tag (POST /photos/{hash}/tags), or "
+            "a face, not rejected, of a person so named (an alias of `person=NAME`, "
+            "except that a hidden person, or the old name of one merged into another, is "
+            "no tag). Repeat it for several: see `tag_mode`.",
+            schema_extra={"items": {"type": "string", "pattern": NOT_BLANK}},
         ),
+    ] = None,
+    tag_mode: Annotated[
+        Literal["and", "or"],
+        Parameter(description="With several `tag`: contents with all of them, or any."),
+    ] = "and",
+    favorite: Annotated[
+        bool | None,
+        Parameter(description="Only favourites (true) or only contents that are none (false)."),
     ] = None,
 ) -> Query:
     """The filters as a dependency (``Provide(photo_filters)``); a library name is
@@ -419,7 +447,7 @@ async def photo_filters(
         library=ids, media_kind=media_kind, path_prefix=path_prefix,
         taken_from=taken_from, taken_to=taken_to, make=make, model=model, lens=lens,
         bbox=bbox, near=near, radius_km=radius_km, has_gps=has_gps, orientation=orientation,
-        person=person, tag=tag,
+        person=person, tag=tag, tag_mode=tag_mode, favorite=favorite,
     )  # fmt: skip
 
 

@@ -105,20 +105,23 @@ def location(row: sqlite3.Row) -> Location:
 def person_tags(conn: sqlite3.Connection, hashes: Iterable[str | None]) -> dict[str, list[str]]:
     """content_hash -> its tags, in one query for all of ``hashes``: the names of the
     named, not hidden people with a face not rejected in it (``faces.person_id`` already
-    holds the merge target), sorted case-insensitively, each once."""
+    holds the merge target) and the user's tags (``user_tags``, issue 16), sorted
+    case-insensitively, each once (a person's spelling wins over a user tag's)."""
     wanted = sorted({x for x in hashes if x})
     if not wanted:
         return {}
-    names: dict[str, set[str]] = {}
+    marks = ",".join("?" * len(wanted))
+    names: dict[str, dict[str, str]] = {}
     for content_hash, name in conn.execute(
         "SELECT DISTINCT fc.content_hash, p.name FROM faces AS fc"
         " JOIN people AS p ON p.person_id = fc.person_id"
-        f" WHERE fc.content_hash IN ({','.join('?' * len(wanted))}) AND fc.rejected = 0"
-        " AND p.hidden = 0 AND p.name IS NOT NULL",
-        wanted,
+        f" WHERE fc.content_hash IN ({marks}) AND fc.rejected = 0"
+        " AND p.hidden = 0 AND p.name IS NOT NULL"
+        f" UNION ALL SELECT content_hash, name FROM user_tags WHERE content_hash IN ({marks})",
+        [*wanted, *wanted],
     ):
-        names.setdefault(content_hash, set()).add(name)
-    return {h: sorted(n, key=lambda x: (x.casefold(), x)) for h, n in names.items()}
+        names.setdefault(content_hash, {}).setdefault(name.casefold(), name)
+    return {h: sorted(n.values(), key=lambda x: (x.casefold(), x)) for h, n in names.items()}
 
 
 def photo(row: sqlite3.Row, tags: list[str]) -> Photo:

@@ -15,7 +15,16 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from projections.api.auth import PUBLIC
-from projections.web import duplicates, login, people, photo, pipeline, search, timeline
+from projections.web import (
+    duplicates,
+    login,
+    memories,
+    people,
+    photo,
+    pipeline,
+    search,
+    timeline,
+)
 from projections.web.common import LoginRequired, login_redirect, page_guard
 from projections.web.render import environment
 
@@ -38,6 +47,7 @@ PAGES: list[Any] = [
     people.PeoplePages,
     duplicates.DuplicatePages,
     pipeline.PipelinePages,
+    memories.MemoriesPages,
 ]
 """Controllers of the pages that need a login (``page_guard``)."""
 

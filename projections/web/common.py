@@ -50,6 +50,7 @@ PAGE_HEADERS = {
 NAV: list[tuple[str, str, str]] = [
     ("timeline", "Timeline", "/"),
     ("search", "Search", "/search"),
+    ("memories", "Memories", "/web/memories"),
     ("people", "People", "/web/people"),
     ("duplicates", "Duplicates", "/web/duplicates"),
     ("pipeline", "Libraries & pipeline", "/web/pipeline"),

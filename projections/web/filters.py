@@ -16,7 +16,7 @@ __all__ = ["FIELDS", "SORTS", "Form", "parse_form"]
 
 FIELDS = (
     "library", "media_kind", "make", "model", "taken_from", "taken_to", "near", "radius_km",
-    "person",
+    "person", "tag", "tag_mode", "favorite",
 )  # fmt: skip
 """The filter parameters the pages take, as ``GET /photos`` names them."""
 
@@ -61,8 +61,22 @@ class Form:
         return build_query(
             library=library, media_kind=media_kind, make=v.get("make"), model=v.get("model"),
             taken_from=v.get("taken_from"), taken_to=v.get("taken_to"), near=v.get("near"),
-            radius_km=radius, person=v.get("person"),
+            radius_km=radius, person=v.get("person"), **_tags(v),
         )  # fmt: skip
+
+
+def _tags(v: dict[str, str]) -> dict[str, Any]:
+    """The tag and favourite fields (issue 16): ``tag`` is one or more names, comma
+    separated; ``tag_mode`` "and" (default) or "or"; ``favorite`` "true" or "false"."""
+    out: dict[str, Any] = {}
+    if "tag" in v:
+        out["tag"] = [t for t in (x.strip() for x in v["tag"].split(",")) if t] or [v["tag"]]
+        out["tag_mode"] = v.get("tag_mode", "and")
+    if "favorite" in v:
+        if v["favorite"] not in ("true", "false"):
+            raise bad_parameter("favorite", "must be 'true' or 'false'")
+        out["favorite"] = v["favorite"] == "true"
+    return out
 
 
 def parse_form(request: Request[Any, Any, Any], default_sort: str = "-taken") -> Form:

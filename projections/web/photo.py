@@ -28,6 +28,7 @@ from projections.api.filters import Query
 from projections.api.photo_queries import check_hash, list_rows, photo_detail
 from projections.api.redact import redacted
 from projections.api.schemas import PhotoDetail
+from projections.api.tags import ContentTags, content_tags
 from projections.api.videos import video_state
 from projections.web.common import PAGE_HEADERS, page
 from projections.web.filters import Form, parse_form
@@ -63,6 +64,8 @@ class View:
     prev: str | None = None
     next: str | None = None
     error: str | None = None
+    tags: ContentTags | None = None
+    """The content's tags with their sources, and whether it is a favourite (issue 16)."""
 
 
 def _step(
@@ -132,6 +135,7 @@ def _view(
     if detail.media_kind == "video":
         v.video = redacted(settings, conn, video_state(conn, content_hash), "reason")
     v.faces = _faces(conn, content_hash)
+    v.tags = content_tags(conn, content_hash)
     v.people = [
         (r[0], r[1])
         for r in conn.execute(

@@ -42,6 +42,7 @@ DUMMY = {
     "name": "index.m3u8",
     "path": "nothing-here",
     "file_path": "vendor/README.md",
+    "tag": "beach",
     "library_id": "alpha",
 }
 

@@ -355,7 +355,7 @@ def test_openapi_documents_every_response_field(client: TestClient[Any]) -> None
     assert params == {
         "library", "media_kind", "path_prefix", "hashed", "sort", "limit", "cursor",
         "taken_from", "taken_to", "make", "model", "lens", "bbox", "near", "radius_km",
-        "has_gps", "orientation", "person", "tag",
+        "has_gps", "orientation", "person", "tag", "tag_mode", "favorite",
     }  # fmt: skip
 
 

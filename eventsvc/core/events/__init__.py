@@ -8,7 +8,8 @@ model as a fifth token, so each model has its own subject (and its own once-only
 Keys and message ids are declared per class (:mod:`eventsvc.core.events.base`). The
 modules: ``base`` (the Event base, headers), ``files`` (the scanner's facts),
 ``derived`` (content facts), ``facts`` (typed facts inside events), ``people`` (faces,
-people and the user's decisions), ``libraries`` (library configuration), ``upcast``,
+people and the user's decisions), ``libraries`` (library configuration), ``tags``
+(tags and favourites), ``upcast``,
 ``wire`` (the codec, the type registry).
 
 The catalog (``catalog()`` gives it; a test keeps this list complete). ``<causation>``
@@ -110,6 +111,22 @@ LibraryUpdated v1, msg id ``LibraryUpdated:<library_id>:<occurred_at>``::
 LibraryRemoved v1, msg id ``LibraryRemoved:<library_id>:<occurred_at>``::
 
     photos.library.<library_id>.LibraryRemoved
+
+TagAdded v1, msg id ``TagAdded:<content_hash>:<tag>:<occurred_at>``::
+
+    photos.content.<content_hash>.TagAdded
+
+TagRemoved v1, msg id ``TagRemoved:<content_hash>:<tag>:<occurred_at>``::
+
+    photos.content.<content_hash>.TagRemoved
+
+Favorited v1, msg id ``Favorited:<content_hash>:<occurred_at>``::
+
+    photos.content.<content_hash>.Favorited
+
+Unfavorited v1, msg id ``Unfavorited:<content_hash>:<occurred_at>``::
+
+    photos.content.<content_hash>.Unfavorited
 """
 
 from __future__ import annotations
@@ -147,6 +164,16 @@ from eventsvc.core.events.people import (
     PersonNamed,
     face_id,
 )
+from eventsvc.core.events.tags import (
+    MAX_TAG_LENGTH,
+    Favorited,
+    TagAdded,
+    TagRemoved,
+    Unfavorited,
+    has_control,
+    tag_key,
+    tag_name,
+)
 from eventsvc.core.events.upcast import UPCASTERS, Upcaster
 from eventsvc.core.events.wire import CURRENT_VERSION, EVENT_TYPES, decode, encode, headers_for
 
@@ -156,6 +183,7 @@ __all__ = [
     "HDR_CAUSATION",
     "HDR_TYPE",
     "HDR_VERSION",
+    "MAX_TAG_LENGTH",
     "UPCASTERS",
     "ClipEncoded",
     "DerivationFailed",
@@ -166,6 +194,7 @@ __all__ = [
     "FaceReassigned",
     "FaceRejected",
     "FacesDetected",
+    "Favorited",
     "FileMissing",
     "FileSeen",
     "HashComputed",
@@ -182,15 +211,21 @@ __all__ = [
     "PersonNamed",
     "PlaylistReady",
     "PlaylistRemoved",
+    "TagAdded",
+    "TagRemoved",
     "ThumbnailReady",
+    "Unfavorited",
     "Upcaster",
     "catalog",
     "decode",
     "encode",
     "face_id",
+    "has_control",
     "headers_for",
     "now",
     "subject_token",
+    "tag_key",
+    "tag_name",
 ]
 
 

@@ -30,6 +30,7 @@ from eventsvc.core.events.people import (
     PersonHidden,
     PersonNamed,
 )
+from eventsvc.core.events.tags import Favorited, TagAdded, TagRemoved, Unfavorited
 from eventsvc.core.events.upcast import UPCASTERS
 
 __all__ = ["CURRENT_VERSION", "EVENT_TYPES", "decode", "encode", "headers_for"]
@@ -58,6 +59,10 @@ _CLASSES: tuple[type[Event], ...] = (
     LibraryAdded,
     LibraryUpdated,
     LibraryRemoved,
+    TagAdded,
+    TagRemoved,
+    Favorited,
+    Unfavorited,
 )
 EVENT_TYPES: dict[str, type[Event]] = {c.model_fields["type"].default: c for c in _CLASSES}
 CURRENT_VERSION: dict[str, int] = {t: c.model_fields["v"].default for t, c in EVENT_TYPES.items()}
