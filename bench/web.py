@@ -69,12 +69,12 @@ def _events(n: int) -> list[Any]:
             FileSeen(library_id=lib, file_id=fid, path=path, size=size, mtime_ns=mtime,
                      media_kind="image"),
             HashComputed(content_hash=h, library_id=lib, file_id=fid, path=path, size=size,
-                         mtime_ns=mtime, media_kind="image", phash=f"{i * 2654435761 % 2**64:016x}",
-                         width=4000, height=3000),
+                         mtime_ns=mtime, media_kind="image"),
             ExifExtracted(content_hash=h, fields=fields, date_taken=taken,
                           date_source="exif_original"),
             ThumbnailReady(content_hash=h, sizes={"small": f"{h[:2]}/{h}-s.jpg",
-                           "large": f"{h[:2]}/{h}-l.jpg"}, width=256, height=192),
+                           "large": f"{h[:2]}/{h}-l.jpg"}, width=4000, height=3000,
+                           phash=f"{i * 2654435761 % 2**64:016x}"),
         ]  # fmt: skip
     return out
 
