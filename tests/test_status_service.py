@@ -159,7 +159,12 @@ async def test_pipeline_state_of_no_log() -> None:
     assert state.consumers_error == "no NATS URL configured"
 
 
-_BOUNDARY = {"eventsvc/core/log.py", "eventsvc/core/stream.py", "eventsvc/core/consumers.py"}
+_BOUNDARY = {
+    "eventsvc/core/log.py",
+    "eventsvc/core/replay.py",
+    "eventsvc/core/stream.py",
+    "eventsvc/core/consumers.py",
+}
 
 
 def _imports_nats(path: Path) -> bool:

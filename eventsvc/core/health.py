@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from eventsvc.core.events import Event, LibraryOnline, LibraryStale, decode
+from eventsvc.core.follow import follow_folding
 from eventsvc.core.log import EventLog, RawEvent
 
 __all__ = ["Health", "HealthFollower", "fold", "health_subjects", "load_health"]
@@ -82,23 +83,13 @@ class HealthFollower:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the health subjects until ``stop`` (re-subscribing after a reconnect)."""
-        while not stop.is_set():
-            try:
-                async for batch in self.event_log.read(
-                    health_subjects(self.event_log), last_per_subject=True, follow=True, idle=0.5
-                ):
-                    for raw in batch:
-                        if _fold_raw(self.states, raw):
-                            self.changed.set()
-                    if stop.is_set():
-                        return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("following library health failed (%r); following again", exc)
-            if not stop.is_set():
-                try:
-                    async with asyncio.timeout(1.0):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
+        await follow_folding(
+            self.event_log,
+            health_subjects(self.event_log),
+            lambda raw: _fold_raw(self.states, raw),
+            self.changed,
+            stop,
+            what="library health",
+            log=log,
+            last_per_subject=True,
+        )

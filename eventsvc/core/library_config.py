@@ -25,6 +25,7 @@ from pathlib import Path
 
 from eventsvc.core.errors import ConfigError
 from eventsvc.core.events import Event, LibraryAdded, LibraryRemoved, LibraryUpdated, decode
+from eventsvc.core.follow import follow_folding
 from eventsvc.core.log import EventLog, RawEvent
 from eventsvc.core.settings import Library
 
@@ -232,24 +233,13 @@ class CatalogFollower:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the configuration subjects after the catalog's sequence until ``stop``."""
-        while not stop.is_set():
-            try:
-                async for batch in self.event_log.read(
-                    config_subjects(self.event_log.prefix), start_seq=self.catalog.seq + 1,
-                    follow=True, idle=0.5,
-                ):  # fmt: skip
-                    for raw in batch:
-                        if self.catalog.fold_raw(raw):
-                            self.changed.set()
-                    if stop.is_set():
-                        return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("following library configuration failed (%r); following again", exc)
-            if not stop.is_set():
-                try:
-                    async with asyncio.timeout(1.0):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
+        await follow_folding(
+            self.event_log,
+            config_subjects(self.event_log.prefix),
+            lambda raw: self.catalog.fold_raw(raw),
+            self.changed,
+            stop,
+            what="library configuration",
+            log=log,
+            start_seq=lambda: self.catalog.seq + 1,
+        )

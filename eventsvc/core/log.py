@@ -1,7 +1,8 @@
 """The JetStream boundary: the only modules that use nats-py are this one (connection,
-publish, replay), :mod:`eventsvc.core.stream` (the stream's configuration and state,
-direct reads, the status bucket) and :mod:`eventsvc.core.consumers` (durable consumers,
-their deliveries and state). nats-py errors never leave them: they become LogError,
+publish), :mod:`eventsvc.core.replay` (reading the stream back in order),
+:mod:`eventsvc.core.stream` (the stream's configuration and state, direct reads, the
+status bucket) and :mod:`eventsvc.core.consumers` (durable consumers, their deliveries
+and state). nats-py errors never leave them: they become LogError,
 LogUnavailable, LogClosed or PublishError (:mod:`eventsvc.core.errors`)."""
 
 from __future__ import annotations
@@ -10,17 +11,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from eventsvc.core import tracing
 from eventsvc.core.consumers import (
@@ -32,12 +30,12 @@ from eventsvc.core.consumers import (
     PullConsumer,
     bind_type,
     describe,
-    position,
 )
-from eventsvc.core.errors import LogError, LogUnavailable, PublishError
+from eventsvc.core.errors import LogUnavailable, PublishError
 from eventsvc.core.events import Event, encode, headers_for
 from eventsvc.core.logs import Repeats
 from eventsvc.core.natsauth import Credentials
+from eventsvc.core.replay import RawEvent, Replay
 from eventsvc.core.stream import Stream, StreamState, fact_version_of
 
 __all__ = [
@@ -65,16 +63,6 @@ class _Moved(Exception):
     """The subject's last sequence was not the expected one (another writer)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    """A message read back from the stream, not yet decoded."""
-
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None
-
-
 @dataclass(slots=True)
 class Published:
     seq: int
@@ -98,7 +86,7 @@ class ConnectionState:
 
 
 @dataclass
-class EventLog(Stream, Consumers):
+class EventLog(Stream, Consumers, Replay):
     nc: Client
     js: JetStreamContext
     stream: str = "PHOTOS"
@@ -422,133 +410,3 @@ class EventLog(Stream, Consumers):
     @property
     def type_token(self) -> int:
         return self.prefix.count(".") + 3
-
-    READ_CHECK_AFTER = 10.0
-    """Seconds a following read waits without messages before it checks its ordered
-    consumer (issue 17: in a cluster outage one can be lost with its node, or stall,
-    without this connection dropping)."""
-
-    @staticmethod
-    async def _consumer_stuck(sub: JetStreamContext.PushSubscription) -> bool | None:
-        """True: gone, or messages wait that do not come; False: fine; None: cannot
-        tell now (an outage: ask again later)."""
-        try:
-            ci = await asyncio.wait_for(sub.consumer_info(), 5.0)
-        except nats.js.errors.NotFoundError:
-            return True
-        except NATS_ERRORS:
-            return None
-        return bool(ci.num_pending)
-
-    async def read(
-        self,
-        filter_subjects: Sequence[str] | None = None,
-        *,
-        start_seq: int = 1,
-        last_per_subject: bool = False,
-        stop_at: int | None = None,
-        batch: int = 2000,
-        follow: bool = False,
-        idle: float = 1.0,
-    ) -> AsyncIterator[list[RawEvent]]:
-        """Read the stream in order, in batches, through an ordered consumer.
-
-        Ends at ``stop_at`` (default: the stream's last sequence when called). With
-        ``follow`` it never ends and yields an empty batch after ``idle`` seconds
-        without messages, so the caller can look around.
-        """
-        if follow:
-            stop_at = 1 << 62
-        elif stop_at is None:
-            stop_at = await self.last_seq()
-        if stop_at < start_seq:
-            return
-        filters = list(filter_subjects or [f"{self.prefix}.>"])
-        queue: deque[Msg] = deque()
-        arrived = asyncio.Event()
-
-        async def _cb(msg: Msg) -> None:
-            queue.append(msg)
-            arrived.set()
-
-        cfg = ConsumerConfig(
-            filter_subjects=filters if len(filters) > 1 else None,
-            opt_start_seq=None if last_per_subject or start_seq <= 1 else start_seq,
-        )
-        policy = (
-            DeliverPolicy.LAST_PER_SUBJECT
-            if last_per_subject
-            else DeliverPolicy.ALL
-            if start_seq <= 1
-            else DeliverPolicy.BY_START_SEQUENCE
-        )
-        try:
-            sub = await self.js.subscribe(
-                filters[0] if len(filters) == 1 else "",
-                stream=self.stream,
-                cb=_cb,
-                ordered_consumer=True,
-                deliver_policy=policy,
-                config=cfg,
-                pending_msgs_limit=1 << 22,
-                pending_bytes_limit=1 << 31,
-            )
-        except NATS_ERRORS as exc:
-            raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
-        reconnects_at_start = self.reconnects
-        idle_since, unknown = 0.0, 0
-        at = self.type_token
-        try:
-            done = False
-            if not follow:
-                try:
-                    ci = await sub.consumer_info()
-                except NATS_ERRORS as exc:
-                    raise LogError(f"cannot read stream {self.stream}: {describe(exc)}") from exc
-                # (A filtered consumer's delivered.stream_seq moves past messages that
-                # do not match; consumer_seq counts what was delivered.)
-                if ci.num_pending == 0 and (ci.delivered.consumer_seq or 0) == 0 and not queue:
-                    return  # nothing matches the filter
-            while not done:
-                try:
-                    if not queue:
-                        arrived.clear()
-                        await asyncio.wait_for(arrived.wait(), idle if follow else 30.0)
-                except TimeoutError:
-                    if self.reconnects != reconnects_at_start:
-                        # An ordered consumer heals slowly after a server restart: the
-                        # caller starts a fresh read from where it got to.
-                        log.warning("read: connection was re-established; resubscribing")
-                        return
-                    if not follow:
-                        raise LogError("reading the stream stalled for 30 s") from None
-                    idle_since = idle_since or time.monotonic()
-                    if time.monotonic() - idle_since >= self.READ_CHECK_AFTER:
-                        idle_since = time.monotonic()
-                        stuck = await self._consumer_stuck(sub)
-                        unknown = unknown + 1 if stuck is None else 0
-                        if stuck or unknown >= 3:
-                            # its server went away in a cluster outage without this
-                            # connection dropping: the caller reads again from where it got to
-                            log.warning("read: the stream's reader is stuck; resubscribing")
-                            return
-                    yield []
-                    continue
-                idle_since = 0.0
-                out: list[RawEvent] = []
-                while queue and len(out) < batch:
-                    msg = queue.popleft()
-                    seq, pending = position(msg)
-                    if seq > stop_at:
-                        done = True
-                        break
-                    hdrs = bind_type(msg.subject, msg.headers, at)
-                    out.append(RawEvent(seq, msg.subject, msg.data, hdrs))
-                    if seq >= stop_at or (pending == 0 and not follow):
-                        done = True
-                        break
-                if out:
-                    yield out
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()

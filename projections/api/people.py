@@ -18,7 +18,6 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from eventsvc.core.events import (
@@ -33,8 +32,9 @@ from projections.api import db
 from projections.api import people_queries as q
 from projections.api.context import ApiContext, Ctx
 from projections.api.crops import make_crop
-from projections.api.errors import WRITES, bad_parameter, error_responses
-from projections.api.idempotency import IdempotencyKey, decision_msg_id, keyed_person_id
+from projections.api.decisions import DECISION_RESPONSES, publish_decisions
+from projections.api.errors import bad_parameter, error_responses
+from projections.api.idempotency import IdempotencyKey, keyed_person_id
 from projections.api.paging import decode_cursor, encode_cursor
 from projections.api.params import (
     CURSOR_PATTERN,
@@ -58,7 +58,6 @@ from projections.api.people_schemas import (
     ReassignRequest,
 )
 from projections.api.photos import check_hash
-from projections.api.schemas import ErrorDetail
 from projections.api.sendfile import BYTES_RESPONSES, send_file
 
 __all__ = ["FacesController", "PeopleController", "check_person"]
@@ -86,20 +85,6 @@ def _check_face(face_id: str) -> str:
 # ------------------------------------------------------------------ decisions
 
 
-async def _publish(
-    ctx: ApiContext, events: list[Event], key: str | None = None
-) -> tuple[list[int], bool]:
-    event_log = ctx.require_log()  # LogError: 503 (projections.api.errors)
-    seqs, dup = [], True
-    for ev in events:
-        published = await event_log.publish(
-            ev, msg_id=decision_msg_id(ev, key), dedupe_after=0 if key else None
-        )
-        seqs.append(published.seq)
-        dup = dup and published.duplicate
-    return seqs, dup
-
-
 async def _require_person(ctx: ApiContext, person_id: str, name: str = "person_id") -> str:
     """The live person meant by ``person_id`` (merges followed); 404 if unknown."""
     check_person(person_id, name)
@@ -117,14 +102,6 @@ async def _require_face(ctx: ApiContext, face_id: str) -> Face:
     if found is None:
         raise NotFoundException(detail=f"unknown face {face_id}")
     return found
-
-
-_DECISION_RESPONSES = {
-    **error_responses(400, 404, *WRITES),
-    503: ResponseSpec(
-        ErrorDetail, description="No NATS connection (or the publish failed), or no read model."
-    ),
-}
 
 
 class PeopleController(Controller):
@@ -224,7 +201,7 @@ class PeopleController(Controller):
         summary="Name, hide or show a person",
         description="Publishes PersonNamed and/or PersonHidden. A named person's photos "
         "match GET /photos?person=<name>.",
-        responses=_DECISION_RESPONSES,
+        responses=DECISION_RESPONSES,
         operation_class=body_operation("PersonPatch"),
     )
     async def patch_person(
@@ -248,7 +225,7 @@ class PeopleController(Controller):
             events.append(PersonHidden(person_id=target, hidden=bool(data.hidden)))
         if not events:
             raise bad_parameter("body", "give name and/or hidden")
-        seqs, dup = await _publish(ctx, events, idempotency_key)
+        seqs, dup = await publish_decisions(ctx, events, idempotency_key)
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=target)
 
     @post(
@@ -257,7 +234,7 @@ class PeopleController(Controller):
         summary="Merge people into this one",
         description="Publishes one PeopleMerged per person given: their faces, and any "
         "later automatic assignment to them, go to this person.",
-        responses=_DECISION_RESPONSES,
+        responses=DECISION_RESPONSES,
         operation_class=body_operation("MergeRequest"),
     )
     async def merge(
@@ -276,7 +253,7 @@ class PeopleController(Controller):
                 raise bad_parameter("people", f"{other} is already this person")
             if src not in sources:
                 sources.append(src)
-        seqs, dup = await _publish(
+        seqs, dup = await publish_decisions(
             ctx, [PeopleMerged(source=src, target=target) for src in sources], idempotency_key
         )
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=target)
@@ -374,7 +351,7 @@ class FacesController(Controller):
         summary="Move a face to a person (the split)",
         description="Publishes FaceReassigned: the face belongs to person_id (or, with "
         "new_person, to a new person whose id is answered) whatever the clusterer says.",
-        responses=_DECISION_RESPONSES,
+        responses=DECISION_RESPONSES,
         operation_class=body_operation("ReassignRequest"),
     )
     async def reassign(
@@ -395,7 +372,7 @@ class FacesController(Controller):
         else:
             target = await _require_person(ctx, str(data.person_id))
         ev = FaceReassigned(face_id=face_id, person_id=target, new_person=data.new_person)
-        seqs, dup = await _publish(ctx, [ev], idempotency_key)
+        seqs, dup = await publish_decisions(ctx, [ev], idempotency_key)
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=target, face_id=face_id)
 
     @post(
@@ -404,11 +381,11 @@ class FacesController(Controller):
         summary="Not a face",
         description="Publishes FaceRejected: the face leaves its person and is never "
         "assigned again (a later reassign takes it back).",
-        responses=_DECISION_RESPONSES,
+        responses=DECISION_RESPONSES,
     )
     async def reject(
         self, ctx: Ctx, face_id: FaceId, idempotency_key: IdempotencyKey = None
     ) -> DecisionAccepted:
         face = await _require_face(ctx, face_id)
-        seqs, dup = await _publish(ctx, [FaceRejected(face_id=face_id)], idempotency_key)
+        seqs, dup = await publish_decisions(ctx, [FaceRejected(face_id=face_id)], idempotency_key)
         return DecisionAccepted(seqs=seqs, duplicate=dup, person_id=face.person_id, face_id=face_id)

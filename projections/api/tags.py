@@ -18,14 +18,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotFoundException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 from msgspec import Meta
 
 from eventsvc.core.events import (
     MAX_TAG_LENGTH,
-    Event,
     Favorited,
     TagAdded,
     TagRemoved,
@@ -36,11 +34,11 @@ from eventsvc.core.events import (
 )
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
-from projections.api.errors import WRITES, bad_parameter, error_responses
-from projections.api.idempotency import IdempotencyKey, decision_msg_id
+from projections.api.decisions import DECISION_RESPONSES, publish_decisions
+from projections.api.errors import bad_parameter, error_responses
+from projections.api.idempotency import IdempotencyKey
 from projections.api.params import HASH_PATTERN, NOT_BLANK, decode_body
 from projections.api.photos import check_hash
-from projections.api.schemas import ErrorDetail
 
 __all__ = [
     "TAG_PATTERN",
@@ -171,14 +169,6 @@ async def _require_content(ctx: ApiContext, content_hash: str) -> str:
     return content_hash
 
 
-async def _publish(ctx: ApiContext, event: Event, key: str | None) -> tuple[list[int], bool]:
-    event_log = ctx.require_log()  # LogError: 503 (projections.api.errors)
-    published = await event_log.publish(
-        event, msg_id=decision_msg_id(event, key), dedupe_after=0 if key else None
-    )
-    return [published.seq], published.duplicate
-
-
 def _check_tag(raw: str, name: str = "tag") -> str:
     tag = tag_name(raw)
     if tag is None:
@@ -215,14 +205,6 @@ class _TagBodyOperation(Operation):
         )
 
 
-_DECISION_RESPONSES = {
-    **error_responses(400, 404, *WRITES),
-    503: ResponseSpec(
-        ErrorDetail, description="No NATS connection (or the publish failed), or no read model."
-    ),
-}
-
-
 class TagsController(Controller):
     path = "/"
     tags = ("tags",)
@@ -257,7 +239,7 @@ class TagsController(Controller):
         summary="Tag a content",
         description="Publishes TagAdded. A tag the content has already (in any case) takes "
         "this spelling.",
-        responses=_DECISION_RESPONSES,
+        responses=DECISION_RESPONSES,
         operation_class=_TagBodyOperation,
     )
     async def add_tag(
@@ -270,8 +252,8 @@ class TagsController(Controller):
         data = await decode_body(request, TagBody)
         tag = _check_tag(data.tag)
         await _require_content(ctx, content_hash)
-        seqs, dup = await _publish(
-            ctx, TagAdded(content_hash=content_hash, tag=tag), idempotency_key
+        seqs, dup = await publish_decisions(
+            ctx, [TagAdded(content_hash=content_hash, tag=tag)], idempotency_key
         )
         return TagAccepted(seqs=seqs, duplicate=dup, content_hash=content_hash, tag=tag)
 
@@ -282,7 +264,7 @@ class TagsController(Controller):
         description="Publishes TagRemoved (case-insensitive). 404 when the content has no "
         "such user tag; a person's name is no user tag (rename the person or reject the "
         "face instead).",
-        responses=_DECISION_RESPONSES,
+        responses=DECISION_RESPONSES,
     )
     async def remove_tag(
         self,
@@ -315,7 +297,7 @@ class TagsController(Controller):
         if not have and idempotency_key is None:
             raise NotFoundException(detail=f"{content_hash} has no user tag {name!r}")
         event = TagRemoved(content_hash=content_hash, tag=name)
-        seqs, dup = await _publish(ctx, event, idempotency_key)
+        seqs, dup = await publish_decisions(ctx, [event], idempotency_key)
         return TagAccepted(seqs=seqs, duplicate=dup, content_hash=content_hash, tag=name)
 
     @put(
@@ -323,13 +305,15 @@ class TagsController(Controller):
         status_code=202,
         summary="Make a content a favourite",
         description="Publishes Favorited (no body).",
-        responses=_DECISION_RESPONSES,
+        responses=DECISION_RESPONSES,
     )
     async def favorite(
         self, ctx: Ctx, content_hash: ContentHash, idempotency_key: IdempotencyKey = None
     ) -> TagAccepted:
         await _require_content(ctx, content_hash)
-        seqs, dup = await _publish(ctx, Favorited(content_hash=content_hash), idempotency_key)
+        seqs, dup = await publish_decisions(
+            ctx, [Favorited(content_hash=content_hash)], idempotency_key
+        )
         return TagAccepted(seqs=seqs, duplicate=dup, content_hash=content_hash, favorite=True)
 
     @delete(
@@ -337,11 +321,13 @@ class TagsController(Controller):
         status_code=202,
         summary="No longer a favourite",
         description="Publishes Unfavorited.",
-        responses=_DECISION_RESPONSES,
+        responses=DECISION_RESPONSES,
     )
     async def unfavorite(
         self, ctx: Ctx, content_hash: ContentHash, idempotency_key: IdempotencyKey = None
     ) -> TagAccepted:
         await _require_content(ctx, content_hash)
-        seqs, dup = await _publish(ctx, Unfavorited(content_hash=content_hash), idempotency_key)
+        seqs, dup = await publish_decisions(
+            ctx, [Unfavorited(content_hash=content_hash)], idempotency_key
+        )
         return TagAccepted(seqs=seqs, duplicate=dup, content_hash=content_hash, favorite=False)
