@@ -174,6 +174,10 @@ class Pipeline:
                 ci = await self.event_log.js.consumer_info(self.settings.stream, name)
                 if ci.num_pending or ci.num_ack_pending:
                     return False
+            # a worker may have published its output and acked between the two reads: only
+            # a stream end unchanged across the idle consumers is the end
+            if await self.event_log.last_seq() != last:
+                return False
             return self.projector is None or self.projector.status.last_seq >= last
 
         await wait_until(done, timeout)
