@@ -358,16 +358,29 @@ class EventLog(Stream, Consumers, Replay):
     gives up (PublishError): an ack that never comes (JetStream out of space answers 503
     and nats-py raises inside its reply callback) must not hang the scanner."""
 
+    ASYNC_MAX_PENDING = 4000
+    """nats-py's limit of outstanding ``publish_async`` acks (its default)."""
+
+    def _stall(self, more: int) -> float | None:
+        """``wait_stall`` for ``more`` pipelined publishes: None (no wait for room, so no
+        yield to the event loop per message and the batch leaves in one socket write)
+        while nats-py's room for outstanding acks holds them all, else PUBLISH_STALL."""
+        if self.js.publish_async_pending() + more < self.ASYNC_MAX_PENDING:
+            return None
+        return self.PUBLISH_STALL
+
     async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> list[Published]:
         """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding).
         Every wait is bounded by ``PUBLISH_STALL`` seconds without progress."""
         futures: list[asyncio.Future] = []
+        items = list(items)
+        stall = self._stall(len(items))
         try:
             for event, msg_id in items:
                 fut = await self.js.publish_async(
                     event.subject(self.prefix),
                     encode(event),
-                    wait_stall=self.PUBLISH_STALL,
+                    wait_stall=stall,
                     stream=self.stream,
                     headers=headers_for(event, msg_id),
                 )
@@ -395,6 +408,73 @@ class EventLog(Stream, Consumers, Replay):
         if futures:
             self._publish_trouble(None)
         return [Published(seq=a.seq, duplicate=bool(a.duplicate)) for a in acks]
+
+    async def publish_batch(self, events: list[Event]) -> list[Published]:
+        """:meth:`publish` of each event (same once-only guarantees), pipelined: every
+        event's first try (the common case, a subject with nothing on it: one round trip)
+        is sent at once and the acks are awaited together; an event whose subject had
+        moved then takes ``publish``'s guarded path, one at a time in the order given
+        (so a second event on a subject the batch already wrote is appended after the
+        first). Every wait is bounded by ``PUBLISH_STALL`` seconds without progress."""
+        if not events:
+            return []
+        futures: list[asyncio.Future] = []
+        guarded: list[bool] = []
+        stall = self._stall(len(events))
+        try:
+            for event in events:
+                hdrs = headers_for(event)
+                tracing.inject(hdrs)
+                guard = event.once or event.causation is not None
+                if guard:
+                    hdrs["Nats-Expected-Last-Subject-Sequence"] = "0"
+                guarded.append(guard)
+                futures.append(
+                    await self.js.publish_async(
+                        event.subject(self.prefix),
+                        encode(event),
+                        wait_stall=stall,
+                        stream=self.stream,
+                        headers=hdrs,
+                    )
+                )
+            await self._settled(futures)
+        except (TimeoutError, nats.errors.Error) as exc:
+            for f in futures:
+                f.cancel()
+            why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
+            self._publish_trouble(why)
+            raise PublishError(f"batch publish failed after {len(futures)} events: {why}") from exc
+        out: list[Published] = []
+        failures = [f.exception() for f in futures]  # every one retrieved, even past a raise
+        for event, fut, guard, exc in zip(events, futures, guarded, failures, strict=True):
+            if exc is None:
+                ack = fut.result()
+                out.append(Published(seq=ack.seq, duplicate=bool(ack.duplicate)))
+            elif (
+                guard
+                and isinstance(exc, nats.js.errors.APIError)
+                and exc.err_code == WRONG_LAST_SEQUENCE
+            ):
+                out.append(await self.publish(event))  # the subject has events: look at them
+            else:
+                subject = event.subject(self.prefix)
+                self._publish_trouble(describe(exc))
+                raise PublishError(f"publish of {subject} failed: {describe(exc)}") from exc
+        self._publish_trouble(None)
+        return out
+
+    async def _settled(self, futures: list[asyncio.Future]) -> None:
+        """Wait until every future is done (failed or not), raising TimeoutError after
+        ``PUBLISH_STALL`` seconds without one of them finishing."""
+        pending = {f for f in futures if not f.done()}
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=self.PUBLISH_STALL)
+            if not done:
+                raise TimeoutError(
+                    f"no acknowledgement in {self.PUBLISH_STALL:.0f}s for {len(pending)} "
+                    f"events (last NATS error: {self.state.last_error or 'none'})"
+                )
 
     async def publish_raw(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
