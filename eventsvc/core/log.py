@@ -412,69 +412,31 @@ class EventLog(Stream, Consumers, Replay):
     async def publish_batch(self, events: list[Event]) -> list[Published]:
         """:meth:`publish` of each event (same once-only guarantees), pipelined: every
         event's first try (the common case, a subject with nothing on it: one round trip)
-        is sent at once and the acks are awaited together; an event whose subject had
-        moved then takes ``publish``'s guarded path, one at a time in the order given
-        (so a second event on a subject the batch already wrote is appended after the
-        first). Every wait is bounded by ``PUBLISH_STALL`` seconds without progress."""
-        if not events:
-            return []
-        futures: list[asyncio.Future] = []
-        guarded: list[bool] = []
-        stall = self._stall(len(events))
-        try:
-            for event in events:
-                hdrs = headers_for(event)
-                tracing.inject(hdrs)
-                guard = event.once or event.causation is not None
-                if guard:
-                    hdrs["Nats-Expected-Last-Subject-Sequence"] = "0"
-                guarded.append(guard)
-                futures.append(
-                    await self.js.publish_async(
-                        event.subject(self.prefix),
-                        encode(event),
-                        wait_stall=stall,
-                        stream=self.stream,
-                        headers=hdrs,
-                    )
-                )
-            await self._settled(futures)
-        except (TimeoutError, nats.errors.Error) as exc:
-            for f in futures:
-                f.cancel()
-            why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
-            self._publish_trouble(why)
-            raise PublishError(f"batch publish failed after {len(futures)} events: {why}") from exc
-        out: list[Published] = []
-        failures = [f.exception() for f in futures]  # every one retrieved, even past a raise
-        for event, fut, guard, exc in zip(events, futures, guarded, failures, strict=True):
-            if exc is None:
-                ack = fut.result()
-                out.append(Published(seq=ack.seq, duplicate=bool(ack.duplicate)))
-            elif (
-                guard
-                and isinstance(exc, nats.js.errors.APIError)
-                and exc.err_code == WRONG_LAST_SEQUENCE
-            ):
-                out.append(await self.publish(event))  # the subject has events: look at them
-            else:
-                subject = event.subject(self.prefix)
-                self._publish_trouble(describe(exc))
-                raise PublishError(f"publish of {subject} failed: {describe(exc)}") from exc
-        self._publish_trouble(None)
-        return out
+        is sent at once, in one socket write, and the acks are awaited together; an event
+        whose subject had moved then takes ``publish``'s guarded path, one at a time in
+        the order given (a second event on a subject the batch wrote comes after the
+        first). The first failure raises PublishError (a retry of the whole batch is
+        safe: what was stored is found, not repeated). (Not ``publish_async``: nats-py
+        raises inside its reply callback on an API error, and that ack never comes.)"""
 
-    async def _settled(self, futures: list[asyncio.Future]) -> None:
-        """Wait until every future is done (failed or not), raising TimeoutError after
-        ``PUBLISH_STALL`` seconds without one of them finishing."""
-        pending = {f for f in futures if not f.done()}
-        while pending:
-            done, pending = await asyncio.wait(pending, timeout=self.PUBLISH_STALL)
-            if not done:
-                raise TimeoutError(
-                    f"no acknowledgement in {self.PUBLISH_STALL:.0f}s for {len(pending)} "
-                    f"events (last NATS error: {self.state.last_error or 'none'})"
+        async def first_try(event: Event) -> Published | None:
+            hdrs = headers_for(event)
+            tracing.inject(hdrs)
+            guard = event.once or event.causation is not None
+            try:
+                return await self._append(
+                    event, event.subject(self.prefix), hdrs, 0 if guard else None
                 )
+            except _Moved:
+                return None  # the subject holds events: publish() looks at them
+
+        tries = await asyncio.gather(*(first_try(e) for e in events), return_exceptions=True)
+        out: list[Published] = []
+        for event, res in zip(events, tries, strict=True):
+            if isinstance(res, BaseException):
+                raise res
+            out.append(res if res is not None else await self.publish(event))
+        return out
 
     async def publish_raw(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
