@@ -16,7 +16,9 @@ FileSeen's sequence), acks awaited together. Bodies are built with ``json.dumps`
 same fields, checked against ours (``encode``) on the first file.
 
 Runs alternate which side goes first; the median of each counts.
-ratio = ours / bare files/s; goal >= 0.7.
+ratio = ours / bare files/s; goal >= 0.7. ``cpu_ratio``: the CPU seconds (our process or
+the bare loop's, plus its nats-server's) bare / ours, medians: the figure a loaded machine
+does not distort (our side uses threads, the bare loop one core).
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ def make_files(root: Path, n: int, seed: int = 18) -> int:
     return total
 
 
+def _proc_cpu(pid: int | None) -> float:
+    """utime + stime of a process from /proc (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _warm(root: Path) -> None:
     for d in os.scandir(root):
         for f in os.scandir(d.path):
@@ -84,7 +97,9 @@ def _warm(root: Path) -> None:
 # ---------------------------------------------------------------- ours
 
 
-async def _ours(url: str, lib_root: Path, data_dir: Path, n: int, stall_s: float) -> dict[str, Any]:
+async def _ours(
+    url: str, pid: int | None, lib_root: Path, data_dir: Path, n: int, stall_s: float
+) -> dict[str, Any]:
     from eventsvc.components import make_worker
     from eventsvc.core.log import ConsumerSpec, EventLog
     from eventsvc.core.settings import Settings, load_libraries
@@ -104,7 +119,7 @@ async def _ours(url: str, lib_root: Path, data_dir: Path, n: int, stall_s: float
         hasher = await make_worker("hasher", log, settings, libs)
         task = asyncio.create_task(hasher.run(stop))
         with quiet_gc():
-            cpu0 = time.process_time()
+            cpu0, nats0 = time.process_time(), _proc_cpu(pid)
             t0 = time.perf_counter()
             [report] = await scanner.tick(full=True)
             scan_s = time.perf_counter() - t0
@@ -119,7 +134,7 @@ async def _ours(url: str, lib_root: Path, data_dir: Path, n: int, stall_s: float
                     raise SystemExit(f"ours: no progress for {stall_s:.0f}s at {done}/{n}")
                 await asyncio.sleep(0.01)
             dt = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
+            cpu, nats_cpu = time.process_time() - cpu0, _proc_cpu(pid) - nats0
         stats = await log.consumer_stats("bench-count")
         stored = stats.pending if stats else 0
         if hasher.stats.failed or stored != n:
@@ -127,7 +142,8 @@ async def _ours(url: str, lib_root: Path, data_dir: Path, n: int, stall_s: float
                 f"ours: {stored} HashComputed on the stream, {hasher.stats.failed} failures, "
                 f"expected {n}"
             )
-        return {"s": dt, "scan_s": scan_s, "cpu_s": cpu, "retried": hasher.stats.retried}
+        return {"s": dt, "scan_s": scan_s, "cpu_s": cpu, "nats_cpu_s": nats_cpu,
+                "retried": hasher.stats.retried}  # fmt: skip
     finally:
         stop.set()
         if task is not None:
@@ -146,7 +162,8 @@ def ours_run(tmp: Path, lib_root: Path, n: int, stall_s: float) -> dict[str, Any
     server = EmbeddedNats(run_dir / "nats")
     try:
         url = server.start()
-        return asyncio.run(_ours(url, lib_root, run_dir / "data", n, stall_s))
+        pid = server.proc.pid if server.proc else None
+        return asyncio.run(_ours(url, pid, lib_root, run_dir / "data", n, stall_s))
     finally:
         server.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -201,7 +218,7 @@ async def _drain(futures: list[asyncio.Future[Any]]) -> list[Any]:
     return acks
 
 
-async def _bare(url: str, lib_root: Path, lib_id: str, n: int) -> dict[str, Any]:
+async def _bare(url: str, pid: int | None, lib_root: Path, lib_id: str, n: int) -> dict[str, Any]:
     from eventsvc.core.ids import file_id
     from eventsvc.core.log import EventLog
 
@@ -210,7 +227,7 @@ async def _bare(url: str, lib_root: Path, lib_id: str, n: int) -> dict[str, Any]
         await log.ensure_stream()
         js, pre = log.js, log.prefix
         with quiet_gc():
-            cpu0 = time.process_time()
+            cpu0, nats0 = time.process_time(), _proc_cpu(pid)
             t0 = time.perf_counter()
             files = _walk(os.fsencode(lib_root))
             meta = []
@@ -252,10 +269,10 @@ async def _bare(url: str, lib_root: Path, lib_id: str, n: int) -> dict[str, Any]
                     stored += len(await _drain(futs))
             stored += len(await _drain(futs))
             dt = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
+            cpu, nats_cpu = time.process_time() - cpu0, _proc_cpu(pid) - nats0
         if stored != n or len(files) != n:
             raise SystemExit(f"bare: {len(files)} files, {stored} HashComputed, expected {n}")
-        return {"s": dt, "cpu_s": cpu}
+        return {"s": dt, "cpu_s": cpu, "nats_cpu_s": nats_cpu}
     finally:
         await log.close()
 
@@ -304,7 +321,8 @@ def bare_run(tmp: Path, lib_root: Path, lib_id: str, n: int) -> dict[str, Any]:
     server = EmbeddedNats(run_dir / "nats")
     try:
         url = server.start()
-        return asyncio.run(_bare(url, lib_root, lib_id, n))
+        pid = server.proc.pid if server.proc else None
+        return asyncio.run(_bare(url, pid, lib_root, lib_id, n))
     finally:
         server.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -340,6 +358,7 @@ def main(argv: list[str]) -> int:
             t_ours: list[float] = []
             t_bare: list[float] = []
             extra: list[dict[str, Any]] = []
+            bare_extra: list[dict[str, Any]] = []
             for r in range(runs):
                 order = ("bare", "ours") if r % 2 == 0 else ("ours", "bare")
                 for who in order:
@@ -350,17 +369,22 @@ def main(argv: list[str]) -> int:
                     else:
                         res = bare_run(tmp, lib_root, lib_id, a.files)
                         t_bare.append(res["s"])
+                        bare_extra.append(res)
                     fps = rate(a.files, res["s"])
                     say(f"run {r + 1}/{runs} {who:<4}: {res['s']:.2f}s {fps:7.0f} files/s, "
-                        f"cpu {res['cpu_s']:.2f}s")  # fmt: skip
+                        f"cpu {res['cpu_s']:.2f}s, nats {res['nats_cpu_s']:.2f}s")  # fmt: skip
         value, limit = rate(a.files, median(t_ours)), rate(a.files, median(t_bare))
         mid = sorted(extra, key=lambda e: e["s"])[len(extra) // 2]
+        cpu_ours = median([e["cpu_s"] + e["nats_cpu_s"] for e in extra])
+        cpu_bare = median([e["cpu_s"] + e["nats_cpu_s"] for e in bare_extra])
         return {
             "value": round(value, 1), "limit": round(limit, 1), "unit": "files/s (medians)",
             "ratio": round(value / limit, 3), "goal": GOAL, "files": a.files,
             "mean_bytes": round(total / a.files), "runs": runs,
             "ours_runs_s": spread(t_ours), "bare_runs_s": spread(t_bare),
             "ours_scan_s": round(mid["scan_s"], 3), "ours_cpu_s": round(mid["cpu_s"], 3),
+            "ours_nats_cpu_s": round(mid["nats_cpu_s"], 3),
+            "cpu_ratio": round(cpu_bare / cpu_ours, 3) if cpu_ours > 0 else None,
             "retried": mid["retried"], "cpus": os.cpu_count(),
         }  # fmt: skip
 

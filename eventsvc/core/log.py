@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from eventsvc.core import tracing
@@ -63,6 +65,59 @@ class _Moved(Exception):
     """The subject's last sequence was not the expected one (another writer)."""
 
 
+class _Refused(Exception):
+    """JetStream refused a pipelined publish (its API error code and description)."""
+
+    def __init__(self, err_code: int, description: str) -> None:
+        super().__init__(description)
+        self.err_code = err_code
+
+
+class _AckMux:
+    """Pipelined JetStream publishes, their acks on one wildcard inbox subscription (as
+    nats-py's ``publish_async``, which never answers an API error such as a wrong last
+    subject sequence: it raises inside its reply callback and that ack never comes)."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.prefix = ""
+        self.count = 0
+        self.waiting: dict[str, asyncio.Future[tuple[int, bool]]] = {}
+
+    async def send(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[tuple[int, bool]]:
+        """Publish (no wait, no yield to the loop); the future gets (seq, duplicate)."""
+        if not self.prefix:
+            inbox = self.nc.new_inbox()
+            await self.nc.subscribe(inbox + ".*", cb=self._reply)
+            self.prefix = inbox + "."
+        self.count += 1
+        token = str(self.count)
+        fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        self.waiting[token] = fut
+        fut.add_done_callback(lambda _: self.waiting.pop(token, None))
+        await self.nc.publish(subject, payload, reply=self.prefix + token, headers=headers)
+        return fut
+
+    async def _reply(self, msg: Msg) -> None:
+        fut = self.waiting.get(msg.subject[len(self.prefix) :])
+        if fut is None or fut.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            fut.set_exception(_Refused(503, "no responders (no stream for the subject)"))
+            return
+        try:
+            resp = json.loads(msg.data)
+            err = resp.get("error")
+            if err:
+                fut.set_exception(_Refused(int(err.get("err_code") or 0), str(err)))
+            else:
+                fut.set_result((int(resp["seq"]), bool(resp.get("duplicate"))))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            fut.set_exception(_Refused(0, f"unreadable publish ack: {exc!r}"))
+
+
 @dataclass(slots=True)
 class Published:
     seq: int
@@ -97,6 +152,7 @@ class EventLog(Stream, Consumers, Replay):
     ``publish`` hold beyond it; tests make it short to show that)."""
     state: ConnectionState = field(default_factory=ConnectionState)
     """Kept up to date by the connection's callbacks."""
+    _mux: _AckMux | None = field(default=None, init=False, repr=False)
 
     @property
     def reconnects(self) -> int:
@@ -415,27 +471,51 @@ class EventLog(Stream, Consumers, Replay):
         is sent at once, in one socket write, and the acks are awaited together; an event
         whose subject had moved then takes ``publish``'s guarded path, one at a time in
         the order given (a second event on a subject the batch wrote comes after the
-        first). The first failure raises PublishError (a retry of the whole batch is
-        safe: what was stored is found, not repeated). (Not ``publish_async``: nats-py
-        raises inside its reply callback on an API error, and that ack never comes.)"""
-
-        async def first_try(event: Event) -> Published | None:
-            hdrs = headers_for(event)
-            tracing.inject(hdrs)
-            guard = event.once or event.causation is not None
-            try:
-                return await self._append(
-                    event, event.subject(self.prefix), hdrs, 0 if guard else None
-                )
-            except _Moved:
-                return None  # the subject holds events: publish() looks at them
-
-        tries = await asyncio.gather(*(first_try(e) for e in events), return_exceptions=True)
+        first). Raises PublishError at the first failure (a retry of the whole batch is
+        safe: what was stored is found, not repeated). Every wait is bounded by
+        ``PUBLISH_STALL`` seconds without progress."""
+        if self._mux is None:
+            self._mux = _AckMux(self.nc)
+        futures: list[asyncio.Future[tuple[int, bool]]] = []
+        guarded: list[bool] = []
+        try:
+            for event in events:
+                hdrs = headers_for(event)
+                tracing.inject(hdrs)
+                guarded.append(event.once or event.causation is not None)
+                if guarded[-1]:
+                    hdrs["Nats-Expected-Last-Subject-Sequence"] = "0"
+                hdrs["Nats-Expected-Stream"] = self.stream
+                payload = encode(event)
+                futures.append(await self._mux.send(event.subject(self.prefix), payload, hdrs))
+            pending = set(futures)
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=self.PUBLISH_STALL)
+                if not done:
+                    raise TimeoutError(
+                        f"no acknowledgement in {self.PUBLISH_STALL:.0f}s for {len(pending)} "
+                        f"events (last NATS error: {self.state.last_error or 'none'})"
+                    )
+        except (TimeoutError, nats.errors.Error) as exc:
+            for f in futures:
+                f.cancel()
+            why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
+            self._publish_trouble(why)
+            raise PublishError(f"batch publish failed after {len(futures)} events: {why}") from exc
         out: list[Published] = []
-        for event, res in zip(events, tries, strict=True):
-            if isinstance(res, BaseException):
-                raise res
-            out.append(res if res is not None else await self.publish(event))
+        failures = [f.exception() for f in futures]  # every one retrieved, even past a raise
+        for event, fut, guard, exc in zip(events, futures, guarded, failures, strict=True):
+            if exc is None:
+                seq, duplicate = fut.result()
+                out.append(Published(seq=seq, duplicate=duplicate))
+            elif guard and isinstance(exc, _Refused) and exc.err_code == WRONG_LAST_SEQUENCE:
+                out.append(await self.publish(event))  # the subject holds events: look
+            else:
+                self._publish_trouble(str(exc))
+                raise PublishError(
+                    f"publish of {event.subject(self.prefix)} failed: {exc}"
+                ) from exc
+        self._publish_trouble(None)
         return out
 
     async def publish_raw(
