@@ -3,13 +3,16 @@ published together, inputs acked after their outputs; the one-message guarantees
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from pathlib import Path
 
 import blake3
 import pytest
 
 from eventsvc.components import make_worker
+from eventsvc.core.errors import PublishError
 from eventsvc.core.events import FileSeen, HashComputed
 from eventsvc.core.ids import file_id
 from eventsvc.core.log import EventLog
@@ -105,3 +108,15 @@ async def test_hasher_worker_is_built_for_its_batch_setting(
     )
     assert isinstance(worker, Worker)
     assert (worker.many is not None) == (batch > 1)
+
+
+async def test_publish_batch_refused_raises_at_once(event_log: EventLog) -> None:
+    """A refused publish (here: no stream for the subject) is a PublishError, not an ack
+    that never comes (nats-py's publish_async hangs on such answers)."""
+    other = dataclasses.replace(event_log, prefix="elsewhere")
+    ev = HashComputed(content_hash="ab" * 32, library_id="lib-x", file_id="f1", path="1.jpg",
+                      size=1, mtime_ns=1, media_kind="image", causation=1)  # fmt: skip
+    t0 = time.monotonic()
+    with pytest.raises(PublishError):
+        await other.publish_batch([ev])
+    assert time.monotonic() - t0 < other.PUBLISH_STALL / 2

@@ -111,7 +111,9 @@ class _AckMux:
             resp = json.loads(msg.data)
             err = resp.get("error")
             if err:
-                fut.set_exception(_Refused(int(err.get("err_code") or 0), str(err)))
+                code = int(err.get("err_code") or 0)
+                why = f"{err.get('description') or err} (code {err.get('code')}, {code})"
+                fut.set_exception(_Refused(code, why))
             else:
                 fut.set_result((int(resp["seq"]), bool(resp.get("duplicate"))))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
