@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -19,10 +18,10 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from eventsvc.core import tracing
+from eventsvc.core.acks import AckMux, Refused
 from eventsvc.core.consumers import (
     NATS_ERRORS,
     Consumers,
@@ -65,61 +64,6 @@ class _Moved(Exception):
     """The subject's last sequence was not the expected one (another writer)."""
 
 
-class _Refused(Exception):
-    """JetStream refused a pipelined publish (its API error code and description)."""
-
-    def __init__(self, err_code: int, description: str) -> None:
-        super().__init__(description)
-        self.err_code = err_code
-
-
-class _AckMux:
-    """Pipelined JetStream publishes, their acks on one wildcard inbox subscription (as
-    nats-py's ``publish_async``, which never answers an API error such as a wrong last
-    subject sequence: it raises inside its reply callback and that ack never comes)."""
-
-    def __init__(self, nc: Client) -> None:
-        self.nc = nc
-        self.prefix = ""
-        self.count = 0
-        self.waiting: dict[str, asyncio.Future[tuple[int, bool]]] = {}
-
-    async def send(
-        self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[tuple[int, bool]]:
-        """Publish (no wait, no yield to the loop); the future gets (seq, duplicate)."""
-        if not self.prefix:
-            inbox = self.nc.new_inbox()
-            await self.nc.subscribe(inbox + ".*", cb=self._reply)
-            self.prefix = inbox + "."
-        self.count += 1
-        token = str(self.count)
-        fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-        self.waiting[token] = fut
-        fut.add_done_callback(lambda _: self.waiting.pop(token, None))
-        await self.nc.publish(subject, payload, reply=self.prefix + token, headers=headers)
-        return fut
-
-    async def _reply(self, msg: Msg) -> None:
-        fut = self.waiting.get(msg.subject[len(self.prefix) :])
-        if fut is None or fut.done():
-            return
-        if msg.headers and msg.headers.get("Status") == "503":
-            fut.set_exception(_Refused(503, "no responders (no stream for the subject)"))
-            return
-        try:
-            resp = json.loads(msg.data)
-            err = resp.get("error")
-            if err:
-                code = int(err.get("err_code") or 0)
-                why = f"{err.get('description') or err} (code {err.get('code')}, {code})"
-                fut.set_exception(_Refused(code, why))
-            else:
-                fut.set_result((int(resp["seq"]), bool(resp.get("duplicate"))))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            fut.set_exception(_Refused(0, f"unreadable publish ack: {exc!r}"))
-
-
 @dataclass(slots=True)
 class Published:
     seq: int
@@ -154,7 +98,7 @@ class EventLog(Stream, Consumers, Replay):
     ``publish`` hold beyond it; tests make it short to show that)."""
     state: ConnectionState = field(default_factory=ConnectionState)
     """Kept up to date by the connection's callbacks."""
-    _mux: _AckMux | None = field(default=None, init=False, repr=False)
+    _mux: AckMux | None = field(default=None, init=False, repr=False)
 
     @property
     def reconnects(self) -> int:
@@ -477,7 +421,7 @@ class EventLog(Stream, Consumers, Replay):
         safe: what was stored is found, not repeated). Every wait is bounded by
         ``PUBLISH_STALL`` seconds without progress."""
         if self._mux is None:
-            self._mux = _AckMux(self.nc)
+            self._mux = AckMux(self.nc)
         futures: list[asyncio.Future[tuple[int, bool]]] = []
         guarded: list[bool] = []
         try:
@@ -510,7 +454,7 @@ class EventLog(Stream, Consumers, Replay):
             if exc is None:
                 seq, duplicate = fut.result()
                 out.append(Published(seq=seq, duplicate=duplicate))
-            elif guard and isinstance(exc, _Refused) and exc.err_code == WRONG_LAST_SEQUENCE:
+            elif guard and isinstance(exc, Refused) and exc.err_code == WRONG_LAST_SEQUENCE:
                 out.append(await self.publish(event))  # the subject holds events: look
             else:
                 self._publish_trouble(str(exc))
