@@ -21,5 +21,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "playlist": ("bench.playlist", "HLS jobs (remux, transcode) vs bare ffmpeg, same args"),
     "rederive": ("bench.rederive", "rederive --stage media after a version bump vs first ingest"),
     "soak": ("bench.soak", "up under random faults while the library changes vs a clean run"),
+    "smallfiles": (
+        "bench.smallfiles",
+        "scan+hash of 100k 15 KB files vs bare blake3+publish_async",
+    ),
     "web": ("bench.web", "timeline page (first screen, scroll) vs JSON /photos, same items (ms)"),
 }

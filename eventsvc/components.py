@@ -122,14 +122,17 @@ async def _with_background(
 
 
 async def _hasher_worker(event_log: EventLog, settings: Settings, roots: LibraryRoots) -> Worker:
+    hasher = Hasher(roots, threads=settings.hash_concurrency)
+    batched = settings.hash_batch > 1
     return Worker(
         "hasher",
         event_log,
         hasher_spec(settings),
-        Hasher(roots),
+        hasher,
         concurrency=settings.hash_concurrency,
-        batch=max(settings.hash_concurrency * 4, 8),
+        batch=settings.hash_batch if batched else max(settings.hash_concurrency * 4, 8),
         accepts=(FileSeen,),
+        many=hasher.many if batched else None,
     )
 
 

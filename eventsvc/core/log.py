@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from eventsvc.core import tracing
+from eventsvc.core.acks import AckMux, Refused
 from eventsvc.core.consumers import (
     NATS_ERRORS,
     Consumers,
@@ -97,6 +98,7 @@ class EventLog(Stream, Consumers, Replay):
     ``publish`` hold beyond it; tests make it short to show that)."""
     state: ConnectionState = field(default_factory=ConnectionState)
     """Kept up to date by the connection's callbacks."""
+    _mux: AckMux | None = field(default=None, init=False, repr=False)
 
     @property
     def reconnects(self) -> int:
@@ -358,16 +360,29 @@ class EventLog(Stream, Consumers, Replay):
     gives up (PublishError): an ack that never comes (JetStream out of space answers 503
     and nats-py raises inside its reply callback) must not hang the scanner."""
 
+    ASYNC_MAX_PENDING = 4000
+    """nats-py's limit of outstanding ``publish_async`` acks (its default)."""
+
+    def _stall(self, more: int) -> float | None:
+        """``wait_stall`` for ``more`` pipelined publishes: None (no wait for room, so no
+        yield to the event loop per message and the batch leaves in one socket write)
+        while nats-py's room for outstanding acks holds them all, else PUBLISH_STALL."""
+        if self.js.publish_async_pending() + more < self.ASYNC_MAX_PENDING:
+            return None
+        return self.PUBLISH_STALL
+
     async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> list[Published]:
         """Pipelined publishing for bulk scans (nats-py bounds the acks outstanding).
         Every wait is bounded by ``PUBLISH_STALL`` seconds without progress."""
         futures: list[asyncio.Future] = []
+        items = list(items)
+        stall = self._stall(len(items))
         try:
             for event, msg_id in items:
                 fut = await self.js.publish_async(
                     event.subject(self.prefix),
                     encode(event),
-                    wait_stall=self.PUBLISH_STALL,
+                    wait_stall=stall,
                     stream=self.stream,
                     headers=headers_for(event, msg_id),
                 )
@@ -395,6 +410,59 @@ class EventLog(Stream, Consumers, Replay):
         if futures:
             self._publish_trouble(None)
         return [Published(seq=a.seq, duplicate=bool(a.duplicate)) for a in acks]
+
+    async def publish_batch(self, events: list[Event]) -> list[Published]:
+        """:meth:`publish` of each event (same once-only guarantees), pipelined: every
+        event's first try (the common case, a subject with nothing on it: one round trip)
+        is sent at once, in one socket write, and the acks are awaited together; an event
+        whose subject had moved then takes ``publish``'s guarded path, one at a time in
+        the order given (a second event on a subject the batch wrote comes after the
+        first). Raises PublishError at the first failure (a retry of the whole batch is
+        safe: what was stored is found, not repeated). Every wait is bounded by
+        ``PUBLISH_STALL`` seconds without progress."""
+        if self._mux is None:
+            self._mux = AckMux(self.nc)
+        futures: list[asyncio.Future[tuple[int, bool]]] = []
+        guarded: list[bool] = []
+        try:
+            for event in events:
+                hdrs = headers_for(event)
+                tracing.inject(hdrs)
+                guarded.append(event.once or event.causation is not None)
+                if guarded[-1]:
+                    hdrs["Nats-Expected-Last-Subject-Sequence"] = "0"
+                hdrs["Nats-Expected-Stream"] = self.stream
+                payload = encode(event)
+                futures.append(await self._mux.send(event.subject(self.prefix), payload, hdrs))
+            pending = set(futures)
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=self.PUBLISH_STALL)
+                if not done:
+                    raise TimeoutError(
+                        f"no acknowledgement in {self.PUBLISH_STALL:.0f}s for {len(pending)} "
+                        f"events (last NATS error: {self.state.last_error or 'none'})"
+                    )
+        except (TimeoutError, nats.errors.Error) as exc:
+            for f in futures:
+                f.cancel()
+            why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
+            self._publish_trouble(why)
+            raise PublishError(f"batch publish failed after {len(futures)} events: {why}") from exc
+        out: list[Published] = []
+        failures = [f.exception() for f in futures]  # every one retrieved, even past a raise
+        for event, fut, guard, exc in zip(events, futures, guarded, failures, strict=True):
+            if exc is None:
+                seq, duplicate = fut.result()
+                out.append(Published(seq=seq, duplicate=duplicate))
+            elif guard and isinstance(exc, Refused) and exc.err_code == WRONG_LAST_SEQUENCE:
+                out.append(await self.publish(event))  # the subject holds events: look
+            else:
+                self._publish_trouble(str(exc))
+                raise PublishError(
+                    f"publish of {event.subject(self.prefix)} failed: {exc}"
+                ) from exc
+        self._publish_trouble(None)
+        return out
 
     async def publish_raw(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None

@@ -172,6 +172,12 @@ class Settings(BaseSettings):
     first one, missing_cap per tick)."""
     # ---- end of settled files and watched deletions
     hash_concurrency: int = 2
+    # ---- small files end to end (issue 18 goal 3)
+    hash_batch: int = Field(default=128, ge=1)
+    """FileSeen messages the hasher takes per batch (``hash_concurrency`` batches in hand):
+    read and hashed in few thread hops, their HashComputed published together and the
+    inputs acked after them. 1: one message at a time, as before."""
+    # ---- end of small files end to end
     media_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2)
     """Parallel EXIF + thumbnail + perceptual-hash jobs (decoding is the cost)."""
     # ---- re-derivation after a deriver version change (issue 13, item 9)

@@ -52,14 +52,26 @@ def _digest(path: bytes, size: int) -> str:
     return h.hexdigest()
 
 
+def _digest_small(fd: int) -> str:
+    """blake3 of a small file read through its descriptor (no reopen, no file object)."""
+    h = blake3.blake3()
+    off = 0
+    while chunk := os.pread(fd, CHUNK, off):
+        h.update(chunk)
+        off += len(chunk)
+    return h.hexdigest()
+
+
 Digest = Callable[[bytes, int], str]
 
 
-def hash_fd(fd: int, digest_fn: Digest = _digest, name: str = "") -> HashResult:
+def hash_fd(fd: int, digest_fn: Digest | None = None, name: str = "") -> HashResult:
     """blake3 of an open file with bounded memory; re-read if it changes while hashed.
 
     The file is "the same" before and after when its size and mtime agree (fstat of the
-    descriptor: the bytes read are always those of the inode that was opened).
+    descriptor: the bytes read are always those of the inode that was opened). Files
+    under ``MMAP_MIN`` are read through the descriptor itself unless ``digest_fn`` is
+    given (per-file overhead bounds small files).
     """
     where = os.fsencode(fd_path(fd))
     label = name or f"fd {fd}"
@@ -68,7 +80,13 @@ def hash_fd(fd: int, digest_fn: Digest = _digest, name: str = "") -> HashResult:
             st0 = os.fstat(fd)
             if not stat.S_ISREG(st0.st_mode):
                 raise PermanentError(f"not a regular file: {label}")
-            digest = digest_fn(where, st0.st_size)
+            if digest_fn is None:
+                if st0.st_size < MMAP_MIN:
+                    digest = _digest_small(fd)
+                else:
+                    digest = _digest(where, st0.st_size)
+            else:
+                digest = digest_fn(where, st0.st_size)
             st1 = os.fstat(fd)
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN):
@@ -91,7 +109,7 @@ def _open_error(exc: OSError, label: str) -> Exception:
     return PermanentError(f"cannot read {label}: {exc.strerror or exc}")
 
 
-def hash_file(path: bytes | str, digest_fn: Digest = _digest) -> HashResult:
+def hash_file(path: bytes | str, digest_fn: Digest | None = None) -> HashResult:
     """:func:`hash_fd` of a path (benchmarks, tests; workers open through their roots)."""
     label = os.fsdecode(path)
     try:
@@ -105,17 +123,66 @@ def hash_file(path: bytes | str, digest_fn: Digest = _digest) -> HashResult:
         os.close(fd)
 
 
-class Hasher:
-    """The handler for the hasher worker."""
+GROUP_BYTES = 8 << 20
+"""Bytes of small files hashed in one thread hop of a batch (a larger file: its own)."""
 
-    def __init__(self, roots: LibraryRoots) -> None:
+
+class Hasher:
+    """The handler for the hasher worker: ``__call__`` for one message, ``many`` for a
+    batch (:class:`eventsvc.derive.worker.Worker` batch mode)."""
+
+    def __init__(self, roots: LibraryRoots, threads: int = 2) -> None:
         self.roots = roots
+        self.threads = max(1, threads)
+        """Thread hops of one batch at once (large files hash in parallel)."""
 
     async def __call__(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, FileSeen):
             return []
         self.roots.root(event.library_id)  # LibraryNotConfigured before any thread hop
         return [await asyncio.to_thread(self.derive, event, seq)]
+
+    async def many(self, items: list[tuple[Event, int]]) -> list[list[Event] | Exception]:
+        """``__call__`` of each item, small files grouped into few thread hops (up to
+        ``GROUP_BYTES`` each), ``threads`` hops at once; each item's exception is its own."""
+        results: list[list[Event] | Exception] = [[] for _ in items]
+        groups: list[list[int]] = []
+        group: list[int] = []
+        size = 0
+        for i, (event, _) in enumerate(items):
+            if not isinstance(event, FileSeen):
+                continue
+            try:
+                self.roots.root(event.library_id)  # LibraryNotConfigured, as ever
+            except Exception as exc:
+                results[i] = exc
+                continue
+            if group and size + event.size > GROUP_BYTES:
+                groups.append(group)
+                group, size = [], 0
+            group.append(i)
+            size += event.size
+        if group:
+            groups.append(group)
+        sem = asyncio.Semaphore(self.threads)
+
+        async def hop(group: list[int]) -> None:
+            async with sem:
+                out = await asyncio.to_thread(self._derive_all, [items[i] for i in group])
+            for i, res in zip(group, out, strict=True):
+                results[i] = res
+
+        await asyncio.gather(*(hop(g) for g in groups))
+        return results
+
+    def _derive_all(self, items: list[tuple[Event, int]]) -> list[list[Event] | Exception]:
+        out: list[list[Event] | Exception] = []
+        for event, seq in items:
+            try:
+                out.append([self.derive(event, seq)])  # type: ignore[arg-type]
+            except Exception as exc:  # the item's own outcome, read by the worker
+                out.append(exc)
+        return out
 
     def derive(self, event: FileSeen, seq: int) -> HashComputed:
         """Content identity only: decoding (perceptual hashes, thumbnails, EXIF) is the

@@ -23,10 +23,10 @@ from eventsvc.core.errors import (
     out_of_space,
 )
 from eventsvc.core.events import DerivationFailed, Event, decode
-from eventsvc.core.log import ConsumerSpec, Delivery, EventLog
+from eventsvc.core.log import ConsumerSpec, Delivery, EventLog, PullConsumer
 from eventsvc.core.metrics import ProcessMetrics
 
-__all__ = ["Handler", "WithBackground", "Worker", "WorkerStats"]
+__all__ = ["Handler", "ManyHandler", "WithBackground", "Worker", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ Handler = Callable[[Event, int], Awaitable[list[Event]]]
 """(event, its stream sequence) -> events to publish. Raise PermanentError to record a
 failure at once, anything else to retry with back-off up to max_deliver (subclasses may
 hold a message instead: see :mod:`eventsvc.derive.hold`)."""
+
+ManyHandler = Callable[[list[tuple[Event, int]]], Awaitable[list[list[Event] | Exception]]]
+"""A batch of (event, its stream sequence) -> for each, in order, the events to publish
+or the exception its handling raised (read as a Handler's raise would be)."""
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Worker:
         concurrency: int = 2,
         batch: int = 32,
         accepts: tuple[type[Event], ...] = (),
+        many: ManyHandler | None = None,
     ) -> None:
         self.name = name
         self.event_log = event_log
@@ -83,6 +88,11 @@ class Worker:
         self.concurrency = max(1, concurrency)
         self.batch = max(1, batch)
         self.accepts = accepts
+        self.many = many
+        """Batch mode (small inputs: per-message overhead dominates): up to ``concurrency``
+        batches of up to ``batch`` messages in hand, each handled by one ``many`` call,
+        its outputs published together (:meth:`EventLog.publish_batch`) and its inputs
+        acked after them. Not while tracing is on (a span per message needs ``handler``)."""
         self.stats = WorkerStats()
         self.sem = asyncio.Semaphore(self.concurrency)
         """Handlers running at once (messages fetched beyond it wait their turn)."""
@@ -112,17 +122,28 @@ class Worker:
                     await asyncio.wait(tasks, timeout=0.5)
                 if stop.is_set():
                     break
+                batched = self.many is not None and not tracing.enabled()
                 room = self.batch - len(tasks)
+                if batched:  # whole batches, at most ``concurrency`` in hand
+                    room = self.batch_size if len(tasks) < self.concurrency else 0
                 if room <= 0:
                     await asyncio.wait(tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    msgs = await sub.fetch(room, timeout=1.0)
+                    if batched:
+                        msgs = await self._fetch_batch(sub, room, busy=bool(tasks))
+                    else:
+                        msgs = await sub.fetch(room, timeout=1.0)
                 except LogClosed:
                     break
                 except LogError as exc:
                     log.warning("%s: fetch failed (%r); retrying", self.name, exc)
                     await asyncio.sleep(1.0)
+                    continue
+                if batched and msgs:
+                    t = asyncio.create_task(self._guarded_many(msgs))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
                     continue
                 for msg in msgs:
                     t = asyncio.create_task(self._guarded(msg, sem))
@@ -137,6 +158,27 @@ class Worker:
                     await asyncio.wait(late, timeout=1.0)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sub.unsubscribe(), 1.0)
+
+    @property
+    def batch_size(self) -> int:
+        """Messages per batch in batch mode: ``batch``, but never more in hand than the
+        consumer lets out (``max_ack_pending``): a fetch asking for more than the server
+        may deliver would wait for its whole timeout."""
+        return max(1, min(self.batch, self.spec.max_ack_pending // self.concurrency))
+
+    async def _fetch_batch(self, sub: PullConsumer, room: int, *, busy: bool) -> list[Delivery]:
+        """Up to ``room`` messages without waiting for a full batch: idle, wait (up to
+        1 s) for the first one, then take what else is there; busy, a short look only."""
+        if busy:
+            return await sub.fetch(room, timeout=self.BUSY_FETCH)
+        first = await sub.fetch(1, timeout=1.0)
+        if not first or room == 1:
+            return first
+        return first + await sub.fetch(room - 1, timeout=self.BUSY_FETCH)
+
+    BUSY_FETCH = 0.05
+    """Seconds a batch-mode fetch waits while other batches are in hand (a fetch that
+    finds nothing waits its whole timeout for a full batch)."""
 
     async def _gate(self, stop: asyncio.Event) -> None:
         """Called before each fetch: a subclass that must not consume waits here."""
@@ -181,33 +223,12 @@ class Worker:
     ) -> None:
         try:
             outputs = await self._until_room(lambda: self.handler(event, seq))
-        except PermanentError as exc:
-            self._observe("error", t0)
-            await self._fail(msg, seq, deliveries, event, str(exc), True)
-            return
         except _Stopped:
             await msg.nak(delay=self._backoff(1))  # handled again after the restart
             return
-        except Exception as exc:  # transient by default: retry with back-off
+        except Exception as exc:
             self._observe("error", t0)
-            if await self._held(msg, exc):
-                return
-            reason = str(exc) or type(exc).__name__
-            if deliveries >= self.spec.max_deliver:
-                await self._fail(
-                    msg,
-                    seq,
-                    deliveries,
-                    event,
-                    f"gave up after {deliveries} tries: {reason}",
-                    not isinstance(exc, TransientError),
-                )
-                return
-            delay = self._backoff(deliveries)
-            self.stats.retried += 1
-            self.stats.last_error = reason
-            log.warning("%s: seq %d failed (%s); retry in %.0fs", self.name, seq, reason, delay)
-            await msg.nak(delay=delay)
+            await self._failed(msg, event, seq, deliveries, exc)
             return
         self._observe("ok", t0)
         try:
@@ -219,6 +240,121 @@ class Worker:
             return
         await msg.ack()
         self.stats.done += 1
+
+    async def _failed(
+        self, msg: Delivery, event: Event, seq: int, deliveries: int, exc: Exception
+    ) -> None:
+        """A handler raised ``exc`` for ``msg``: recorded at once (PermanentError), held
+        (a subclass's choice) or retried with back-off up to max_deliver."""
+        if isinstance(exc, PermanentError):
+            await self._fail(msg, seq, deliveries, event, str(exc), True)
+            return
+        if await self._held(msg, exc):  # transient by default: retry with back-off
+            return
+        reason = str(exc) or type(exc).__name__
+        if deliveries >= self.spec.max_deliver:
+            await self._fail(
+                msg,
+                seq,
+                deliveries,
+                event,
+                f"gave up after {deliveries} tries: {reason}",
+                not isinstance(exc, TransientError),
+            )
+            return
+        delay = self._backoff(deliveries)
+        self.stats.retried += 1
+        self.stats.last_error = reason
+        log.warning("%s: seq %d failed (%s); retry in %.0fs", self.name, seq, reason, delay)
+        await msg.nak(delay=delay)
+
+    # ------------------------------------------------------------ batch mode
+
+    async def _guarded_many(self, msgs: list[Delivery]) -> None:
+        try:
+            await self._batch(msgs)
+        except Exception:
+            log.exception("%s: unexpected error handling a batch of %d", self.name, len(msgs))
+
+    async def _batch(self, msgs: list[Delivery]) -> None:
+        """One batch: decode, one ``many`` call, publish the outputs together, then ack
+        the inputs whose outputs are stored (a crash in between only repeats work:
+        Msg-Id and the subject guards of ``publish`` keep the log free of repeats).
+        Failures are handled per message, as in the one-message path."""
+        assert self.many is not None
+        many = self.many
+        done: list[Delivery] = []  # to ack
+        work: list[tuple[Delivery, Event, int, int]] = []
+        for msg in msgs:
+            seq, deliveries = msg.seq, msg.deliveries
+            try:
+                event = decode(msg.data, msg.headers)
+            except DecodeError as exc:
+                await self._fail(msg, seq, deliveries, None, f"undecodable event: {exc}", True)
+                continue
+            if self.accepts and not isinstance(event, self.accepts):
+                done.append(msg)
+                continue
+            work.append((msg, event, seq, deliveries))
+        heartbeat = asyncio.create_task(self._keep_alive_all([w[0] for w in work]))
+        try:
+            if work:
+                await self._batch_work(work, many, done)
+        finally:
+            heartbeat.cancel()
+        for msg in done:
+            await msg.ack()
+
+    async def _batch_work(
+        self, work: list[tuple[Delivery, Event, int, int]], many: ManyHandler,
+        done: list[Delivery],
+    ) -> None:  # fmt: skip
+        log.debug("%s: deriving from %d messages (seq %d..)", self.name, len(work), work[0][2])
+        t0 = time.perf_counter()
+        inputs = [(event, seq) for _, event, seq, _ in work]
+        try:
+            results = await self._until_room(lambda: many(inputs))
+        except _Stopped:
+            for msg, *_ in work:
+                await msg.nak(delay=self._backoff(1))
+            return
+        except Exception as exc:  # the whole batch failed: each message as if alone
+            results = [exc] * len(work)
+        if len(results) != len(work):
+            raise RuntimeError(f"{self.name}: {len(results)} results for {len(work)} inputs")
+        each = (time.perf_counter() - t0) / len(work)
+        ok: list[Delivery] = []
+        outputs: list[Event] = []
+        for (msg, event, seq, deliveries), res in zip(work, results, strict=True):
+            if isinstance(res, Exception):
+                self._observe_each("error", each)
+                await self._failed(msg, event, seq, deliveries, res)
+            else:
+                self._observe_each("ok", each)
+                ok.append(msg)
+                outputs.extend(res)
+        if outputs:
+            try:
+                await self._until_room(lambda: self.event_log.publish_batch(outputs), publish=True)
+            except _Stopped:
+                for msg in ok:
+                    await msg.nak(delay=self._backoff(1))  # published again (once-only)
+                return
+            self.stats.published += len(outputs)
+        done.extend(ok)
+        self.stats.done += len(ok)
+
+    async def _keep_alive_all(self, msgs: list[Delivery]) -> None:
+        """:meth:`_keep_alive` for every message of a batch."""
+        while True:
+            await asyncio.sleep(self.heartbeat_period)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    def _observe_each(self, outcome: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_stage(self.name, outcome, seconds)
 
     def _observe(self, outcome: str, t0: float) -> None:
         if self.metrics is not None:
