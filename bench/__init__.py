@@ -21,5 +21,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "playlist": ("bench.playlist", "HLS jobs (remux, transcode) vs bare ffmpeg, same args"),
     "rederive": ("bench.rederive", "rederive --stage media after a version bump vs first ingest"),
     "soak": ("bench.soak", "up under random faults while the library changes vs a clean run"),
+    "thumbdisk": (
+        "bench.thumbdisk",
+        "thumbnail store bytes per content vs a bare Pillow save; WebP",
+    ),
     "web": ("bench.web", "timeline page (first screen, scroll) vs JSON /photos, same items (ms)"),
 }

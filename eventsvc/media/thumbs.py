@@ -38,6 +38,7 @@ __all__ = [
     "preview_image",
     "render_thumbnails",
     "thumb_path",
+    "thumbnail_images",
     "to_rgb",
     "video_frame",
     "write_atomic",
@@ -247,25 +248,31 @@ def _decode(fh: BinaryIO, max_edge: int, max_pixels: int | None) -> Image.Image:
         return out
 
 
-def render_thumbnails(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dict[str, bytes]:
-    """Encode one progressive JPEG per size (longest edge, never upscaled: an image
-    smaller than a size is that size at its own pixels).
-
-    Sizes that come out as the same pixels (the image is no larger than the smaller
-    edge) share one encode: their values are the very same ``bytes`` object, and the
-    deriver writes one file for them."""
+def thumbnail_images(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dict[str, Image.Image]:
+    """The RGB pixels of each size (longest edge, never upscaled: an image smaller than
+    a size is that size at its own pixels). Sizes that come out as the same pixels (the
+    image is no larger than the smaller edge) are the very same Image object."""
     current = img if img.mode == "RGB" else to_rgb(img)
-    out: dict[str, bytes] = {}
-    encoded: bytes | None = None
+    out: dict[str, Image.Image] = {}
     for name, edge in sorted(sizes.items(), key=lambda item: item[1], reverse=True):
         if max(current.size) > edge:
             current = current.resize(
                 _fit(current.size, edge), Image.Resampling.LANCZOS, reducing_gap=3.0
             )
-            encoded = None
-        if encoded is None:
-            encoded = _encode_jpeg(current)
-        out[name] = encoded
+        out[name] = current
+    return out
+
+
+def render_thumbnails(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dict[str, bytes]:
+    """Encode one progressive JPEG per size (:func:`thumbnail_images`). Sizes of the
+    same pixels share one encode: their values are the very same ``bytes`` object, and
+    the deriver writes one file for them."""
+    encoded: dict[int, bytes] = {}
+    out: dict[str, bytes] = {}
+    for name, pixels in thumbnail_images(img, sizes).items():
+        if id(pixels) not in encoded:
+            encoded[id(pixels)] = _encode_jpeg(pixels)
+        out[name] = encoded[id(pixels)]
     return out
 
 
