@@ -232,8 +232,10 @@ class PhotosController(Controller):
         "/{content_hash:str}/thumbnail",
         summary="A thumbnail",
         description="The content's JPEG thumbnail, with an ETag and year-long cache headers "
-        "(thumbnails are content-addressed). 404 says whether the content is unknown or "
-        "the thumbnail is pending or failed. Byte ranges are honoured.",
+        "(thumbnails are content-addressed). An image no larger than the small size has one "
+        "file, served for both sizes; one smaller than the large size is 'large' at its own "
+        "size. 404 says whether the content is unknown or the thumbnail is pending or "
+        "failed. Byte ranges are honoured.",
         media_type="image/jpeg",
         response_description="The thumbnail (image/jpeg).",
         responses={**error_responses(400, 404), **BYTES_RESPONSES},
