@@ -1,9 +1,11 @@
 """thumbdisk: disk used by the thumbnail store per content, and WebP against JPEG.
 
 Files: ``--photos`` 12-megapixel quality-90 JPEGs (:func:`bench.ingest_files.make_base`:
-gradients, shapes, texture, noise, EXIF orientation) and ``--small`` small images (random
-crops of those, 80 to 1400 px on the long edge, half of them no larger than the 256 px
-small size: icons, old web pictures, messenger images).
+gradients, shapes, strong fine texture, noise, EXIF orientation; the headline figure),
+``--smooth`` smoother 12-MP JPEGs (:func:`make_smooth`; together they bracket real
+photos) and ``--small`` small images (random crops of the first, 80 to 1400 px on the long
+edge, half of them no larger than the 256 px small size: icons, old web pictures,
+messenger images).
 
 Ours: the media deriver's own code, :func:`eventsvc.derive.media.analyse_image` (decode,
 render, write) into a thumbnail root: files in ``<hash[:2]>/<hash>-<size>.jpg``, one file
@@ -20,11 +22,12 @@ ratio = ours / limit bytes per content of the 12-MP set; goal <= 1.05.
 Before (the old layout: both sizes always written, a directory per content) is reported
 beside it.
 
-WebP: each 12-MP photo's two thumbnails are encoded as JPEG at our quality; WebP (Pillow,
-libwebp ``method`` 4 and 2) takes the lowest quality whose SSIM (luma, Gaussian window
-1.5, Wang et al.; computed here with numpy/scipy) is at least JPEG's. Bytes and encode time
-(median of ``--runs``) of both are reported; WebP "wins" only when it saves >= 20 % at
-<= 1.5x JPEG's encode time (encoding is a large share of the media worker's time per photo).
+WebP: each 12-MP photo's two thumbnails (both sets, reported apart) are encoded as JPEG
+at our quality; WebP (Pillow, libwebp ``method`` 4 and 2) takes the lowest quality whose
+SSIM (luma, Gaussian window 1.5, Wang et al.; computed here with numpy/scipy) is at
+least JPEG's. Bytes and encode time (median of ``--runs``) of both are reported; WebP
+"wins" only when it saves >= 20 % at <= 1.5x JPEG's encode time
+(encoding is a large share of the media worker's time per photo).
 
 Scratch data lives in one temporary directory removed on exit, Ctrl-C included.
 """
@@ -143,6 +146,52 @@ def make_photos(folder: Path, count: int) -> list[Path]:
         out.append(path)
         say(f"12-MP photo {i + 1}/{count}: {path.stat().st_size / 1e6:.1f} MB "
             f"in {time.monotonic() - t0:.1f}s")  # fmt: skip
+    return out
+
+
+def make_smooth(folder: Path, count: int) -> list[Path]:
+    """12-MP quality-90 JPEGs of smoother content than ``make_base`` (whose strong
+    fine texture makes big thumbnails): a colour field, 1/f texture at 1/2 scale and
+    larger, shapes, mild sensor noise. The two sets bracket real photos."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    from bench.ingest_files import HEIGHT, WIDTH
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    w, h = WIDTH // 2, HEIGHT // 2
+    for i in range(count):
+        rng = np.random.default_rng(1000 + i)
+        field = Image.fromarray((rng.random((6, 8, 3)) * 255).astype(np.uint8), "RGB")
+        base = np.asarray(field.resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+        tex = np.zeros((h, w), np.float32)
+        for step, amp in ((64, 30.0), (16, 18.0), (4, 10.0)):
+            n = rng.standard_normal((h // step + 2, w // step + 2)).astype(np.float32)
+            big = Image.fromarray(n, "F").resize((w + step, h + step), Image.Resampling.BILINEAR)
+            tex += amp * np.asarray(big)[:h, :w]
+        img = Image.fromarray(np.clip(base + tex[..., None], 0, 255).astype(np.uint8), "RGB")
+        draw = ImageDraw.Draw(img)
+        for _ in range(60):
+            x, y, r = (
+                int(rng.integers(0, w)),
+                int(rng.integers(0, h)),
+                int(rng.integers(w // 80, w // 8)),
+            )
+            fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+        img = img.filter(ImageFilter.GaussianBlur(1.2)).resize(
+            (WIDTH, HEIGHT), Image.Resampling.BICUBIC
+        )
+        pixels = np.asarray(img, dtype=np.int16) + rng.integers(
+            -3, 4, (HEIGHT, WIDTH, 3), dtype=np.int16
+        )
+        path = folder / f"smooth{i:03d}.jpg"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(
+            path, "JPEG", quality=90
+        )
+        out.append(path)
+        say(f"smooth 12-MP photo {i + 1}/{count}: {path.stat().st_size / 1e6:.1f} MB")
     return out
 
 
@@ -320,6 +369,8 @@ def _per_content(side: dict[str, Any], contents: int, dir_per_content: float) ->
 def main(argv: list[str] | None = None) -> int:
     p = base_parser("thumbdisk", __doc__)
     p.add_argument("--photos", type=int, default=None, help="12-MP JPEGs (default 6; quick 2)")
+    p.add_argument("--smooth", type=int, default=None,
+                   help="smoother 12-MP JPEGs (default 4; quick 1)")  # fmt: skip
     p.add_argument("--small", type=int, default=None, help="small images (default 200; quick 40)")
     p.add_argument(
         "--dir-contents", type=int, default=None,
@@ -329,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     photos_n = a.photos or (2 if a.quick else 6)
     small_n = a.small or (40 if a.quick else 200)
+    smooth_n = a.smooth if a.smooth is not None else (1 if a.quick else 4)
     dir_n = a.dir_contents or (2000 if a.quick else 20000)
 
     def body() -> Outcome:
@@ -340,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"directories per content: ours {dirs['new_dir_bytes_per_content']:.0f} B, "
                 f"before {dirs['old_dir_bytes_per_content']:.0f} B")  # fmt: skip
             sets: dict[str, dict[str, Any]] = {}
-            for name, sources in (("photos", photos), ("small", smalls)):
+            smooth = make_smooth(tmp / "smooth", smooth_n)
+            for name, sources in (("photos", photos), ("smooth", smooth), ("small", smalls)):
                 t0 = time.monotonic()
                 o = ours(sources, tmp / f"thumbs-{name}")
                 b = bare(sources, tmp / f"flat-{name}")
@@ -359,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             say("WebP against JPEG at equal SSIM (12-MP photos' thumbnails) ...")
             webp = webp_vs_jpeg(photos, a.runs)
             say(f"webp: {webp}")
+            webp_smooth = webp_vs_jpeg(smooth, a.runs)
+            say(f"webp (smooth photos): {webp_smooth}")
         value, limit = sets["photos"]["ours"], sets["photos"]["bare"]
 
         def summary(s: dict[str, Any]) -> dict[str, Any]:
@@ -381,9 +436,10 @@ def main(argv: list[str] | None = None) -> int:
             "limit_is": "Pillow's save of the same distinct thumbnails into one flat "
                         "directory, file bytes only",
             "photos_12mp": summary(sets["photos"]),
+            "photos_12mp_smooth": summary(sets["smooth"]),
             "small_images": summary(sets["small"]),
             "dirs": {k: round(v, 2) for k, v in dirs.items()}, "dir_contents": dir_n,
-            "webp": webp, "format": "jpeg",
+            "webp": webp, "webp_smooth": webp_smooth, "format": "jpeg",
         }  # fmt: skip
 
     return run_main("thumbdisk", body, a.strict)
