@@ -25,5 +25,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench.smallfiles",
         "scan+hash of 100k 15 KB files vs bare blake3+publish_async",
     ),
+    "thumbdisk": (
+        "bench.thumbdisk",
+        "thumbnail store bytes per content vs a bare Pillow save; WebP",
+    ),
     "web": ("bench.web", "timeline page (first screen, scroll) vs JSON /photos, same items (ms)"),
 }

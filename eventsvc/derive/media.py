@@ -65,12 +65,23 @@ def analyse_image(
 def _write(
     ts: decode.ThumbSet, thumb_root: Path, content_hash: str
 ) -> tuple[dict[str, str], tuple[int, int], str, str]:
+    """Write each distinct thumbnail once (``<hash[:2]>/<hash>-<size>.jpg``, named after
+    the smallest size it serves) and map every size name to its file: an image no larger
+    than the small edge has one file for both sizes."""
     rel: dict[str, str] = {}
-    for name, data in ts.jpegs.items():
-        target = thumbs.thumb_path(thumb_root, content_hash, name)
-        thumbs.write_atomic(target, data)
-        rel[name] = str(target.relative_to(thumb_root))
+    written: dict[bytes, str] = {}
+    for name in sorted(ts.jpegs, key=_size_order):
+        data = ts.jpegs[name]
+        if data not in written:  # equal bytes (the sandbox sends each size's blob)
+            target = thumbs.thumb_path(thumb_root, content_hash, name)
+            thumbs.write_atomic(target, data)
+            written[data] = target.relative_to(thumb_root).as_posix()
+        rel[name] = written[data]
     return rel, (ts.width, ts.height), ts.phash, ts.dhash
+
+
+def _size_order(name: str) -> int:
+    return thumbs.SIZES.get(name, 1 << 30)
 
 
 def _store(

@@ -6,7 +6,6 @@ import contextlib
 import io
 import math
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from eventsvc.core.files import write_atomic
+from eventsvc.core.thumb_layout import SIZE_NAMES, thumb_rel
 from eventsvc.media.exif import MediaError, frame_rotation, is_heif
 from eventsvc.media.heif import register_heif
 from eventsvc.media.integrity import bmff_truncation, is_bmff
@@ -38,12 +38,14 @@ __all__ = [
     "preview_image",
     "render_thumbnails",
     "thumb_path",
+    "thumbnail_images",
     "to_rgb",
     "video_frame",
     "write_atomic",
 ]
 
-SIZES: dict[str, int] = {"small": 256, "large": 1440}
+SIZES: dict[str, int] = dict(zip(SIZE_NAMES, (256, 1440), strict=True))
+"""Longest edge per size name: small 256, large 1440 (names: ``core.thumb_layout``)."""
 FULL_SIZE = "eventsvc.full_size"
 """``Image.info`` key of a decoded image's full upright size (the header's frame size,
 turned by the orientation), which the draft/reduced decode does not have."""
@@ -52,7 +54,6 @@ turned by the orientation), which the draft/reduced decode does not have."""
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 JPEG_QUALITY = 85
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _ROTATE_CW = {
     90: Image.Transpose.ROTATE_270,
     180: Image.Transpose.ROTATE_180,
@@ -247,16 +248,31 @@ def _decode(fh: BinaryIO, max_edge: int, max_pixels: int | None) -> Image.Image:
         return out
 
 
-def render_thumbnails(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dict[str, bytes]:
-    """Encode one progressive JPEG per size (longest edge, never upscaled)."""
+def thumbnail_images(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dict[str, Image.Image]:
+    """The RGB pixels of each size (longest edge, never upscaled: an image smaller than
+    a size is that size at its own pixels). Sizes that come out as the same pixels (the
+    image is no larger than the smaller edge) are the very same Image object."""
     current = img if img.mode == "RGB" else to_rgb(img)
-    out: dict[str, bytes] = {}
+    out: dict[str, Image.Image] = {}
     for name, edge in sorted(sizes.items(), key=lambda item: item[1], reverse=True):
         if max(current.size) > edge:
             current = current.resize(
                 _fit(current.size, edge), Image.Resampling.LANCZOS, reducing_gap=3.0
             )
-        out[name] = _encode_jpeg(current)
+        out[name] = current
+    return out
+
+
+def render_thumbnails(img: Image.Image, sizes: Mapping[str, int] = SIZES) -> dict[str, bytes]:
+    """Encode one progressive JPEG per size (:func:`thumbnail_images`). Sizes of the
+    same pixels share one encode: their values are the very same ``bytes`` object, and
+    the deriver writes one file for them."""
+    encoded: dict[int, bytes] = {}
+    out: dict[str, bytes] = {}
+    for name, pixels in thumbnail_images(img, sizes).items():
+        if id(pixels) not in encoded:
+            encoded[id(pixels)] = _encode_jpeg(pixels)
+        out[name] = encoded[id(pixels)]
     return out
 
 
@@ -281,12 +297,10 @@ def _fit(size: tuple[int, int], edge: int) -> tuple[int, int]:
 
 
 def thumb_path(root: str | os.PathLike[str], content_hash: str, size: str) -> Path:
-    """``root/<hash[:2]>/<hash>/<size>.jpg``; rejects names that could escape ``root``."""
-    if len(content_hash) < 3 or not _SAFE_NAME.fullmatch(content_hash):
-        raise ValueError(f"invalid content hash {content_hash!r}")
-    if not _SAFE_NAME.fullmatch(size):
-        raise ValueError(f"invalid thumbnail size name {size!r}")
-    return Path(root) / content_hash[:2] / content_hash / f"{size}.jpg"
+    """``root/<hash[:2]>/<hash>-<size>.jpg`` (:mod:`eventsvc.core.thumb_layout`): 256
+    shard directories in all. Raises ValueError unless ``content_hash`` is a blake3 hex
+    digest and ``size`` one of :data:`SIZES` (nothing can escape ``root``)."""
+    return Path(root) / thumb_rel(content_hash, size)
 
 
 def video_frame(

@@ -1,5 +1,6 @@
 """Face crops (GET /faces/{id}/thumbnail): cut from the photo's largest thumbnail, our
-own JPEG in the data dir, and cached there under ``faces/``.
+own JPEG in the data dir (a path of the exact shapes of :mod:`eventsvc.core.thumb_layout`,
+new or pre-issue-18), and cached there under ``faces/``.
 
 The read side decodes only those files of ours (a bounded decode: a file over
 ``MAX_THUMBNAIL_PIXELS`` is not one of ours and is skipped). A photo without a
@@ -22,6 +23,7 @@ from eventsvc.core.errors import PermanentError, TransientError
 from eventsvc.core.files import write_atomic
 from eventsvc.core.ids import RAW_EXTENSIONS
 from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.thumb_layout import parse_thumb_rel
 from projections.api.rows import THUMBNAIL_SIZES
 from projections.api.sendfile import open_location
 
@@ -56,11 +58,18 @@ def _largest_first(sizes: dict[str, Any]) -> list[str]:
     return sorted(sizes, key=lambda n: -known.get(n, -1))
 
 
-def _thumbnail(thumbs_dir: Path, sizes: dict[str, Any]) -> Image.Image | None:
-    """The largest of our thumbnails of the photo, decoded (bounded), or None."""
+def _thumbnail(
+    thumbs_dir: Path, sizes: dict[str, Any], content_hash: str | None = None
+) -> Image.Image | None:
+    """The largest of our thumbnails of the photo, decoded (bounded), or None. Only a
+    path of the exact shapes the deriver writes (:mod:`eventsvc.core.thumb_layout`; of
+    ``content_hash`` when given) that resolves inside the store is read."""
     base = Path(thumbs_dir).resolve()
     for name in _largest_first(sizes):
-        path = (base / str(sizes[name])).resolve()
+        parsed = parse_thumb_rel(sizes[name])
+        if parsed is None or (content_hash is not None and parsed[0] != content_hash):
+            continue
+        path = (base / sizes[name]).resolve()
         if not (path.is_relative_to(base) and path.is_file()):
             continue
         with Image.open(path, formats=["JPEG"]) as img:
@@ -79,7 +88,8 @@ def _source_image(
     """The largest thumbnail (our own JPEG, 1440 px: more than the faces worker saw),
     else the original (first live location, opened under its configured root only),
     decoded by ``decode``: the API process never decodes an original itself."""
-    found = _thumbnail(thumbs_dir, src["sizes"] if isinstance(src["sizes"], dict) else {})
+    sizes = src["sizes"] if isinstance(src["sizes"], dict) else {}
+    found = _thumbnail(thumbs_dir, sizes, src.get("content_hash"))
     if found is not None:
         return found
     for loc in src["locations"]:  # opened under its configured root only

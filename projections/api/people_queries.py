@@ -173,6 +173,7 @@ def crop_sources(conn: sqlite3.Connection, face_id: str) -> dict[str, Any] | Non
         (r["content_hash"],),
     ).fetchall()
     return {
+        "content_hash": r["content_hash"],
         "box": json.loads(r["box"]),
         "sizes": json.loads(t["sizes"]) if t is not None else {},
         "locations": [dict(x) | {"rel": rel_bytes(x)} for x in locs],

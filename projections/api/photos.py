@@ -18,6 +18,8 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from eventsvc.core.roots import LibraryRoots
+from eventsvc.core.thumb_layout import MEDIA_TYPE as THUMB_MEDIA_TYPE
+from eventsvc.core.thumb_layout import parse_thumb_rel
 from projections.api import db
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import error_responses
@@ -82,8 +84,15 @@ def _thumbnail_lookup(conn: sqlite3.Connection, content_hash: str, size: str) ->
     raise NotFoundException(detail=f"thumbnail for {content_hash} is pending (not made yet)")
 
 
-def _open_thumbnail(root: Path, rel: str) -> tuple[BinaryIO, os.stat_result]:
-    """Open ``root / rel`` only if it resolves inside ``root``."""
+def _open_thumbnail(root: Path, rel: str, content_hash: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open ``root / rel`` only if ``rel`` has one of the exact shapes the deriver writes
+    for ``content_hash`` (:mod:`eventsvc.core.thumb_layout`) and resolves inside ``root``."""
+    parsed = parse_thumb_rel(rel)
+    if parsed is None or parsed[0] != content_hash:
+        raise NotFoundException(
+            detail="thumbnail path is not a thumbnail of this content (outside the thumbnail "
+            "store's shapes); refused"
+        )
     base = root.resolve()
     try:
         target = (base / rel).resolve()
@@ -223,8 +232,10 @@ class PhotosController(Controller):
         "/{content_hash:str}/thumbnail",
         summary="A thumbnail",
         description="The content's JPEG thumbnail, with an ETag and year-long cache headers "
-        "(thumbnails are content-addressed). 404 says whether the content is unknown or "
-        "the thumbnail is pending or failed. Byte ranges are honoured.",
+        "(thumbnails are content-addressed). An image no larger than the small size has one "
+        "file, served for both sizes; one smaller than the large size is 'large' at its own "
+        "size. 404 says whether the content is unknown or the thumbnail is pending or "
+        "failed. Byte ranges are honoured.",
         media_type="image/jpeg",
         response_description="The thumbnail (image/jpeg).",
         responses={**error_responses(400, 404), **BYTES_RESPONSES},
@@ -250,10 +261,10 @@ class PhotosController(Controller):
         )
         if rel is None:  # no read model yet
             raise NotFoundException(detail=f"unknown content_hash {content_hash}")
-        f, st = await asyncio.to_thread(_open_thumbnail, ctx.settings.thumbs_dir, rel)
+        f, st = await asyncio.to_thread(_open_thumbnail, ctx.settings.thumbs_dir, rel, content_hash)
         etag = f'"{content_hash[:32]}-{size}-{st.st_size:x}-{st.st_mtime_ns:x}"'
         return send_file(
-            request, f, size=st.st_size, media_type="image/jpeg", etag=etag,
+            request, f, size=st.st_size, media_type=THUMB_MEDIA_TYPE, etag=etag,
             headers={"Cache-Control": _cache_control(ctx)},
         )  # fmt: skip
 

@@ -202,7 +202,7 @@ def test_portrait_thumbnail_from_oriented_landscape(tmp_path: Path) -> None:
 def test_thumb_path() -> None:
     digest = "ab" + "0" * 62
     assert thumb_path("/data/thumbs", digest, "small") == Path(
-        f"/data/thumbs/ab/{digest}/small.jpg"
+        f"/data/thumbs/ab/{digest}-small.jpg"
     )
     for bad_hash in ("", "a", "../etc", "ab/cd", "ab\\cd", "a b c"):
         with pytest.raises(ValueError):
@@ -216,11 +216,11 @@ def test_write_atomic(tmp_path: Path) -> None:
     write_atomic(target, b"one")
     write_atomic(target, b"two")
     assert target.read_bytes() == b"two"
-    assert [p.name for p in target.parent.iterdir()] == ["small.jpg"]
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
     with pytest.raises(TypeError):
         write_atomic(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"two"
-    assert [p.name for p in target.parent.iterdir()] == ["small.jpg"]
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
 
 
 def test_embedded_preview_of_a_non_raw_file_is_none(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from eventsvc.core.events import (
     ThumbnailReady,
     face_id,
 )
+from eventsvc.core.thumb_layout import thumb_rel
 from tests.api.conftest import ReadModel, h, hashed, online, seen
 
 __all__ = [
@@ -80,7 +81,7 @@ def build_library(model: ReadModel, photos: int = 130) -> Library:
             ),
             ThumbnailReady(
                 content_hash=h(n),
-                sizes={"small": f"{n:02x}/s.jpg", "large": f"{n:02x}/l.jpg"},
+                sizes={s: thumb_rel(h(n), s) for s in ("small", "large")},
                 width=fields["width"],  # the upright size and perceptual hashes of its decode
                 height=300,
                 phash=phash,
@@ -175,8 +176,8 @@ def write_thumbnails(thumbs: Path, count: int) -> None:
     from PIL import Image
 
     for n in range(1, count + 1):
-        d = thumbs / f"{n:02x}"
-        d.mkdir(parents=True, exist_ok=True)
         img = Image.new("RGB", (64, 48), (n * 37 % 256, n * 91 % 256, n * 13 % 256))
-        img.save(d / "s.jpg", "JPEG")
-        img.save(d / "l.jpg", "JPEG")
+        for size in ("small", "large"):
+            target = thumbs / thumb_rel(h(n), size)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            img.save(target, "JPEG")
