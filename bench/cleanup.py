@@ -187,15 +187,19 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
     _subreaper()
     os.environ["TMPDIR"] = str(run_dir)
     tempfile.tempdir = str(run_dir)
+    failed = False
     try:
         yield run_dir
+    except BaseException:
+        failed = True
+        raise
     finally:
         # The sweep itself is short and bounded: no second interrupt in the middle of it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             killed = kill_descendants()
-            if killed and sys.exc_info()[0] is not None:  # a clean run stays quiet
+            if killed and failed:  # a clean run stays quiet
                 print(
                     f"bench: ended {len(killed)} leftover child process(es)",
                     file=sys.stderr,

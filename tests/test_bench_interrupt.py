@@ -1,0 +1,149 @@
+"""``python -m bench NAME`` interrupted (^C / SIGINT, SIGTERM) mid-run: it stops promptly,
+ends every child process (nats-server, pool workers, decoder children, ``eventsvc up``)
+and leaves nothing in its $TMPDIR.
+
+Real benches at their smallest sizes, started with a private $TMPDIR and a tag in their
+environment (inherited by every process they start, so a leftover is found in /proc
+whoever its parent is now); the signal is sent once a progress line shows the phase.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT_S = 30.0
+"""How long the bench may take from the signal to its exit (a busy 2-core machine)."""
+
+
+def _tagged(tag: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process whose environment carries ``tag``."""
+    needle = f"EVENTSVC_BENCH_TEST_TAG={tag}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue  # a zombie holds no resources; its parent reaps it
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                found.append((int(name), f.read().replace(b"\0", b" ").decode(errors="replace")))
+        except OSError:
+            continue
+    return found
+
+
+def _interrupt(
+    tmp_path: Path, args: list[str], marker: str, sig: signal.Signals, *, group: bool,
+    after_s: float = 0.0, wait_s: float = 240.0,
+) -> tuple[int, list[str], float, str, list[str]]:  # fmt: skip
+    """Run the bench until ``marker`` is printed (+ ``after_s``), send ``sig`` (to its
+    process group, like a terminal's ^C, when ``group``), then return (exit status,
+    output lines, seconds from the signal to the exit, tag, command lines of the
+    bench's processes when the signal was sent)."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, TMPDIR=str(tmpdir), EVENTSVC_BENCH_TEST_TAG=tag, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    deadline = time.monotonic() + wait_s
+    try:
+        while not any(marker in line for line in lines):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"no {marker!r} line in {wait_s:.0f}s: " + "\n".join(lines[-20:]))
+            if sel.select(timeout=0.5):
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                buf += chunk
+                *done, buf = buf.split(b"\n")
+                lines += [d.decode(errors="replace") for d in done]
+        time.sleep(after_s)
+        running = [cmd for _, cmd in _tagged(tag)]
+        t0 = time.monotonic()
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=PROMPT_S + 30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid, _ in _tagged(tag):
+            os.kill(pid, signal.SIGKILL)
+    lines += (buf + out).decode(errors="replace").splitlines()
+    return proc.returncode, lines, took, tag, running
+
+
+def _check(
+    tmp_path: Path, name: str, sig: signal.Signals, rc: int, lines: list[str], took: float,
+    leftovers: list[tuple[int, str]],
+) -> None:  # fmt: skip
+    text = "\n".join(lines[-30:])
+    assert rc == 128 + sig, f"exit status {rc}:\n{text}"
+    assert json.loads(lines[-1]) == {"bench": name, "error": f"interrupted by {sig.name}"}, text
+    assert took < PROMPT_S, f"{took:.1f}s from the signal to the exit:\n{text}"
+    assert leftovers == [], f"processes left running: {leftovers}"
+    left = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "tmp").rglob("*"))
+    assert left == [], f"left in $TMPDIR: {left[:20]}"
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_while_a_pool_encodes_the_files(tmp_path: Path) -> None:
+    """ingest: SIGTERM to the bench alone while its multiprocessing pool makes the files."""
+    rc, lines, took, tag, running = _interrupt(
+        tmp_path, ["ingest", "--quick", "--no-exiftool"], "scratch dir", signal.SIGTERM,
+        group=False, after_s=1.0,
+    )  # fmt: skip
+    _check(tmp_path, "ingest", signal.SIGTERM, rc, lines, took, _tagged(tag))
+    assert not any("encoded" in line for line in lines), "the pool finished before the signal"
+    assert sum("multiprocessing" in c or "-m bench" in c for c in running) >= 2, running
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_while_the_pipeline_runs(tmp_path: Path) -> None:
+    """ingest: ^C to the whole process group while our pipeline (asyncio, nats-server,
+    decoder children) ingests."""
+    rc, lines, took, tag, running = _interrupt(
+        tmp_path, ["ingest", "--quick", "--no-exiftool"], "ours: media_concurrency",
+        signal.SIGINT, group=True, after_s=1.0,
+    )  # fmt: skip
+    _check(tmp_path, "ingest", signal.SIGINT, rc, lines, took, _tagged(tag))
+    assert not any("run 1/1 ours" in line for line in lines), "ours finished before the signal"
+    assert any("nats-server" in c for c in running), running
+    assert any("sandbox_child" in c for c in running), running
+    assert not any("Traceback" in line for line in lines), "\n".join(lines[-40:])
+
+
+@pytest.mark.timeout(300)
+def test_sigint_while_eventsvc_up_runs(tmp_path: Path) -> None:
+    """soak: SIGINT to the bench alone while its `eventsvc up` child (and that one's
+    decoder children) index the library."""
+    rc, lines, took, tag, running = _interrupt(
+        tmp_path, ["soak", "--quick"], "scratch dir", signal.SIGINT, group=False, after_s=6.0
+    )
+    _check(tmp_path, "soak", signal.SIGINT, rc, lines, took, _tagged(tag))
+    assert any("eventsvc up" in c for c in running), running
+    assert any("nats-server" in c for c in running), running
