@@ -50,11 +50,11 @@ def _tagged(tag: str) -> list[tuple[int, str]]:
 def _interrupt(
     tmp_path: Path, args: list[str], marker: str, sig: signal.Signals, *, group: bool,
     after_s: float = 0.0, wait_s: float = 240.0,
-) -> tuple[int, list[str], float, str, list[str]]:  # fmt: skip
+) -> tuple[int, list[str], float, list[str], list[tuple[int, str]]]:  # fmt: skip
     """Run the bench until ``marker`` is printed (+ ``after_s``), send ``sig`` (to its
     process group, like a terminal's ^C, when ``group``), then return (exit status,
-    output lines, seconds from the signal to the exit, tag, command lines of the
-    bench's processes when the signal was sent)."""
+    output lines, seconds from the signal to the exit, command lines of the bench's
+    processes when the signal was sent, its processes still alive after its exit)."""
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     tag = uuid.uuid4().hex
@@ -87,14 +87,15 @@ def _interrupt(
             proc.send_signal(sig)
         out, _ = proc.communicate(timeout=PROMPT_S + 30)
         took = time.monotonic() - t0
+        leftovers = _tagged(tag)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        for pid, _ in _tagged(tag):
+        for pid, _ in _tagged(tag):  # whatever the bench left: not for the next tests
             os.kill(pid, signal.SIGKILL)
     lines += (buf + out).decode(errors="replace").splitlines()
-    return proc.returncode, lines, took, tag, running
+    return proc.returncode, lines, took, running, leftovers
 
 
 def _check(
@@ -113,11 +114,11 @@ def _check(
 @pytest.mark.timeout(300)
 def test_sigterm_while_a_pool_encodes_the_files(tmp_path: Path) -> None:
     """ingest: SIGTERM to the bench alone while its multiprocessing pool makes the files."""
-    rc, lines, took, tag, running = _interrupt(
+    rc, lines, took, running, leftovers = _interrupt(
         tmp_path, ["ingest", "--quick", "--no-exiftool"], "scratch dir", signal.SIGTERM,
         group=False, after_s=1.0,
     )  # fmt: skip
-    _check(tmp_path, "ingest", signal.SIGTERM, rc, lines, took, _tagged(tag))
+    _check(tmp_path, "ingest", signal.SIGTERM, rc, lines, took, leftovers)
     assert not any("encoded" in line for line in lines), "the pool finished before the signal"
     assert sum("multiprocessing" in c or "-m bench" in c for c in running) >= 2, running
 
@@ -126,11 +127,11 @@ def test_sigterm_while_a_pool_encodes_the_files(tmp_path: Path) -> None:
 def test_ctrl_c_while_the_pipeline_runs(tmp_path: Path) -> None:
     """ingest: ^C to the whole process group while our pipeline (asyncio, nats-server,
     decoder children) ingests."""
-    rc, lines, took, tag, running = _interrupt(
+    rc, lines, took, running, leftovers = _interrupt(
         tmp_path, ["ingest", "--quick", "--no-exiftool"], "ours: media_concurrency",
         signal.SIGINT, group=True, after_s=1.0,
     )  # fmt: skip
-    _check(tmp_path, "ingest", signal.SIGINT, rc, lines, took, _tagged(tag))
+    _check(tmp_path, "ingest", signal.SIGINT, rc, lines, took, leftovers)
     assert not any("run 1/1 ours" in line for line in lines), "ours finished before the signal"
     assert any("nats-server" in c for c in running), running
     assert any("sandbox_child" in c for c in running), running
@@ -141,9 +142,9 @@ def test_ctrl_c_while_the_pipeline_runs(tmp_path: Path) -> None:
 def test_sigint_while_eventsvc_up_runs(tmp_path: Path) -> None:
     """soak: SIGINT to the bench alone while its `eventsvc up` child (and that one's
     decoder children) index the library."""
-    rc, lines, took, tag, running = _interrupt(
+    rc, lines, took, running, leftovers = _interrupt(
         tmp_path, ["soak", "--quick"], "scratch dir", signal.SIGINT, group=False, after_s=6.0
     )
-    _check(tmp_path, "soak", signal.SIGINT, rc, lines, took, _tagged(tag))
+    _check(tmp_path, "soak", signal.SIGINT, rc, lines, took, leftovers)
     assert any("eventsvc up" in c for c in running), running
     assert any("nats-server" in c for c in running), running
