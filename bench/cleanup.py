@@ -163,11 +163,18 @@ def _live(pids: list[int]) -> list[int]:
     return out
 
 
-def _subreaper() -> None:
-    with contextlib.suppress(Exception):
+def _subreaper(on: bool) -> bool:
+    """Set PR_SET_CHILD_SUBREAPER; returns whether it was set before."""
+    try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        libc = ctypes.CDLL(None, use_errno=True)
+        was = ctypes.c_int(0)
+        libc.prctl(37, ctypes.byref(was), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+        libc.prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        return bool(was.value)
+    except Exception:
+        return False
 
 
 @contextlib.contextmanager
@@ -184,7 +191,7 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
     # the main task, then KeyboardInterrupt) when it finds that one.
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     old_term = signal.signal(signal.SIGTERM, _on_signal)
-    _subreaper()
+    was_subreaper = _subreaper(True)
     os.environ["TMPDIR"] = str(run_dir)
     tempfile.tempdir = str(run_dir)
     failed = False
@@ -219,5 +226,6 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
             _dirs.clear()
             _cache_parent = None
         finally:
+            _subreaper(was_subreaper)
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
