@@ -253,7 +253,9 @@ async def _ours(
                         f"media {media_rows} / {expect} ({rate(thumbs, now - t0):.2f} files/s)"
                     )
                     next_say += 10
-                await asyncio.sleep(0.05)
+                # the poll's own CPU (4 counts) is charged to ours: poll less often as the
+                # run gets longer (its timing error stays under 0.5 %)
+                await asyncio.sleep(min(0.5, max(0.05, (now - t0) / 200)))
             dt = time.perf_counter() - t0
             total_cpu, by_pid = snap.used()
             machine = _machine_cpu() - machine0
