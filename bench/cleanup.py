@@ -9,7 +9,8 @@
   directory under the caller's ``$TMPDIR``: a ``tempfile.TemporaryDirectory()``,
   ``mkdtemp()`` or ``scratch_dir()`` of the bench, or a temp file of any child, lands
   there. Caches meant to outlive a run go under :func:`cache_dir` (the caller's
-  ``$TMPDIR``) instead;
+  ``$TMPDIR``) instead (so does multiprocessing's own ``pymp-`` dir, which its exit
+  hook removes);
 * becomes a child subreaper (``PR_SET_CHILD_SUBREAPER``): a grandchild whose parent died
   (``eventsvc up``'s nats-server, a decoder child) is re-parented to us, not to init;
 * on the way out, after the bench's own ``finally`` blocks ran: SIGTERM to every
@@ -133,17 +134,17 @@ def kill_descendants(grace: float = GRACE_S) -> list[int]:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap()
-        if not _live(_children_of(os.getpid())):
+        if not _children_of(os.getpid()):  # zombies too: reaped, not left to init
             return signalled
         time.sleep(0.05)
-    for pid in _children_of(os.getpid()):
+    for pid in _live(_children_of(os.getpid())):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
             signalled.append(pid)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         _reap()
-        if not _live(_children_of(os.getpid())):
+        if not _children_of(os.getpid()):
             break
         time.sleep(0.05)
     return signalled
@@ -192,6 +193,11 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     old_term = signal.signal(signal.SIGTERM, _on_signal)
     was_subreaper = _subreaper(True)
+    # multiprocessing's own temp dir (removed by its exit hook, which must find it): made
+    # now, under the caller's $TMPDIR, not in the run directory we remove first
+    import multiprocessing.util
+
+    multiprocessing.util.get_temp_dir()
     os.environ["TMPDIR"] = str(run_dir)
     tempfile.tempdir = str(run_dir)
     failed = False
