@@ -123,13 +123,13 @@ def test_sigterm_while_a_pool_encodes_the_files(tmp_path: Path) -> None:
     assert sum("multiprocessing" in c or "-m bench" in c for c in running) >= 2, running
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_ctrl_c_while_the_pipeline_runs(tmp_path: Path) -> None:
     """ingest: ^C to the whole process group while our pipeline (asyncio, nats-server,
     decoder children) ingests."""
     rc, lines, took, running, leftovers = _interrupt(
         tmp_path, ["ingest", "--quick", "--no-exiftool"], "ours: media_concurrency",
-        signal.SIGINT, group=True, after_s=1.0,
+        signal.SIGINT, group=True, after_s=1.0, wait_s=500,
     )  # fmt: skip
     _check(tmp_path, "ingest", signal.SIGINT, rc, lines, took, leftovers)
     assert not any("run 1/1 ours" in line for line in lines), "ours finished before the signal"
