@@ -200,6 +200,8 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
     multiprocessing.util.get_temp_dir()
     os.environ["TMPDIR"] = str(run_dir)
     tempfile.tempdir = str(run_dir)
+    if keep:  # said now: the result line must stay the last one
+        print(f"bench: run directory {run_dir} (kept: --keep)", file=sys.stderr, flush=True)
     failed = False
     try:
         yield run_dir
@@ -223,9 +225,7 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
                 os.environ.pop("TMPDIR", None)
             else:
                 os.environ["TMPDIR"] = saved_env
-            if keep:
-                print(f"bench: kept {run_dir}", file=sys.stderr, flush=True)
-            else:
+            if not keep:
                 for d in sorted(_dirs, key=lambda p: len(p.parts), reverse=True):
                     shutil.rmtree(d, ignore_errors=True)
                 shutil.rmtree(run_dir, ignore_errors=True)
