@@ -8,6 +8,7 @@ SIGTERM).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import signal
 import sys
@@ -40,9 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         with cleanup.session(name, keep="--keep" in args):
             module = importlib.import_module(BENCHMARKS[name][0])
             return int(module.main(args[1:]))
-    except KeyboardInterrupt:
-        sig = cleanup.interrupted_by() or signal.SIGINT
-        print(f"{name}: interrupted by {sig.name}; cleaned up", file=sys.stderr, flush=True)
+    except BaseException as exc:
+        # KeyboardInterrupt, or whatever the code that was stopping raised instead
+        sig = cleanup.interrupted_by()
+        if sig is None and isinstance(exc, KeyboardInterrupt):
+            sig = signal.SIGINT
+        if sig is None:
+            raise
+        how = "" if isinstance(exc, KeyboardInterrupt) else f" (while stopping: {exc!r:.200})"
+        print(f"{name}: interrupted by {sig.name}{how}; cleaned up", file=sys.stderr, flush=True)
+        gc.collect()  # the interrupted code's "never retrieved" warnings: before the result
         emit({"bench": name, "error": f"interrupted by {sig.name}"})
         return cleanup.EXIT_SIGNAL[sig]
 

@@ -17,7 +17,8 @@
   remaining child process, SIGKILL to whatever of the whole tree is left after a grace
   period, reaps them, and removes the registered directories and the run directory.
 
-A second ^C while the bench's own ``finally`` blocks run skips to that final sweep.
+A second ^C while the bench's own ``finally`` blocks run skips to that final sweep; so
+does a bench still stopping :data:`ESCALATE_S` after the signal.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,9 +51,17 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 GRACE_S = 3.0
 """Seconds children get between SIGTERM and SIGKILL in the final sweep."""
 
+ESCALATE_S = 10.0
+"""Seconds the bench's own ``finally`` blocks get after the signal: then it is as if ^C
+came again (``KeyboardInterrupt`` in the main thread, every 2 s) until the sweep starts."""
+
 _dirs: set[Path] = set()
 _cache_parent: Path | None = None
 _signal: signal.Signals | None = None
+_seen: set[int] = set()
+"""Signals caught during the session (the wakeup fd of Python's C-level handler: it
+sees a SIGINT that asyncio.run's handler turned into a cancellation, even when the
+code it cancelled raised something else than CancelledError)."""
 
 
 def register_dir(path: Path) -> None:
@@ -70,9 +80,39 @@ def cache_dir() -> Path:
 
 
 def interrupted_by() -> signal.Signals | None:
-    """SIGTERM when that interrupted the run (a ``KeyboardInterrupt`` otherwise came
-    from SIGINT), else None."""
-    return _signal
+    """The signal (SIGTERM or SIGINT) that interrupted the last session, if any."""
+    if _signal is not None:
+        return _signal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if sig in _seen:
+            return sig
+    return None
+
+
+def _watch(fd: int, sweeping: threading.Event) -> None:
+    """Reads the signals off the wakeup pipe; ESCALATE_S after the first, interrupts the
+    main thread again (every 2 s) until the final sweep begins."""
+    import _thread
+    import select
+
+    first: float | None = None
+    while not sweeping.is_set():
+        timeout = 0.5 if first is None else 0.2
+        with contextlib.suppress(OSError, ValueError):
+            if select.select([fd], [], [], timeout)[0]:
+                _seen.update(os.read(fd, 512))
+        if first is None and _seen & {signal.SIGINT, signal.SIGTERM}:
+            first = time.monotonic()
+        if first is not None and time.monotonic() - first > ESCALATE_S:
+            if sweeping.is_set():
+                return
+            print(
+                f"bench: still stopping after {ESCALATE_S:g}s: interrupting again",
+                file=sys.stderr,
+                flush=True,
+            )
+            _thread.interrupt_main(signal.SIGINT)
+            first += 2.0
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -184,6 +224,7 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
     ``keep`` (``--keep``) leaves the run directory and the registered ones in place."""
     global _cache_parent, _signal
     _signal = None
+    _seen.clear()
     _cache_parent = Path(tempfile.gettempdir())
     run_dir = Path(tempfile.mkdtemp(prefix=f"eventsvc-bench-{name}-run-", dir=_cache_parent))
     saved_env = os.environ.get("TMPDIR")
@@ -193,6 +234,15 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     old_term = signal.signal(signal.SIGTERM, _on_signal)
     was_subreaper = _subreaper(True)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    sweeping = threading.Event()
+    watcher = threading.Thread(
+        target=_watch, args=(wake_r, sweeping), name="bench-signals", daemon=True
+    )
+    watcher.start()
     # multiprocessing's own temp dir (removed by its exit hook, which must find it): made
     # now, under the caller's $TMPDIR, not in the run directory we remove first
     import multiprocessing.util
@@ -212,6 +262,8 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
         # The sweep itself is short and bounded: no second interrupt in the middle of it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sweeping.set()
+        watcher.join(timeout=2)
         try:
             killed = kill_descendants()
             if killed and failed:  # a clean run stays quiet
@@ -232,6 +284,9 @@ def session(name: str, *, keep: bool = False) -> Iterator[Path]:
             _dirs.clear()
             _cache_parent = None
         finally:
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(wake_r)
+            os.close(wake_w)
             _subreaper(was_subreaper)
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
