@@ -92,7 +92,6 @@ def interrupted_by() -> signal.Signals | None:
 def _watch(fd: int, sweeping: threading.Event) -> None:
     """Reads the signals off the wakeup pipe; ESCALATE_S after the first, interrupts the
     main thread again (every 2 s) until the final sweep begins."""
-    import _thread
     import select
 
     first: float | None = None
@@ -111,7 +110,8 @@ def _watch(fd: int, sweeping: threading.Event) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            _thread.interrupt_main(signal.SIGINT)
+            # a real signal (interrupt_main would not end a blocking call such as sleep)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
             first += 2.0
 
 

@@ -148,3 +148,73 @@ def test_sigint_while_eventsvc_up_runs(tmp_path: Path) -> None:
     _check(tmp_path, "soak", signal.SIGINT, rc, lines, took, leftovers)
     assert any("eventsvc up" in c for c in running), running
     assert any("nats-server" in c for c in running), running
+
+
+_FAKE_BENCH = """
+import asyncio, time
+from bench.common import scratch_dir
+
+async def _run(mode):
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        if mode == "other":  # like nats-py: the cancellation comes out as another error
+            raise RuntimeError("stalled while stopping") from None
+        raise
+    finally:
+        if mode == "slow":
+            time.sleep(60)  # a finally block that would not end by itself
+
+def main(argv):
+    with scratch_dir("fake", None):
+        asyncio.run(_run(argv[0]))
+    return 0
+"""
+
+_RUN_FAKE = (
+    "import sys; sys.path.insert(0, sys.argv[1]); import bench; "
+    "bench.BENCHMARKS['fake'] = ('fakebench', 'a test bench'); "
+    "from bench.__main__ import main; sys.exit(main(['fake', sys.argv[2]]))"
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "sig", "min_s"),
+    [("other", signal.SIGINT, 0.0), ("slow", signal.SIGTERM, 9.0), ("plain", signal.SIGTERM, 0)],
+)
+def test_an_interrupt_that_ends_badly_or_slowly_still_cleans_up(
+    tmp_path: Path, mode: str, sig: signal.Signals, min_s: float
+) -> None:
+    """The cancelled coroutine raises something else (still an interrupt: exit 130), or
+    its finally block hangs (interrupted again after ESCALATE_S)."""
+    (tmp_path / "fakebench.py").write_text(_FAKE_BENCH)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmpdir))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN_FAKE, str(tmp_path), mode], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        while "ready" not in proc.stdout.readline():
+            assert proc.poll() is None, proc.communicate()
+        assert any(p.name.startswith("eventsvc-bench-fake-run-") for p in tmpdir.iterdir())
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert json.loads(out.splitlines()[-1]) == {
+        "bench": "fake",
+        "error": f"interrupted by {sig.name}",
+    }
+    assert min_s <= took < min_s + 15, (took, err)
+    assert list(tmpdir.iterdir()) == []
+    if mode == "other":
+        assert "RuntimeError('stalled while stopping')" in err
