@@ -36,6 +36,7 @@ __all__ = [
     "Outcome",
     "add_runs",
     "base_parser",
+    "descendants",
     "emit",
     "median",
     "nats_server",
