@@ -1,5 +1,12 @@
 """Shared pieces: options, progress lines, the result line, scratch dirs, a NATS server,
-and the one statistic every benchmark reports for both sides: the median of N runs."""
+CPU accounting of a process tree, and the one statistic every benchmark reports for both
+sides: the median of N runs.
+
+Scratch and child processes are cleaned up centrally (:mod:`bench.cleanup`, installed by
+``python -m bench``): ``scratch_dir`` registers its directory, ``pool`` makes a
+``multiprocessing.Pool`` whose workers ignore SIGINT and which is terminated (not joined)
+when the run is interrupted.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,10 @@ import argparse
 import contextlib
 import gc
 import json
+import multiprocessing
+import multiprocessing.pool
+import os
+import resource
 import shutil
 import statistics
 import sys
@@ -16,16 +27,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import cleanup
 from eventsvc.server import EmbeddedNats
 
 __all__ = [
     "DEFAULT_RUNS",
+    "CpuSnapshot",
     "Outcome",
     "add_runs",
     "base_parser",
+    "descendants",
     "emit",
     "median",
     "nats_server",
+    "pool",
     "quiet_gc",
     "rate",
     "run_main",
@@ -61,7 +76,12 @@ def base_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def scratch_dir(name: str, parent: Path | None, keep: bool = False) -> Iterator[Path]:
+    """A fresh directory for the bench's data, removed on the way out (also on Ctrl-C or
+    SIGTERM, and by ``python -m bench``'s final sweep should this ``finally`` not run).
+    ``keep`` (``--keep``) leaves it and prints its path."""
     d = Path(tempfile.mkdtemp(prefix=f"eventsvc-bench-{name}-", dir=parent))
+    if not keep:
+        cleanup.register_dir(d)
     say(f"scratch dir {d}")
     try:
         yield d
@@ -71,7 +91,37 @@ def scratch_dir(name: str, parent: Path | None, keep: bool = False) -> Iterator[
         else:
             t0 = time.monotonic()
             shutil.rmtree(d, ignore_errors=True)
+            cleanup.forget_dir(d)
             say(f"removed the scratch dir in {time.monotonic() - t0:.1f}s")
+
+
+def _pool_worker_init(initializer: Callable[..., object] | None, args: tuple[Any, ...]) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C: the parent ends us
+    if initializer is not None:
+        initializer(*args)
+
+
+@contextlib.contextmanager
+def pool(
+    processes: int | None = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[multiprocessing.pool.Pool]:
+    """A ``multiprocessing.Pool`` whose workers ignore SIGINT (no traceback per worker on
+    ^C) and which is closed and joined when the block ends normally, terminated at once
+    when it ends by an exception (an interrupt must not wait for queued work)."""
+    p = multiprocessing.Pool(processes, _pool_worker_init, (initializer, initargs))
+    try:
+        yield p
+    except BaseException:
+        p.terminate()
+        p.join()
+        raise
+    else:
+        p.close()
+        p.join()
 
 
 @contextlib.contextmanager
@@ -83,6 +133,82 @@ def nats_server(store: Path) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- CPU of a process tree
+
+
+def _proc_table() -> dict[int, tuple[int, int, float]]:
+    """pid -> (ppid, start time in ticks, utime + stime in s) of every process (/proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, int, float]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[int(name)] = (
+            int(fields[1]),
+            int(fields[19]),
+            (int(fields[11]) + int(fields[12])) / tick,
+        )
+    return out
+
+
+def descendants(root: int | None = None) -> dict[int, tuple[int, float]]:
+    """Every live descendant of ``root`` (this process): pid -> (start ticks, CPU s)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[int, tuple[int, float]] = {}
+    todo = list(children.get(os.getpid() if root is None else root, []))
+    while todo:
+        pid = todo.pop()
+        if pid in out:
+            continue
+        out[pid] = (table[pid][1], table[pid][2])
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _own_cpu() -> float:
+    """This process's CPU plus that of its children reaped so far (getrusage)."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+class CpuSnapshot:
+    """CPU seconds used by this process and all its descendants since the snapshot.
+
+    Counted: this process (all threads), every descendant alive at the end (its CPU since
+    the snapshot, or all of it when it started after), and children reaped meanwhile
+    (``RUSAGE_CHILDREN``). ``used()`` -> (total, {pid: CPU s} of the live descendants).
+    """
+
+    def __init__(self) -> None:
+        self.own = _own_cpu()
+        self.procs = descendants()
+
+    def used(self) -> tuple[float, dict[int, float]]:
+        own = _own_cpu() - self.own
+        now = descendants()
+        by_pid: dict[int, float] = {}
+        for pid, (start, cpu) in now.items():
+            before = self.procs.get(pid)
+            by_pid[pid] = cpu - before[1] if before is not None and before[0] == start else cpu
+        # a child alive at the snapshot and reaped since: RUSAGE_CHILDREN counted all of it
+        gone = sum(
+            cpu for pid, (start, cpu) in self.procs.items() if now.get(pid, (None,))[0] != start
+        )
+        return max(0.0, own - gone) + sum(by_pid.values()), by_pid
 
 
 DEFAULT_RUNS = 3

@@ -17,11 +17,16 @@ Limit: a bare loop doing the same per-file work with the same libraries in a
 ``thumbs.decode_for_thumbs`` + ``render_thumbnails`` (each size written to disk), and
 ``imagehash.phash``/``dhash`` of the grey image. Its perceptual hashes must agree with the
 read model's. Context: ``exiftool -j`` (one process) over the same files.
-ratio = ours / bare files/s; goal >= 0.8. ``--runs`` runs of each alternate which goes
-first and the median of each counts (the extra figures are those of the median run).
-Every timed run also reports the cores our processes
-used and those other processes used meanwhile (``/proc/stat``): on a busy machine a
-one-process pipeline (threads, one GIL) and a pool of processes do not lose alike.
+``--runs`` runs of each alternate which goes first and the median of each counts (the
+extra figures are those of the median run).
+
+Two ratios, goal >= 0.9 for both (issue 18): ``wall_ratio`` = ours /
+bare files per wall second, and ``cpu_ratio`` = ours / bare files per CPU second, where
+each side's CPU is that of every process doing its work (:class:`bench.common.CpuSnapshot`:
+ours = this Python process + its decode-sandbox children + nats-server; bare = the pool
+workers + this process feeding them). ``ratio`` is the lower of the two: a side that got a
+bigger share of a busy machine's cores does not win the wall ratio alone. Every timed run
+also reports the cores other processes used meanwhile (``/proc/stat``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import gc
 import json
 import multiprocessing
 import os
-import resource
 import shutil
 import sqlite3
 import subprocess
@@ -42,11 +46,14 @@ import time
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench.cleanup import cache_dir
 from bench.common import (
+    CpuSnapshot,
     Outcome,
     add_runs,
     base_parser,
     median,
+    pool,
     quiet_gc,
     rate,
     run_main,
@@ -74,7 +81,8 @@ __all__ = [
     "warm",
 ]
 
-GOAL = ">= 0.8"
+GOAL = ">= 0.9"
+"""Of both ratios (issue 18): files per wall second and files per CPU second."""
 
 
 def _read_bytes(pid: int | str = "self") -> int:
@@ -123,22 +131,6 @@ def _ready(_: int) -> int:
     return os.getpid()
 
 
-def _proc_cpu(pid: int | None) -> float:
-    """utime + stime of a process from /proc (0 when unknown)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _self_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 def _machine_cpu() -> float:
     """Busy CPU seconds of the whole machine so far (all but idle and iowait; 0 if unknown)."""
     try:
@@ -152,26 +144,23 @@ def _machine_cpu() -> float:
 def time_bare(
     paths: list[Path], out: Path, procs: int
 ) -> tuple[float, dict[str, float], dict[str, tuple[str, str]]]:
-    """(seconds, {cpu_s, others_cores, read_bytes}, content hash -> (phash, dhash))."""
+    """(seconds, {cpu_s, others_cores, read_bytes}, content hash -> (phash, dhash)).
+    cpu_s: the pool workers' and this process's CPU during the run."""
     results: dict[str, tuple[str, str]] = {}
     out.mkdir(parents=True, exist_ok=True)
-    pool = multiprocessing.Pool(procs, initializer=gc.disable)  # quiet_gc in every worker
-    try:
-        pool.map(_ready, range(procs))  # workers up (and imported) before the clock starts
+    with pool(procs, initializer=gc.disable) as workers:  # quiet_gc in every worker
+        workers.map(_ready, range(procs))  # workers up (and imported) before the clock starts
         pids = [p.pid for p in multiprocessing.active_children()]
         work = functools.partial(bare_one, out=str(out))
         with quiet_gc():
             read0 = sum(map(_read_bytes, pids))
-            cpu0, machine0 = sum(map(_proc_cpu, pids)), _machine_cpu()
+            snap, machine0 = CpuSnapshot(), _machine_cpu()
             t0 = time.perf_counter()
-            for digest, ph, dh in pool.imap_unordered(work, map(str, paths), chunksize=1):
+            for digest, ph, dh in workers.imap_unordered(work, map(str, paths), chunksize=1):
                 results[digest] = (ph, dh)
             dt = time.perf_counter() - t0
-            cpu, machine = sum(map(_proc_cpu, pids)) - cpu0, _machine_cpu() - machine0
+            (cpu, _), machine = snap.used(), _machine_cpu() - machine0
             read = sum(map(_read_bytes, pids)) - read0
-    finally:
-        pool.close()
-        pool.join()
     stats = {"cpu_s": cpu, "others_cores": max(0.0, (machine - cpu) / dt), "read_bytes": read}
     return dt, stats, results
 
@@ -233,7 +222,7 @@ async def _ours(
             return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
         with quiet_gc():
-            cpu0, nats0, machine0 = _self_cpu(), _proc_cpu(nats_pid), _machine_cpu()
+            snap, machine0 = CpuSnapshot(), _machine_cpu()
             read0 = _read_bytes()
             t0 = time.perf_counter()
             [report] = await scanner.tick(full=True)
@@ -264,10 +253,15 @@ async def _ours(
                         f"media {media_rows} / {expect} ({rate(thumbs, now - t0):.2f} files/s)"
                     )
                     next_say += 10
-                await asyncio.sleep(0.05)
+                # the poll's own CPU (4 counts) is charged to ours: poll less often as the
+                # run gets longer (its timing error stays under 0.5 %)
+                await asyncio.sleep(min(0.5, max(0.05, (now - t0) / 200)))
             dt = time.perf_counter() - t0
-            cpu, nats_cpu = _self_cpu() - cpu0, _proc_cpu(nats_pid) - nats0
+            total_cpu, by_pid = snap.used()
             machine = _machine_cpu() - machine0
+            nats_cpu = by_pid.get(nats_pid, 0.0) if nats_pid is not None else 0.0
+            sandbox_cpu = sum(v for pid, v in by_pid.items() if pid != nats_pid)
+            cpu = total_cpu - nats_cpu
             read = _read_bytes() - read0
         rows = reader.execute(
             "SELECT content_hash, phash, dhash FROM content WHERE phash IS NOT NULL"
@@ -276,6 +270,7 @@ async def _ours(
             "scan_s": scan_s,
             "hashed_s": hashed_s,
             "cpu_s": cpu,
+            "sandbox_cpu_s": sandbox_cpu,
             "nats_cpu_s": nats_cpu,
             "others_cores": max(0.0, (machine - cpu - nats_cpu) / dt),
             "read_bytes": read,
@@ -378,11 +373,13 @@ def _runs(
                 dt, extra, ours_hashes = time_ours(tmp, lib_root, a.files, a.stall)
                 ours_runs.append((dt, extra))
                 busy = (extra["cpu_s"] + extra["nats_cpu_s"]) / dt
+                py_cpu = extra["cpu_s"] - extra["sandbox_cpu_s"]
                 say(
                     f"run {r + 1}/{a.runs} ours: {dt:.1f}s {rate(a.files, dt):.2f} files/s "
                     f"(scan {extra['scan_s']:.2f}s, all hashed at {extra['hashed_s'] or 0:.1f}s;"
-                    f" cpu {extra['cpu_s']:.0f}s + nats {extra['nats_cpu_s']:.1f}s = "
-                    f"{busy:.2f} cores; other processes {extra['others_cores']:.2f} cores; "
+                    f" cpu {py_cpu:.1f}s + sandbox {extra['sandbox_cpu_s']:.1f}s + nats "
+                    f"{extra['nats_cpu_s']:.1f}s = {busy:.2f} cores; "
+                    f"other processes {extra['others_cores']:.2f} cores; "
                     f"read from storage {extra['read_bytes'] / 1e9:.2f} GB)"
                 )
     _compare(ours_hashes, bare_hashes, a.files)
@@ -422,12 +419,11 @@ def main(argv: list[str]) -> int:
 
     def body() -> Outcome:
         with scratch_dir("ingest", a.tmp, a.keep) as tmp:
-            with multiprocessing.Pool(procs) as pool:
+            with pool(procs) as workers:
                 if a.cache:
-                    parent = a.tmp or Path(tempfile.gettempdir())
-                    paths = cached_files(parent, a.files, pool)
+                    paths = cached_files(a.tmp or cache_dir(), a.files, workers)
                 else:
-                    paths = make_files(tmp / "library", a.files, pool)
+                    paths = make_files(tmp / "library", a.files, workers)
             t0 = time.perf_counter()
             os.sync()
             say(f"sync {time.perf_counter() - t0:.1f}s; warming the page cache")
@@ -455,15 +451,26 @@ def main(argv: list[str]) -> int:
         bare = _median_run(bare_runs)
         ours_cpu = extra["cpu_s"] + extra["nats_cpu_s"]
         value, limit = rate(a.files, ours_s), rate(a.files, bare_s)
+        ours_cpu_med = median([e["cpu_s"] + e["nats_cpu_s"] for _, e in ours_runs])
+        bare_cpu_med = median([b["cpu_s"] for _, b in bare_runs])
+        wall_ratio = value / limit
+        cpu_ratio = rate(a.files, ours_cpu_med) / rate(a.files, bare_cpu_med)
         out: Outcome = {
             "value": round(value, 3), "limit": round(limit, 3), "unit": "files/s (medians)",
-            "ratio": round(value / limit, 3), "goal": GOAL, "files": a.files,
+            "ratio": round(min(wall_ratio, cpu_ratio), 3), "goal": GOAL,
+            "ratio_is": "the lower of wall_ratio and cpu_ratio",
+            "wall_ratio": round(wall_ratio, 3), "cpu_ratio": round(cpu_ratio, 3),
+            "ours_files_per_cpu_s": round(rate(a.files, ours_cpu_med), 3),
+            "bare_files_per_cpu_s": round(rate(a.files, bare_cpu_med), 3),
+            "files": a.files,
             "bytes": total, "pinned_bytes": held, "cpus": procs,
             "ours_s": round(ours_s, 2), "bare_s": round(bare_s, 2),
             "ours_scan_s": round(extra["scan_s"], 3),
             "ours_hashed_s": round(extra["hashed_s"] or 0.0, 2),
-            "ours_cpu_s": round(extra["cpu_s"], 1),
+            "ours_cpu_s": round(extra["cpu_s"] - extra["sandbox_cpu_s"], 1),
+            "ours_sandbox_cpu_s": round(extra["sandbox_cpu_s"], 1),
             "ours_nats_cpu_s": round(extra["nats_cpu_s"], 1),
+            "ours_total_cpu_s": round(ours_cpu, 1),
             "bare_cpu_s": round(bare["cpu_s"], 1),
             "ours_cores": round(ours_cpu / ours_s, 2),
             "bare_cores": round(bare["cpu_s"] / bare_s, 2),

@@ -17,7 +17,6 @@ timed parts; every figure is the median of its runs.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from bench.common import (
     add_runs,
     base_parser,
     median,
+    pool,
     quiet_gc,
     rate,
     run_main,
@@ -139,8 +139,8 @@ def main(argv: list[str]) -> int:
             if args.small:
                 files = _small_files(root, n)
             else:
-                with multiprocessing.Pool(os.cpu_count() or 1) as pool:
-                    files = make_files(root, n, pool)
+                with pool(os.cpu_count() or 1) as workers:
+                    files = make_files(root, n, workers)
             all_runs = []
             for r in range(runs):
                 (d / f"run-{r}").mkdir()

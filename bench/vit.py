@@ -28,7 +28,11 @@ WIDTH, LAYERS, HEADS, PATCH, SIZE, EMBED = 768, 12, 12, 32, 224, 512
 
 
 def default_cache() -> Path:
-    return Path(tempfile.gettempdir()) / "eventsvc-bench-clip-vit-b32"
+    """Under the caller's $TMPDIR (not ``python -m bench``'s run directory, removed at
+    the end of every run)."""
+    from bench.cleanup import cache_dir
+
+    return cache_dir() / "eventsvc-bench-clip-vit-b32"
 
 
 def _current(d: Path) -> bool:
