@@ -67,8 +67,8 @@ _path_hash = hash
 
 
 def _empty_base() -> _Base:
-    empty = bytearray()
-    return _Base(array("Q"), _q([0, 0]), 64, empty, 1, _q(), _q(), _q(), _q([0]), empty, b"")
+    no = bytearray
+    return _Base(array("Q"), _q([0, 0]), 64, no(), 1, _q(), _q(), _q(), _q([0]), no(), b"")
 
 
 def _build(items: Iterable[tuple[bytes, Known]]) -> _Base:
