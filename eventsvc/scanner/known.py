@@ -73,33 +73,38 @@ def _empty_base() -> _Base:
 
 def _build(items: Iterable[tuple[bytes, Known]]) -> _Base:
     rels: list[bytes] = []
-    fids: list[str] = []
-    sizes: list[int] = []
-    mtimes: list[int] = []
-    seqs: list[int] = []
-    for rel, (fid, size, mtime, seq) in items:
+    known: list[Known] = []
+    for rel, k in items:
         rels.append(rel)
-        fids.append(fid)
-        sizes.append(size)
-        mtimes.append(mtime)
-        seqs.append(seq)
-    if not rels:
+        known.append(k)
+    n = len(rels)
+    if not n:
         return _empty_base()
-    hashes = np.fromiter((_path_hash(r) & _MASK for r in rels), np.uint64, len(rels))
+    fids = [k[0] for k in known]
+    sizes = np.fromiter((k[1] for k in known), np.int64, n)
+    mtimes = np.fromiter((k[2] for k in known), np.int64, n)
+    seqs = np.fromiter((k[3] for k in known), np.int64, n)
+    del known
+    # hash() is a signed 64-bit int; its two's complement bits are the unsigned key
+    hashes = np.fromiter(map(_path_hash, rels), np.int64, n).view(np.uint64)
     order = np.argsort(hashes, kind="stable")
     hashes = hashes[order]
-    bits = max(1, len(rels).bit_length())  # about one entry per bucket
+    bits = max(1, n.bit_length())  # about one entry per bucket
     shift = 64 - bits
     starts = np.searchsorted(
         hashes >> np.uint64(shift), np.arange((1 << bits) + 1, dtype=np.uint64), side="left"
     )
-    lengths = np.fromiter((len(r) for r in rels), np.int64, len(rels))[order]
-    offsets = np.zeros(len(rels) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, rels), np.int64, n)[order], out=offsets[1:])
     idx = order.tolist()
-    blob = b"".join([rels[i] for i in idx])
-    width = max(1, max(len(f) for f in fids))
-    fid_blob = bytearray(b"".join([fids[i].encode("ascii").ljust(width, b"\0") for i in idx]))
+    blob = b"".join(map(rels.__getitem__, idx))
+    del rels
+    width = max(map(len, fids))
+    if min(map(len, fids)) == width:  # the usual case: one width, one encode
+        rows = np.frombuffer("".join(fids).encode("ascii"), np.uint8).reshape(n, width)
+        fid_blob = bytearray(rows[order].tobytes())
+    else:
+        fid_blob = bytearray(b"".join(fids[i].encode("ascii").ljust(width, b"\0") for i in idx))
     sorted_hashes = array("Q")
     sorted_hashes.frombytes(hashes.tobytes())
     return _Base(
@@ -107,12 +112,12 @@ def _build(items: Iterable[tuple[bytes, Known]]) -> _Base:
         _q(starts),
         shift,
         fid_blob,
-        width,
-        _q(np.array(sizes, np.int64)[order]),
-        _q(np.array(mtimes, np.int64)[order]),
-        _q(np.array(seqs, np.int64)[order]),
+        max(1, width),
+        _q(sizes[order]),
+        _q(mtimes[order]),
+        _q(seqs[order]),
         _q(offsets),
-        bytearray(b"\1") * len(rels),
+        bytearray(b"\1") * n,
         blob,
     )
 
