@@ -105,3 +105,19 @@ def test_the_fold_without_paths_keeps_the_same_content() -> None:
     assert {f.path for f in lean.files.values()} == {b""}
     assert full.files["f3"].path == b"c.jpg"
     assert lean.files["f2"].library_id is lean.files["f3"].library_id
+
+
+def test_the_scanner_view_packed_while_consuming_the_fold() -> None:
+    """ScanState.load packs the fold's files while dropping them (a lower peak at start):
+    the same view as packing a kept fold, over two libraries, with a gone file."""
+    s = LibraryState()
+    for i in range(50):
+        lib = "L" if i % 2 else "M"
+        s.apply(i + 1, FileSeen(library_id=lib, file_id=f"f{i:02d}", path=f"d/{i}.jpg",
+                                size=i, mtime_ns=10 * i, media_kind="image"))  # fmt: skip
+    s.apply(99, FileMissing(library_id="L", file_id="f07", path="d/7.jpg"))
+    kept = ScanState.of(s)
+    consumed = ScanState.of(s, consume=True)
+    assert s.files == {} and consumed.files == kept.files and consumed.gone == kept.gone
+    assert set(kept.files) == {"L", "M"} and len(kept.files["L"]) == 24
+    assert kept.files["M"][b"d/4.jpg"] == ("f04", 4, 40, 5) and kept.gone == {"f07": 99}

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Known", "KnownFiles"]
+__all__ = ["Columns", "Known", "KnownFiles"]
 
 Known = tuple[str, int, int, int]
 """(file_id, size, mtime_ns, seq of the last event about this file)."""
@@ -71,20 +71,42 @@ def _empty_base() -> _Base:
     return _Base(array("Q"), _q([0, 0]), 64, no(), 1, _q(), _q(), _q(), _q([0]), no(), b"")
 
 
+class Columns(NamedTuple):
+    """What :class:`KnownFiles` packs, column by column (no tuple per file)."""
+
+    rels: list[bytes]
+    fids: list[str]
+    sizes: list[int]
+    mtimes: list[int]
+    seqs: list[int]
+
+    @classmethod
+    def empty(cls) -> Columns:
+        return cls([], [], [], [], [])
+
+    def append(self, rel: bytes, fid: str, size: int, mtime_ns: int, seq: int) -> None:
+        self.rels.append(rel)
+        self.fids.append(fid)
+        self.sizes.append(size)
+        self.mtimes.append(mtime_ns)
+        self.seqs.append(seq)
+
+
 def _build(items: Iterable[tuple[bytes, Known]]) -> _Base:
-    rels: list[bytes] = []
-    known: list[Known] = []
-    for rel, k in items:
-        rels.append(rel)
-        known.append(k)
+    cols = Columns.empty()
+    for rel, (fid, size, mtime, seq) in items:
+        cols.append(rel, fid, size, mtime, seq)
+    return _pack(cols)
+
+
+def _pack(cols: Columns) -> _Base:
+    rels, fids = cols.rels, cols.fids
     n = len(rels)
     if not n:
         return _empty_base()
-    fids = [k[0] for k in known]
-    sizes = np.fromiter((k[1] for k in known), np.int64, n)
-    mtimes = np.fromiter((k[2] for k in known), np.int64, n)
-    seqs = np.fromiter((k[3] for k in known), np.int64, n)
-    del known
+    sizes = np.array(cols.sizes, np.int64)
+    mtimes = np.array(cols.mtimes, np.int64)
+    seqs = np.array(cols.seqs, np.int64)
     # hash() is a signed 64-bit int; its two's complement bits are the unsigned key
     hashes = np.fromiter(map(_path_hash, rels), np.int64, n).view(np.uint64)
     order = np.argsort(hashes, kind="stable")
@@ -98,7 +120,6 @@ def _build(items: Iterable[tuple[bytes, Known]]) -> _Base:
     np.cumsum(np.fromiter(map(len, rels), np.int64, n)[order], out=offsets[1:])
     idx = order.tolist()
     blob = b"".join(map(rels.__getitem__, idx))
-    del rels
     width = max(map(len, fids))
     if min(map(len, fids)) == width:  # the usual case: one width, one encode
         rows = np.frombuffer("".join(fids).encode("ascii"), np.uint8).reshape(n, width)
@@ -132,6 +153,16 @@ class KnownFiles(MutableMapping[bytes, Known]):
         self._new: dict[bytes, Known] = {}
         self._dead = 0
         """Base entries removed (their flag cleared)."""
+
+    @classmethod
+    def from_columns(cls, cols: Columns) -> KnownFiles:
+        """Packed from columns (a start-up load: no tuple per file); ``cols`` is emptied
+        as it is packed."""
+        k = cls()
+        k._base = _pack(cols)
+        for col in cols:
+            col.clear()
+        return k
 
     # ------------------------------------------------------------ lookups
 
