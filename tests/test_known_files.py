@@ -41,7 +41,10 @@ def _churn(seed: int, n: int) -> None:
             val = (_fid(rnd), rnd.randrange(1 << 40), rnd.randrange(1 << 62), step)
             k[rel] = model[rel] = val
         elif op < 0.8:
-            assert k.pop(rel, None) == model.pop(rel, None)
+            old = model.pop(rel, None)
+            assert k.pop(rel, None) == old
+            if old is not None:  # a removed file is not "unchanged" any more
+                assert not k.unchanged(rel, old[1], old[2])
         else:
             assert k.get(rel) == model.get(rel)
             assert (rel in k) == (rel in model)

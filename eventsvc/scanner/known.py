@@ -173,8 +173,10 @@ class KnownFiles(MutableMapping[bytes, Known]):
         k = h >> b.shift
         starts, hashes, off, blob = b.starts, b.hashes, b.offsets, b.blob
         for i in range(starts[k], starts[k + 1]):
-            if hashes[i] == h and blob[off[i] : off[i + 1]] == rel:
-                return i
+            if hashes[i] == h:
+                o = off[i]
+                if off[i + 1] - o == len(rel) and blob.startswith(rel, o):
+                    return i
         return -1
 
     def _entry(self, i: int) -> Known:
@@ -196,14 +198,21 @@ class KnownFiles(MutableMapping[bytes, Known]):
         return self._new.get(rel, default)
 
     def unchanged(self, rel: bytes, size: int, mtime_ns: int) -> bool:
-        """Whether ``rel`` is known with this size and mtime (a walk's common case: no
-        tuple, no file id string made)."""
-        i = self._find(rel)
+        """Whether ``rel`` is known with this size and mtime (a walk's common case, once
+        per file: inlined :meth:`_find`, no tuple, no file id string, no path slice)."""
         b = self._base
-        if i >= 0 and b.alive[i]:
-            return b.size[i] == size and b.mtime[i] == mtime_ns
-        k = self._new.get(rel)
-        return k is not None and k[1] == size and k[2] == mtime_ns
+        h = _path_hash(rel) & _MASK
+        k = h >> b.shift
+        hashes, off = b.hashes, b.offsets
+        for i in range(b.starts[k], b.starts[k + 1]):
+            if hashes[i] == h:
+                o = off[i]
+                if off[i + 1] - o == len(rel) and b.blob.startswith(rel, o):
+                    if b.alive[i]:
+                        return b.size[i] == size and b.mtime[i] == mtime_ns
+                    break
+        known = self._new.get(rel)
+        return known is not None and known[1] == size and known[2] == mtime_ns
 
     def __contains__(self, rel: object) -> bool:
         if not isinstance(rel, bytes):
