@@ -191,8 +191,10 @@ async def _playlist_worker(event_log: EventLog, settings: Settings, roots: Libra
     from eventsvc.derive.playlist import PlaylistDeriver, PlaylistWorker
 
     try:
-        import av  # noqa: F401
+        import importlib.util
 
+        if importlib.util.find_spec("av") is None:  # found, not imported: ~20 MiB (issue 18)
+            raise ImportError("No module named 'av'")
         from eventsvc.video.ffmpeg import ffmpeg_exe
 
         exe = ffmpeg_exe()

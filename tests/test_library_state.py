@@ -85,3 +85,39 @@ async def test_the_fold_agrees_with_the_read_model_and_the_scanner(
         assert loaded.files == ScanState.of(state).files
         assert loaded.gone == ScanState.of(state).gone and len(loaded.gone) == 1
         assert loaded.libraries == state.libraries
+
+
+def test_the_fold_without_paths_keeps_the_same_content() -> None:
+    """The reaper's fold (issue 18) keeps no paths and one string per library id, with the
+    same live content as the full fold."""
+    full, lean = LibraryState(), LibraryState(paths=False)
+    events = [
+        _seen("f1", 10, 100, "a.jpg"), _hashed("f1", "h1", 10, 100),
+        _seen("f2", 20, 200, "b.jpg"), _hashed("f2", "h2", 20, 200),
+        _seen("f2", 21, 200, "b.jpg"),
+        FileMissing(library_id="L", file_id="f1", path="a.jpg"),
+        _seen("f3", 30, 300, "c.jpg"), _hashed("f3", "h3", 30, 300),
+    ]  # fmt: skip
+    for seq, ev in enumerate(events, start=1):
+        assert full.apply(seq, ev) == lean.apply(seq, ev)
+    assert lean.live_hashes() == full.live_hashes() == {"h3"}
+    assert lean.gone == full.gone == {"f1": ("L", 6)}
+    assert {f.path for f in lean.files.values()} == {b""}
+    assert full.files["f3"].path == b"c.jpg"
+    assert lean.files["f2"].library_id is lean.files["f3"].library_id
+
+
+def test_the_scanner_view_packed_while_consuming_the_fold() -> None:
+    """ScanState.load packs the fold's files while dropping them (a lower peak at start):
+    the same view as packing a kept fold, over two libraries, with a gone file."""
+    s = LibraryState()
+    for i in range(50):
+        lib = "L" if i % 2 else "M"
+        s.apply(i + 1, FileSeen(library_id=lib, file_id=f"f{i:02d}", path=f"d/{i}.jpg",
+                                size=i, mtime_ns=10 * i, media_kind="image"))  # fmt: skip
+    s.apply(99, FileMissing(library_id="L", file_id="f07", path="d/7.jpg"))
+    kept = ScanState.of(s)
+    consumed = ScanState.of(s, consume=True)
+    assert s.files == {} and consumed.files == kept.files and consumed.gone == kept.gone
+    assert set(kept.files) == {"L", "M"} and len(kept.files["L"]) == 24
+    assert kept.files["M"][b"d/4.jpg"] == ("f04", 4, 40, 5) and kept.gone == {"f07": 99}

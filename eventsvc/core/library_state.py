@@ -73,6 +73,11 @@ class LibraryState:
     """The highest stream sequence folded (what :meth:`catch_up` continues from)."""
     config: LibraryCatalog = field(default_factory=LibraryCatalog)
     """The library configuration fold (LibraryAdded/Updated/Removed)."""
+    paths: bool = True
+    """Keep each file's path (the scanner's view needs it; a fold that only asks which
+    content is live, the video reaper's, passes False and keeps ``b""``: issue 18)."""
+    _ids: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """One string per library id, shared by every file of the library (memory per file)."""
 
     # ------------------------------------------------------------ the fold
 
@@ -120,7 +125,8 @@ class LibraryState:
         keep = cur is not None and (cur.size, cur.mtime_ns) == (e.size, e.mtime_ns)
         self.gone.pop(e.file_id, None)
         self.files[e.file_id] = FileState(
-            e.library_id, e.path_bytes(), e.size, e.mtime_ns, seq,
+            self._ids.setdefault(e.library_id, e.library_id),
+            e.path_bytes() if self.paths else b"", e.size, e.mtime_ns, seq,
             cur.content_hash if keep and cur else None, cur.hash_seq if keep and cur else 0,
         )  # fmt: skip
         return True
@@ -129,7 +135,7 @@ class LibraryState:
         if not self._newer(e.file_id, seq):
             return False
         self.files.pop(e.file_id, None)
-        self.gone[e.file_id] = (e.library_id, seq)
+        self.gone[e.file_id] = (self._ids.setdefault(e.library_id, e.library_id), seq)
         return True
 
     def _hashed(self, seq: int, e: HashComputed) -> bool:

@@ -134,6 +134,7 @@ class Watching:
         seqs = await self._publish(items)
         for (e, fid), seq in zip(meta, seqs, strict=True):
             known[e.rel] = (fid, e.size, e.mtime_ns, seq)
+        known.maybe_pack()  # no thread reads it now (the library's lock is held)
         self._schedule_settle(lib)
         renamed: list[bytes] = []
         if moved:

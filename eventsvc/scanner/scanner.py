@@ -268,9 +268,9 @@ class Scanner(Watching):
                     n += 1
                     if seen is not None:
                         seen.add(e.rel)
-                    k = known.get(e.rel)
-                    if k is not None and k[1] == e.size and k[2] == e.mtime_ns:
+                    if known.unchanged(e.rel, e.size, e.mtime_ns):
                         continue
+                    k = known.get(e.rel)
                     if k is None:
                         fid = make_file_id(lib_id, e.rel)
                         chunk.append((e, gone.get(fid, 0), fid))
@@ -313,6 +313,7 @@ class Scanner(Watching):
             report.files = await walker
         report.unsettled = len(settling)
         self._schedule_settle(lib)
+        known.maybe_pack()  # the walking thread is done with it
 
         if seen is not None:
             self._close_window(lib.id)  # the full scan judges every missing file itself

@@ -135,8 +135,9 @@ class Reaper:
     ) -> None:
         self.video_root = Path(video_root)
         self.event_log = event_log
-        self.state = LibraryState()
-        """The reaper's own fold of the log, caught up at each tick."""
+        self.state = LibraryState(paths=False)
+        """The reaper's own fold of the log, caught up at each tick (no paths: it only
+        asks which content some location holds)."""
         self.enabled = {lib.id for lib in libraries if lib.enabled}
         self.disabled = {lib.id for lib in libraries if not lib.enabled}
         self.max_remove = max_remove
