@@ -91,7 +91,12 @@ def save(generation: Path, models: dict[str, ModelMatrix], last_seq: int) -> Pat
 
 
 def load(
-    generation: Path, *, ann_min: int, nprobe: int, source: Path | None = None
+    generation: Path,
+    *,
+    ann_min: int,
+    nprobe: int,
+    rerank: float = 1.5,
+    source: Path | None = None,
 ) -> tuple[dict[str, ModelMatrix], int] | None:
     """The models and last seq saved for ``generation``; None when there is no usable file."""
     path = file_for(generation)
@@ -114,7 +119,9 @@ def load(
                 raise ValueError("another format or generation")
             models: dict[str, ModelMatrix] = {}
             for e in footer["models"]:
-                m = ModelMatrix(e["version"], int(e["dim"]), ann_min=ann_min, nprobe=nprobe)
+                m = ModelMatrix(
+                    e["version"], int(e["dim"]), ann_min=ann_min, nprobe=nprobe, rerank=rerank
+                )
                 keys = _read_array(f, e["keys"])
                 if keys.dtype.itemsize != WIDTH:
                     raise ValueError("key width")

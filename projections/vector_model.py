@@ -5,10 +5,10 @@ product and an argpartition, as fast as numpy at that size). At ``ann_min`` the 
 trains a faiss ``IndexIVFScalarQuantizer`` (inverted lists of 8-bit codes, inner
 product) on the rows it has, moves them in and drops the matrix: 1M x 512 then takes
 ~0.52 GB instead of 2.05 GB, grows list by list (no doubling copy of the whole), and a
-query scans ``nprobe`` lists. The best candidates (4 per result wanted, at least 200)
-are re-ranked exactly with their float32 vectors read back from the read model, so the
-scores returned are the exact cosines. Filters become a faiss ID selector with more
-lists probed the smaller the filtered share, so a 1 % filter still finds its best
+query scans ``nprobe`` lists. The best candidates (``rerank`` times the results wanted,
+at least 16 more) are re-ranked exactly with their float32 vectors read back from the
+read model, so the scores returned are the exact cosines. Filters become a faiss ID
+selector with more lists probed the smaller the filtered share, so a 1 % filter still finds its best
 matches; pages deeper than ``ANN_MAX_K`` scan every list.
 """
 
@@ -102,11 +102,15 @@ class ModelMatrix:
     """The vectors of one model (rows are only ever appended; a re-encoded content keeps
     its row and gets its new vector)."""
 
-    def __init__(self, version: str, dim: int, *, ann_min: int = 50_000, nprobe: int = 32) -> None:
+    def __init__(
+        self, version: str, dim: int, *, ann_min: int = 50_000, nprobe: int = 32,
+        rerank: float = 1.5,
+    ) -> None:  # fmt: skip
         self.version = version
         self.dim = dim
         self.ann_min = ann_min
         self.nprobe = nprobe
+        self.rerank = rerank
         self.keys = HashKeys()
         self.rows = _Rows(self.keys)
         self.hashes = _Hashes(self.keys)
@@ -289,7 +293,7 @@ class ModelMatrix:
         total = n if candidates is None else len(candidates)
         if total == 0 or k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        want = int(min(total, max(4 * k, 200)))
+        want = int(min(total, max(math.ceil(k * self.rerank), k + 16)))
         nlist = int(self.ivf.nlist)
         share = total / max(1, self.n)
         nprobe = nlist if k > ANN_MAX_K else min(nlist, math.ceil(self.nprobe / share))

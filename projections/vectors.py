@@ -54,12 +54,14 @@ class _State:
 class VectorIndex:
     def __init__(
         self, readmodel_dir: Path, *, batch: int = 50_000, ann_min: int = 50_000,
-        nprobe: int = 32, persist: bool = True, persist_rows: int = 10_000,
+        nprobe: int = 32, rerank: float = 1.5, persist: bool = True,
+        persist_rows: int = 10_000,
     ) -> None:  # fmt: skip
         self.directory = Path(readmodel_dir)
         self.batch = batch
         self.ann_min = ann_min
         self.nprobe = nprobe
+        self.rerank = rerank
         self.persist = persist
         self.persist_rows = persist_rows
         self.saves = 0
@@ -94,7 +96,11 @@ class VectorIndex:
                     m = state.models.get(version)
                     if m is None:
                         m = state.models[version] = ModelMatrix(
-                            version, dim, ann_min=self.ann_min, nprobe=self.nprobe
+                            version,
+                            dim,
+                            ann_min=self.ann_min,
+                            nprobe=self.nprobe,
+                            rerank=self.rerank,
                         )
                     m.source = state.path
                     good = [
@@ -142,7 +148,9 @@ class VectorIndex:
         """A state for ``path``: from its saved copy when there is a usable one."""
         state = _State(path)
         if self.persist:
-            got = vector_file.load(path, ann_min=self.ann_min, nprobe=self.nprobe)
+            got = vector_file.load(
+                path, ann_min=self.ann_min, nprobe=self.nprobe, rerank=self.rerank
+            )
             if got is not None:
                 state.models, state.last_seq = got
                 log.info("vector index: %s loaded from its saved copy", path.name)

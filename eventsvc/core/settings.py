@@ -302,6 +302,9 @@ class Settings(BaseSettings):
     vector_nprobe: int = Field(default=32, ge=1)
     """Inverted lists probed per approximate query (of up to 1024); more: higher recall,
     slower. Filtered queries probe more lists the smaller the filtered share."""
+    vector_rerank: float = Field(default=1.5, ge=1.0)
+    """Approximate candidates re-ranked exactly (float32 from the read model) per result
+    wanted (at least 16 more): scores returned are exact cosines; more: higher recall."""
     vector_persist: bool = True
     """Save the vector index next to the read model (<readmodel_dir>/vectors/) so a
     restarted API does not re-index."""

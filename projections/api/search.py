@@ -126,6 +126,7 @@ class ClipSearch:
             settings.readmodel_dir,
             ann_min=settings.vector_ann_min,
             nprobe=settings.vector_nprobe,
+            rerank=settings.vector_rerank,
             persist=settings.vector_persist,
             persist_rows=settings.vector_persist_rows,
         )
