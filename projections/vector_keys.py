@@ -11,6 +11,7 @@ that dict grows (no doubling copies of the whole).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,60 +36,73 @@ def decode_key(k: bytes) -> str:
     return k[1:].decode()
 
 
+class _Snap(NamedTuple):
+    keys: np.ndarray  # sorted
+    perm: np.ndarray  # row of keys[i]
+    inv: np.ndarray  # i of row (rows < merged)
+    merged: int  # rows 0..merged-1 are in the sorted arrays
+    tail: dict[bytes, int]  # rows appended since: key -> row
+    tail_keys: list[bytes]  # ... and row - merged -> key
+
+
+def _snap(keys: np.ndarray, perm: np.ndarray) -> _Snap:
+    inv = np.empty(len(keys), np.int32)
+    inv[perm] = np.arange(len(keys), dtype=np.int32)
+    return _Snap(keys, perm, inv, len(keys), {}, [])
+
+
 class HashKeys:
-    """Append-only map between row numbers (0, 1, ...) and keys."""
+    """Append-only map between row numbers (0, 1, ...) and keys.
+
+    One writer (appends, merges) and any number of reader threads: readers take one
+    snapshot tuple; a merge builds the next one aside and swaps it in.
+    """
 
     def __init__(self) -> None:
-        self.keys = np.zeros(0, f"S{WIDTH}")  # sorted
-        self.perm = np.zeros(0, np.int32)  # row of keys[i]
-        self.inv = np.zeros(0, np.int32)  # i of row (rows < merged)
-        self.merged = 0  # rows 0..merged-1 are in the sorted arrays
-        self.tail: dict[bytes, int] = {}
-        self.tail_keys: list[bytes] = []
+        self._s = _snap(np.zeros(0, f"S{WIDTH}"), np.zeros(0, np.int32))
 
     def __len__(self) -> int:
-        return self.merged + len(self.tail_keys)
+        s = self._s
+        return s.merged + len(s.tail_keys)
 
     @property
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.perm.nbytes + self.inv.nbytes + len(self.tail) * 150
+        s = self._s
+        return s.keys.nbytes + s.perm.nbytes + s.inv.nbytes + len(s.tail) * 150
 
     def append(self, h: str) -> int:
         k = encode_key(h)
-        row = len(self)
-        self.tail[k] = row
-        self.tail_keys.append(k)
-        if len(self.tail_keys) >= max(4096, self.merged // 8):
+        s = self._s
+        row = s.merged + len(s.tail_keys)
+        s.tail_keys.append(k)
+        s.tail[k] = row
+        if len(s.tail_keys) >= max(4096, s.merged // 8):
             self.merge()
         return row
 
     def merge(self) -> None:
-        if not self.tail_keys:
+        s = self._s
+        if not s.tail_keys:
             return
-        new = np.array(self.tail_keys, f"S{WIDTH}")
-        rows = np.arange(self.merged, self.merged + len(new), dtype=np.int32)
+        new = np.array(s.tail_keys, f"S{WIDTH}")
+        rows = np.arange(s.merged, s.merged + len(new), dtype=np.int32)
         order = np.argsort(new, kind="stable")
         new, rows = new[order], rows[order]
-        at = np.searchsorted(self.keys, new)
-        self.keys = np.insert(self.keys, at, new)
-        self.perm = np.insert(self.perm, at, rows)
-        self.merged += len(new)
-        self.inv = np.empty(self.merged, np.int32)
-        self.inv[self.perm] = np.arange(self.merged, dtype=np.int32)
-        self.tail.clear()
-        self.tail_keys.clear()
+        at = np.searchsorted(s.keys, new)
+        self._s = _snap(np.insert(s.keys, at, new), np.insert(s.perm, at, rows))
 
     def row(self, h: str) -> int | None:
         try:
             k = encode_key(h)
         except ValueError:
             return None
-        got = self.tail.get(k)
+        s = self._s
+        got = s.tail.get(k)
         if got is not None:
             return got
-        i = int(np.searchsorted(self.keys, k))
-        if i < len(self.keys) and bytes(self.keys[i]) == k.rstrip(b"\0"):
-            return int(self.perm[i])
+        i = int(np.searchsorted(s.keys, k))
+        if i < len(s.keys) and bytes(s.keys[i]) == k.rstrip(b"\0"):
+            return int(s.perm[i])
         return None
 
     def rows(self, hashes: Iterable[str]) -> np.ndarray:
@@ -99,34 +113,36 @@ class HashKeys:
                 ks.append(encode_key(h))
             except ValueError:
                 continue
+        s = self._s
         out: list[np.ndarray] = []
-        if self.tail:
-            out.append(np.fromiter((self.tail[k] for k in ks if k in self.tail), np.int64))
-        if ks and len(self.keys):
+        if s.tail:
+            out.append(np.fromiter((s.tail[k] for k in ks if k in s.tail), np.int64))
+        if ks and len(s.keys):
             arr = np.array(ks, f"S{WIDTH}")
-            i = np.minimum(np.searchsorted(self.keys, arr), len(self.keys) - 1)
-            hit = self.keys[i] == arr
-            out.append(self.perm[i[hit]].astype(np.int64))
+            i = np.minimum(np.searchsorted(s.keys, arr), len(s.keys) - 1)
+            hit = s.keys[i] == arr
+            out.append(s.perm[i[hit]].astype(np.int64))
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def key(self, row: int) -> str:
-        if row >= self.merged:
-            return decode_key(self.tail_keys[row - self.merged])
-        return decode_key(bytes(self.keys[self.inv[row]]))
+        s = self._s
+        if row >= s.merged:
+            return decode_key(s.tail_keys[row - s.merged])
+        return decode_key(bytes(s.keys[s.inv[row]]))
 
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted keys, their rows) after a merge: what persistence saves."""
         self.merge()
-        return self.keys, self.perm
+        return self._s.keys, self._s.perm
 
     @classmethod
     def restore(cls, keys: np.ndarray, perm: np.ndarray) -> HashKeys:
-        out = cls()
         if len(keys) != len(perm):
             raise ValueError("keys and rows differ in length")
-        out.keys = np.ascontiguousarray(keys, f"S{WIDTH}")
-        out.perm = np.ascontiguousarray(perm, np.int32)
-        out.merged = len(keys)
-        out.inv = np.empty(out.merged, np.int32)
-        out.inv[out.perm] = np.arange(out.merged, dtype=np.int32)
+        if len(perm) and (perm.min() < 0 or perm.max() >= len(perm)):
+            raise ValueError("rows out of range")
+        out = cls()
+        out._s = _snap(
+            np.ascontiguousarray(keys, f"S{WIDTH}"), np.ascontiguousarray(perm, np.int32)
+        )
         return out

@@ -275,8 +275,9 @@ class ModelMatrix:
         rows: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and exact scores of the top ``k`` (see :meth:`VectorIndex.rank`)."""
+        mat = self._mat[: self.n]  # read before ivf: _to_ann sets ivf, then drops _mat
         if self.ivf is None:
-            mat = self.matrix if rows is None else self.matrix[:rows]
+            mat = mat if rows is None else mat[:rows]
             if candidates is None:
                 return top_k(mat @ q, k, threshold)
             sub, vals = top_k(mat[candidates] @ q, k, threshold)

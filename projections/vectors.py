@@ -158,7 +158,8 @@ class VectorIndex:
 
     def _after_pull(self, state: _State, added: int) -> None:
         state.unsaved += added
-        if not self.persist or state.unsaved < self.persist_rows:
+        rows = sum(m.n for m in state.models.values())
+        if not self.persist or state.unsaved < max(self.persist_rows, rows // 20):
             return
         state.unsaved = 0
         try:
