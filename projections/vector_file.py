@@ -24,7 +24,7 @@ import numpy as np
 from projections.vector_keys import WIDTH, HashKeys
 from projections.vector_model import ModelMatrix
 
-__all__ = ["MAGIC", "file_for", "load", "prune", "save"]
+__all__ = ["MAGIC", "file_for", "load", "prune", "save", "saved"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,15 @@ def load(
     except Exception as exc:  # any damage: rebuild from the read model
         log.warning("vector index: ignoring %s: %r", path, exc)
         return None
+
+
+def saved(directory: Path) -> list[Path]:
+    """The generations (paths of their .db, present or not) with a saved index, newest first."""
+    vdir = directory / "vectors"
+    if not vdir.is_dir():
+        return []
+    gens = sorted(p.stem for p in vdir.glob("gen-*.vindex"))
+    return [directory / f"{g}.db" for g in reversed(gens)]
 
 
 def prune(directory: Path, keep: set[str]) -> None:

@@ -145,16 +145,23 @@ class VectorIndex:
     # ------------------------------------------------------------ persistence
 
     def _fresh(self, path: Path) -> _State:
-        """A state for ``path``: from its saved copy when there is a usable one."""
-        state = _State(path)
-        if self.persist:
+        """A state for ``path``: from its saved copy when there is a usable one, else from
+        the newest saved copy of another generation that holds the same rows (a rebuild
+        while no API ran), else empty."""
+        if not self.persist:
+            return _State(path)
+        for gen in [path, *(g for g in vector_file.saved(self.directory) if g != path)][:2]:
             got = vector_file.load(
-                path, ann_min=self.ann_min, nprobe=self.nprobe, rerank=self.rerank
+                gen, ann_min=self.ann_min, nprobe=self.nprobe, rerank=self.rerank
             )
-            if got is not None:
-                state.models, state.last_seq = got
-                log.info("vector index: %s loaded from its saved copy", path.name)
-        return state
+            if got is None:
+                continue
+            state = _State(gen)
+            state.models, state.last_seq = got
+            if gen == path or self._carry(state, path):
+                log.info("vector index: %s loaded from the saved copy of %s", path.name, gen.name)
+                return state
+        return _State(path)
 
     def _after_pull(self, state: _State, added: int) -> None:
         state.unsaved += added

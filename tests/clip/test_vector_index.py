@@ -160,6 +160,16 @@ def test_rebuild_with_the_same_rows_moves_over_without_a_second_copy(tmp_path: P
     readmodel.swap(directory, same)
     assert _model(index) is m and index.generation == same and m.source == same
     assert index.loaded_rows == loaded  # nothing re-read
+    # An API started after a rebuild takes the saved copy of the old generation over.
+    saver = _index(directory, persist_rows=1)
+    _model(saver)
+    assert vector_file.file_for(same).exists()
+    newer = directory / "gen-000003.db"
+    shutil.copyfile(same, newer)
+    readmodel.swap(directory, newer)
+    restarted = _index(directory)
+    assert _model(restarted).n == m.n and restarted.loaded_rows == 0
+    assert restarted.generation == newer and _model(restarted).source == newer
     # A generation with other rows is loaded in the background, then swapped in.
     other = readmodel.new_generation(directory)
     y = _data(1200, seed=4)
