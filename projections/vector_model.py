@@ -14,7 +14,6 @@ matches; pages deeper than ``ANN_MAX_K`` scan every list.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sqlite3
@@ -331,7 +330,3 @@ class ModelMatrix:
         )
         pos, vals = top_k(scores, k, threshold)
         return got_rows[pos], vals
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ivf = None
