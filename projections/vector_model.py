@@ -8,8 +8,8 @@ product) on the rows it has, moves them in and drops the matrix: 1M x 512 then t
 query scans ``nprobe`` lists. The best candidates (``rerank`` times the results wanted,
 at least 16 more) are re-ranked exactly with their float32 vectors read back from the
 read model, so the scores returned are the exact cosines. Filters become a faiss ID
-selector with more lists probed the smaller the filtered share, so a 1 % filter still finds its best
-matches; pages deeper than ``ANN_MAX_K`` scan every list.
+selector with more lists probed the smaller the filtered share (2 / share times), so
+a 1 % filter still finds its best matches; pages deeper than ``ANN_MAX_K`` scan every list.
 """
 
 from __future__ import annotations
@@ -296,7 +296,9 @@ class ModelMatrix:
         want = int(min(total, max(math.ceil(k * self.rerank), k + 16)))
         nlist = int(self.ivf.nlist)
         share = total / max(1, self.n)
-        nprobe = nlist if k > ANN_MAX_K else min(nlist, math.ceil(self.nprobe / share))
+        # A filtered share's best matches lie farther out: probe 2/share times the lists.
+        widen = 1.0 if share >= 1.0 else 2.0 / share
+        nprobe = nlist if k > ANN_MAX_K else min(nlist, math.ceil(self.nprobe * widen))
         keep: Any = None
         if candidates is not None:
             bits = np.zeros(self.n, bool)
