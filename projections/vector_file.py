@@ -128,7 +128,7 @@ def load(
                 m.set_keys(HashKeys.restore(keys, _read_array(f, e["perm"])))
                 m.n, m.first_seq, m.last_seq = int(e["n"]), int(e["first_seq"]), int(e["last_seq"])
                 if "matrix" in e:
-                    m._mat = _read_array(f, e["matrix"]).astype(np.float32, copy=False)
+                    m.set_matrix(_read_array(f, e["matrix"]).astype(np.float32, copy=False))
                 else:
                     import faiss
 

@@ -127,6 +127,12 @@ class ModelMatrix:
         self.rows = _Rows(keys)
         self.hashes = _Hashes(keys)
 
+    def set_matrix(self, mat: np.ndarray) -> None:
+        """The float32 rows of an exact model (loading a saved copy)."""
+        if mat.ndim != 2 or mat.shape[1] != self.dim:
+            raise ValueError(f"matrix of shape {mat.shape}, not (n, {self.dim})")
+        self._mat = mat
+
     # ------------------------------------------------------------ filling
 
     def add_many(

@@ -180,3 +180,15 @@ def test_rebuild_with_the_same_rows_moves_over_without_a_second_copy(tmp_path: P
     m2 = _model(index)
     assert m2 is not m and m2.n == len(y) and index.generation == other
     assert VectorIndex.rank(m2, y[3], 1)[0][0] == _hash(3)
+
+
+def test_a_small_exact_model_is_saved_and_loaded_too(tmp_path: Path) -> None:
+    directory, _, x = _library(tmp_path, n=300)
+    first = VectorIndex(directory, persist_rows=1)
+    m1 = _model(first)
+    assert not m1.approximate and first.saves == 1
+    again = VectorIndex(directory)
+    m2 = _model(again)
+    assert again.loaded_rows == 0 and not m2.approximate
+    assert np.array_equal(m2.matrix, x) and m2.rows[_hash(299)] == 299
+    assert VectorIndex.rank(m1, x[5], 7) == VectorIndex.rank(m2, x[5], 7)
