@@ -295,23 +295,24 @@ class ModelMatrix:
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         import faiss
 
-        n = self.n if rows is None else min(rows, self.n)
+        size = self.n  # once: rows may be added meanwhile
+        n = size if rows is None else min(rows, size)
         total = n if candidates is None else len(candidates)
         if total == 0 or k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         want = int(min(total, max(math.ceil(k * self.rerank), k + 16)))
         nlist = int(self.ivf.nlist)
-        share = total / max(1, self.n)
+        share = total / max(1, size)
         # A filtered share's best matches lie farther out: probe 2/share times the lists.
         widen = 1.0 if share >= 1.0 else 2.0 / share
         nprobe = nlist if k > ANN_MAX_K else min(nlist, math.ceil(self.nprobe * widen))
         keep: Any = None
         if candidates is not None:
-            bits = np.zeros(self.n, bool)
-            bits[candidates] = True
+            bits = np.zeros(size, bool)
+            bits[candidates[candidates < size]] = True
             keep = np.packbits(bits, bitorder="little")
-            sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(keep))
-        elif n < self.n:
+            sel = faiss.IDSelectorBitmap(len(keep), faiss.swig_ptr(keep))  # n: bytes
+        elif n < size:
             sel = faiss.IDSelectorRange(0, n)
         else:
             sel = None
