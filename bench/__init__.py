@@ -14,6 +14,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "publish": ("bench.publish", "EventLog.publish_many vs raw js.publish_async (events/s)"),
     "rebuild": ("bench.rebuild", "read-model rebuild vs raw ordered read / raw SQLite inserts"),
     "search": ("bench.search", "/photos/search ranking p50/p95 vs a bare numpy product (ms)"),
+    "search1m": (
+        "bench.search_scale",
+        "vector index at 1M x 512: p50, recall@50, filters vs exact scan",
+    ),
     "clip": ("bench.clip", "clip worker images/s vs bare onnxruntime, random ViT-B/32"),
     "ingest": ("bench.ingest", "first ingest of 12 MP JPEGs vs a bare multiprocess loop (files/s)"),
     "faces": ("bench.faces", "faces worker vs bare dlib calls on the same images (images/s)"),

@@ -1,11 +1,16 @@
-"""The in-memory vector index over ``clip_vectors``: one float32 matrix per model.
+"""The in-memory vector index over ``clip_vectors``: one :class:`ModelMatrix` per model.
 
-Loaded once from the current read-model generation, then extended incrementally from
-rows with ``seq`` above the last one seen (an indexed range scan), never rebuilt per
-query. When ``CURRENT`` names a new generation (after ``eventsvc rebuild``) the index
-keeps serving what it has and loads the new generation in a background thread, then
-swaps. Rows are unit vectors, so cosine similarity is a dot product; the top k come
-from ``argpartition``.
+Loaded once from the current read-model generation (or from its saved copy, see
+:mod:`projections.vector_file`, then only the rows above the seq it holds), extended
+incrementally from rows with ``seq`` above the last one seen (an indexed range scan),
+never rebuilt per query, and saved again after ``persist_rows`` new rows. Small models
+rank exactly; large ones approximately with an exact re-rank (:mod:`projections.vector_model`).
+
+When ``CURRENT`` names a new generation (after ``eventsvc rebuild``) the index checks
+that the new generation holds the very rows it has (a rebuild replays the same log):
+then it moves over at once, keeping its vectors (no second copy). Otherwise it keeps
+serving what it has and loads the new generation in a background thread, then swaps.
+Rows are unit vectors, so cosine similarity is a dot product.
 """
 
 from __future__ import annotations
@@ -13,79 +18,18 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from projections import readmodel
+from eventsvc.core.errors import ReadModelError
+from projections import readmodel, vector_file
+from projections.vector_model import ModelMatrix, top_k
 
 __all__ = ["ModelMatrix", "ModelSummary", "VectorIndex", "top_k"]
 
 log = logging.getLogger(__name__)
-
-
-def top_k(
-    scores: np.ndarray, k: int, threshold: float | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and scores of the ``k`` best scores (>= threshold), best first."""
-    if threshold is not None:
-        keep = np.flatnonzero(scores >= threshold)
-        if len(keep) > k:
-            part = np.argpartition(scores[keep], len(keep) - k)[len(keep) - k :]
-            keep = keep[part]
-    elif len(scores) > k:
-        keep = np.argpartition(scores, len(scores) - k)[len(scores) - k :]
-    else:
-        keep = np.arange(len(scores))
-    order = np.argsort(-scores[keep], kind="stable")
-    pos = keep[order]
-    return pos, scores[pos]
-
-
-class ModelMatrix:
-    """The vectors of one model, in a growable float32 matrix."""
-
-    def __init__(self, version: str, dim: int) -> None:
-        self.version = version
-        self.dim = dim
-        self.hashes: list[str] = []
-        self.rows: dict[str, int] = {}
-        self._mat = np.zeros((0, dim), np.float32)
-        self.n = 0
-        self.first_seq = 1 << 62
-
-    def add_many(self, hashes: list[str], vectors: np.ndarray, first_seq: int) -> None:
-        self.first_seq = min(self.first_seq, first_seq)
-        fresh: list[int] = []
-        for i, h in enumerate(hashes):
-            row = self.rows.get(h)
-            if row is None:
-                fresh.append(i)
-            else:
-                self._mat[row] = vectors[i]
-        if not fresh:
-            return
-        need = self.n + len(fresh)
-        if need > len(self._mat):
-            grown = np.zeros((max(need, len(self._mat) * 2, 1024), self.dim), np.float32)
-            grown[: self.n] = self._mat[: self.n]
-            self._mat = grown
-        self._mat[self.n : need] = vectors[fresh]
-        for j, i in enumerate(fresh):
-            self.rows[hashes[i]] = self.n + j
-            self.hashes.append(hashes[i])
-        self.n = need
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """(n, dim) view: the rows present now (later rows may be appended behind it)."""
-        return self._mat[: self.n]
-
-    def positions(self, hashes: Iterable[str]) -> np.ndarray:
-        rows = self.rows
-        return np.fromiter((rows[h] for h in hashes if h in rows), dtype=np.int64)
 
 
 @dataclass
@@ -104,12 +48,24 @@ class _State:
     models: dict[str, ModelMatrix] = field(default_factory=dict)
     checkpoint: int = -1
     summaries: list[ModelSummary] = field(default_factory=list)
+    unsaved: int = 0
 
 
 class VectorIndex:
-    def __init__(self, readmodel_dir: Path, *, batch: int = 50_000) -> None:
+    def __init__(
+        self, readmodel_dir: Path, *, batch: int = 50_000, ann_min: int = 50_000,
+        nprobe: int = 32, rerank: float = 1.5, persist: bool = True,
+        persist_rows: int = 10_000,
+    ) -> None:  # fmt: skip
         self.directory = Path(readmodel_dir)
         self.batch = batch
+        self.ann_min = ann_min
+        self.nprobe = nprobe
+        self.rerank = rerank
+        self.persist = persist
+        self.persist_rows = persist_rows
+        self.saves = 0
+        self._no_carry: Path | None = None
         self._state: _State | None = None
         self._lock = threading.Lock()
         self._loading: threading.Thread | None = None
@@ -118,8 +74,9 @@ class VectorIndex:
 
     # ------------------------------------------------------------ keeping current
 
-    def _pull(self, state: _State) -> None:
+    def _pull(self, state: _State) -> int:
         """Rows above ``state.last_seq`` into the matrices; the model summaries."""
+        added = 0
         conn = readmodel.open_reader(state.path)
         try:
             conn.execute("BEGIN")
@@ -138,13 +95,25 @@ class VectorIndex:
                     dim = int(group[0][2])
                     m = state.models.get(version)
                     if m is None:
-                        m = state.models[version] = ModelMatrix(version, dim)
-                    good = [r for r in group if r[2] == m.dim and len(r[3]) == 4 * m.dim]
+                        m = state.models[version] = ModelMatrix(
+                            version,
+                            dim,
+                            ann_min=self.ann_min,
+                            nprobe=self.nprobe,
+                            rerank=self.rerank,
+                        )
+                    m.source = state.path
+                    good = [
+                        r
+                        for r in group
+                        if r[2] == m.dim and len(r[3]) == 4 * m.dim and r[4] > m.last_seq
+                    ]
                     if good:
                         vecs = np.frombuffer(b"".join(r[3] for r in good), "<f4").reshape(
                             len(good), m.dim
                         )
-                        m.add_many([r[1] for r in good], vecs, int(good[0][4]))
+                        m.add_many([r[1] for r in good], vecs, int(good[0][4]), int(good[-1][4]))
+                        added += len(good)
                 self.loaded_rows += len(rows)
                 state.last_seq = int(rows[-1][4])
                 if len(rows) < self.batch:
@@ -156,6 +125,7 @@ class VectorIndex:
             conn.rollback()
         finally:
             conn.close()
+        return added
 
     @staticmethod
     def _summaries(conn: sqlite3.Connection, state: _State) -> list[ModelSummary]:
@@ -172,10 +142,89 @@ class VectorIndex:
         ]
         return sorted(out, key=lambda s: s.first_seq, reverse=True)  # newest first
 
-    def _load_new(self, path: Path) -> None:
-        state = _State(path)
+    # ------------------------------------------------------------ persistence
+
+    def _fresh(self, path: Path) -> _State:
+        """A state for ``path``: from its saved copy when there is a usable one, else from
+        the newest saved copy of another generation that holds the same rows (a rebuild
+        while no API ran), else empty."""
+        if not self.persist:
+            return _State(path)
+        for gen in [path, *(g for g in vector_file.saved(self.directory) if g != path)][:2]:
+            got = vector_file.load(
+                gen, ann_min=self.ann_min, nprobe=self.nprobe, rerank=self.rerank
+            )
+            if got is None:
+                continue
+            state = _State(gen)
+            state.models, state.last_seq = got
+            if gen == path or self._carry(state, path):
+                log.info("vector index: %s loaded from the saved copy of %s", path.name, gen.name)
+                return state
+        return _State(path)
+
+    def _after_pull(self, state: _State, added: int) -> None:
+        state.unsaved += added
+        rows = sum(m.n for m in state.models.values())
+        if not self.persist or state.unsaved < max(self.persist_rows, rows // 20):
+            return
+        state.unsaved = 0
         try:
-            self._pull(state)
+            vector_file.save(state.path, state.models, state.last_seq)
+            self.saves += 1
+            gens = {p.stem for p in self.directory.glob("gen-*.db")}
+            vector_file.prune(self.directory, gens)
+        except OSError as exc:  # a read-only data dir: serve, just do not save
+            log.warning("vector index: cannot save: %r", exc)
+
+    def _carry(self, state: _State, path: Path) -> bool:
+        """Move ``state`` onto generation ``path`` when that holds the same rows up to
+        ``state.last_seq`` (a rebuild from the same log): no second copy of the vectors."""
+        want = {v: (m.n, m.last_seq) for v, m in state.models.items() if m.n}
+        try:
+            conn = readmodel.open_reader(path)
+            try:
+                conn.execute("BEGIN")
+                got = {
+                    r[0]: (int(r[1]), int(r[2]))
+                    for r in conn.execute(
+                        "SELECT model_version, count(*), max(seq) FROM clip_vectors"
+                        " WHERE seq <= ? GROUP BY model_version",
+                        (state.last_seq,),
+                    )
+                }
+                if got != want:
+                    return False
+                rng = np.random.default_rng()
+                for v, m in state.models.items():
+                    for row in rng.integers(0, m.n, min(m.n, 8)):
+                        h = m.hashes[int(row)]
+                        found = conn.execute(
+                            "SELECT vector FROM clip_vectors WHERE model_version = ?"
+                            " AND content_hash = ?",
+                            (v, h),
+                        ).fetchone()
+                        if found is None:
+                            return False
+                        if not m.approximate and found[0] != m.matrix[int(row)].tobytes():
+                            return False
+                conn.rollback()
+            finally:
+                conn.close()
+        except (sqlite3.Error, ReadModelError) as exc:
+            log.warning("vector index: cannot check %s: %r", path.name, exc)
+            return False
+        state.path = path
+        state.checkpoint = -1
+        state.unsaved = max(state.unsaved, self.persist_rows if state.models else 0)
+        for m in state.models.values():
+            m.source = path
+        return True
+
+    def _load_new(self, path: Path) -> None:
+        try:
+            state = self._fresh(path)
+            self._after_pull(state, self._pull(state))
         except Exception as exc:  # keep serving the old generation; try again later
             log.warning("vector index: loading %s failed: %r", path.name, exc)
             return
@@ -190,6 +239,11 @@ class VectorIndex:
             return self._state
         with self._lock:
             state = self._state
+            if state is not None and state.path != current and self._no_carry != current:
+                if self._carry(state, current):
+                    log.info("vector index: moved onto %s (same rows)", current.name)
+                else:
+                    self._no_carry = current
             if state is not None and state.path != current:
                 if self._loading is None or not self._loading.is_alive():
                     self._loading = threading.Thread(
@@ -198,9 +252,9 @@ class VectorIndex:
                     self._loading.start()
                 return state  # serve what we have meanwhile
             if state is None:
-                state = _State(current)
+                state = self._fresh(current)
             try:
-                self._pull(state)
+                self._after_pull(state, self._pull(state))
             except Exception as exc:
                 if self._state is None:
                     raise
@@ -249,13 +303,6 @@ class VectorIndex:
         among the first ``rows`` rows if given (a paged search pins the rows it saw)."""
         q = np.asarray(query, np.float32).reshape(-1)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
-        mat = m.matrix if rows is None else m.matrix[:rows]
-        if candidates is None:
-            scores = mat @ q
-            pos, vals = top_k(scores, k, threshold)
-        else:
-            scores = mat[candidates] @ q
-            sub, vals = top_k(scores, k, threshold)
-            pos = candidates[sub]
+        pos, vals = m.rank(q, k, threshold, candidates, rows)
         hashes = m.hashes
         return [(hashes[p], float(v)) for p, v in zip(pos, vals, strict=True)]

@@ -300,6 +300,22 @@ class Settings(BaseSettings):
     """ONNX Runtime intra-op threads (0: its default)."""
     clip_text_cache: int = 1024
     """Query embeddings kept per API process."""
+    # ---- vector index of CLIP search (issue 18, "vindex")
+    vector_ann_min: int = Field(default=50_000, ge=1)
+    """Vectors of one model from which search is approximate (faiss IVF with 8-bit codes,
+    exact re-rank of the best candidates; ~0.52 KB a 512-d vector instead of 2 KB). Below:
+    exact float32 ranking. Without faiss-cpu installed search stays exact."""
+    vector_nprobe: int = Field(default=32, ge=1)
+    """Inverted lists probed per approximate query (of up to 1024); more: higher recall,
+    slower. Filtered queries probe more lists the smaller the filtered share."""
+    vector_rerank: float = Field(default=1.5, ge=1.0)
+    """Approximate candidates re-ranked exactly (float32 from the read model) per result
+    wanted (at least 16 more): scores returned are exact cosines; more: higher recall."""
+    vector_persist: bool = True
+    """Save the vector index next to the read model (<readmodel_dir>/vectors/) so a
+    restarted API does not re-index."""
+    vector_persist_rows: int = Field(default=10_000, ge=1)
+    """New vectors folded in before the saved index is rewritten."""
     # ---- bounded decoding (issue 11: decodes of untrusted images run in child processes)
     decode_max_pixels: int = Field(default=64_000_000, ge=1)
     """Largest image decoded, in pixels held by the decoder, judged from the header before

@@ -2,7 +2,8 @@
 
 The metadata filters of ``/photos`` (:mod:`projections.api.filters`) select candidate
 contents BEFORE ranking; ranking is a dot product over the in-memory index
-(:mod:`projections.vectors`) with an argpartition top-k. Query embeddings are cached.
+(:mod:`projections.vectors`): exact (argpartition top-k) for small models, IVF with 8-bit
+codes and an exact re-rank for large ones. Query embeddings are cached.
 """
 
 from __future__ import annotations
@@ -121,7 +122,14 @@ class ClipSearch:
 
     def __init__(self, settings: Settings, clip: ClipBackends | None) -> None:
         self.settings = settings
-        self.index = VectorIndex(settings.readmodel_dir)
+        self.index = VectorIndex(
+            settings.readmodel_dir,
+            ann_min=settings.vector_ann_min,
+            nprobe=settings.vector_nprobe,
+            rerank=settings.vector_rerank,
+            persist=settings.vector_persist,
+            persist_rows=settings.vector_persist_rows,
+        )
         self.encoders = ClipEncoders(clip)
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.cache_hits = 0
@@ -426,7 +434,7 @@ class SearchController(Controller):
         if m is None or w is None or row is None:
             where = f" under model {m.version}" if m is not None else ""
             raise NotFoundException(detail=f"no CLIP embedding for {content_hash}{where} (yet)")
-        vec = m.matrix[row].copy()
+        vec = await asyncio.to_thread(m.vector, row)
         hits, nxt = await search_hits(
             search, filters, m, vec, limit, threshold, w, exclude=content_hash
         )
