@@ -21,5 +21,6 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "playlist": ("bench.playlist", "HLS jobs (remux, transcode) vs bare ffmpeg, same args"),
     "rederive": ("bench.rederive", "rederive --stage media after a version bump vs first ingest"),
     "soak": ("bench.soak", "up under random faults while the library changes vs a clean run"),
+    "scale": ("bench.scale", "RSS of every process of up and its start-up on 100k/1M files (MB)"),
     "web": ("bench.web", "timeline page (first screen, scroll) vs JSON /photos, same items (ms)"),
 }
