@@ -235,72 +235,114 @@ async def _synthesize(data: Path, lib: Path, files: int, real: int, clip: bool) 
         server.stop()
 
 
-def _scale(root: Path, files: int, real: int, idle: float, clip: bool) -> Outcome:
-    lib, data = root / "lib", root / "data"
-    lib.mkdir()
+def _env(extra: list[str]) -> dict[str, str]:
     env = {
         "HF_HUB_OFFLINE": "1",
         "EVENTSVC_LOG_LEVEL": "WARNING",
-        "EVENTSVC_CLIP_MODEL_DIR": str(root / "no-clip-model"),  # CLIP paused, as measured
+        "EVENTSVC_CLIP_MODEL_DIR": "/nonexistent/eventsvc-bench-scale",  # CLIP paused
     }
-    ups: list[Up] = []
+    for kv in extra:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    return env
 
-    def up() -> Up:
-        u = Up(lib, data, root / "up.log", env)
-        ups.append(u)
-        u.start()
-        return u
 
+def _measure(root: Path, env: dict[str, str], idle: float, seq0: int) -> dict[str, Any]:
+    """`up` started on an indexed library: start-up to serving, events it wrote until
+    settled, then after ``idle`` seconds the RSS of each of its processes."""
+    u = Up(root / "lib", root / "data", root / "up.log", env)
     try:
-        u0 = up()
-        u0.serving(120, items=False)
-        u0.settled(120)
-        u0.stop()
-        say("up 0 (empty library): library configured, consumers made")
-
-        syn = asyncio.run(_synthesize(data, lib, files, real, clip))
-        say(f"synthetic log: {syn}")
-
-        slow = max(120.0, files / 1000)
-        u1 = up()
-        t1 = u1.serving(slow, items=True)
-        seq1 = u1.settled(slow + real)
-        u1.stop()
-        wrote1 = seq1 - syn["last_seq"]
-        say(f"up 1: serving after {t1:.1f}s, settled; it wrote {wrote1} events")
-
-        u2 = up()
-        t2 = u2.serving(slow, items=True)
-        say(f"up 2: serving /photos after {t2:.2f}s")
-        seq2 = u2.settled(slow)
-        wrote2 = seq2 - seq1
-        say(f"up 2: settled; it wrote {wrote2} events; idle {idle:.0f}s")
+        u.start()
+        slow = 600.0
+        t = u.serving(slow, items=True)
+        say(f"up: serving /photos after {t:.2f}s")
+        seq = u.settled(slow)
+        say(f"up: settled; it wrote {seq - seq0} events; idle {idle:.0f}s")
         time.sleep(idle)
-        assert u2.proc is not None
-        procs = rss_tree(u2.proc.pid)
-        varz = None
-        pipeline = u2.get("/pipeline") or {}
-        u2.stop()
+        assert u.proc is not None
+        procs = rss_tree(u.proc.pid)
+        varz = _varz()
     finally:
-        for u in ups:
-            u.stop()
-    total = sum(p["rss_mb"] for p in procs)
-    nats = sum(p["rss_mb"] for p in procs if p["name"] == "nats-server")
-    py = next((p["rss_mb"] for p in procs if p["pid"] == procs[0]["pid"]), 0.0)
-    limit = goal_mb(files)
+        u.stop()
     for p in procs:
         say(f"  pid {p['pid']:>7} {p['rss_mb']:8.1f} MB  {p['name']}")
+    return {"startup_s": t, "seq": seq, "wrote": seq - seq0, "procs": procs, "varz": varz}
+
+
+def _varz() -> dict[str, Any] | None:
+    """nats-server's own figures (monitoring port 8222 unless it fell back)."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:8222/varz", timeout=5) as r:
+            v = json.load(r)
+    except (OSError, ValueError):
+        return None
+    js = v.get("jetstream", {}).get("stats", {})
+    return {
+        "mem_mb": round(v.get("mem", 0) / 2**20, 1),
+        "store_mb": round(js.get("store", 0) / 1e6),
+    }
+
+
+def _outcome(files: int, real: int, idle: float, clip: bool, m: dict[str, Any]) -> Outcome:
+    procs = m["procs"]
+    total = sum(p["rss_mb"] for p in procs)
+    nats = sum(p["rss_mb"] for p in procs if p["name"] == "nats-server")
+    py = procs[0]["rss_mb"] if procs else 0.0
+    limit = goal_mb(files)
     return {
         "value": round(total, 1), "limit": round(limit), "unit": "MB RSS of up (all processes)",
         "ratio": round(total / limit, 3), "goal": "<= 1.0", "files": files, "real_files": real,
         "kb_per_file": round(total * 1024 / files, 2), "up_python_mb": py, "nats_server_mb": nats,
-        "children_mb": round(total - py - nats, 1), "startup_s": round(t2, 2),
-        "startup_goal_s": 10.0, "events_run1": wrote1, "events_run2": wrote2,
+        "children_mb": round(total - py - nats, 1), "startup_s": round(m["startup_s"], 2),
+        "startup_goal_s": 10.0, "events_restart": m["wrote"],
         "events_per_file": events_per_file(clip), "idle_s": idle, "clip": clip,
-        "processes": [f"{p['name']}={p['rss_mb']}" for p in procs], "synth": syn,
-        "stream_last_seq": (pipeline.get("stream") or {}).get("last_seq"), "varz": varz,
-        "load": os.getloadavg()[0],
+        "processes": [f"{p['name'][:40]}={p['rss_mb']}" for p in procs], "varz": m["varz"],
+        "load": round(os.getloadavg()[0], 1),
     }  # fmt: skip
+
+
+def _scale(root: Path, files: int, real: int, idle: float, clip: bool, extra: list[str]) -> Outcome:
+    lib, data = root / "lib", root / "data"
+    lib.mkdir()
+    env = _env(extra)
+    u0 = Up(lib, data, root / "up.log", env)
+    try:
+        u0.start()
+        u0.serving(120, items=False)
+        u0.settled(120)
+    finally:
+        u0.stop()
+    say("up 0 (empty library): library configured, consumers made")
+
+    syn = asyncio.run(_synthesize(data, lib, files, real, clip))
+    say(f"synthetic log: {syn}")
+
+    u1 = Up(lib, data, root / "up.log", env)
+    try:
+        u1.start()
+        slow = max(120.0, files / 1000)
+        t1 = u1.serving(slow, items=True)
+        seq1 = u1.settled(slow + real)
+    finally:
+        u1.stop()
+    wrote1 = seq1 - syn["last_seq"]
+    say(f"up 1: serving after {t1:.1f}s, settled; it wrote {wrote1} events")
+    (root / "scale.json").write_text(
+        json.dumps({"files": files, "real": real, "clip": clip, "seq": seq1})
+    )
+    m = _measure(root, env, idle, seq1)
+    out = _outcome(files, real, idle, clip, m)
+    return {**out, "events_run1": wrote1, "synth": syn}
+
+
+def _reuse(root: Path, idle: float, extra: list[str]) -> Outcome:
+    """Measure a kept scratch dir's `up` again (other settings in ``extra``)."""
+    meta = json.loads((root / "scale.json").read_text())
+    m = _measure(root, _env(extra), idle, int(meta["seq"]))
+    meta["seq"] = m["seq"]
+    (root / "scale.json").write_text(json.dumps(meta))
+    out = _outcome(meta["files"], meta["real"], idle, meta["clip"], m)
+    return {**out, "reused": str(root), "env": extra}
 
 
 def main(argv: list[str]) -> int:
@@ -309,12 +351,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--real", type=int, default=1000, help="real JPEGs among them (1000)")
     p.add_argument("--idle", type=float, default=60.0, help="idle seconds before RSS (60)")
     p.add_argument("--clip", action="store_true", help="ClipEncoded too (512 floats each)")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="K=V",
+        help="environment of up (e.g. EVENTSVC_NATS_MEMORY_LIMIT=off); repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--reuse", type=Path, default=None, metavar="DIR",
+        help="measure up again on a scratch dir kept with --keep (no setup)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     if a.quick:
         a.files, a.real, a.idle = 5000, 50, 5.0
 
     def body() -> Outcome:
+        if a.reuse is not None:
+            return _reuse(a.reuse, a.idle, a.env)
         with scratch_dir("scale", a.tmp, a.keep) as tmp:
-            return _scale(tmp, a.files, a.real, a.idle, a.clip)
+            return _scale(tmp, a.files, a.real, a.idle, a.clip, a.env)
 
     return run_main("scale", body, a.strict)

@@ -19,10 +19,11 @@ Used by ``bench scale``; reusable by any benchmark that needs an indexed library
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -215,43 +216,51 @@ async def publish_library(
     return await log.last_seq()
 
 
-def _chunks(n: int, size: int) -> Iterator[int]:
-    while n > 0:
-        yield min(n, size)
-        n -= size
-
-
 async def catch_up_consumers(log: EventLog, batch: int = 10_000) -> dict[str, int]:
-    """Acknowledge every message pending on every durable consumer of the stream (as a
-    worker that finished indexing would have): returns messages acknowledged per
-    consumer. Each consumer's configuration is restored as it was."""
+    """Move every durable consumer of the stream past its end, as a worker that
+    finished indexing leaves it: returns the messages skipped per consumer.
+
+    nats-server >= 2.14: ``$JS.API.CONSUMER.RESET`` to the sequence after the last
+    (the configuration stays as it was). Older servers: fetch and acknowledge."""
     js, stream = log.js, log.stream
     out: dict[str, int] = {}
+    last = await log.last_seq()
     for info in await js.consumers_info(stream):
-        cfg: ConsumerConfig = info.config
-        name = cfg.durable_name
-        if not name or (info.num_pending or 0) + (info.num_ack_pending or 0) == 0:
+        name = info.config.durable_name
+        left = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        if not name or left == 0:
             continue
-        await js.add_consumer(stream, dataclasses.replace(cfg, max_ack_pending=batch * 2))
-        sub = await js.pull_subscribe_bind(name, stream=stream, pending_msgs_limit=batch * 4)
-        acked = 0
-        try:
-            while True:
-                ci = await js.consumer_info(stream, name)
-                left = (ci.num_pending or 0) + (ci.num_ack_pending or 0)
-                if left == 0:
-                    break
-                for n in _chunks(left, batch):
-                    try:
-                        msgs = await sub.fetch(n, timeout=5)
-                    except TimeoutError:
-                        break
-                    for m in msgs:
-                        await m.ack()
-                    acked += len(msgs)
-                await log.nc.flush()  # the acks out before the next info
-        finally:
-            await sub.unsubscribe()
-        await js.add_consumer(stream, cfg)
-        out[name] = acked
+        reply = await log.nc.request(
+            f"$JS.API.CONSUMER.RESET.{stream}.{name}",
+            json.dumps({"seq": last + 1}).encode(),
+            timeout=10,
+        )
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            await _drain(log, info.config, batch)
+        out[name] = left
     return out
+
+
+async def _drain(log: EventLog, cfg: ConsumerConfig, batch: int) -> None:
+    """Fetch and acknowledge everything pending on ``cfg``'s consumer (then restore it)."""
+    js, stream, name = log.js, log.stream, cfg.durable_name
+    assert name is not None
+    await js.add_consumer(stream, dataclasses.replace(cfg, max_ack_pending=batch * 2))
+    sub = await js.pull_subscribe_bind(name, stream=stream, pending_msgs_limit=batch * 4)
+    try:
+        while True:
+            ci = await js.consumer_info(stream, name)
+            left = (ci.num_pending or 0) + (ci.num_ack_pending or 0)
+            if left == 0:
+                break
+            try:
+                msgs = await sub.fetch(min(left, batch), timeout=5)
+            except TimeoutError:
+                continue
+            for m in msgs:
+                await m.ack()
+            await log.nc.flush()  # the acks out before the next info
+    finally:
+        await sub.unsubscribe()
+    await js.add_consumer(stream, cfg)

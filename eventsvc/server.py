@@ -96,6 +96,8 @@ class EmbeddedNats:
         monitor_port: int | None = None,
         monitor_host: str = "127.0.0.1",
         fallback: bool = True,
+        memory_limit: str | None = None,
+        gogc: int | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -108,6 +110,12 @@ class EmbeddedNats:
         self.auth = auth
         self.stream = stream
         self.prefix = prefix
+        self.memory_limit = memory_limit if memory_limit not in ("", "off") else None
+        """The Go runtime's soft memory limit of the server (``GOMEMLIMIT``, e.g.
+        ``"256MiB"``); None (or ``off``): the environment's, else none."""
+        self.gogc = gogc
+        """The Go collector's target (``GOGC``, percent of live heap); None: the
+        environment's, else Go's 100."""
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None
 
@@ -122,6 +130,15 @@ class EmbeddedNats:
     def credentials(self, role: str) -> Credentials:
         """``role``'s generated credentials (readable by the store's owner only)."""
         return self.auth_store.load(role)
+
+    def go_env(self) -> dict[str, str]:
+        """The environment of the server: ours, with the Go runtime's memory settings."""
+        env = dict(os.environ)
+        if self.memory_limit:
+            env["GOMEMLIMIT"] = self.memory_limit
+        if self.gogc is not None:
+            env["GOGC"] = str(self.gogc) if self.gogc > 0 else "off"
+        return env
 
     def _config(self) -> str:
         """The server configuration with every role's user and permissions (JSON, which
@@ -221,6 +238,7 @@ class EmbeddedNats:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=self.go_env(),
             preexec_fn=_die_with_parent,
         )
         if not wait_for_port(self.host, self.port, timeout):
