@@ -363,6 +363,11 @@ def main(argv: list[str]) -> int:
     if a.quick:
         a.files, a.real, a.idle = 5000, 50, 5.0
 
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM as Ctrl-C: the finally blocks stop up, remove scratch
+
+    signal.signal(signal.SIGTERM, interrupted)
+
     def body() -> Outcome:
         if a.reuse is not None:
             return _reuse(a.reuse, a.idle, a.env)

@@ -47,17 +47,28 @@ from eventsvc.core.log import EventLog
 from eventsvc.derive.versions import VERSIONS
 
 __all__ = [
-    "FACES_MODEL",
     "SynthFile",
     "catch_up_consumers",
     "events_per_file",
+    "faces_model",
     "plan_files",
     "publish_library",
     "write_files",
 ]
 
-FACES_MODEL = "dlib-hog"
-"""The faces model token of the synthetic FacesDetected (a variant subject token)."""
+
+def faces_model(detector: str = "hog") -> str:
+    """The version the faces worker's dlib model has here (its FacesDetected's variant
+    token: another would make `up` re-derive every content for this one)."""
+    from eventsvc.core.errors import EventsvcError
+    from eventsvc.inference.dlib_faces import _digest, model_files
+
+    name = f"dlib-{detector}-resnet-v1"
+    try:
+        return f"{name}-{_digest(model_files(detector))}"
+    except EventsvcError:  # no face model here: the worker pauses, nothing re-derives
+        return name
+
 
 _T0 = datetime(2024, 1, 1, tzinfo=UTC)
 _CAMERAS = (("Google", "Pixel 7"), ("Apple", "iPhone 13"), ("Canon", "EOS R6"), ("Sony", "A7 III"))
@@ -115,7 +126,9 @@ def _seen(lib: str, f: SynthFile) -> tuple[Event, str]:
     return ev, f"FileSeen:{fid}:{f.size}:{f.mtime_ns}:0"  # the scanner's Msg-Id
 
 
-def _derived(rng: random.Random, h: str, seq: int, faces_share: float, clip: bool) -> list[Event]:
+def _derived(
+    rng: random.Random, h: str, seq: int, faces_share: float, clip: bool, faces: str
+) -> list[Event]:
     make, model = _CAMERAS[rng.randrange(len(_CAMERAS))]
     when = _T0 - timedelta(seconds=rng.randrange(10 * 365 * 86400))
     date = when.strftime("%Y:%m:%d %H:%M:%S")
@@ -150,7 +163,7 @@ def _derived(rng: random.Random, h: str, seq: int, faces_share: float, clip: boo
     out.append(
         FacesDetected(
             content_hash=h,
-            model=FACES_MODEL,
+            model=faces,
             faces=boxes,
             causation=seq,
             deriver_version=VERSIONS["faces"],
@@ -186,6 +199,7 @@ async def publish_library(
     sequence. Per chunk: the FileSeen, then their HashComputed (causation: the FileSeen),
     then the derived facts (causation: the HashComputed)."""
     rng = random.Random(seed)
+    faces = faces_model()
     t0 = time.perf_counter()
     done = 0
     for k in range(0, len(files), chunk):
@@ -206,7 +220,7 @@ async def publish_library(
         for (hc, _), ack in zip(hashed, acks, strict=True):
             assert isinstance(hc, HashComputed)
             derived += [
-                (e, None) for e in _derived(rng, hc.content_hash, ack.seq, faces_share, clip)
+                (e, None) for e in _derived(rng, hc.content_hash, ack.seq, faces_share, clip, faces)
             ]
         await log.publish_many(derived)
         done += len(part)
