@@ -169,7 +169,9 @@ class Up:
         raise SystemExit(f"up did not serve /photos in {timeout:.0f}s; see {self.log}")
 
     paused = ("clip",)
-    """Consumers of workers paused without a model (CLIP): their backlog waits."""
+    """Consumers of workers paused without a model (CLIP): their backlog waits. The
+    background re-derivations (``*-rederive``, once per deriver version) do not count
+    either: on a library indexed by this version they have nothing to do."""
 
     def settled(self, timeout: float) -> int:
         """Wait for lag 0 and no pending work (but on paused workers), the stream
@@ -183,7 +185,7 @@ class Up:
                 and all(
                     c["pending"] == 0 and c["ack_pending"] == 0
                     for c in p["consumers"]
-                    if not c["name"].startswith(self.paused)
+                    if not c["name"].startswith(self.paused) and not c["name"].endswith("-rederive")
                 )
             ):
                 seq = p["stream"].get("last_seq")

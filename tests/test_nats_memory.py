@@ -3,10 +3,15 @@ real server process, the settings validate, and ``off`` leaves the environment's
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from nats.js.api import StoreCompression
 from pydantic import ValidationError
+
+from eventsvc.core.events import FileSeen, decode
+from eventsvc.core.log import EventLog
 
 from eventsvc.core.settings import Settings
 from eventsvc.server import EmbeddedNats
@@ -59,3 +64,31 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVENTSVC_NATS_MEMORY_LIMIT", "lots")
     with pytest.raises(ValidationError):
         Settings()
+
+
+async def test_the_stream_is_compressed_and_an_old_one_is_updated(
+    nats_server: EmbeddedNats,
+) -> None:
+    """Issue 18: S2 block compression (about a third of the disk of plain JSON blocks); a
+    stream made before it is updated by the admin's ensure_stream, and still reads."""
+    admin = await EventLog.connect(nats_server.url)
+    try:
+        old = dataclasses.replace(admin.stream_config(), compression=StoreCompression.NONE)
+        await admin.js.add_stream(old)
+        ev = FileSeen(
+            library_id="lib", file_id="f" * 32, path="a.jpg", size=1, mtime_ns=1,
+            media_kind="image",
+        )  # fmt: skip
+        await admin.publish(ev)
+        assert "compression" in (await admin.stream_state()).differs
+        await admin.ensure_stream()
+        info = await admin.js.stream_info(admin.stream)
+        assert info.config.compression == StoreCompression.S2
+        assert (await admin.stream_state()).differs == ()
+        await admin.publish(ev.model_copy(update={"size": 2}))
+        sizes = []
+        async for batch in admin.read([f"{admin.prefix}.>"]):
+            sizes += [decode(m.data, m.headers).size for m in batch]  # type: ignore[attr-defined]
+        assert sizes == [1, 2]
+    finally:
+        await admin.close()
