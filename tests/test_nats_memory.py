@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from eventsvc.core.events import FileSeen, decode
 from eventsvc.core.log import EventLog
-
 from eventsvc.core.settings import Settings
 from eventsvc.server import EmbeddedNats
 
@@ -85,7 +84,7 @@ async def test_the_stream_is_compressed_and_an_old_one_is_updated(
         info = await admin.js.stream_info(admin.stream)
         assert info.config.compression == StoreCompression.S2
         assert (await admin.stream_state()).differs == ()
-        await admin.publish(ev.model_copy(update={"size": 2}))
+        await admin.publish(ev.model_copy(update={"size": 2, "file_id": "e" * 32}))
         sizes = []
         async for batch in admin.read([f"{admin.prefix}.>"]):
             sizes += [decode(m.data, m.headers).size for m in batch]  # type: ignore[attr-defined]
