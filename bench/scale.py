@@ -263,7 +263,7 @@ def _measure(root: Path, env: dict[str, str], idle: float, seq0: int) -> dict[st
         time.sleep(idle)
         assert u.proc is not None
         procs = rss_tree(u.proc.pid)
-        varz = _varz()
+        varz = _varz(root / "data" / "nats" / "nats.monitor.url")
     finally:
         u.stop()
     for p in procs:
@@ -271,10 +271,11 @@ def _measure(root: Path, env: dict[str, str], idle: float, seq0: int) -> dict[st
     return {"startup_s": t, "seq": seq, "wrote": seq - seq0, "procs": procs, "varz": varz}
 
 
-def _varz() -> dict[str, Any] | None:
-    """nats-server's own figures (monitoring port 8222 unless it fell back)."""
+def _varz(url_file: Path) -> dict[str, Any] | None:
+    """The embedded nats-server's own figures (its monitoring URL is in ``url_file``)."""
     try:
-        with urllib.request.urlopen("http://127.0.0.1:8222/varz", timeout=5) as r:
+        url = url_file.read_text().strip()
+        with urllib.request.urlopen(f"{url}/varz", timeout=5) as r:
             v = json.load(r)
     except (OSError, ValueError):
         return None
