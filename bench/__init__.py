@@ -33,5 +33,6 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench.thumbdisk",
         "thumbnail store bytes per content vs a bare Pillow save; WebP",
     ),
+    "scale": ("bench.scale", "RSS of every process of up and its start-up on 100k/1M files (MB)"),
     "web": ("bench.web", "timeline page (first screen, scroll) vs JSON /photos, same items (ms)"),
 }

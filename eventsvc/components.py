@@ -371,6 +371,8 @@ async def nats_access(
             port=settings.nats_port or None,
             monitor_port=settings.nats_monitor_port or None,
             monitor_host=settings.nats_monitor_host,
+            memory_limit=settings.nats_memory_limit,
+            gogc=settings.nats_gogc,
         )
         url = _running_url(server) if embedded is not True else None
         if url is not None:

@@ -96,6 +96,8 @@ class EmbeddedNats:
         monitor_port: int | None = None,
         monitor_host: str = "127.0.0.1",
         fallback: bool = True,
+        memory_limit: str | None = None,
+        gogc: int | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -108,6 +110,12 @@ class EmbeddedNats:
         self.auth = auth
         self.stream = stream
         self.prefix = prefix
+        self.memory_limit = memory_limit if memory_limit not in ("", "off") else None
+        """The Go runtime's soft memory limit of the server (``GOMEMLIMIT``, e.g.
+        ``"256MiB"``); None (or ``off``): the environment's, else none."""
+        self.gogc = gogc
+        """The Go collector's target (``GOGC``, percent of live heap); None: the
+        environment's, else Go's 100."""
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None
 
@@ -122,6 +130,15 @@ class EmbeddedNats:
     def credentials(self, role: str) -> Credentials:
         """``role``'s generated credentials (readable by the store's owner only)."""
         return self.auth_store.load(role)
+
+    def go_env(self) -> dict[str, str]:
+        """The environment of the server: ours, with the Go runtime's memory settings."""
+        env = dict(os.environ)
+        if self.memory_limit:
+            env["GOMEMLIMIT"] = self.memory_limit
+        if self.gogc is not None:
+            env["GOGC"] = str(self.gogc) if self.gogc > 0 else "off"
+        return env
 
     def _config(self) -> str:
         """The server configuration with every role's user and permissions (JSON, which
@@ -221,15 +238,16 @@ class EmbeddedNats:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=self.go_env(),
             preexec_fn=_die_with_parent,
         )
-        if not wait_for_port(self.host, self.port, timeout):
+        if not self._wait_listening(timeout):
             err = b""
             if self.proc.poll() is not None and self.proc.stderr:
                 err = self.proc.stderr.read()
             self.stop()
             tail = err.decode(errors="replace").strip() or _tail(log_path)
-            raise ServerError(f"nats-server did not listen on {self.url} in {timeout}s: {tail}")
+            raise ServerError(f"nats-server did not listen on {self.url}: {tail}")
         if self.monitor_port and not wait_for_port(self.monitor_host, self.monitor_port, timeout):
             self.stop()
             raise ServerError(f"nats-server did not serve monitoring on {self.monitor_url}")
@@ -238,11 +256,41 @@ class EmbeddedNats:
             write_private(self.monitor_url_file, self.monitor_url)
         return self.url
 
-    def stop(self, timeout: float = 10.0) -> None:
+    RESTORE_TIMEOUT = 600.0
+    """Seconds a server that is alive but not listening yet may take past ``start``'s
+    timeout: JetStream restores its streams before the server listens, and a large log
+    whose index was not written (a killed server) is rebuilt from every block (issue 18:
+    tens of seconds for a million files on a busy machine)."""
+
+    def _wait_listening(self, timeout: float) -> bool:
+        """Listening within ``timeout``, or, while the process lives (restoring its
+        streams), within ``RESTORE_TIMEOUT`` more."""
+        if wait_for_port(self.host, self.port, timeout):
+            return True
+        log_path = self.store_dir / "nats-server.log"
+        deadline = time.monotonic() + self.RESTORE_TIMEOUT
+        said = False
+        while self.proc is not None and self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            if not said:
+                log.warning(
+                    "nats-server is still starting (%s); waiting for it", _tail(log_path, 1)
+                )
+                said = True
+            if wait_for_port(self.host, self.port, 1.0):
+                return True
+        return False
+
+    STOP_TIMEOUT = 60.0
+    """Seconds a stopping server may take to write its streams' state before it is killed
+    (a killed server's large stream is rebuilt from its blocks at the next start)."""
+
+    def stop(self, timeout: float | None = None) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(self.STOP_TIMEOUT if timeout is None else timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

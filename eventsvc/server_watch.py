@@ -52,6 +52,7 @@ class ServerWatchdog:
     def __init__(
         self, server: EmbeddedNats, event_log: EventLog, *, period: float = 2.0,
         grace: float = 6.0, publishers: list[EventLog] | None = None,
+        busy_grace: float = 120.0,
     ) -> None:  # fmt: skip
         self.server = server
         self.event_log = event_log
@@ -60,6 +61,10 @@ class ServerWatchdog:
         answers, but its store failed when the disk filled up)."""
         self.period = period
         self.grace = grace
+        self.busy_grace = busy_grace
+        """Grace for a JetStream that answers too slowly (timed out) while the server
+        runs: busy, not broken (issue 18: on a large stream a consumer create takes
+        seconds on a loaded machine; a restart only adds a stream restore to the load)."""
         self.trouble: tuple[str, float] | None = None
         """(why, since) while JetStream is unusable; None while it works."""
         self.restarts = 0
@@ -91,7 +96,8 @@ class ServerWatchdog:
             return  # the client reconnects by itself; nothing to say about JetStream
         self._note(f"JetStream unusable: {why}")
         assert self.trouble is not None
-        if time.time() - self.trouble[1] < self.grace and not why.startswith("publishes"):
+        grace = self.busy_grace if why == "timed out" else self.grace
+        if time.time() - self.trouble[1] < grace and not why.startswith("publishes"):
             return
         store = self.server.store_dir
         if not await asyncio.to_thread(has_room, store):

@@ -117,6 +117,19 @@ class Settings(BaseSettings):
     nats_monitor_host: str = "127.0.0.1"
     """Where the monitoring endpoint listens (unauthenticated: keep it on loopback)."""
     # ---- end embedded NATS ports
+    # ---- nats memory (issue 18: the embedded nats-server's memory)
+    nats_memory_limit: str | None = Field(
+        default="256MiB", pattern=r"^([0-9]+(B|KiB|MiB|GiB|TiB)?|off)?$"
+    )
+    """Soft memory limit of the embedded nats-server's Go runtime (``GOMEMLIMIT``): the
+    collector runs harder near it instead of letting the heap double (GOGC), so idle
+    memory stays near what the stream's index needs. Never a hard cap: a larger log
+    still gets what it needs. ``off`` (or empty): no limit, Go's default."""
+    nats_gogc: int | None = None
+    """The embedded nats-server's ``GOGC`` (percent of live heap the heap may grow by
+    before a collection; 0: off, with ``nats_memory_limit`` as the only trigger). None:
+    Go's 100."""
+    # ---- end nats memory
     # ---- NATS credentials (issue 11: authenticated NATS, least privilege)
     nats_user: str | None = None
     """User on an external NATS (``nats_url``) for every connection of this process."""

@@ -17,6 +17,7 @@ from nats.js.api import (
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
+    StoreCompression,
     StreamConfig,
 )
 
@@ -145,6 +146,9 @@ class Stream:
             duplicate_window=self.duplicate_window,
             allow_direct=True,
             num_replicas=self.replicas,
+            # S2 blocks: about a third of the disk of plain JSON blocks, no slower to
+            # publish (issue 18); an older stream gets it on update, for new blocks
+            compression=StoreCompression.S2,
         )
 
     def _differs(self, have: StreamConfig) -> tuple[str, ...]:
