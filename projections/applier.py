@@ -30,7 +30,14 @@ from eventsvc.core.errors import ReadModelError
 from eventsvc.core.log import RawEvent
 from projections import readmodel
 
-__all__ = ["ApplyBatch", "BatchApplier", "InlineApplier", "ProcessApplier", "open_applier"]
+__all__ = [
+    "ApplyBatch",
+    "BatchApplier",
+    "FinishLoad",
+    "InlineApplier",
+    "ProcessApplier",
+    "open_applier",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,10 @@ _Raw = tuple[int, str, bytes, "dict[str, str] | None"]
 
 ApplyBatch = Callable[[sqlite3.Connection, Sequence[RawEvent]], None]
 """Applies one batch and its checkpoint in one transaction (the projector's)."""
+
+FinishLoad = Callable[[sqlite3.Connection], None]
+"""Work an apply deferred to the end of the load (the projector's), run before the
+indexes are built."""
 
 
 class BatchApplier(Protocol):
@@ -66,7 +77,11 @@ def _prepare(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _complete(conn: sqlite3.Connection) -> None:
+def _complete(conn: sqlite3.Connection, finish: FinishLoad | None) -> None:
+    if finish is not None:
+        conn.execute("BEGIN IMMEDIATE")
+        finish(conn)
+        conn.execute("COMMIT")
     readmodel.create_indexes(conn)
     conn.execute("PRAGMA journal_mode=WAL")
 
@@ -74,9 +89,10 @@ def _complete(conn: sqlite3.Connection) -> None:
 class InlineApplier:
     """Applies in a worker thread of this process (short replays, tests)."""
 
-    def __init__(self, path: Path, apply: ApplyBatch) -> None:
+    def __init__(self, path: Path, apply: ApplyBatch, finish: FinishLoad | None = None) -> None:
         self.conn = _prepare(path)
         self.apply = apply
+        self.finish_load = finish
         self.last = 0
 
     async def submit(self, batch: Sequence[RawEvent]) -> int:
@@ -86,7 +102,7 @@ class InlineApplier:
 
     async def finish(self) -> int:
         try:
-            await asyncio.to_thread(_complete, self.conn)
+            await asyncio.to_thread(_complete, self.conn, self.finish_load)
         finally:
             self.conn.close()
         return self.last
@@ -95,7 +111,7 @@ class InlineApplier:
         self.conn.close()
 
 
-def _child(path: str, pipe: Connection, apply_batch: ApplyBatch) -> None:
+def _child(path: str, pipe: Connection, apply_batch: ApplyBatch, finish: FinishLoad | None) -> None:
     """The child's loop: batches in, ``("ok", last_seq)`` out; ``None`` ends it."""
     try:
         conn = _prepare(Path(path))
@@ -105,7 +121,7 @@ def _child(path: str, pipe: Connection, apply_batch: ApplyBatch) -> None:
                 apply_batch(conn, [RawEvent(*raw) for raw in batch])
                 last = batch[-1][0]
                 pipe.send(("ok", last))
-            _complete(conn)
+            _complete(conn, finish)
             pipe.send(("done", last))
         finally:
             conn.close()
@@ -123,11 +139,14 @@ def _child(path: str, pipe: Connection, apply_batch: ApplyBatch) -> None:
 class ProcessApplier:
     """Applies in a child process; at most ``_WINDOW`` batches in flight."""
 
-    def __init__(self, path: Path, apply: ApplyBatch) -> None:
+    def __init__(self, path: Path, apply: ApplyBatch, finish: FinishLoad | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._pipe, theirs = ctx.Pipe(duplex=True)
         self._proc = ctx.Process(
-            target=_child, args=(str(path), theirs, apply), name="rebuild-applier", daemon=True
+            target=_child,
+            args=(str(path), theirs, apply, finish),
+            name="rebuild-applier",
+            daemon=True,
         )
         self._proc.start()
         theirs.close()
@@ -182,13 +201,19 @@ class ProcessApplier:
 
 
 def open_applier(
-    path: Path, events: int, apply: ApplyBatch, *, process: bool | None = None
+    path: Path,
+    events: int,
+    apply: ApplyBatch,
+    *,
+    finish: FinishLoad | None = None,
+    process: bool | None = None,
 ) -> BatchApplier:
     """A process applier for ``events`` >= PROCESS_MIN_EVENTS (or as ``process`` says),
-    applying each batch with ``apply`` (picklable: a module-level function)."""
+    applying each batch with ``apply`` and ending with ``finish`` (both picklable:
+    module-level functions)."""
     if process is None:
         process = events >= PROCESS_MIN_EVENTS
     if process:
         log.info("rebuild: applying %d events in a separate process", events)
-        return ProcessApplier(path, apply)
-    return InlineApplier(path, apply)
+        return ProcessApplier(path, apply, finish)
+    return InlineApplier(path, apply, finish)
