@@ -18,6 +18,8 @@ an embedded NATS. Then, RUNS times each, alternating the order:
 
 Every side's figure is the median of its runs, timed with the garbage collector off.
 ratio = ours events/s / bare events/s; goal >= 0.8 (and 1M events in under 40 s).
+Also reported: the CPU seconds of each side (ours: this process and the rebuild's
+applier process; the nats-server's are neither's) and their ratio.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import resource
 import sqlite3
 import time
 from collections.abc import Callable
@@ -302,6 +305,11 @@ async def bare(log: EventLog, last: int, path: Path) -> float:
         conn.close()
 
 
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def _count(path: Path, table: str) -> int:
     conn = sqlite3.connect(path)
     try:
@@ -331,6 +339,8 @@ async def _measure(url: str, tmp: Path, n: int, runs: int) -> Outcome:
         t_read: list[float] = []
         t_ours: list[float] = []
         t_bare: list[float] = []
+        c_ours: list[float] = []
+        c_bare: list[float] = []
         files_ours = files_bare = 0
         for r in range(runs):
             order = ("read", "ours", "bare") if r % 2 == 0 else ("bare", "ours", "read")
@@ -342,10 +352,13 @@ async def _measure(url: str, tmp: Path, n: int, runs: int) -> Outcome:
                 elif who == "ours":
                     target = tmp / f"readmodel-{r}"
                     with quiet_gc():
+                        c0 = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
                         t1 = time.perf_counter()
                         path, seq = await rebuild(log, target)
                         dt = time.perf_counter() - t1
+                        c1 = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
                     t_ours.append(dt)
+                    c_ours.append(c1 - c0)
                     if seq != last:
                         raise SystemExit(f"rebuild stopped at {seq}, expected {last}")
                     files_ours = _count(path, "files")
@@ -354,7 +367,9 @@ async def _measure(url: str, tmp: Path, n: int, runs: int) -> Outcome:
                 else:
                     db = tmp / f"bare-{r}.db"
                     with quiet_gc():
+                        c0 = _cpu(resource.RUSAGE_SELF)
                         t_bare.append(await bare(log, last, db))
+                        c_bare.append(_cpu(resource.RUSAGE_SELF) - c0)
                     dt = t_bare[-1]
                     files_bare = _count(db, "files")
                     db.unlink()
@@ -372,7 +387,9 @@ async def _measure(url: str, tmp: Path, n: int, runs: int) -> Outcome:
         "raw_read_s": round(m_read, 2), "raw_read_events_per_s": round(read),
         "stream_mb": round(size_mb), "files_rows": files_ours,
         "ours_runs_s": spread(t_ours, 2), "bare_runs_s": spread(t_bare, 2),
-        "raw_read_runs_s": spread(t_read, 2), "mix": counts,
+        "raw_read_runs_s": spread(t_read, 2),
+        "ours_cpu_s": round(median(c_ours), 2), "bare_cpu_s": round(median(c_bare), 2),
+        "ratio_per_cpu_s": round(median(c_bare) / median(c_ours), 3), "mix": counts,
     }  # fmt: skip
     if last >= 1_000_000:
         out["ours_1m_s"] = round(m_ours * 1_000_000 / last, 1)
