@@ -8,7 +8,9 @@ reads the log and hands the raw batches over a pipe. Both appliers do the same t
 to the same file: open it for bulk writing, drop the query-only indexes, apply each
 batch with its checkpoint in one transaction (the ``apply`` they are given:
 :func:`projections.projector.apply_batch`, a module-level function so a spawned child
-can import it by name), then build the indexes and switch the journal to WAL.
+can import it by name), run the work the appliers deferred to the end of the load (the
+``finish`` they are given: :func:`projections.projector.finish_load`, in a transaction
+of its own), then build the indexes and switch the journal to WAL.
 
 A child that fails or dies ends the rebuild with a ReadModelError; the generation it
 was writing is never made current, so the read model stays as it was.

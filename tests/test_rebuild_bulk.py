@@ -27,7 +27,7 @@ from eventsvc.core.events import (
 from eventsvc.core.ids import file_id
 from eventsvc.core.log import RawEvent
 from projections import readmodel
-from projections.applier import FinishLoad, InlineApplier
+from projections.applier import BatchApplier, FinishLoad, InlineApplier, ProcessApplier
 from projections.projector import apply_batch, finish_load
 
 BATCH = 400
@@ -54,10 +54,14 @@ def _incremental(path: Path, raws: list[RawEvent]) -> dict[str, list[tuple[Any, 
 
 
 async def _bulk(
-    path: Path, raws: list[RawEvent], finish: FinishLoad | None
+    path: Path, raws: list[RawEvent], finish: FinishLoad | None, *, process: bool = False
 ) -> dict[str, list[tuple[Any, ...]]]:
-    applier = InlineApplier(path, apply_batch, finish)
-    assert isinstance(applier.conn, readmodel.BulkConnection)
+    applier: BatchApplier
+    if process:
+        applier = ProcessApplier(path, apply_batch, finish)
+    else:
+        applier = InlineApplier(path, apply_batch, finish)
+        assert isinstance(applier.conn, readmodel.BulkConnection)
     for k in range(0, len(raws), BATCH):
         await applier.submit(raws[k : k + BATCH])
     assert await applier.finish() == raws[-1].seq
@@ -104,13 +108,14 @@ def _date_cases() -> list[Event]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("n", [3000])
-async def test_bulk_load_equals_the_incremental_rows(tmp_path: Path, n: int) -> None:
-    events = [ev for ev, _ in make_mix(n).items] + _date_cases()
+@pytest.mark.parametrize("process", [False, True], ids=["inline", "process"])
+async def test_bulk_load_equals_the_incremental_rows(tmp_path: Path, process: bool) -> None:
+    events = [ev for ev, _ in make_mix(3000).items] + _date_cases()
     raws = _raws(events)
     want = _incremental(tmp_path / "live.db", raws)
     assert want["files"] and want["media"] and want["fact_versions"]
-    got = await _bulk(tmp_path / "bulk.db", raws, finish_load)
+    assert want["faces"] and want["clip_vectors"] and want["user_tags"]
+    got = await _bulk(tmp_path / "bulk.db", raws, finish_load, process=process)
     assert got == want
 
 
