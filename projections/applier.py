@@ -77,8 +77,10 @@ class BatchApplier(Protocol):
         ...
 
 
-def _prepare(path: Path) -> sqlite3.Connection:
+def _prepare(path: Path, finish: FinishLoad | None) -> sqlite3.Connection:
     conn = readmodel.open_writer(path, bulk=True)
+    if isinstance(conn, readmodel.BulkConnection):
+        conn.deferred_dates = finish is not None  # finish runs what is deferred
     readmodel.drop_deferred_indexes(conn)
     return conn
 
@@ -96,7 +98,7 @@ class InlineApplier:
     """Applies in a worker thread of this process (short replays, tests)."""
 
     def __init__(self, path: Path, apply: ApplyBatch, finish: FinishLoad | None = None) -> None:
-        self.conn = _prepare(path)
+        self.conn = _prepare(path, finish)
         self.apply = apply
         self.finish_load = finish
         self.last = 0
@@ -124,7 +126,7 @@ def _child(path: str, pipe: Connection, apply_batch: ApplyBatch, finish: FinishL
     gc.freeze()
     gc.set_threshold(*CHILD_GC_THRESHOLD)
     try:
-        conn = _prepare(Path(path))
+        conn = _prepare(Path(path), finish)
         try:
             last = 0
             while (batch := pipe.recv()) is not None:

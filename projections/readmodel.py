@@ -134,9 +134,11 @@ class BulkConnection(sqlite3.Connection):
 
     - ``fact_versions``: the ``fact_versions`` table, (fact, key) -> version, loaded when
       opened and kept in step by the projector's version gate (no SELECT per fact);
-    - ``deferred_dates``: the appliers skip the date-taken waterfall per event and
-      :func:`projections.files.resolve_all_dates` runs it once over the table at the end
-      (the waterfall is a function of the final rows, so the rows come out the same).
+    - ``deferred_dates`` (False until its user sets it, promising to finish): the
+      appliers skip the date-taken waterfall per event and
+      :func:`projections.files.resolve_all_dates` must run it once over the table at the
+      end (the waterfall is a function of the final rows, so the rows come out the same);
+      a rebuild's appliers (:mod:`projections.applier`) set it when given a ``finish``.
     """
 
     fact_versions: dict[tuple[str, str], int]
@@ -180,7 +182,7 @@ def open_writer(path: Path, *, bulk: bool = False) -> sqlite3.Connection:
                 (str(f), str(k)): int(v)
                 for f, k, v in conn.execute("SELECT fact, key, version FROM fact_versions")
             }
-            conn.deferred_dates = True
+            conn.deferred_dates = False
     except sqlite3.Error as exc:
         raise ReadModelError(
             f"cannot open read model {path} for writing: {exc}{_why_not_writable(path.parent)}"
