@@ -31,7 +31,7 @@ from eventsvc.core.events import (
     ThumbnailReady,
 )
 
-__all__ = ["APPLIERS"]
+__all__ = ["APPLIERS", "resolve_all_dates"]
 
 
 def _iso(event: Event) -> str:
@@ -119,7 +119,8 @@ def _hash_computed(conn: sqlite3.Connection, seq: int, e: HashComputed) -> None:
            WHERE file_id = ? AND size = ? AND mtime_ns = ?""",
         (e.content_hash, seq, e.file_id, e.size, e.mtime_ns),
     )
-    _resolve_dates(conn, "file_id = ?", (e.file_id,))
+    if not getattr(conn, "deferred_dates", False):
+        _resolve_dates(conn, "file_id = ?", (e.file_id,))
 
 
 def _failed(conn: sqlite3.Connection, seq: int, e: DerivationFailed) -> None:
@@ -158,6 +159,14 @@ def _resolve_dates(conn: sqlite3.Connection, where: str, args: tuple[object, ...
     """The date-taken waterfall per location: the content's own date (EXIF, container),
     else a date in the file name, else the file's mtime. Re-run when a source arrives."""
     conn.execute(_DATES_SQL + where, args)
+
+
+def resolve_all_dates(conn: sqlite3.Connection) -> None:
+    """The waterfall once for every location with a content: the end of a rebuild whose
+    appliers deferred it (``BulkConnection.deferred_dates``). A location without a
+    content hash already has its date: FileSeen sets it, and only a content's media can
+    change it."""
+    _resolve_dates(conn, "content_hash IS NOT NULL", ())
 
 
 _MEDIA_COLUMNS: tuple[str, ...] = (
@@ -203,7 +212,8 @@ def _exif(conn: sqlite3.Connection, seq: int, e: ExifExtracted) -> None:
             seq,
         ),
     )
-    _resolve_dates(conn, "content_hash = ?", (e.content_hash,))
+    if not getattr(conn, "deferred_dates", False):
+        _resolve_dates(conn, "content_hash = ?", (e.content_hash,))
 
 
 def _thumbnail(conn: sqlite3.Connection, seq: int, e: ThumbnailReady) -> None:

@@ -30,7 +30,7 @@ from eventsvc.core.log import EventLog, RawEvent
 from projections import files, libraries, people, readmodel, tags
 from projections.applier import BatchApplier, open_applier
 
-__all__ = ["Projector", "apply", "apply_batch", "rebuild"]
+__all__ = ["Projector", "apply", "apply_batch", "finish_load", "rebuild"]
 
 log = logging.getLogger(__name__)
 
@@ -44,34 +44,40 @@ APPLIERS: dict[type[Event], Applier] = {
 }
 
 
-def _fact_key(event: Event) -> str | None:
-    """The read model's key of a once-only fact (None: not a versioned fact)."""
-    if isinstance(event, ClipEncoded):
-        return f"{event.content_hash}:{event.model_version}"
-    if isinstance(event, FacesDetected):
-        return f"{event.content_hash}:{event.model}"
-    if isinstance(event, ExifExtracted | ThumbnailReady | PlaylistReady):
-        return event.content_hash
-    return None
+_FACT_KEYS: dict[type[Event], Callable[[Event], str]] = {
+    ClipEncoded: lambda e: f"{e.content_hash}:{e.model_version}",  # type: ignore[attr-defined]
+    FacesDetected: lambda e: f"{e.content_hash}:{e.model}",  # type: ignore[attr-defined]
+    ExifExtracted: lambda e: e.content_hash,  # type: ignore[attr-defined]
+    ThumbnailReady: lambda e: e.content_hash,  # type: ignore[attr-defined]
+    PlaylistReady: lambda e: e.content_hash,  # type: ignore[attr-defined]
+}
+"""The read model's key of each once-only fact (other types are not versioned facts)."""
 
 
 def _version_gate(conn: sqlite3.Connection, event: Event, key: str) -> bool:
     """Whether a versioned fact may be applied: never over a newer deriver's fact.
     ``fact_versions`` holds versions above 1 only (a fact without a row is version 1),
-    so logs from before deriver versions rebuild to the same rows plus nothing."""
+    so logs from before deriver versions rebuild to the same rows plus nothing. A
+    rebuild's writer (:class:`readmodel.BulkConnection`) keeps the table in memory too."""
     version = event.fact_version
-    row = conn.execute(
-        "SELECT version FROM fact_versions WHERE fact = ? AND key = ?",
-        (event.type, key),  # type: ignore[attr-defined]
-    ).fetchone()
-    have = int(row[0]) if row else 1
+    fact: str = event.type  # type: ignore[attr-defined]
+    cache = conn.fact_versions if isinstance(conn, readmodel.BulkConnection) else None
+    if cache is not None:
+        have = cache.get((fact, key), 1)
+    else:
+        row = conn.execute(
+            "SELECT version FROM fact_versions WHERE fact = ? AND key = ?", (fact, key)
+        ).fetchone()
+        have = int(row[0]) if row else 1
     if version < have:
         return False  # an older deriver's fact arriving late: the newer one stays
     if version > 1 and version != have:
         conn.execute(
             "INSERT OR REPLACE INTO fact_versions (fact, key, version) VALUES (?, ?, ?)",
-            (event.type, key, version),  # type: ignore[attr-defined]
+            (fact, key, version),
         )
+        if cache is not None:
+            cache[(fact, key)] = version
         if isinstance(event, FacesDetected) and version > have:
             people.replace_faces(conn, event)
     return True
@@ -80,13 +86,20 @@ def _version_gate(conn: sqlite3.Connection, event: Event, key: str) -> bool:
 def apply(conn: sqlite3.Connection, seq: int, event: Event) -> None:
     """Apply one event. Types this read model does not project are skipped; a once-only
     fact of an older deriver version than the one applied is too."""
-    fn = APPLIERS.get(type(event))
+    cls = type(event)
+    fn = APPLIERS.get(cls)
     if fn is None:
         return
-    key = _fact_key(event)
-    if key is not None and not _version_gate(conn, event, key):
+    keyfn = _FACT_KEYS.get(cls)
+    if keyfn is not None and not _version_gate(conn, event, keyfn(event)):
         return
     fn(conn, seq, event)
+
+
+def finish_load(conn: sqlite3.Connection) -> None:
+    """What a rebuild's appliers left to the end of the load (see
+    :class:`readmodel.BulkConnection`): the date-taken waterfall over the table."""
+    files.resolve_all_dates(conn)
 
 
 def apply_batch(conn: sqlite3.Connection, batch: Sequence[RawEvent]) -> int:
@@ -275,7 +288,9 @@ async def rebuild(
         raise ReadModelError(f"cannot make the read model directory {directory}: {exc}") from exc
     path = readmodel.new_generation(directory)
     try:
-        applier = open_applier(path, await event_log.last_seq(), apply_batch, process=process)
+        applier = open_applier(
+            path, await event_log.last_seq(), apply_batch, finish=finish_load, process=process
+        )
     except BaseException as exc:
         readmodel.discard_generation(path)
         _reraise(path, exc)
