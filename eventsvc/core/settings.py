@@ -344,6 +344,9 @@ class Settings(BaseSettings):
     decode_processes: int = Field(default=0, ge=0)
     """Decoder processes shared by the media, faces and clip workers of one process
     (0: one per CPU). They start on first use."""
+    decode_idle_seconds: float = Field(default=30.0, ge=0)
+    """A decoder process idle this long exits (issue 18: ~60 MB each while nothing
+    changes); the next decode starts one again (~0.3 s). 0: they stay."""
 
     @field_validator("exclude", mode="after")
     @classmethod

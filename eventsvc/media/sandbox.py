@@ -69,8 +69,11 @@ class DecodeSandbox:
         """Notified when a prestarted child becomes idle (or fails to start)."""
         self._closed = False
         self._starting = 0
+        self._idle_since: dict[Child, float] = {}
+        self._retiring = False
         self.started = 0
         self.killed = 0
+        self.retired = 0
         _live.add(self)
 
     # ---- jobs
@@ -140,7 +143,7 @@ class DecodeSandbox:
                     closing = True
                 else:
                     closing = False
-                    self._idle.append(child)
+                    self._park(child)
                 self._ready.notify()
             if closing:
                 child.close()
@@ -194,6 +197,7 @@ class DecodeSandbox:
                 self._ready.wait_for(lambda: self._idle or not self._starting, START_TIMEOUT)
             while self._idle:
                 child = self._idle.pop()
+                self._idle_since.pop(child, None)
                 if child.alive():
                     self._busy.add(child)
                     return child
@@ -213,7 +217,7 @@ class DecodeSandbox:
             self._busy.discard(child)
             room = len(self._idle) + len(self._busy) < self.limits.processes
             if keep and room and not self._closed:
-                self._idle.append(child)
+                self._park(child)
                 return
         if keep:
             child.close()
@@ -277,11 +281,47 @@ class DecodeSandbox:
         log.warning("decoder process %d ended (status %s); a new one replaces it", child.pid, code)
         return code
 
+    # ---- idle children exit (issue 18: no decoder memory while nothing changes)
+
+    def _park(self, child: Child) -> None:
+        """Make ``child`` idle (under the lock) and see that it exits when left idle."""
+        self._idle.append(child)
+        self._idle_since[child] = time.monotonic()
+        if self.limits.idle_seconds > 0 and not self._retiring:
+            self._retiring = True
+            threading.Thread(target=self._retire_idle, daemon=True).start()
+
+    def _retire_idle(self) -> None:
+        """Close children idle for ``limits.idle_seconds``; ends when none is idle."""
+        wait, done = self.limits.idle_seconds, False
+        while not done:
+            time.sleep(max(0.05, wait))
+            now = time.monotonic()
+            with self._lock:
+                old = [
+                    c for c in self._idle
+                    if now - self._idle_since.get(c, now) >= self.limits.idle_seconds
+                ]  # fmt: skip
+                for child in old:
+                    self._idle.remove(child)
+                    self._idle_since.pop(child, None)
+                self.retired += len(old)
+                if not self._idle or self._closed:
+                    self._retiring, done = False, True
+                else:
+                    oldest = min(self._idle_since.get(c, now) for c in self._idle)
+                    wait = oldest + self.limits.idle_seconds - now
+            for child in old:
+                log.debug("decoder process %d was idle %.0f s: it exits", child.pid,
+                          self.limits.idle_seconds)  # fmt: skip
+                child.close()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             children = [*self._idle, *self._busy]
             self._idle.clear()
+            self._idle_since.clear()
         for child in children:
             child.close()
 

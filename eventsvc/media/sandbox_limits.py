@@ -34,6 +34,8 @@ class DecodeLimits:
     memory_mb: int = 1024
     timeout: float = 60.0
     processes: int = 2
+    idle_seconds: float = 30.0
+    """An idle child older than this exits (0: never)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> DecodeLimits:
@@ -48,6 +50,7 @@ class DecodeLimits:
             memory_mb=int(settings.decode_max_memory_mb),
             timeout=float(settings.decode_timeout),
             processes=max(1, int(settings.decode_processes or os.cpu_count() or 1)),
+            idle_seconds=float(getattr(settings, "decode_idle_seconds", 30.0)),
         )
 
 

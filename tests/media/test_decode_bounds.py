@@ -495,3 +495,40 @@ def test_an_idle_decoder_killed_from_outside_costs_no_file_a_failure(tmp_path: P
         finally:
             os.close(fd)
         assert box.started == 2 and box.pids() != [pid]
+
+
+def test_an_idle_decoder_exits_and_the_next_decode_starts_one(tmp_path: Path) -> None:
+    """Issue 18: decoder processes do not sit in memory while nothing changes."""
+    photo = make_jpeg(tmp_path / "p.jpg", 9, size=(200, 100))
+    with DecodeSandbox(DecodeLimits(processes=1, idle_seconds=0.5)) as box:
+        box.ping()
+        [pid] = box.pids()
+        deadline = time.monotonic() + 10
+        while box.pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert box.pids() == [] and box.retired == 1
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)
+        fd = _open(photo)
+        try:
+            assert box.thumbnails(fd).width == 200  # a fresh child does the work
+        finally:
+            os.close(fd)
+        assert box.started == 2 and box.pids() not in ([], [pid])
+
+
+def test_decoders_stay_while_used_and_with_idle_seconds_zero(tmp_path: Path) -> None:
+    with DecodeSandbox(DecodeLimits(processes=1, idle_seconds=0)) as box:
+        box.ping()
+        [pid] = box.pids()
+        time.sleep(0.3)
+        assert box.pids() == [pid] and box.retired == 0
+    with DecodeSandbox(DecodeLimits(processes=1, idle_seconds=1.0)) as box:
+        box.ping()
+        [pid] = box.pids()
+        for _ in range(6):  # used every 0.3 s: never idle for 1 s
+            time.sleep(0.3)
+            box.ping()
+        assert box.pids() == [pid] and box.retired == 0
