@@ -12,6 +12,22 @@ from eventsvc.server import EmbeddedNats
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+XDIST_GROUPS = {
+    "tests/faults/": "faults",
+    "tests/web/test_browser": "web-browser",
+}
+"""Tests that share a session-scoped real process, kept on one worker under pytest-xdist
+(``-n 2 --dist loadgroup``): the fault suite's clean reference run and shared library,
+the web suite's one `eventsvc up` and its Chromium. Every other test may run on either."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.fspath).replace(os.sep, "/")
+        for part, group in XDIST_GROUPS.items():
+            if part in path:
+                item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
