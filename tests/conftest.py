@@ -17,16 +17,29 @@ XDIST_GROUPS = {
     "tests/web/test_browser": "web-browser",
 }
 """Tests that share a session-scoped real process, kept on one worker under pytest-xdist
-(``-n 2 --dist loadgroup``): the fault suite's clean reference run and shared library,
-the web suite's one `eventsvc up` and its Chromium. Every other test may run on either."""
+(``-n 2``, with ``--dist loadgroup`` from addopts): the fault suite's clean reference run
+and shared library, the web suite's one `eventsvc up` and its Chromium."""
 
 
+def _module_scoped(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    return any(d and d[-1].scope == "module" for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xdist groups: the session groups above; and every module whose tests use a
+    module-scoped fixture (a server, generated clips, a loaded model) stays together, so
+    that fixture is made once, not once per worker or per interleaving. Every other test
+    may run on either worker."""
     for item in items:
         path = str(item.fspath).replace(os.sep, "/")
-        for part, group in XDIST_GROUPS.items():
-            if part in path:
-                item.add_marker(pytest.mark.xdist_group(group))
+        group = next((g for part, g in XDIST_GROUPS.items() if part in path), None)
+        if group is None and _module_scoped(item):
+            group = item.nodeid.split("::", 1)[0]
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
