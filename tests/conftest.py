@@ -8,9 +8,15 @@ import pytest
 
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import Settings
-from eventsvc.server import EmbeddedNats
+from eventsvc.server import EmbeddedNats, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `eventsvc up` prefers NATS ports 4222/8222 and falls back to a free one when they are
+    # taken; two workers starting an `up` at the same moment could both see them free. Each
+    # worker prefers ports of its own (a test that sets them still does).
+    os.environ.setdefault("EVENTSVC_NATS_PORT", str(free_port()))
+    os.environ.setdefault("EVENTSVC_NATS_MONITOR_PORT", str(free_port()))
 
 XDIST_GROUPS = {
     "tests/faults/": "faults",
