@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,30 +23,26 @@ XDIST_GROUPS = {
     "tests/faults/": "faults",
     "tests/web/test_browser": "web-browser",
 }
-"""Tests that share a session-scoped real process, kept on one worker under pytest-xdist
-(``-n 2``, with ``--dist loadgroup`` from addopts): the fault suite's clean reference run
-and shared library, the web suite's one `eventsvc up` and its Chromium."""
+"""Under pytest-xdist (``-n 2``), tests that share a session-scoped real process stay on one
+worker: the fault suite's shared library and clean reference run, the web suite's one
+`eventsvc up` and its Chromium."""
 
 
-def _module_scoped(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs.values() if info is not None else ()
-    return any(d and d[-1].scope == "module" for d in defs)
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole files to a worker (as ``--dist loadfile``: module-scoped fixtures made once),
+    the groups above as one unit each; the units with most tests first. Our own, as
+    xdist's ``loadgroup`` does not work on pytest 9 (it rewrites ``item._nodeid``)."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None  # an explicit other --dist
+    from xdist.scheduler import LoadScopeScheduling
 
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((g for part, g in XDIST_GROUPS.items() if path.startswith(part)), path)
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """xdist groups: the session groups above; and every module whose tests use a
-    module-scoped fixture (a server, generated clips, a loaded model) stays together, so
-    that fixture is made once, not once per worker or per interleaving. Every other test
-    may run on either worker."""
-    for item in items:
-        path = str(item.fspath).replace(os.sep, "/")
-        group = next((g for part, g in XDIST_GROUPS.items() if part in path), None)
-        if group is None and _module_scoped(item):
-            group = item.nodeid.split("::", 1)[0]
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture
