@@ -31,8 +31,9 @@ worker: the fault suite's shared library and clean reference run, the web suite'
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Whole files to a worker (as ``--dist loadfile``: module-scoped fixtures made once),
-    the groups above as one unit each; the units with most tests first. Our own, as
-    xdist's ``loadgroup`` does not work on pytest 9 (it rewrites ``item._nodeid``)."""
+    the groups above as one unit each and first (the longest units: none starts last),
+    then the files with most tests first. Our own, as xdist's ``loadgroup`` does not work
+    on pytest 9 (it rewrites ``item._nodeid``)."""
     if config.getvalue("dist") not in ("load", "loadgroup"):
         return None  # an explicit other --dist
     from xdist.scheduler import LoadScopeScheduling
@@ -41,6 +42,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return next((g for part, g in XDIST_GROUPS.items() if path.startswith(part)), path)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            for group in reversed(XDIST_GROUPS.values()):
+                if group in self.workqueue:
+                    self.workqueue.move_to_end(group, last=False)
+            super()._assign_work_unit(node)
 
     return GroupScheduling(config, log)
 
