@@ -42,7 +42,7 @@ async def _up(event_log: EventLog, lib: Library, settings: Settings) -> AsyncIte
     stop = asyncio.Event()
     task = asyncio.create_task(scanner.run(stop))
     try:
-        await wait_until(lambda: _last(event_log, "LibraryOnline"), 10)
+        await wait_until(lambda: _last(event_log, "LibraryOnline"), 30)
         yield scanner
     finally:
         stop.set()
@@ -121,14 +121,14 @@ async def test_up_publishes_online_when_files_are_back_after_a_cli_scan_said_sta
         report = await _second_scan(second, nats_server, lib, cfg)
         assert report["state"] == "stale"
         stale_seq = await _last(event_log, "LibraryStale")
-        await wait_until(lambda: up.state.libraries[lib.id].state == "stale", 10)
+        await wait_until(lambda: up.state.libraries[lib.id].state == "stale", 30)
         for p in moved:
             os.rename(away / p.name, p)
 
         async def back_online() -> bool:
             return await _last(event_log, "LibraryOnline") > stale_seq
 
-        await wait_until(back_online, 10)
+        await wait_until(back_online, 30)
         assert up.state.libraries[lib.id].state == "online"
     assert await _events(event_log, "FileMissing") == []
     assert (await library_states(event_log))[lib.id][0] == "online"
@@ -150,14 +150,14 @@ async def test_up_records_later_deletions_after_a_cli_scan_accepted_missing_file
         report = await _second_scan(second, nats_server, lib, capped, accept=True)
         assert report["state"] == "online" and report["missing"] == 20
         online_seq = await _last(event_log, "LibraryOnline")
-        await wait_until(lambda: up.state.libraries[lib.id].seq >= online_seq, 10)
+        await wait_until(lambda: up.state.libraries[lib.id].seq >= online_seq, 30)
         files[25].unlink()  # a later deletion, seen by up's next full scan
 
         async def recorded() -> bool:
             evs = await _events(event_log, "FileMissing")
             return any(isinstance(e, FileMissing) and e.path == files[25].name for _, e in evs)
 
-        await wait_until(recorded, 10)
+        await wait_until(recorded, 30)
         assert up.state.libraries[lib.id].state == "online"
     stale_after = [s for s, _ in await _events(event_log, "LibraryStale") if s > online_seq]
     assert stale_after == []

@@ -84,8 +84,9 @@ def _watch_lines(*args: str, count: int) -> tuple[int | None, list[dict], str]:
     return proc.returncode, lines, err
 
 
-def _pty_stdout(*args: str, stop_after: float) -> tuple[int, str]:
-    """`eventsvc ARGS` with stdout on a pseudo-terminal, SIGINT after ``stop_after``."""
+def _pty_stdout(*args: str, stop_after: str, times: int = 2) -> tuple[int, str]:
+    """`eventsvc ARGS` with stdout on a pseudo-terminal, SIGINT once ``stop_after`` has been
+    written ``times`` times (a started process that did its work, not a fixed wait)."""
     master, slave = os.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventsvc", *args],
@@ -98,7 +99,8 @@ def _pty_stdout(*args: str, stop_after: float) -> tuple[int, str]:
     sent = False
     try:
         while time.monotonic() - start < 60:
-            if not sent and time.monotonic() - start > stop_after:
+            out = b"".join(chunks).decode(errors="replace")
+            if not sent and out.count(stop_after) >= times:
                 proc.send_signal(signal.SIGINT)
                 sent = True
             ready, _, _ = select.select([master], [], [], 0.1)
@@ -134,7 +136,7 @@ async def test_status_watch_refreshes_until_a_signal(
 
     # on a terminal: the tables, redrawn; Ctrl-C (SIGINT) ends it (0)
     rc, term = _pty_stdout("status", "--watch", "0.3", *_args(nats_server, settings),
-                           stop_after=3.0)  # fmt: skip
+                           stop_after="eventsvc status at")  # fmt: skip
     assert rc == 0, term
     assert "failures" in term and "last reason" in term and "broken.jpg" in term, term
     assert term.count("eventsvc status at") >= 2, term
