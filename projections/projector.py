@@ -27,6 +27,7 @@ from eventsvc.core.events import (
     decode,
 )
 from eventsvc.core.log import EventLog, RawEvent
+from eventsvc.core.memory import release_free_memory
 from projections import files, libraries, people, readmodel, tags
 from projections.applier import BatchApplier, open_applier
 
@@ -148,6 +149,9 @@ class ProjectorProgress:
 
 
 ROOM_RECHECK = 5.0
+TRIM_AFTER = 10_000
+"""Events applied in one catch-up after which the projector, once idle, hands the freed
+heap back (:func:`eventsvc.core.memory.release_free_memory`)."""
 """Seconds between tries while the read model's disk is full."""
 
 
@@ -174,13 +178,18 @@ class Projector:
                 start = readmodel.checkpoint(conn) + 1
                 self.status.last_seq = start - 1
                 log.info("projector: %s from seq %d", path.name, start)
+                burst = 0
                 async for batch in self.event_log.read(
                     start_seq=start, follow=True, batch=self.batch
                 ):
                     if batch:
                         self.status.applied += await asyncio.to_thread(apply_batch, conn, batch)
                         self.status.last_seq = batch[-1].seq
+                        burst += len(batch)
                         self._resume()
+                    elif burst >= TRIM_AFTER:  # caught up after a backlog: idle from here
+                        burst = 0
+                        await asyncio.to_thread(release_free_memory)
                     if stop.is_set() or readmodel.current_path(self.directory) != path:
                         break
             except sqlite3.Error as exc:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from eventsvc.core.health import Health
 from eventsvc.core.library_state import FileState, LibraryState
 from eventsvc.core.log import EventLog
+from eventsvc.core.memory import release_free_memory
 from eventsvc.scanner.known import Columns, Known, KnownFiles
 
 __all__ = ["Known", "KnownFiles", "ScanState"]
@@ -57,4 +58,6 @@ class ScanState:
     @classmethod
     async def load(cls, event_log: EventLog) -> ScanState:
         """The last FileSeen/FileMissing per file and each library's health."""
-        return cls.of(await LibraryState.load(event_log), consume=True)
+        state = cls.of(await LibraryState.load(event_log), consume=True)
+        release_free_memory()  # the fold's per-file objects are gone: give their pages back
+        return state
