@@ -61,11 +61,11 @@ def faces_model(detector: str = "hog") -> str:
     """The version the faces worker's dlib model has here (its FacesDetected's variant
     token: another would make `up` re-derive every content for this one)."""
     from eventsvc.core.errors import EventsvcError
-    from eventsvc.inference.dlib_faces import _digest, model_files
+    from eventsvc.inference.dlib_faces import model_files, weights_digest
 
     name = f"dlib-{detector}-resnet-v1"
     try:
-        return f"{name}-{_digest(model_files(detector))}"
+        return f"{name}-{weights_digest(model_files(detector))}"
     except EventsvcError:  # no face model here: the worker pauses, nothing re-derives
         return name
 

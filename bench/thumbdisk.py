@@ -229,7 +229,7 @@ def ours(sources: list[Path], root: Path) -> dict[str, Any]:
     files (both sizes, a directory per content) from the same renders."""
     import blake3
 
-    from eventsvc.derive.media import _write
+    from eventsvc.derive.media import write_thumbnails
     from eventsvc.media import decode
 
     old = root.parent / (root.name + "-old")
@@ -240,7 +240,7 @@ def ours(sources: list[Path], root: Path) -> dict[str, Any]:
             ts = decode.thumbnail_set(decode.thumb_image(fd, raw=False, max_pixels=None))
         finally:
             os.close(fd)
-        _write(ts, root, digest)
+        write_thumbnails(ts, root, digest)
         for name, data in ts.jpegs.items():
             target = old / digest[:2] / digest / f"{name}.jpg"
             target.parent.mkdir(parents=True, exist_ok=True)

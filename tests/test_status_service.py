@@ -164,6 +164,7 @@ _BOUNDARY = {
     "eventsvc/core/replay.py",
     "eventsvc/core/stream.py",
     "eventsvc/core/consumers.py",
+    "eventsvc/core/acks.py",
 }
 
 

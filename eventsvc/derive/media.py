@@ -37,7 +37,7 @@ from eventsvc.media import exif as exif_mod
 from eventsvc.media.load import is_raw
 from eventsvc.media.sandbox import DecodeFailed, DecodeSandbox
 
-__all__ = ["MediaDeriver", "analyse_image"]
+__all__ = ["MediaDeriver", "analyse_image", "write_thumbnails"]
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,10 @@ def analyse_image(
         ts = sandbox.thumbnails(source, raw=raw)
     else:
         ts = decode.thumbnail_set(decode.thumb_image(source, raw=raw, max_pixels=None))
-    return _write(ts, thumb_root, content_hash)
+    return write_thumbnails(ts, thumb_root, content_hash)
 
 
-def _write(
+def write_thumbnails(
     ts: decode.ThumbSet, thumb_root: Path, content_hash: str
 ) -> tuple[dict[str, str], tuple[int, int], str, str]:
     """Write each distinct thumbnail once (``<hash[:2]>/<hash>-<size>.jpg``, named after
@@ -87,7 +87,7 @@ def _size_order(name: str) -> int:
 def _store(
     img: Image.Image, thumb_root: Path, content_hash: str
 ) -> tuple[dict[str, str], tuple[int, int], str, str]:
-    return _write(decode.thumbnail_set(img), thumb_root, content_hash)
+    return write_thumbnails(decode.thumbnail_set(img), thumb_root, content_hash)
 
 
 class MediaDeriver:
@@ -194,7 +194,9 @@ class MediaDeriver:
                     sizes, (w, h), ph, dh = _store(img, self.thumb_root, event.content_hash)
                 elif video:
                     ts = self.sandbox.thumbnails(fd, video=True)
-                    sizes, (w, h), ph, dh = _write(ts, self.thumb_root, event.content_hash)
+                    sizes, (w, h), ph, dh = write_thumbnails(
+                        ts, self.thumb_root, event.content_hash
+                    )
                 else:
                     sizes, (w, h), ph, dh = analyse_image(
                         fd, self.thumb_root, event.content_hash, raw=raw, sandbox=self.sandbox

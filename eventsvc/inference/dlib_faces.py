@@ -25,7 +25,7 @@ from PIL import Image
 from eventsvc.core.errors import BadInput, ConfigError, ModelUnavailable
 from eventsvc.core.inference import DetectedFace, ModelInfo
 
-__all__ = ["DlibFaceBackend", "DlibSettings", "model_dir", "model_files"]
+__all__ = ["DlibFaceBackend", "DlibSettings", "model_dir", "model_files", "weights_digest"]
 
 SHAPE = "shape_predictor_5_face_landmarks.dat"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
@@ -77,7 +77,7 @@ def model_files(detector: str) -> list[Path]:
     return files
 
 
-def _digest(files: list[Path]) -> str:
+def weights_digest(files: list[Path]) -> str:
     """A short digest of the weights (size + head + tail of each file: cheap, distinct)."""
     h = hashlib.blake2b(digest_size=4)
     for f in files:
@@ -111,7 +111,9 @@ class _Models:
             raise ModelUnavailable(f"cannot load the dlib face models: {exc}") from exc
         self.dlib = dlib
         name = f"dlib-{cfg.detector}-resnet-v1"
-        self.info = ModelInfo(task="faces", name=name, version=f"{name}-{_digest(files)}", dim=128)
+        self.info = ModelInfo(
+            task="faces", name=name, version=f"{name}-{weights_digest(files)}", dim=128
+        )
 
 
 class DlibFaceBackend:
