@@ -19,16 +19,20 @@ from eventsvc.cli_support import keep_libraries as _keep_libraries
 from eventsvc.cli_support import libraries_for as _libraries
 from eventsvc.core.errors import ConfigError
 from eventsvc.core.events import FileSeen, LibraryOnline
-from eventsvc.core.ids import LIBRARY_ID_RE, file_id, library_id_for_root
+from eventsvc.core.ids import (
+    LIBRARY_ID_RE,
+    file_id,
+    library_id_for_root,
+    library_ids_named,
+    slug,
+)
 from eventsvc.core.library_ids import log_library_ids
 from eventsvc.core.log import EventLog
 from eventsvc.core.settings import (
     DEFAULT_EXCLUDES,
     Library,
     Settings,
-    library_ids_named,
     load_libraries,
-    slug,
 )
 from eventsvc.scanner import Scanner
 from eventsvc.server import EmbeddedNats

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
 
 import blake3
 
@@ -10,9 +13,12 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LIBRARY_ID_RE",
     "VIDEO_EXTENSIONS",
+    "derive_library_id",
     "file_id",
     "library_id_for_root",
+    "library_ids_named",
     "media_kind",
+    "slug",
 ]
 
 LIBRARY_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -58,3 +64,33 @@ def media_kind(name: str | bytes) -> str | None:
     if ext in VIDEO_EXTENSIONS:
         return "video"
     return None
+
+
+# ---- library ids (issue 13: from the root's name, unique, stable)
+def slug(text: str) -> str:
+    """``text`` as a library id: lower case ASCII letters, digits, ``-`` and ``_``
+    (accents dropped, other runs become one ``-``), at most 48 characters; "lib" when
+    nothing is left."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    out = re.sub(r"[^a-z0-9_-]+", "-", ascii_text.lower())
+    out = re.sub(r"-{2,}", "-", out).strip("-_")[:48].strip("-_")
+    return out or "lib"
+
+
+def derive_library_id(name: str, root: Path, taken: set[str]) -> str:
+    """A new library's id: the slug of its name; when another library has it already,
+    the slug plus 6 hex digits of a hash of the root (the same for the same root)."""
+    base = slug(name)
+    if base not in taken:
+        return base
+    return f"{base}-{library_id_for_root(str(root))[4:10]}"
+
+
+def library_ids_named(token: str, known: Mapping[str, str]) -> list[str]:
+    """Ids of the libraries ``token`` names, given ``known`` (id -> name): ``[token]`` when
+    it is an id; else every library whose name it is, compared case-insensitively
+    (``casefold``, surrounding blanks ignored), in id order; else ``[]``."""
+    if token in known:
+        return [token]
+    want = token.strip().casefold()
+    return sorted(i for i, name in known.items() if name.strip().casefold() == want)

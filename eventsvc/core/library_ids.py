@@ -8,7 +8,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from eventsvc.core.errors import EventsvcError
-from eventsvc.core.settings import Library, library_ids_named
+from eventsvc.core.ids import library_ids_named
+from eventsvc.core.settings import Library
 
 if TYPE_CHECKING:  # imported when used: the CLI starts without them
     from eventsvc.core.log import EventLog

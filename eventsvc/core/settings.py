@@ -6,9 +6,7 @@ Nothing is built at import time: call ``Settings()`` (or ``Settings(**overrides)
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +15,14 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventsvc.core.errors import ConfigError
-from eventsvc.core.ids import LIBRARY_ID_RE, library_id_for_root
+from eventsvc.core.ids import LIBRARY_ID_RE, derive_library_id, library_id_for_root
 
 __all__ = [
     "DEFAULT_EXCLUDES",
     "Library",
     "Settings",
-    "derive_library_id",
-    "library_ids_named",
     "load_libraries",
     "merge_excludes",
-    "slug",
 ]
 
 DEFAULT_EXCLUDES: tuple[str, ...] = (
@@ -406,36 +401,6 @@ def _excludes(values: object, where: str) -> list[str]:
             f"(e.g. EVENTSVC_EXCLUDE='[\"{dropped[0]}\"]'), not in a libraries file"
         )
     return list(values)
-
-
-# ---- library ids (issue 13: from the root's name, unique, stable)
-def slug(text: str) -> str:
-    """``text`` as a library id: lower case ASCII letters, digits, ``-`` and ``_``
-    (accents dropped, other runs become one ``-``), at most 48 characters; "lib" when
-    nothing is left."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    out = re.sub(r"[^a-z0-9_-]+", "-", ascii_text.lower())
-    out = re.sub(r"-{2,}", "-", out).strip("-_")[:48].strip("-_")
-    return out or "lib"
-
-
-def derive_library_id(name: str, root: Path, taken: set[str]) -> str:
-    """A new library's id: the slug of its name; when another library has it already,
-    the slug plus 6 hex digits of a hash of the root (the same for the same root)."""
-    base = slug(name)
-    if base not in taken:
-        return base
-    return f"{base}-{library_id_for_root(str(root))[4:10]}"
-
-
-def library_ids_named(token: str, known: Mapping[str, str]) -> list[str]:
-    """Ids of the libraries ``token`` names, given ``known`` (id -> name): ``[token]`` when
-    it is an id; else every library whose name it is, compared case-insensitively
-    (``casefold``, surrounding blanks ignored), in id order; else ``[]``."""
-    if token in known:
-        return [token]
-    want = token.strip().casefold()
-    return sorted(i for i, name in known.items() if name.strip().casefold() == want)
 
 
 def load_libraries(

@@ -26,7 +26,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from eventsvc.core.events import tag_key, tag_name
-from eventsvc.core.settings import library_ids_named
+from eventsvc.core.ids import library_ids_named
 from projections.api import db, geo
 from projections.api.context import Ctx
 from projections.api.errors import bad_parameter

@@ -21,10 +21,9 @@ from litestar.params import Parameter
 from msgspec import Meta
 
 from eventsvc.core.events import Event, LibraryAdded, LibraryRemoved, LibraryUpdated
-from eventsvc.core.ids import LIBRARY_ID_RE
+from eventsvc.core.ids import LIBRARY_ID_RE, derive_library_id
 from eventsvc.core.library_config import LibraryCatalog, load_catalog
 from eventsvc.core.library_ids import log_library_ids
-from eventsvc.core.settings import derive_library_id
 from projections.api.context import ApiContext, Ctx
 from projections.api.errors import WRITES, ErrorDetail, bad_parameter, error_responses
 from projections.api.idempotency import IdempotencyKey, decision_msg_id
