@@ -23,17 +23,12 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 from bench.common import Outcome, base_parser, run_main, say, scratch_dir
 from bench.synth import (
@@ -43,9 +38,10 @@ from bench.synth import (
     publish_library,
     write_files,
 )
+from bench.upproc import UpProcess, small_jpeg
 from eventsvc.core.library_ids import log_library_ids
 from eventsvc.core.log import EventLog
-from eventsvc.server import EmbeddedNats, free_port
+from eventsvc.server import EmbeddedNats
 
 __all__ = ["Up", "goal_mb", "main", "rss_tree"]
 
@@ -102,59 +98,14 @@ def rss_tree(pid: int) -> list[dict[str, Any]]:
     return out
 
 
-def _jpeg(path: Path, seed: int) -> None:
-    rnd = random.Random(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.new("RGB", (160, 120), tuple(rnd.randrange(256) for _ in range(3)))
-    for _ in range(8):
-        x, y = rnd.randrange(140), rnd.randrange(100)
-        img.paste(tuple(rnd.randrange(256) for _ in range(3)), (x, y, x + 20, y + 20))
-    img.save(path, quality=90)
-
-
-class Up:
+class Up(UpProcess):
     """One `eventsvc up` on ``lib`` with its embedded nats-server under ``data``."""
 
     def __init__(self, lib: Path, data: Path, log: Path, env: dict[str, str]) -> None:
-        self.lib, self.data, self.log, self.env = lib, data, log, env
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "eventsvc", "up", str(self.lib), "--no-watch",
-               "--data-dir", str(self.data), "--port", str(self.port)]  # fmt: skip
-        with self.log.open("ab") as out:
-            self.started = time.monotonic()
-            self.proc = subprocess.Popen(
-                cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        super().__init__(lib, data, log, env=env)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-
-    def get(self, path: str) -> Any:
-        try:
-            with urllib.request.urlopen(f"{self.api}{path}", timeout=10) as r:
-                return json.load(r)
-        except (OSError, ValueError, urllib.error.URLError):
-            return None
+        self.term(60.0)  # a large stream's index takes a while to write
 
     def serving(self, timeout: float, items: bool) -> float:
         """Seconds from start until GET /photos answers 200 (with items when ``items``)."""
@@ -173,30 +124,17 @@ class Up:
     background re-derivations (``*-rederive``, once per deriver version) do not count
     either: on a library indexed by this version they have nothing to do."""
 
-    def settled(self, timeout: float) -> int:
-        """Wait for lag 0 and no pending work (but on paused workers), the stream
-        unchanged for 3 polls; returns the stream's last sequence."""
-        deadline, last, still = time.monotonic() + timeout, None, 0
-        while time.monotonic() < deadline:
-            p = self.get("/pipeline")
-            if (
-                p
-                and p["projector"]["lag"] == 0
-                and all(
-                    c["pending"] == 0 and c["ack_pending"] == 0
-                    for c in p["consumers"]
-                    if not c["name"].startswith(self.paused) and not c["name"].endswith("-rederive")
-                )
-            ):
-                seq = p["stream"].get("last_seq")
-                still = still + 1 if seq == last else 0
-                last = seq
-                if still >= 3:
-                    return int(seq or 0)
-            else:
-                still = 0
-            time.sleep(1.0)
-        raise SystemExit(f"up did not settle in {timeout:.0f}s; see {self.log}")
+    def wait_settled(self, timeout: float) -> int:
+        """The stream's last sequence once settled (but on paused workers and the
+        background re-derivations); SystemExit after ``timeout``."""
+        seq = self.settled(
+            timeout,
+            counts=lambda name: not name.startswith(self.paused) and not name.endswith("-rederive"),
+            problems=True,
+        )
+        if seq is None:
+            raise SystemExit(f"up did not settle in {timeout:.0f}s; see {self.log}")
+        return seq
 
 
 async def _synthesize(data: Path, lib: Path, files: int, real: int, clip: bool) -> dict[str, Any]:
@@ -216,7 +154,13 @@ async def _synthesize(data: Path, lib: Path, files: int, real: int, clip: bool) 
             write_files(lib / "synth", plan)
             say(f"wrote {len(plan)} sparse files in {time.perf_counter() - t0:.1f}s")
             for k in range(real):
-                _jpeg(lib / "real" / f"{k // 500:03d}" / f"IMG_{k:05d}.jpg", k)
+                small_jpeg(
+                    lib / "real" / f"{k // 500:03d}" / f"IMG_{k:05d}.jpg",
+                    k,
+                    size=(160, 120),
+                    patches=8,
+                    quality=90,
+                )
             say(f"wrote {real} real JPEGs")
             synth_plan = [type(f)(f"synth/{f.path}", f.size, f.mtime_ns) for f in plan]
             t0 = time.perf_counter()
@@ -261,7 +205,7 @@ def _measure(root: Path, env: dict[str, str], idle: float, seq0: int) -> dict[st
         slow = 600.0
         t = u.serving(slow, items=True)
         say(f"up: serving /photos after {t:.2f}s")
-        seq = u.settled(slow)
+        seq = u.wait_settled(slow)
         say(f"up: settled; it wrote {seq - seq0} events; idle {idle:.0f}s")
         time.sleep(idle)
         assert u.proc is not None
@@ -315,7 +259,7 @@ def _scale(root: Path, files: int, real: int, idle: float, clip: bool, extra: li
     try:
         u0.start()
         u0.serving(120, items=False)
-        u0.settled(120)
+        u0.wait_settled(120)
     finally:
         u0.stop()
     say("up 0 (empty library): library configured, consumers made")
@@ -328,7 +272,7 @@ def _scale(root: Path, files: int, real: int, idle: float, clip: bool, extra: li
         u1.start()
         slow = max(120.0, files / 1000)
         t1 = u1.serving(slow, items=True)
-        seq1 = u1.settled(slow + real)
+        seq1 = u1.wait_settled(slow + real)
     finally:
         u1.stop()
     wrote1 = seq1 - syn["last_seq"]

@@ -15,23 +15,16 @@ checked for doubles in the soaked log. value = differences found (goal 0).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from bench.common import Outcome, base_parser, run_main, say, scratch_dir
+from bench.upproc import UpProcess, small_jpeg
 from eventsvc.core.log import EventLog
-from eventsvc.server import EmbeddedNats, free_port
+from eventsvc.server import EmbeddedNats
 from projections import readmodel
 
 __all__ = ["main"]
@@ -41,94 +34,20 @@ ONCE = ("HashComputed", "ExifExtracted", "ThumbnailReady")
 """Facts derived once per input: two in the log are a double."""
 
 
-def _jpeg(path: Path, seed: int) -> None:
-    rnd = random.Random(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.new("RGB", (96, 72), tuple(rnd.randrange(256) for _ in range(3)))
-    for _ in range(6):
-        x, y = rnd.randrange(80), rnd.randrange(60)
-        img.paste(tuple(rnd.randrange(256) for _ in range(3)), (x, y, x + 16, y + 12))
-    img.save(path, quality=85)
+SOAK_ENV = {
+    "EVENTSVC_WORKERS": '["hasher","media"]',
+    "EVENTSVC_QUICK_INTERVAL": "2",
+    "EVENTSVC_FULL_INTERVAL": "6",
+    "EVENTSVC_ACK_WAIT": "5",
+    "EVENTSVC_DECODE_PROCESSES": "1",
+    "EVENTSVC_LOG_LEVEL": "WARNING",
+}
+"""`up`'s settings in a soak: hasher and media only, fast ticks and redeliveries."""
 
 
-class Up:
-    """One `eventsvc up` process against an external NATS."""
-
-    def __init__(self, lib: Path, data: Path, url: str, log: Path) -> None:
-        self.lib, self.data, self.url, self.log = lib, data, url, log
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "EVENTSVC_WORKERS": '["hasher","media"]',
-            "EVENTSVC_QUICK_INTERVAL": "2",
-            "EVENTSVC_FULL_INTERVAL": "6",
-            "EVENTSVC_ACK_WAIT": "5",
-            "EVENTSVC_DECODE_PROCESSES": "1",
-            "EVENTSVC_LOG_LEVEL": "WARNING",
-        }
-        cmd = [sys.executable, "-m", "eventsvc", "up", str(self.lib), "--no-watch",
-               "--nats-url", self.url, "--data-dir", str(self.data),
-               "--port", str(self.port)]  # fmt: skip
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-
-    def term(self) -> float:
-        """SIGTERM; seconds until it stopped (killed after 30 s)."""
-        if not self.alive():
-            return 0.0
-        assert self.proc is not None
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        return time.monotonic() - t0
-
-    def pipeline(self) -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(f"{self.api}/pipeline", timeout=5) as r:
-                return json.load(r)
-        except Exception:
-            return None
-
-    def settled(self, timeout: float) -> bool:
-        """Lag 0, no consumer with pending work, the stream unchanged for 3 polls."""
-        deadline, last, still = time.monotonic() + timeout, None, 0
-        while time.monotonic() < deadline:
-            p = self.pipeline()
-            if (
-                p
-                and p["projector"]["lag"] == 0
-                and not p["problems"]
-                and all(c["pending"] == 0 and c["ack_pending"] == 0 for c in p["consumers"])
-            ):
-                seq = p["stream"].get("last_seq")
-                still = still + 1 if seq == last else 0
-                last = seq
-                if still >= 3:
-                    return True
-            else:
-                still = 0
-            time.sleep(1.0)
-        return False
+def _up(lib: Path, data: Path, url: str, log: Path) -> UpProcess:
+    """One `eventsvc up` process against the external NATS at ``url``."""
+    return UpProcess(lib, data, log, env=SOAK_ENV, args=["--nats-url", url])
 
 
 def _live(data: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -199,10 +118,10 @@ def _soak(root: Path, minutes: float, fault_every: float, seed: int) -> Outcome:
     lib, data = root / "lib", root / "data"
     n = 0
     for n in range(40):
-        _jpeg(lib / f"d{n % 4}" / f"{n}.jpg", n)
+        small_jpeg(lib / f"d{n % 4}" / f"{n}.jpg", n)
     server = EmbeddedNats(root / "nats")
     server.start()
-    up = Up(lib, data, server.url, root / "up.log")
+    up = _up(lib, data, server.url, root / "up.log")
     up.start()
     faults: Counter[str] = Counter()
     unexpected, slow_stops, changes = 0, 0, Counter[str]()
@@ -219,9 +138,9 @@ def _soak(root: Path, minutes: float, fault_every: float, seed: int) -> Outcome:
             kind = rnd.choice(["add", "add", "rewrite", "delete"])
             if kind == "add" or not files:
                 n += 1
-                _jpeg(lib / f"d{n % 4}" / f"{n}.jpg", n)
+                small_jpeg(lib / f"d{n % 4}" / f"{n}.jpg", n)
             elif kind == "rewrite":
-                _jpeg(rnd.choice(files), 10_000 + n + rnd.randrange(10_000))
+                small_jpeg(rnd.choice(files), 10_000 + n + rnd.randrange(10_000))
             else:
                 rnd.choice(files).unlink()
             changes[kind] += 1
@@ -247,7 +166,7 @@ def _soak(root: Path, minutes: float, fault_every: float, seed: int) -> Outcome:
             unexpected += 1
             up.start()
         time.sleep(8)  # a full scan after the last change
-        settled = up.settled(180)
+        settled = up.settled(180) is not None
         up.term()
         soaked = _live(data)
         doubles = asyncio.run(_doubles(server.url))
@@ -258,11 +177,11 @@ def _soak(root: Path, minutes: float, fault_every: float, seed: int) -> Outcome:
     say("clean run of the final library")
     clean_server = EmbeddedNats(root / "clean-nats")
     clean_server.start()
-    clean = Up(lib, root / "clean", clean_server.url, root / "clean.log")
+    clean = _up(lib, root / "clean", clean_server.url, root / "clean.log")
     clean.start()
     try:
         time.sleep(8)
-        clean_settled = clean.settled(180)
+        clean_settled = clean.settled(180) is not None
         clean.term()
         want = _live(root / "clean")
     finally:
