@@ -89,9 +89,12 @@ class Child:
 
         def spawn() -> subprocess.Popen[bytes]:
             try:  # their end is closed here, after the fork: never reused too early
+                # process_group=0: a terminal's ^C (sent to our group) never reaches a
+                # child still starting, before it ignores SIGINT; its life is tied to ours
+                # (PR_SET_PDEATHSIG, EOF on its socket), and we end it.
                 return subprocess.Popen(
                     args, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, env=env, close_fds=True,
+                    stdout=subprocess.DEVNULL, env=env, close_fds=True, process_group=0,
                 )  # fmt: skip
             finally:
                 theirs.close()
