@@ -29,9 +29,10 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import blake3
 
@@ -151,22 +152,32 @@ async def _ours(
         await log.close()
 
 
-def ours_run(tmp: Path, lib_root: Path, n: int, stall_s: float) -> dict[str, Any]:
-    """One scan + hash on a fresh nats-server store and data dir."""
+T = TypeVar("T")
+
+
+def _on_fresh_server(run_dir: Path, body: Callable[[str, int | None], Coroutine[Any, Any, T]]) -> T:
+    """``body(url, server pid)`` on a nats-server with a fresh store in ``run_dir``,
+    removed afterwards."""
     import shutil
 
     from eventsvc.server import EmbeddedNats
 
-    run_dir = tmp / "ours"
     run_dir.mkdir()
     server = EmbeddedNats(run_dir / "nats")
     try:
         url = server.start()
-        pid = server.proc.pid if server.proc else None
-        return asyncio.run(_ours(url, pid, lib_root, run_dir / "data", n, stall_s))
+        return asyncio.run(body(url, server.proc.pid if server.proc else None))
     finally:
         server.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def ours_run(tmp: Path, lib_root: Path, n: int, stall_s: float) -> dict[str, Any]:
+    """One scan + hash on a fresh nats-server store and data dir."""
+    run_dir = tmp / "ours"
+    return _on_fresh_server(
+        run_dir, lambda url, pid: _ours(url, pid, lib_root, run_dir / "data", n, stall_s)
+    )
 
 
 # ---------------------------------------------------------------- bare
@@ -312,20 +323,7 @@ def _same_wire(lib_root: Path, lib_id: str) -> None:
 
 
 def bare_run(tmp: Path, lib_root: Path, lib_id: str, n: int) -> dict[str, Any]:
-    import shutil
-
-    from eventsvc.server import EmbeddedNats
-
-    run_dir = tmp / "bare"
-    run_dir.mkdir()
-    server = EmbeddedNats(run_dir / "nats")
-    try:
-        url = server.start()
-        pid = server.proc.pid if server.proc else None
-        return asyncio.run(_bare(url, pid, lib_root, lib_id, n))
-    finally:
-        server.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+    return _on_fresh_server(tmp / "bare", lambda url, pid: _bare(url, pid, lib_root, lib_id, n))
 
 
 # ---------------------------------------------------------------- main

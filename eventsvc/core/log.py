@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import nats
 import nats.errors
@@ -402,14 +403,21 @@ class EventLog(Stream, Consumers, Replay):
                         raise f.exception()  # type: ignore[misc]
             acks = [f.result() for f in futures]
         except (TimeoutError, nats.errors.Error) as exc:
-            for f in futures:
-                f.cancel()
-            why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
-            self._publish_trouble(why)
-            raise PublishError(f"bulk publish failed after {len(futures)} events: {why}") from exc
+            raise self._pipelined_failed("bulk", futures, exc) from exc
         if futures:
             self._publish_trouble(None)
         return [Published(seq=a.seq, duplicate=bool(a.duplicate)) for a in acks]
+
+    def _pipelined_failed(
+        self, kind: str, futures: list[asyncio.Future[Any]], exc: BaseException
+    ) -> PublishError:
+        """A pipelined publish that timed out or lost NATS: its waits cancelled, the
+        trouble noted, the error to raise."""
+        for f in futures:
+            f.cancel()
+        why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
+        self._publish_trouble(why)
+        return PublishError(f"{kind} publish failed after {len(futures)} events: {why}")
 
     async def publish_batch(self, events: list[Event]) -> list[Published]:
         """:meth:`publish` of each event (same once-only guarantees), pipelined: every
@@ -443,11 +451,7 @@ class EventLog(Stream, Consumers, Replay):
                         f"events (last NATS error: {self.state.last_error or 'none'})"
                     )
         except (TimeoutError, nats.errors.Error) as exc:
-            for f in futures:
-                f.cancel()
-            why = str(exc) if isinstance(exc, TimeoutError) and str(exc) else describe(exc)
-            self._publish_trouble(why)
-            raise PublishError(f"batch publish failed after {len(futures)} events: {why}") from exc
+            raise self._pipelined_failed("batch", futures, exc) from exc
         out: list[Published] = []
         failures = [f.exception() for f in futures]  # every one retrieved, even past a raise
         for event, fut, guard, exc in zip(events, futures, guarded, failures, strict=True):
